@@ -1,0 +1,257 @@
+"""Verification of Bulwark access tokens (RFC 9068 JWT profile, RFC 8725 JWT BCP).
+
+The verifier trusts only keys from the auth service's JWKS (RFC 7517), fetched over HTTP and
+cached. The algorithm comes from the key (its JWK ``alg``), never from the token header; only
+ES256 and RS256 keys are usable, so ``none`` and HMAC tokens can never verify. Headers that
+point at other keys (``jku``, ``x5u``, ``jwk``, ``x5c``) and any ``crit`` header are rejected.
+"""
+
+import asyncio
+import base64
+import binascii
+import json
+import re
+import time
+from typing import Any, Protocol
+
+import httpx
+import msgspec
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, KeySet, RSAKey
+from litestar import Request
+
+from bulwark.common.logging import get_logger
+from bulwark.common.problems import Unauthorized
+
+_log = get_logger(__name__)
+
+#: Clock skew tolerated on ``exp``, ``nbf`` and ``iat``, in seconds (at most 60 by policy).
+LEEWAY_SECONDS = 60
+#: Algorithms a JWKS key may be bound to; everything else in a JWKS is ignored.
+SUPPORTED_ALGORITHMS = frozenset({"ES256", "RS256"})
+#: Longest token accepted, in bytes; anything longer is rejected before parsing.
+MAX_TOKEN_BYTES = 4096
+_FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
+_KID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+class InvalidAccessToken(Exception):  # noqa: N818  # RFC 6750 error code "invalid_token"
+    """The token is malformed, forged, expired or not meant for us. The message says why,
+    for logs; clients get a generic 401."""
+
+
+class JwksUnavailable(Exception):  # noqa: N818  # reads as a state, like RFC 6750's codes
+    """No key set could be fetched and no earlier one is cached."""
+
+
+class AccessTokenClaims(msgspec.Struct, frozen=True):
+    """Claims of a verified access token (RFC 9068 §2.2); times are Unix seconds."""
+
+    iss: str
+    sub: str
+    aud: str | list[str]
+    exp: int
+    iat: int
+    jti: str
+    client_id: str
+    sid: str
+    scope: str = ""
+
+
+def _b64url_json(segment: str) -> dict[str, object]:
+    padded = segment + "=" * (-len(segment) % 4)
+    try:
+        value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (binascii.Error, ValueError, UnicodeError):
+        raise InvalidAccessToken("header is not base64url JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidAccessToken("header is not a JSON object")
+    return value
+
+
+class KeySource(Protocol):
+    """Where a verifier finds public keys by ``kid`` (a remote JWKS, or the issuer's own)."""
+
+    async def get(self, kid: str) -> ECKey | RSAKey | None:
+        """The key named ``kid``, or None."""
+        ...
+
+
+class JwksCache:
+    """The auth service's public keys, fetched from ``jwks_url`` and cached.
+
+    The cache lifetime follows the response's ``Cache-Control: max-age`` (bounded to
+    ``[min_ttl, max_ttl]`` seconds). An unknown ``kid`` triggers a refetch at most once per
+    ``refetch_cooldown`` seconds; concurrent callers share one fetch (single flight). When a
+    fetch fails the last good set keeps serving for up to ``stale_ttl`` seconds.
+    """
+
+    def __init__(
+        self,
+        jwks_url: str,
+        *,
+        client: httpx.AsyncClient | None = None,
+        min_ttl: float = 30,
+        max_ttl: float = 3600,
+        refetch_cooldown: float = 30,
+        stale_ttl: float = 3600,
+    ) -> None:
+        self._url = jwks_url
+        self._client = client or httpx.AsyncClient(timeout=2.0)
+        self._min_ttl, self._max_ttl = min_ttl, max_ttl
+        self._cooldown, self._stale_ttl = refetch_cooldown, stale_ttl
+        self._keys: dict[str, ECKey | RSAKey] = {}
+        self._fetched_at = float("-inf")
+        self._expires_at = float("-inf")
+        self._attempted_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.aclose()
+
+    async def get(self, kid: str) -> ECKey | RSAKey | None:
+        """The key with this ``kid``, or None when the (fresh) key set has no such key.
+
+        Raises:
+            JwksUnavailable: nothing cached (or only too-stale keys) and the fetch failed.
+        """
+        now = time.monotonic()
+        if now >= self._expires_at or (kid not in self._keys and self._may_refetch(now)):
+            await self._refresh(kid)
+        if time.monotonic() - self._fetched_at > self._max_ttl + self._stale_ttl:
+            raise JwksUnavailable("no fresh enough key set")
+        return self._keys.get(kid)
+
+    async def ready(self) -> bool:
+        """True when a key set is cached or can be fetched now (for ``/readyz``)."""
+        try:
+            await self.get("")
+        except JwksUnavailable:
+            return False
+        return bool(self._keys)
+
+    def _may_refetch(self, now: float) -> bool:
+        return now - self._attempted_at >= self._cooldown
+
+    async def _refresh(self, kid: str) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            # Another caller refreshed while we waited: use its result (single flight).
+            if now < self._expires_at and (kid in self._keys or not self._may_refetch(now)):
+                return
+            if now - self._attempted_at < 1.0 and now < self._expires_at:
+                return
+            self._attempted_at = now
+            try:
+                response = await self._client.get(self._url)
+                response.raise_for_status()
+                keys = self._parse(response.json())
+            except (httpx.HTTPError, ValueError, TypeError) as exc:
+                _log.warning("jwks_fetch_failed", url=self._url, error=type(exc).__name__)
+                if not self._keys:
+                    raise JwksUnavailable("JWKS fetch failed") from None
+                return
+            self._keys = keys
+            self._fetched_at = time.monotonic()
+            self._expires_at = self._fetched_at + self._ttl(response.headers.get("cache-control"))
+
+    def _ttl(self, cache_control: str | None) -> float:
+        match = re.search(r"max-age=(\d+)", cache_control or "")
+        ttl = float(match.group(1)) if match else self._min_ttl
+        return min(max(ttl, self._min_ttl), self._max_ttl)
+
+    @staticmethod
+    def _parse(document: object) -> dict[str, ECKey | RSAKey]:
+        if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+            raise TypeError("not a JWKS document")
+        keys: dict[str, ECKey | RSAKey] = {}
+        for item in document["keys"]:
+            if not isinstance(item, dict) or item.get("alg") not in SUPPORTED_ALGORITHMS:
+                continue
+            if "d" in item or not isinstance(item.get("kid"), str):
+                continue
+            try:
+                key = KeySet.import_key_set({"keys": [item]}).keys[0]
+            except (JoseError, ValueError, TypeError):
+                continue
+            if isinstance(key, ECKey | RSAKey):
+                keys[item["kid"]] = key
+        return keys
+
+
+class AccessTokenVerifier:
+    """Verifies access tokens for one issuer and audience against a ``KeySource``."""
+
+    def __init__(self, jwks: KeySource, *, issuer: str, audience: str) -> None:
+        self._jwks = jwks
+        self._issuer = issuer
+        self._audience = audience
+
+    async def verify(self, token: str) -> AccessTokenClaims:
+        """Verify ``token`` (JWS compact form) and return its claims.
+
+        Checks, in order: size and shape; header ``typ`` is ``at+jwt`` (RFC 9068 §4);
+        no ``jku``/``x5u``/``jwk``/``x5c``/``crit``; ``kid`` is in the JWKS; ``alg`` equals
+        the key's own ``alg``; the signature; ``iss`` and ``aud`` exactly; ``exp``, ``nbf``,
+        ``iat`` with ``LEEWAY_SECONDS``; the claims Bulwark requires.
+
+        Raises:
+            InvalidAccessToken: any check failed.
+            JwksUnavailable: the key set cannot be had (callers answer 503, not 401).
+        """
+        if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
+            raise InvalidAccessToken("not a compact JWS of acceptable size")
+        header = _b64url_json(token.split(".", 1)[0])
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in {"at+jwt", "application/at+jwt"}:
+            raise InvalidAccessToken("typ is not at+jwt")
+        if _FORBIDDEN_HEADERS & header.keys():
+            raise InvalidAccessToken("header names a key source or crit")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not _KID.match(kid):
+            raise InvalidAccessToken("kid missing or malformed")
+        key = await self._jwks.get(kid)
+        if key is None:
+            raise InvalidAccessToken("unknown kid")
+        algorithm = key.get("alg")
+        if header.get("alg") != algorithm:
+            raise InvalidAccessToken("alg does not match the key")
+        try:
+            decoded = jwt.decode(token, key, algorithms=[str(algorithm)])
+            self._registry().validate(decoded.claims)
+            claims = msgspec.convert(decoded.claims, AccessTokenClaims)
+        except (JoseError, ValueError, TypeError, msgspec.ValidationError) as exc:
+            raise InvalidAccessToken(f"rejected: {type(exc).__name__}") from None
+        audiences = [claims.aud] if isinstance(claims.aud, str) else claims.aud
+        if self._audience not in audiences:
+            raise InvalidAccessToken("wrong audience")
+        return claims
+
+    def _registry(self) -> jwt.JWTClaimsRegistry:
+        return jwt.JWTClaimsRegistry(
+            leeway=LEEWAY_SECONDS,
+            iss={"essential": True, "value": self._issuer},
+            sub={"essential": True},
+            exp={"essential": True},
+            iat={"essential": True},
+            jti={"essential": True},
+            sid={"essential": True},
+            client_id={"essential": True},
+        )
+
+
+def bearer_token(request: Request[Any, Any, Any]) -> str:
+    """The RFC 6750 §2.1 bearer token from the Authorization header, the only place accepted
+    (never the query string or a form body, where URLs and logs would keep it).
+
+    Raises:
+        Unauthorized: no header, another scheme, or an ``access_token`` query parameter.
+    """
+    if "access_token" in request.query_params:
+        raise Unauthorized("Send the token in the Authorization header.", "invalid_request")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("A bearer access token is required.", error=None)
+    return token.strip()

@@ -1,0 +1,79 @@
+"""Typed reading of environment variables (12-factor), shared by every service's settings.
+
+Each service defines one frozen settings object built once at start-up by a ``from_env``
+function; domain code receives that object and never reads ``os.environ`` itself.
+"""
+
+from collections.abc import Mapping
+from typing import Literal, get_args
+
+Environment = Literal["development", "test", "staging", "production"]
+ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def env_str(environ: Mapping[str, str], name: str, default: str | None = None) -> str:
+    """Return the variable ``name``, or ``default``.
+
+    Raises:
+        SettingsError: the variable is unset or empty and there is no default.
+    """
+    value = environ.get(name, "").strip()
+    if value:
+        return value
+    if default is None:
+        raise SettingsError(f"{name} must be set")
+    return default
+
+
+def env_int(environ: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    """Return the variable ``name`` as an integer of at least ``minimum``.
+
+    Raises:
+        SettingsError: the value is not an integer or is below ``minimum``.
+    """
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def env_float(
+    environ: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0
+) -> float:
+    """Return the variable ``name`` as a float of at least ``minimum``.
+
+    Raises:
+        SettingsError: the value is not a number or is below ``minimum``.
+    """
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def env_environment(environ: Mapping[str, str]) -> Environment:
+    """Return ``BULWARK_ENV`` (default ``development``).
+
+    Raises:
+        SettingsError: the value is not one of development, test, staging, production.
+    """
+    value = env_str(environ, "BULWARK_ENV", "development")
+    if value not in ENVIRONMENTS:
+        raise SettingsError(f"BULWARK_ENV must be one of {', '.join(ENVIRONMENTS)}")
+    return value  # type: ignore[return-value]  # narrowed by the membership check above

@@ -1,0 +1,104 @@
+"""The resource API's application factory."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import cast
+
+from litestar import Litestar, Router, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from bulwark.api.caller import caller
+from bulwark.api.notes.routes import NoteController
+from bulwark.api.settings import ApiSettings
+from bulwark.common.access_tokens import AccessTokenClaims, AccessTokenVerifier, JwksCache
+from bulwark.common.db import apply_migrations, create_pool, provide_connection
+from bulwark.common.http import ASGIApp, RequestContextMiddleware
+from bulwark.common.problems import ServiceUnavailable, exception_handlers
+from bulwark.common.ratelimit_client import RateLimitClient
+from bulwark.common.schemas import Schema
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+#: Largest request body accepted, in bytes (a note's body is at most 10,000 characters).
+MAX_BODY_BYTES = 64 * 1024
+
+
+class Me(Schema, frozen=True):
+    """``GET /v1/me``: who the token says the caller is."""
+
+    id: str
+    session_id: str
+    scope: str
+
+
+@get("/healthz", operation_id="healthz", include_in_schema=False)
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@get("/readyz", operation_id="readyz", include_in_schema=False)
+async def readyz(state: State) -> dict[str, str]:
+    """Readiness: the database answers and the JWKS is cached or fetchable (503 otherwise)."""
+    try:
+        await state.pool.fetchval("SELECT 1")
+    except Exception:  # noqa: BLE001  # any failure means not ready
+        raise ServiceUnavailable("The database is not reachable.") from None
+    if not await state.jwks.ready():
+        raise ServiceUnavailable("The token keys are not available.")
+    return {"status": "ready"}
+
+
+@get("/me", operation_id="getMe")
+async def me(caller: AccessTokenClaims) -> Me:
+    """The caller's identity (the API knows users only by ``sub``)."""
+    return Me(id=caller.sub, session_id=caller.sid, scope=caller.scope)
+
+
+def create_app(settings: ApiSettings) -> ASGIApp:
+    """The resource API as an ASGI app; pools and clients open in its lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = await create_pool(settings.database_url)
+        jwks = JwksCache(settings.jwks_url)
+        ratelimit = RateLimitClient(
+            settings.ratelimit_target, "bulwark-api", timeout_seconds=settings.ratelimit_timeout
+        )
+        try:
+            await apply_migrations(pool, MIGRATIONS)
+            app.state.update(
+                settings=settings,
+                pool=pool,
+                jwks=jwks,
+                ratelimit=ratelimit,
+                verifier=AccessTokenVerifier(
+                    jwks, issuer=settings.issuer, audience=settings.audience
+                ),
+            )
+            yield
+        finally:
+            await ratelimit.close()
+            await jwks.aclose()
+            await pool.close()
+
+    v1 = Router(
+        path="/v1",
+        route_handlers=[me, NoteController],
+        dependencies={"caller": Provide(caller), "conn": Provide(provide_connection)},
+    )
+    app = Litestar(
+        route_handlers=[healthz, readyz, v1],
+        exception_handlers=exception_handlers,
+        lifespan=[lifespan],
+        request_max_body_size=MAX_BODY_BYTES,
+        logging_config=None,  # bulwark.common.logging owns the root logger
+        openapi_config=(
+            OpenAPIConfig(title="Bulwark API", version="0.1.0")
+            if settings.environment == "development"
+            else None
+        ),
+    )
+    return RequestContextMiddleware(cast("ASGIApp", app))

@@ -1,0 +1,61 @@
+"""The authenticated caller of the resource API, and the per-request rate limit.
+
+Every ``/v1`` route depends on ``caller``: the bearer token is verified against the auth
+service's JWKS, then one rate-limit call counts the request per client IP and per user
+(``remote_address`` and ``user_id`` descriptors). A request with a bad token is still
+counted per IP, so a flood of forged tokens is limited too.
+"""
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+from litestar import Request
+from litestar.datastructures import State
+
+from bulwark.api.settings import ApiSettings
+from bulwark.common import http, rate_limits
+from bulwark.common.access_tokens import (
+    AccessTokenClaims,
+    AccessTokenVerifier,
+    InvalidAccessToken,
+    JwksUnavailable,
+    bearer_token,
+)
+from bulwark.common.logging import get_logger
+from bulwark.common.problems import ServiceUnavailable, Unauthorized
+
+_log = get_logger(__name__)
+
+
+async def caller(request: Request[Any, Any, Any], state: State) -> AccessTokenClaims:
+    """The verified access-token claims of the caller.
+
+    Raises:
+        Unauthorized: missing, malformed, forged, expired or foreign token (401).
+        TooManyRequests: the IP or the user is over its limit (429).
+        ServiceUnavailable: the JWKS cannot be fetched and none is cached (503).
+    """
+    settings: ApiSettings = state.settings
+    verifier: AccessTokenVerifier = state.verifier
+    ip = http.client_ip(cast("Mapping[str, Any]", request.scope)) or "unknown"
+    descriptors = [[("remote_address", ip)]]
+    claims: AccessTokenClaims | None = None
+    rejection: Unauthorized | None = None
+    try:
+        claims = await verifier.verify(bearer_token(request))
+    except Unauthorized as unauthorized:
+        rejection = unauthorized
+    except InvalidAccessToken as invalid:
+        _log.info("access_token_rejected", reason=str(invalid))
+        rejection = Unauthorized("The access token is invalid or expired.")
+    except JwksUnavailable:
+        raise ServiceUnavailable("Token keys are unavailable; retry shortly.") from None
+    if claims is not None:
+        descriptors.append([("user_id", claims.sub)])
+        request.scope["state"]["user_id"] = claims.sub
+    await rate_limits.enforce(
+        state.ratelimit, descriptors, fail_open=settings.ratelimit_failure_mode == "allow"
+    )
+    if claims is None:
+        raise rejection or Unauthorized()
+    return claims

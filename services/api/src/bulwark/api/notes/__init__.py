@@ -1,0 +1,1 @@
+"""Notes: the example owner-only resource of the API."""

@@ -1,0 +1,82 @@
+"""SQL for notes. Every query is parameterised and filtered by ``owner_id``, so another
+user's note is simply not found."""
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+
+
+async def insert_note(
+    conn: asyncpg.Connection, owner_id: uuid.UUID, title: str, body: str
+) -> asyncpg.Record:
+    """Create a note; return its row."""
+    row: asyncpg.Record = await conn.fetchrow(
+        "INSERT INTO notes (id, owner_id, title, body) VALUES ($1, $2, $3, $4)"
+        " RETURNING id, title, body, created_at, updated_at",
+        uuid.uuid4(),
+        owner_id,
+        title,
+        body,
+    )
+    return row
+
+
+async def get_note(
+    conn: asyncpg.Connection, owner_id: uuid.UUID, note_id: uuid.UUID
+) -> asyncpg.Record | None:
+    """The owner's note, or None (also when it belongs to someone else)."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT id, title, body, created_at, updated_at FROM notes WHERE id = $1 AND owner_id = $2",
+        note_id,
+        owner_id,
+    )
+    return row
+
+
+async def list_notes(
+    conn: asyncpg.Connection,
+    owner_id: uuid.UUID,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    """Up to ``limit`` of the owner's notes, newest first, strictly after ``after``."""
+    after_time, after_id = after if after else (None, None)
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT id, title, body, created_at, updated_at FROM notes"
+        " WHERE owner_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))"
+        " ORDER BY created_at DESC, id DESC LIMIT $4",
+        owner_id,
+        after_time,
+        after_id,
+        limit,
+    )
+    return rows
+
+
+async def update_note(
+    conn: asyncpg.Connection,
+    owner_id: uuid.UUID,
+    note_id: uuid.UUID,
+    title: str | None,
+    body: str | None,
+) -> asyncpg.Record | None:
+    """Change the given fields of the owner's note; return the new row, or None."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "UPDATE notes SET title = COALESCE($3, title), body = COALESCE($4, body),"
+        " updated_at = clock_timestamp() WHERE id = $1 AND owner_id = $2"
+        " RETURNING id, title, body, created_at, updated_at",
+        note_id,
+        owner_id,
+        title,
+        body,
+    )
+    return row
+
+
+async def delete_note(conn: asyncpg.Connection, owner_id: uuid.UUID, note_id: uuid.UUID) -> bool:
+    """Delete the owner's note; True when one was deleted."""
+    status: str = await conn.execute(
+        "DELETE FROM notes WHERE id = $1 AND owner_id = $2", note_id, owner_id
+    )
+    return status == "DELETE 1"

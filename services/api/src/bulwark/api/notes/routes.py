@@ -1,0 +1,93 @@
+"""HTTP routes for notes: create, list (cursor), read, update, delete; owner only.
+
+A note of another user answers 404 exactly like a note that does not exist.
+"""
+
+import uuid
+from typing import Annotated
+
+from litestar import Controller, delete, get, patch, post
+from litestar.params import Parameter
+
+from bulwark.api.notes import queries
+from bulwark.api.notes.rules import Cursor, check_text, decode_cursor, encode_cursor
+from bulwark.api.notes.schemas import Note, NoteCreate, NotePage, NoteUpdate
+from bulwark.common.access_tokens import AccessTokenClaims
+from bulwark.common.db import Connection, Record
+from bulwark.common.problems import FieldError, NotFound, ValidationFailed
+
+MAX_PAGE_SIZE = 100
+
+
+def _note(row: Record) -> Note:
+    return Note(
+        id=str(row["id"]),
+        title=row["title"],
+        body=row["body"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class NoteController(Controller):
+    """``/v1/notes`` (mounted under the ``/v1`` router)."""
+
+    path = "/notes"
+
+    @post(operation_id="createNote", status_code=201)
+    async def create(self, data: NoteCreate, conn: Connection, caller: AccessTokenClaims) -> Note:
+        """Create a note owned by the caller."""
+        title = check_text("title", data.title, multiline=False)
+        body = check_text("body", data.body, multiline=True)
+        return _note(await queries.insert_note(conn, uuid.UUID(caller.sub), title, body))
+
+    @get(operation_id="listNotes")
+    async def list_notes(
+        self,
+        conn: Connection,
+        caller: AccessTokenClaims,
+        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
+        limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE)] = 20,
+    ) -> NotePage:
+        """The caller's notes, newest first, ``limit`` (1-100) per page."""
+        after = decode_cursor(cursor) if cursor else None
+        rows = await queries.list_notes(
+            conn,
+            uuid.UUID(caller.sub),
+            limit + 1,
+            (after.created_at, after.id) if after else None,
+        )
+        items = [_note(row) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = rows[limit - 1]
+            next_cursor = encode_cursor(Cursor(created_at=last["created_at"], id=last["id"]))
+        return NotePage(items=items, next_cursor=next_cursor)
+
+    @get("/{note_id:uuid}", operation_id="getNote")
+    async def read(self, note_id: uuid.UUID, conn: Connection, caller: AccessTokenClaims) -> Note:
+        """One of the caller's notes (404 for anyone else's)."""
+        row = await queries.get_note(conn, uuid.UUID(caller.sub), note_id)
+        if row is None:
+            raise NotFound("No such note.")
+        return _note(row)
+
+    @patch("/{note_id:uuid}", operation_id="updateNote")
+    async def update(
+        self, note_id: uuid.UUID, data: NoteUpdate, conn: Connection, caller: AccessTokenClaims
+    ) -> Note:
+        """Change the title and/or body of one of the caller's notes."""
+        if data.title is None and data.body is None:
+            raise ValidationFailed([FieldError("body", "give title or body")])
+        title = check_text("title", data.title, multiline=False) if data.title is not None else None
+        body = check_text("body", data.body, multiline=True) if data.body is not None else None
+        row = await queries.update_note(conn, uuid.UUID(caller.sub), note_id, title, body)
+        if row is None:
+            raise NotFound("No such note.")
+        return _note(row)
+
+    @delete("/{note_id:uuid}", operation_id="deleteNote", status_code=204)
+    async def remove(self, note_id: uuid.UUID, conn: Connection, caller: AccessTokenClaims) -> None:
+        """Delete one of the caller's notes."""
+        if not await queries.delete_note(conn, uuid.UUID(caller.sub), note_id):
+            raise NotFound("No such note.")

@@ -1,0 +1,54 @@
+"""Rules for notes: text checks and the opaque page cursor."""
+
+import base64
+import binascii
+import unicodedata
+import uuid
+from datetime import datetime
+
+import msgspec
+
+from bulwark.common.problems import FieldError, ValidationFailed
+
+_ALLOWED_CONTROLS = {"\n", "\t"}
+
+
+def check_text(field: str, value: str, *, multiline: bool) -> str:
+    """Return ``value`` trimmed (title) or as is (body), refusing control characters.
+
+    Raises:
+        ValidationFailed: a control or format character (newlines allowed in a body only),
+            or a title that is empty once trimmed.
+    """
+    text = value if multiline else value.strip()
+    allowed = _ALLOWED_CONTROLS if multiline else set()
+    if any(unicodedata.category(c) in {"Cc", "Cf"} and c not in allowed for c in text):
+        raise ValidationFailed([FieldError(field, "must not contain control characters")])
+    if not multiline and not text:
+        raise ValidationFailed([FieldError(field, "must not be blank")])
+    return text
+
+
+class Cursor(msgspec.Struct, array_like=True, frozen=True):
+    """Position after the last note of a page: its ``created_at`` and ``id``."""
+
+    created_at: datetime
+    id: uuid.UUID
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    """The opaque cursor string handed to clients (base64url, no padding)."""
+    return base64.urlsafe_b64encode(msgspec.json.encode(cursor)).rstrip(b"=").decode()
+
+
+def decode_cursor(raw: str) -> Cursor:
+    """Parse a cursor from ``encode_cursor``.
+
+    Raises:
+        ValidationFailed: the cursor is not one we issued (field ``cursor``).
+    """
+    try:
+        padded = raw + "=" * (-len(raw) % 4)
+        return msgspec.json.decode(base64.urlsafe_b64decode(padded), type=Cursor)
+    except (ValueError, binascii.Error, msgspec.DecodeError):
+        raise ValidationFailed([FieldError("cursor", "is not a valid cursor")]) from None

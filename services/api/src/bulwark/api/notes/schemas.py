@@ -1,0 +1,42 @@
+"""Request and response bodies for notes (camelCase on the wire)."""
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from bulwark.common.schemas import Schema
+
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Body = Annotated[str, msgspec.Meta(max_length=10000)]
+
+
+class NoteCreate(Schema, frozen=True):
+    """``POST /v1/notes``."""
+
+    title: Title
+    body: Body = ""
+
+
+class NoteUpdate(Schema, frozen=True):
+    """``PATCH /v1/notes/{id}``: the fields to change; at least one."""
+
+    title: Title | None = None
+    body: Body | None = None
+
+
+class Note(Schema, frozen=True):
+    """A note as shown to its owner."""
+
+    id: str
+    title: str
+    body: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class NotePage(Schema, frozen=True):
+    """One page of notes, newest first; pass ``nextCursor`` back as ``cursor`` for more."""
+
+    items: list[Note]
+    next_cursor: str | None

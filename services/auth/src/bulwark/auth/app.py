@@ -1,0 +1,122 @@
+"""The auth service's application factory."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import cast
+
+from joserfc.jwk import ECKey, RSAKey
+from litestar import Litestar, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from bulwark.auth.keys import SigningKeys, load_signing_keys
+from bulwark.auth.oauth.routes import (
+    DiscoveryController,
+    OAuthController,
+    OAuthError,
+    on_oauth_error,
+)
+from bulwark.auth.passwords import PasswordHasher
+from bulwark.auth.sessions.routes import SessionController
+from bulwark.auth.settings import AuthSettings
+from bulwark.auth.users.routes import UserController
+from bulwark.common.access_tokens import AccessTokenVerifier
+from bulwark.common.db import apply_migrations, create_pool
+from bulwark.common.http import ASGIApp, RequestContextMiddleware
+from bulwark.common.problems import ServiceUnavailable, exception_handlers
+from bulwark.common.ratelimit_client import RateLimitClient
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+#: Largest request body accepted, in bytes; every auth request is a small form or JSON.
+MAX_BODY_BYTES = 16 * 1024
+
+
+class LocalKeys:
+    """The auth service verifies its own tokens against its own keys, not over HTTP."""
+
+    def __init__(self, keys: SigningKeys) -> None:
+        self._keys = keys
+
+    async def get(self, kid: str) -> ECKey | RSAKey | None:
+        """The published key named ``kid``, or None."""
+        return self._keys.public_key(kid)
+
+
+@get("/healthz", operation_id="healthz", include_in_schema=False)
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@get("/readyz", operation_id="readyz", include_in_schema=False)
+async def readyz(state: State) -> dict[str, str]:
+    """Readiness: the database answers and signing keys are loaded (503 otherwise)."""
+    try:
+        await state.pool.fetchval("SELECT 1")
+    except Exception:  # noqa: BLE001  # any failure means not ready; the reason is logged
+        raise ServiceUnavailable("The database is not reachable.") from None
+    return {"status": "ready"}
+
+
+def create_app(settings: AuthSettings) -> ASGIApp:
+    """The auth service as an ASGI app; pools and clients open in its lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        keys = load_signing_keys(
+            settings.keys_dir, settings.environment, generate=settings.generates_keys
+        )
+        pool = await create_pool(settings.database_url)
+        hasher = PasswordHasher(
+            memory_kib=settings.argon2_memory_kib,
+            time_cost=settings.argon2_time_cost,
+            parallelism=settings.argon2_parallelism,
+        )
+        ratelimit = RateLimitClient(
+            settings.ratelimit_target, "bulwark-auth", timeout_seconds=settings.ratelimit_timeout
+        )
+        try:
+            await apply_migrations(pool, MIGRATIONS)
+            app.state.update(
+                settings=settings,
+                signing_keys=keys,
+                pool=pool,
+                password_hasher=hasher,
+                ratelimit=ratelimit,
+                verifier=AccessTokenVerifier(
+                    LocalKeys(keys), issuer=settings.issuer, audience=settings.audience
+                ),
+            )
+            yield
+        finally:
+            await ratelimit.close()
+            hasher.close()
+            await pool.close()
+
+    def provide_password_hasher(state: State) -> PasswordHasher:
+        hasher: PasswordHasher = state.password_hasher
+        return hasher
+
+    app = Litestar(
+        route_handlers=[
+            healthz,
+            readyz,
+            UserController,
+            SessionController,
+            OAuthController,
+            DiscoveryController,
+        ],
+        dependencies={"password_hasher": Provide(provide_password_hasher, sync_to_thread=False)},
+        exception_handlers={**exception_handlers, OAuthError: on_oauth_error},
+        lifespan=[lifespan],
+        request_max_body_size=MAX_BODY_BYTES,
+        logging_config=None,  # bulwark.common.logging owns the root logger
+        openapi_config=(
+            OpenAPIConfig(title="Bulwark auth", version="0.1.0")
+            if settings.environment == "development"
+            else None
+        ),
+    )
+    return RequestContextMiddleware(cast("ASGIApp", app))

@@ -1,0 +1,142 @@
+"""OAuth 2.0 endpoints: token (RFC 6749 §6), revocation (RFC 7009), JWKS (RFC 7517) and
+authorization server metadata (RFC 8414).
+
+Errors here are RFC 6749 §5.2 JSON (``{"error": "invalid_grant", ...}``), not problem+json,
+because OAuth client libraries parse that shape.
+"""
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+
+from bulwark.auth.deps import client_context
+from bulwark.auth.security_events import SecurityEvent, record
+from bulwark.auth.sessions import rules
+from bulwark.auth.tokens import TokenResponse
+from bulwark.common import rate_limits
+from bulwark.common.logging import get_logger
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_FORM = "application/x-www-form-urlencoded"
+_log = get_logger(__name__)
+
+
+class OAuthError(Exception):
+    """An RFC 6749 §5.2 error: ``error`` code, ``description`` for humans, HTTP ``status``."""
+
+    def __init__(self, error: str, description: str, status: int = 400) -> None:
+        super().__init__(error)
+        self.error, self.description, self.status = error, description, status
+
+
+def on_oauth_error(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, str]]:
+    """Render an ``OAuthError`` as RFC 6749 §5.2 JSON with ``Cache-Control: no-store``."""
+    assert isinstance(exc, OAuthError)  # noqa: S101  # registered for OAuthError only
+    return Response(
+        {"error": exc.error, "error_description": exc.description},
+        status_code=exc.status,
+        headers=NO_STORE,
+    )
+
+
+async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """The form parameters, each present at most once (RFC 6749 §3.2).
+
+    Raises:
+        OAuthError: ``invalid_request`` when the body is not a form or repeats a parameter.
+    """
+    if request.content_type[0] != _FORM:
+        raise OAuthError("invalid_request", f"The body must be {_FORM}.")
+    form = await request.form()
+    params: dict[str, str] = {}
+    for name in form:
+        values = form.getall(name)
+        if len(values) != 1 or not isinstance(values[0], str):
+            raise OAuthError("invalid_request", "Each parameter must appear once.")
+        params[name] = values[0]
+    return params
+
+
+class OAuthController(Controller):
+    """``/oauth2``."""
+
+    path = "/oauth2"
+
+    @post("/token", operation_id="token", status_code=200, response_headers=NO_STORE)
+    async def token(self, request: Request[Any, Any, State], state: State) -> TokenResponse:
+        """Token endpoint; supports ``grant_type=refresh_token`` with rotation and reuse
+        detection (RFC 9700 §4.14)."""
+        client = client_context(request)
+        await rate_limits.enforce(
+            state.ratelimit,
+            [[("endpoint", "token"), ("remote_address", client.ip or "unknown")]],
+            fail_open=True,
+        )
+        params = await _form(request)
+        grant_type = params.get("grant_type")
+        refresh_token = params.get("refresh_token")
+        if not grant_type:
+            raise OAuthError("invalid_request", "grant_type is required.")
+        if grant_type != "refresh_token":  # a grant type name
+            raise OAuthError("unsupported_grant_type", "Only refresh_token is supported.")
+        if not refresh_token:
+            raise OAuthError("invalid_request", "refresh_token is required.")
+        if params.get("client_id", state.settings.client_id) != state.settings.client_id:
+            raise OAuthError("invalid_client", "Unknown client.", status=401)
+        # Committed whatever the outcome: a reuse revokes the family and records the event.
+        async with state.pool.acquire() as conn, conn.transaction():
+            outcome = await rules.rotate(
+                conn,
+                state.settings,
+                state.signing_keys,
+                refresh_token=refresh_token,
+                client=client,
+            )
+        if isinstance(outcome, rules.RefreshRejection):
+            _log.info("refresh_rejected", reason=outcome.value)
+            raise OAuthError("invalid_grant", "The refresh token is invalid.")
+        return outcome
+
+    @post("/revoke", operation_id="revoke", status_code=200, response_headers=NO_STORE)
+    async def revoke(self, request: Request[Any, Any, State], state: State) -> None:
+        """Revoke a refresh token and its family (RFC 7009); 200 even for unknown tokens."""
+        params = await _form(request)
+        token = params.get("token")
+        if not token:
+            raise OAuthError("invalid_request", "token is required.")
+        client = client_context(request)
+        async with state.pool.acquire() as conn, conn.transaction():
+            user_id = await rules.revoke_by_refresh_token(conn, token)
+            if user_id is not None:
+                await record(conn, SecurityEvent.TOKEN_REVOKED, user_id=user_id, ip=client.ip)
+
+
+class DiscoveryController(Controller):
+    """``/.well-known``: public keys and server metadata."""
+
+    path = "/.well-known"
+
+    @get("/jwks.json", operation_id="jwks")
+    async def jwks(self, state: State) -> Response[dict[str, Any]]:
+        """The public signing keys (RFC 7517), cacheable for five minutes."""
+        return Response(
+            state.signing_keys.jwks(),
+            media_type="application/jwk-set+json",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
+
+    @get("/oauth-authorization-server", operation_id="metadata")
+    async def metadata(self, state: State) -> dict[str, Any]:
+        """Authorization server metadata (RFC 8414 §2)."""
+        issuer = state.settings.issuer
+        return {
+            "issuer": issuer,
+            "token_endpoint": f"{issuer}/oauth2/token",
+            "revocation_endpoint": f"{issuer}/oauth2/revoke",
+            "jwks_uri": f"{issuer}/.well-known/jwks.json",
+            "grant_types_supported": ["refresh_token"],
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "revocation_endpoint_auth_methods_supported": ["none"],
+        }

@@ -1,0 +1,126 @@
+"""HTTP routes for sessions: login, logout of this device or all, the session list."""
+
+import uuid
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.di import Provide
+
+from bulwark.auth.deps import Connection, authenticated, client_context
+from bulwark.auth.oauth.routes import NO_STORE
+from bulwark.auth.passwords import PasswordHasher
+from bulwark.auth.security_events import SecurityEvent, record
+from bulwark.auth.sessions import queries, rules
+from bulwark.auth.sessions.schemas import LoginRequest, Session, SessionList
+from bulwark.auth.tokens import TokenResponse
+from bulwark.auth.users import queries as user_queries
+from bulwark.auth.users.rules import normalise_email
+from bulwark.common import rate_limits
+from bulwark.common.access_tokens import AccessTokenClaims
+from bulwark.common.db import provide_connection
+from bulwark.common.problems import Unauthorized
+
+
+class SessionController(Controller):
+    """``/v1/auth``."""
+
+    path = "/v1/auth"
+    dependencies = {  # noqa: RUF012  # Litestar's API
+        "conn": Provide(provide_connection),
+        "claims": Provide(authenticated),
+    }
+
+    @post("/login", operation_id="login", status_code=200, response_headers=NO_STORE)
+    async def login(
+        self,
+        request: Request[Any, Any, State],
+        data: LoginRequest,
+        state: State,
+        password_hasher: PasswordHasher,
+    ) -> TokenResponse:
+        """Check the password and start a device session; the body is RFC 6749 §5.1.
+
+        Unknown email and wrong password get the same 401 and take the same time. Every
+        attempt counts against the per-email and per-IP login limits first (429). No
+        database connection is held while argon2 runs, so a login flood cannot drain the pool.
+        """
+        email = normalise_email(data.email)
+        client = client_context(request)
+        await rate_limits.enforce(
+            state.ratelimit,
+            [
+                [("endpoint", "login"), ("email", email)],
+                [("endpoint", "login"), ("remote_address", client.ip or "unknown")],
+            ],
+            fail_open=state.settings.ratelimit_failure_mode == "allow",
+        )
+        user = await user_queries.find_by_email(state.pool, email)
+        password_hash = user["password_hash"] if user else None
+        if not await password_hasher.verify(password_hash, data.password) or user is None:
+            await record(
+                state.pool,
+                SecurityEvent.LOGIN_FAILED,
+                user_id=user["id"] if user else None,
+                ip=client.ip,
+                device_id=client.device_id,
+            )
+            raise Unauthorized("The email or password is incorrect.", error=None)
+        upgraded_hash = None
+        if password_hasher.needs_rehash(user["password_hash"]):
+            upgraded_hash = await password_hasher.hash(data.password)
+        async with state.pool.acquire() as conn, conn.transaction():
+            if upgraded_hash:
+                await user_queries.update_password_hash(conn, user["id"], upgraded_hash)
+            return await rules.start_session(
+                conn,
+                state.settings,
+                state.signing_keys,
+                user_id=user["id"],
+                device_name=data.device,
+                client=client,
+            )
+
+    @post("/logout", operation_id="logout", status_code=204)
+    async def logout(
+        self, request: Request[Any, Any, State], conn: Connection, claims: AccessTokenClaims
+    ) -> None:
+        """End this device's session (the access token's ``sid``)."""
+        family_id = uuid.UUID(claims.sid)
+        await queries.revoke_family(conn, family_id, "logout")
+        await record(
+            conn,
+            SecurityEvent.LOGOUT,
+            user_id=uuid.UUID(claims.sub),
+            family_id=family_id,
+            ip=client_context(request).ip,
+        )
+
+    @post("/logout-all", operation_id="logoutAll", status_code=204)
+    async def logout_all(
+        self, request: Request[Any, Any, State], conn: Connection, claims: AccessTokenClaims
+    ) -> None:
+        """End every session of the caller, on every device."""
+        user_id = uuid.UUID(claims.sub)
+        await queries.revoke_user_families(conn, user_id, "logout_all")
+        await record(conn, SecurityEvent.LOGOUT_ALL, user_id=user_id, ip=client_context(request).ip)
+
+    @get("/sessions", operation_id="listSessions", response_headers=NO_STORE)
+    async def sessions(self, conn: Connection, claims: AccessTokenClaims) -> SessionList:
+        """The caller's live sessions, newest first (at most 100)."""
+        rows = await queries.live_families(conn, uuid.UUID(claims.sub))
+        return SessionList(
+            sessions=[
+                Session(
+                    id=str(row["id"]),
+                    device=row["device_name"],
+                    device_id=row["device_id"],
+                    platform=row["platform"],
+                    created_at=row["created_at"],
+                    last_used_at=row["last_used_at"],
+                    last_ip=row["last_ip"],
+                    current=str(row["id"]) == claims.sid,
+                )
+                for row in rows
+            ]
+        )

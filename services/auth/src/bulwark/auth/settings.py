@@ -1,0 +1,87 @@
+"""Settings of the auth service, read once from the environment (see README's table)."""
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from bulwark.common.settings import (
+    Environment,
+    SettingsError,
+    env_environment,
+    env_int,
+    env_str,
+)
+
+
+class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the auth service is configured with. Durations are in seconds."""
+
+    environment: Environment
+    host: str = "127.0.0.1"
+    port: int = 8001
+    database_url: str
+    keys_dir: Path
+    issuer: str
+    audience: str = "bulwark-api"
+    client_id: str = "bulwark-mobile"
+    access_token_ttl: int = 900
+    refresh_idle_ttl: int = 30 * 86400
+    refresh_absolute_ttl: int = 90 * 86400
+    ratelimit_target: str = "127.0.0.1:50051"
+    ratelimit_timeout: float = 0.25
+    ratelimit_failure_mode: Literal["allow", "deny"] = "deny"
+    argon2_memory_kib: int = 19456
+    argon2_time_cost: int = 2
+    argon2_parallelism: int = 1
+    log_level: str = "INFO"
+
+    @property
+    def generates_keys(self) -> bool:
+        """Development and test generate a signing key on first run; others never do."""
+        return self.environment in {"development", "test"}
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
+    """Build the settings from ``environ`` (default: the process environment).
+
+    Raises:
+        SettingsError: a required setting is missing or a value is malformed; outside
+            development the issuer must be given explicitly and use https.
+    """
+    env = os.environ if environ is None else environ
+    environment = env_environment(env)
+    local = environment in {"development", "test"}
+    issuer = env_str(env, "ISSUER", "http://127.0.0.1:8001" if local else None)
+    if not local and not issuer.startswith("https://"):
+        raise SettingsError("ISSUER must be an https URL outside development and test")
+    failure_mode = env_str(env, "RATELIMIT_FAILURE_MODE", "deny")
+    if failure_mode not in {"allow", "deny"}:
+        raise SettingsError("RATELIMIT_FAILURE_MODE must be allow or deny")
+    settings = AuthSettings(
+        environment=environment,
+        host=env_str(env, "HOST", "127.0.0.1"),
+        port=env_int(env, "PORT", 8001),
+        database_url=env_str(env, "DATABASE_URL"),
+        keys_dir=Path(env_str(env, "KEYS_DIR", ".bulwark/keys" if local else None)),
+        issuer=issuer.rstrip("/"),
+        audience=env_str(env, "AUDIENCE", "bulwark-api"),
+        client_id=env_str(env, "CLIENT_ID", "bulwark-mobile"),
+        access_token_ttl=env_int(env, "ACCESS_TOKEN_TTL_SECONDS", 900, minimum=60),
+        refresh_idle_ttl=env_int(env, "REFRESH_IDLE_TTL_SECONDS", 30 * 86400, minimum=60),
+        refresh_absolute_ttl=env_int(env, "REFRESH_ABSOLUTE_TTL_SECONDS", 90 * 86400, minimum=60),
+        ratelimit_target=env_str(env, "RATELIMIT_TARGET", "127.0.0.1:50051"),
+        ratelimit_timeout=env_int(env, "RATELIMIT_TIMEOUT_MS", 250, minimum=1) / 1000,
+        ratelimit_failure_mode="allow" if failure_mode == "allow" else "deny",
+        argon2_memory_kib=env_int(env, "ARGON2_MEMORY_KIB", 19456, minimum=19456),
+        argon2_time_cost=env_int(env, "ARGON2_TIME_COST", 2, minimum=2),
+        argon2_parallelism=env_int(env, "ARGON2_PARALLELISM", 1, minimum=1),
+        log_level=env_str(env, "LOG_LEVEL", "INFO"),
+    )
+    if settings.access_token_ttl > 3600:
+        raise SettingsError("ACCESS_TOKEN_TTL_SECONDS must be at most 3600")
+    if settings.refresh_idle_ttl > settings.refresh_absolute_ttl:
+        raise SettingsError("REFRESH_IDLE_TTL_SECONDS must not exceed the absolute lifetime")
+    return settings

@@ -1,0 +1,45 @@
+"""SQL for users. Every query is parameterised."""
+
+import uuid
+
+import asyncpg
+
+
+async def insert_user(
+    conn: asyncpg.Connection, email: str, display_name: str, password_hash: str
+) -> uuid.UUID | None:
+    """Create a user; return its id, or None when the email is already registered."""
+    user_id = uuid.uuid4()
+    inserted: uuid.UUID | None = await conn.fetchval(
+        "INSERT INTO users (id, email, display_name, password_hash) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (lower(email)) DO NOTHING RETURNING id",
+        user_id,
+        email,
+        display_name,
+        password_hash,
+    )
+    return inserted
+
+
+async def find_by_email(
+    conn: asyncpg.Connection | asyncpg.Pool, email: str
+) -> asyncpg.Record | None:
+    """The user row (id, email, display_name, password_hash) for ``email``, or None."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT id, email, display_name, password_hash FROM users WHERE lower(email) = $1",
+        email,
+    )
+    return row
+
+
+async def find_by_id(conn: asyncpg.Connection, user_id: uuid.UUID) -> asyncpg.Record | None:
+    """The user row (id, email, display_name) for ``user_id``, or None."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT id, email, display_name FROM users WHERE id = $1", user_id
+    )
+    return row
+
+
+async def update_password_hash(conn: asyncpg.Connection, user_id: uuid.UUID, new_hash: str) -> None:
+    """Replace a user's password hash (used to upgrade hash parameters at login)."""
+    await conn.execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, new_hash)

@@ -1,0 +1,193 @@
+"""The gRPC server: RLS v3, standard health checking and reflection, one access log per call.
+
+Life cycle (as in the gRPC examples): `RateLimitServer.start` opens Redis, binds, starts and
+then reports SERVING; `RateLimitServer.stop` reports NOT_SERVING first, then stops gracefully
+and closes Redis.
+"""
+
+from __future__ import annotations  # grpc-stubs generics are not subscriptable at run time
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import redis.asyncio
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # not in stubs
+from grpc_reflection.v1alpha import reflection
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from bulwark.common.logging import get_logger
+from bulwark.ratelimit.rules import Rules, load_rules
+from bulwark.ratelimit.service import InvalidRequestError, RateLimitService
+from bulwark.ratelimit.settings import Settings
+from bulwark.ratelimit.sliding_window import LimiterUnavailableError, SlidingWindowLimiter
+
+log = get_logger(__name__)
+
+RLS_SERVICE = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
+MAX_MESSAGE_BYTES = 64 * 1024
+REDIS_MAX_CONNECTIONS = 64
+
+# The one table from errors to gRPC status codes and the text the caller sees.
+_STATUS: dict[type[Exception], tuple[grpc.StatusCode, str | None]] = {
+    InvalidRequestError: (grpc.StatusCode.INVALID_ARGUMENT, None),  # None: the exception's message
+    LimiterUnavailableError: (grpc.StatusCode.UNAVAILABLE, "rate-limit store unavailable"),
+}
+
+# grpc-stubs type handlers as synchronous callables; ours are coroutine functions.
+_Behavior = Callable[..., Any]
+
+
+if TYPE_CHECKING:
+    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _ServerInterceptor = grpc.aio.ServerInterceptor
+
+
+class AccessLogInterceptor(_ServerInterceptor):
+    """Writes one JSON line per unary call and maps exceptions to status codes via `_STATUS`.
+
+    Fields: ``method``, ``code`` (gRPC status name), ``latency_ms``, ``domain`` (when the
+    request has one). Unexpected exceptions are logged with their traceback and answered with
+    INTERNAL and a generic message. Streaming calls (health Watch, reflection) pass through.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """Wrap the unary-unary handler of the called method."""
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            _logged(handler_call_details.method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _logged(method: str, behavior: _Behavior) -> _Behavior:
+    async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        start = time.perf_counter()
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every error becomes a status, see _status_for
+            await context.abort(*_status_for(exc, method))
+        finally:
+            code = context.code() or grpc.StatusCode.OK
+            log.info(
+                "grpc_call",
+                method=method,
+                code=code.name if isinstance(code, grpc.StatusCode) else str(code),
+                latency_ms=round((time.perf_counter() - start) * 1000, 3),
+                domain=getattr(request, "domain", None),
+            )
+
+    return wrapper
+
+
+def _status_for(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
+    for error, (code, details) in _STATUS.items():
+        if isinstance(exc, error):
+            return code, details or str(exc)
+    log.error("grpc_unhandled_error", method=method, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, "internal error"
+
+
+class BindError(RuntimeError):
+    """The server could not listen on its address (in use, or not a local address)."""
+
+
+class RateLimitServer:
+    """One rate-limit server process. Build with `build_server`."""
+
+    def __init__(self, settings: Settings, rules: Rules) -> None:
+        """Prepare a server for ``settings`` and ``rules``; nothing is opened until `start`."""
+        self.settings = settings
+        self.rules = rules
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._redis: redis.asyncio.Redis | None = None
+        self._health = health_aio.HealthServicer()
+
+    async def start(self) -> int:
+        """Open Redis, bind ``host:port``, start serving and report SERVING.
+
+        Returns:
+            The bound port (useful with port 0).
+
+        Raises:
+            BindError: the address could not be bound.
+        """
+        timeout = self.settings.redis_timeout_seconds
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            self.settings.redis_url,
+            max_connections=REDIS_MAX_CONNECTIONS,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            # One immediate retry so the first call after a Redis restart reconnects; the
+            # limiter's own timeout still bounds the whole call.
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._redis = redis.asyncio.Redis.from_pool(pool)
+        limiter = SlidingWindowLimiter(self._redis, timeout)
+        service = RateLimitService(self.rules, limiter, self.settings.redis_key_prefix)
+
+        server = grpc.aio.server(
+            interceptors=[AccessLogInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 0),  # never share a port with another process
+            ],
+        )
+        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (RLS_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        address = f"{self.settings.host}:{self.settings.port}"
+        try:
+            self.port = server.add_insecure_port(address)
+        except RuntimeError:  # grpcio >= 1.51 raises; older versions returned 0
+            self.port = 0
+        if self.port == 0:
+            await self._redis.aclose()
+            raise BindError(f"cannot bind {address}")
+        self._server = server
+        await server.start()
+        for name in ("", RLS_SERVICE):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    async def stop(self, grace_seconds: float = 5.0) -> None:
+        """Report NOT_SERVING, let calls in flight finish (up to ``grace_seconds``), close."""
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace_seconds)
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def wait_for_termination(self) -> None:
+        """Wait until the server has stopped."""
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+def build_server(settings: Settings) -> RateLimitServer:
+    """Load the rules named by ``settings`` and return an unstarted `RateLimitServer`.
+
+    Raises:
+        RulesError: the rules file is unreadable or invalid.
+    """
+    return RateLimitServer(settings, load_rules(settings.rules_path))
