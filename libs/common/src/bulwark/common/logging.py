@@ -8,6 +8,7 @@ renderer escapes them.
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import msgspec
@@ -71,7 +72,9 @@ def _add_service(service: str) -> Any:
     return processor
 
 
-def _drop_color_message(_logger: object, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _drop_color_message(
+    _logger: object, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """uvicorn adds an ANSI-coloured copy of each message; JSON lines do not need it."""
     event.pop("color_message", None)
     return event
