@@ -1,0 +1,52 @@
+# Bulwark developer entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+# uv from PATH, else one installed by `make install` (bootstrap venv, or pip --user).
+UV_BOOTSTRAP := .bulwark/tools
+UV ?= $(shell command -v uv 2>/dev/null \
+	|| { test -x $(UV_BOOTSTRAP)/bin/uv && echo $(UV_BOOTSTRAP)/bin/uv; } \
+	|| { test -x $(HOME)/.local/bin/uv && echo $(HOME)/.local/bin/uv; } \
+	|| echo uv)
+# --locked: fail if uv.lock is out of date with the pyproject files instead of rewriting it.
+UV_SYNC_FLAGS ?= $(if $(wildcard uv.lock),--locked,)
+
+.PHONY: help uv install run demo test lint bench clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
+		| awk 'BEGIN {FS = ":.*## "}; {printf "  %-8s %s\n", $$1, $$2}'
+
+uv: ## install uv (into .bulwark/tools, or with pip --user) unless it is already there
+	@if command -v "$(UV)" >/dev/null 2>&1; then exit 0; fi; \
+	echo "uv not found: installing it from PyPI with $(PYTHON)"; \
+	if $(PYTHON) -m venv $(UV_BOOTSTRAP) && $(UV_BOOTSTRAP)/bin/python -m pip install -q uv; then \
+		echo "uv installed in $(UV_BOOTSTRAP)/bin"; \
+	else \
+		rm -rf $(UV_BOOTSTRAP); \
+		$(PYTHON) -m pip install -q --user uv && echo "uv installed in $(HOME)/.local/bin"; \
+	fi
+
+install: uv ## install every workspace package and the dev tools into .venv (uv sync)
+	$(UV) sync --all-packages $(UV_SYNC_FLAGS)
+
+# RUN_ARGS, e.g. "--api-port 18000 --auth-port 18001 --ratelimit-port 15051", for other ports.
+run: install ## run the stack on 127.0.0.1 (api :8000, auth :8001, ratelimit :50051) until Ctrl-C
+	$(UV) run bulwark-dev run $(RUN_ARGS)
+
+demo: install ## play a scripted mobile session against a running stack (make run first)
+	$(UV) run bulwark-dev demo
+
+test: install ## run every test (unit and integration)
+	$(UV) run pytest
+
+lint: install ## ruff and mypy (strict)
+	$(UV) run ruff check .
+	$(UV) run mypy libs/*/src services/*/src
+
+bench: install ## run the benchmarks in bench/, if there are any
+	@if [ -f bench/__main__.py ]; then $(UV) run python -m bench; else echo "no benchmarks yet"; fi
+
+clean: ## delete the embedded servers' data (.bulwark/data)
+	rm -rf .bulwark/data

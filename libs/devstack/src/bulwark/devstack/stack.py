@@ -1,0 +1,319 @@
+"""Start services as supervised processes, in order, each waited for; stop them all.
+
+``Stack`` is generic (a list of ``ServiceSpec``); ``bulwark_services`` builds the specs of the
+three Bulwark services from one ``StackConfig``. Every process leads its own session, so
+stopping it (SIGTERM to the group, a grace period, then SIGKILL) also stops what it spawned,
+and a Ctrl-C in the terminal reaches only us: we stop the services in reverse order.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from bulwark.devstack.net import grpc_serving, http_ok
+from bulwark.devstack.procs import stop_process_group
+
+ReadyProbe = Callable[[], bool]
+
+# Every variable some service reads: none leaks from our environment into another service.
+SERVICE_VARIABLES = frozenset(
+    {
+        "BULWARK_ENV",
+        "HOST",
+        "PORT",
+        "LOG_LEVEL",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "REDIS_KEY_PREFIX",
+        "RATELIMIT_RULES",
+        "KEYS_DIR",
+        "ISSUER",
+        "AUDIENCE",
+        "RATELIMIT_TARGET",
+        "JWKS_URL",
+    }
+)
+
+
+class StackError(RuntimeError):
+    """A service exited or did not become ready in time; the message ends with its log tail."""
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to run one service: ``argv``, the variables set for it only, and its readiness probe."""
+
+    name: str
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    ready: ReadyProbe
+    ready_timeout: float = 30.0
+
+
+@dataclass
+class _Running:
+    spec: ServiceSpec
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    pump: threading.Thread | None = None
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _pump(name: str, source: IO[bytes], log_path: Path, echo: IO[str]) -> None:
+    """Copy a service's output to its log file and, prefixed with its name, to ``echo``."""
+    echoing = True
+    with log_path.open("ab") as log:
+        for line in iter(source.readline, b""):
+            log.write(line)
+            log.flush()
+            if echoing:
+                try:
+                    echo.write(f"{name:<9}| {line.decode(errors='replace').rstrip()}\n")
+                    echo.flush()
+                except (OSError, ValueError):
+                    # The terminal (or a pipe such as `| tee`) went away: keep draining the
+                    # service's output into its log, or the service would block on writes.
+                    echoing = False
+
+
+class Stack:
+    """Services started in the given order, each ready before the next starts.
+
+    Each service's stdout and stderr are appended to ``log_dir/<name>.log``; with ``echo`` set,
+    they are also written to that stream, prefixed with the service name. Use as a context
+    manager (stop runs in ``__exit__`` on any exit, Ctrl-C included) or call ``start``/``stop``.
+    """
+
+    def __init__(
+        self,
+        services: Sequence[ServiceSpec],
+        log_dir: Path,
+        *,
+        echo: IO[str] | None = None,
+        stop_grace: float = 10.0,
+    ) -> None:
+        self.services = list(services)
+        self.log_dir = log_dir
+        self.echo = echo
+        self.stop_grace = stop_grace
+        self._running: list[_Running] = []
+
+    def start(self) -> Self:
+        """Start every service in order and wait for each to be ready.
+
+        Raises ``StackError`` (after stopping what was started) when a service exits early or
+        is not ready within its ``ready_timeout``.
+        """
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for spec in self.services:
+                self._wait_ready(self._spawn(spec))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self, spec: ServiceSpec) -> _Running:
+        log_path = self.log_dir / f"{spec.name}.log"
+        env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+        env.update(spec.env)
+        env.setdefault("PYTHONUNBUFFERED", "1")  # logs reach the file as they are written
+        with log_path.open("ab") as log:
+            log.write(f"--- {spec.name} starting: {' '.join(spec.argv)}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(  # noqa: S603 - argv comes from our own specs
+                list(spec.argv),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log if self.echo is None else subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        running = _Running(spec, proc, log_path)
+        self._running.append(running)
+        if self.echo is not None and proc.stdout is not None:
+            running.pump = threading.Thread(
+                target=_pump,
+                args=(spec.name, proc.stdout, log_path, self.echo),
+                name=f"log-{spec.name}",
+                daemon=True,
+            )
+            running.pump.start()
+        return running
+
+    def _wait_ready(self, running: _Running) -> None:
+        spec = running.spec
+        deadline = time.monotonic() + spec.ready_timeout
+        while True:
+            code = running.proc.poll()
+            if code is not None:
+                raise StackError(
+                    f"{spec.name} exited with code {code} before it was ready; "
+                    f"{running.log_path}:\n{_tail(running.log_path)}"
+                )
+            if spec.ready():
+                return
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"{spec.name} was not ready after {spec.ready_timeout:.0f} s; "
+                    f"{running.log_path}:\n{_tail(running.log_path)}"
+                )
+            time.sleep(0.2)
+
+    def exited(self) -> dict[str, int]:
+        """Services whose process has exited, with their exit codes."""
+        return {r.spec.name: code for r in self._running if (code := r.proc.poll()) is not None}
+
+    def stop(self) -> None:
+        """Stop every started service, last started first. Idempotent."""
+        while self._running:
+            running = self._running.pop()
+            stop_process_group(running.proc, grace=self.stop_grace)
+            if running.pump is not None:
+                running.pump.join(timeout=2.0)
+            if running.proc.stdout is not None:
+                running.proc.stdout.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def console_script(name: str) -> str:
+    """Path of console script ``name``: from our own environment first, else from ``PATH``."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise StackError(f"{name} is not installed (run `make install`)")
+    return found
+
+
+@dataclass
+class StackConfig:
+    """Settings of one Bulwark stack: where the services listen and what they connect to.
+
+    ``env`` adds or overrides variables per service (``{"auth": {"LOG_LEVEL": "debug"}}``).
+    """
+
+    auth_database_url: str
+    api_database_url: str
+    redis_url: str
+    host: str = "127.0.0.1"
+    api_port: int = 8000
+    auth_port: int = 8001
+    ratelimit_port: int = 50051
+    bulwark_env: str = "development"
+    keys_dir: Path = Path(".bulwark/keys")
+    redis_key_prefix: str = "rl:"
+    ratelimit_rules: Path | None = None
+    log_level: str = "info"
+    audience: str = "bulwark-api"
+    issuer: str | None = None
+    ready_timeout: float = 30.0
+    env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    @property
+    def auth_url(self) -> str:
+        """Base URL of the auth service, e.g. ``http://127.0.0.1:8001``."""
+        return f"http://{self.host}:{self.auth_port}"
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of the resource API, e.g. ``http://127.0.0.1:8000``."""
+        return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def ratelimit_target(self) -> str:
+        """gRPC target of the rate limiter, ``host:port``."""
+        return f"{self.host}:{self.ratelimit_port}"
+
+    def service_env(self) -> dict[str, dict[str, str]]:
+        """The variables each service is started with (beyond the inherited environment)."""
+        common = {"BULWARK_ENV": self.bulwark_env, "HOST": self.host, "LOG_LEVEL": self.log_level}
+        issuer = self.issuer or self.auth_url
+        ratelimit = {
+            **common,
+            "PORT": str(self.ratelimit_port),
+            "REDIS_URL": self.redis_url,
+            "REDIS_KEY_PREFIX": self.redis_key_prefix,
+        }
+        if self.ratelimit_rules is not None:
+            ratelimit["RATELIMIT_RULES"] = str(self.ratelimit_rules)
+        envs = {
+            "ratelimit": ratelimit,
+            "auth": {
+                **common,
+                "PORT": str(self.auth_port),
+                "DATABASE_URL": self.auth_database_url,
+                "KEYS_DIR": str(self.keys_dir),
+                "ISSUER": issuer,
+                "AUDIENCE": self.audience,
+                "RATELIMIT_TARGET": self.ratelimit_target,
+            },
+            "api": {
+                **common,
+                "PORT": str(self.api_port),
+                "DATABASE_URL": self.api_database_url,
+                "JWKS_URL": f"{self.auth_url}/.well-known/jwks.json",
+                "ISSUER": issuer,
+                "AUDIENCE": self.audience,
+                "RATELIMIT_TARGET": self.ratelimit_target,
+            },
+        }
+        for service, extra in self.env.items():
+            envs[service].update(extra)
+        return envs
+
+
+SERVICE_ORDER = ("ratelimit", "auth", "api")
+
+
+def bulwark_services(config: StackConfig, only: Sequence[str] = SERVICE_ORDER) -> list[ServiceSpec]:
+    """Specs of the Bulwark services named in ``only`` (default: all three), in start order:
+    ratelimit (ready when gRPC health says SERVING), auth and api (ready when ``/readyz`` is
+    200)."""
+    envs = config.service_env()
+    probes: dict[str, ReadyProbe] = {
+        "ratelimit": lambda: grpc_serving(config.ratelimit_target),
+        "auth": lambda: http_ok(f"{config.auth_url}/readyz"),
+        "api": lambda: http_ok(f"{config.api_url}/readyz"),
+    }
+    unknown = set(only) - set(SERVICE_ORDER)
+    if unknown:
+        raise ValueError(f"unknown services: {sorted(unknown)}")
+    return [
+        ServiceSpec(
+            name=name,
+            argv=[console_script(f"bulwark-{name}"), "serve"],
+            env=envs[name],
+            ready=probes[name],
+            ready_timeout=config.ready_timeout,
+        )
+        for name in SERVICE_ORDER
+        if name in only
+    ]

@@ -1,0 +1,70 @@
+"""Small client helpers for the integration tests: a mobile user and its calls."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+
+PASSWORD = "Correct-Horse-9!"
+
+
+@dataclass
+class MobileUser:
+    """A registered user and the device headers its app sends."""
+
+    email: str
+    password: str = PASSWORD
+    device_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    user_id: str = ""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The mobile headers of every request."""
+        return {"X-App-Version": "1.4.2", "X-Platform": "ios", "X-Device-Id": self.device_id}
+
+
+def random_email() -> str:
+    """A fresh address, so tests never share a user or a rate-limit bucket."""
+    return f"user-{secrets.token_hex(6)}@example.com"
+
+
+def register(auth_url: str, email: str | None = None) -> MobileUser:
+    """Register a new user (asserting 201) and return it."""
+    user = MobileUser(email=email or random_email())
+    response = httpx.post(
+        f"{auth_url}/v1/users",
+        json={"email": user.email, "password": user.password, "displayName": "Test User"},
+        headers=user.headers,
+    )
+    assert response.status_code == 201, response.text
+    user.user_id = response.json()["id"]
+    return user
+
+
+def login(auth_url: str, user: MobileUser) -> dict[str, object]:
+    """Log ``user`` in (asserting 200); return the token response."""
+    response = httpx.post(
+        f"{auth_url}/v1/auth/login",
+        json={"email": user.email, "password": user.password, "device": "Test phone"},
+        headers=user.headers,
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+def refresh(auth_url: str, refresh_token: str, user: MobileUser) -> httpx.Response:
+    """``POST /oauth2/token`` with ``grant_type=refresh_token``."""
+    return httpx.post(
+        f"{auth_url}/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+        headers=user.headers,
+    )
+
+
+def bearer(token: object, user: MobileUser | None = None) -> dict[str, str]:
+    """Authorization header (plus the user's mobile headers)."""
+    return {**(user.headers if user else {}), "Authorization": f"Bearer {token}"}

@@ -1,0 +1,101 @@
+"""Bad input gets a clear 4xx problem+json naming the fields, and nothing is written."""
+
+from __future__ import annotations
+
+import httpx
+
+from .conftest import RunningStack
+from .helpers import PASSWORD, bearer, login, random_email, register
+
+PROBLEM = "application/problem+json"
+
+
+def _register(stack: RunningStack, body: object) -> httpx.Response:
+    return httpx.post(f"{stack.auth_url}/v1/users", json=body)
+
+
+def test_mass_assignment_fields_are_rejected_by_name(stack: RunningStack) -> None:
+    email = random_email()
+    for extra in ({"role": "admin"}, {"isAdmin": True}, {"id": "00000000-0000-0000-0000-0"}):
+        body = {"email": email, "password": PASSWORD, "displayName": "Eve", **extra}
+        response = _register(stack, body)
+        assert response.status_code == 400
+        assert response.headers["content-type"].startswith(PROBLEM)
+        assert [e["field"] for e in response.json()["errors"]] == list(extra)
+        assert response.json()["request_id"]
+    # Nothing was written: the email is still free.
+    assert (
+        _register(stack, {"email": email, "password": PASSWORD, "displayName": "Eve"}).status_code
+        == 201
+    )
+
+
+def test_registration_policy(stack: RunningStack) -> None:
+    cases = {
+        "email": [{"email": "not-an-email"}, {"email": "a" * 250 + "@example.com"}],
+        "password": [
+            {"password": "Short-1!"},
+            {"password": "no-upper-case-1!"},
+            {"password": "No-Digits-Here!"},
+            {"password": "NoSpecial1234567"},
+            {"password": "Aa1!" * 40},
+        ],
+        "displayName": [
+            {"displayName": "   "},
+            {"displayName": "x" * 101},
+            {"displayName": "line\nbreak"},
+        ],
+    }
+    for field, variants in cases.items():
+        for variant in variants:
+            body = {"email": random_email(), "password": PASSWORD, "displayName": "Ok", **variant}
+            response = _register(stack, body)
+            assert response.status_code == 400, variant
+            assert field in {e["field"] for e in response.json()["errors"]}, variant
+
+
+def test_email_is_normalised_and_unique_in_any_case(stack: RunningStack) -> None:
+    email = random_email()
+    created = _register(
+        stack, {"email": f"  {email.upper()} ", "password": PASSWORD, "displayName": "  Ann  "}
+    )
+    assert created.status_code == 201
+    assert created.json()["email"] == email
+    assert created.json()["displayName"] == "Ann"
+    duplicate = _register(stack, {"email": email.title(), "password": PASSWORD, "displayName": "B"})
+    assert duplicate.status_code == 409
+    assert duplicate.headers["content-type"].startswith(PROBLEM)
+
+
+def test_malformed_and_oversized_bodies(stack: RunningStack) -> None:
+    malformed = httpx.post(
+        f"{stack.auth_url}/v1/users",
+        content=b'{"email": ',
+        headers={"Content-Type": "application/json"},
+    )
+    assert malformed.status_code == 400
+    assert malformed.headers["content-type"].startswith(PROBLEM)
+    wrong_type = _register(stack, {"email": 5, "password": PASSWORD, "displayName": "x"})
+    assert wrong_type.status_code == 400
+    assert wrong_type.json()["errors"][0]["field"] == "email"
+    user = register(stack.auth_url)
+    headers = bearer(login(stack.auth_url, user)["access_token"], user)
+    huge = httpx.post(
+        f"{stack.api_url}/v1/notes", json={"title": "t", "body": "x" * 200_000}, headers=headers
+    )
+    assert huge.status_code == 413
+    assert huge.headers["content-type"].startswith(PROBLEM)
+    control = httpx.post(f"{stack.api_url}/v1/notes", json={"title": "a\u0000b"}, headers=headers)
+    assert control.status_code == 400
+
+
+def test_request_id_is_echoed_or_generated(stack: RunningStack) -> None:
+    echoed = httpx.get(f"{stack.api_url}/healthz", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    hostile = 'x" injected="1' * 20
+    forged = httpx.get(f"{stack.api_url}/healthz", headers={"X-Request-ID": hostile})
+    assert forged.headers["x-request-id"] != hostile
+    assert len(forged.headers["x-request-id"]) == 32
+    missing = httpx.get(f"{stack.api_url}/v1/nothing-here")
+    assert missing.status_code == 404
+    assert missing.json()["request_id"] == missing.headers["x-request-id"]
