@@ -2,6 +2,7 @@
 
 import msgspec
 from litestar import Litestar, get, post
+from litestar.params import JSONBody
 from litestar.testing import TestClient
 
 from bulwark.common.http import RequestContextMiddleware
@@ -14,7 +15,7 @@ class Thing(Schema, frozen=True):
 
 
 @post("/things")
-async def create(data: Thing) -> Thing:
+async def create(data: JSONBody[Thing]) -> Thing:
     return data
 
 

@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated
 
 from litestar import Controller, delete, get, patch, post
-from litestar.params import Parameter
+from litestar.params import JSONBody, Parameter
 
 from bulwark.api.notes import queries
 from bulwark.api.notes.rules import Cursor, check_text, decode_cursor, encode_cursor
@@ -35,7 +35,9 @@ class NoteController(Controller):
     path = "/notes"
 
     @post(operation_id="createNote", status_code=201)
-    async def create(self, data: NoteCreate, conn: Connection, caller: AccessTokenClaims) -> Note:
+    async def create(
+        self, data: JSONBody[NoteCreate], conn: Connection, caller: AccessTokenClaims
+    ) -> Note:
         """Create a note owned by the caller."""
         title = check_text("title", data.title, multiline=False)
         body = check_text("body", data.body, multiline=True)
@@ -74,7 +76,11 @@ class NoteController(Controller):
 
     @patch("/{note_id:uuid}", operation_id="updateNote")
     async def update(
-        self, note_id: uuid.UUID, data: NoteUpdate, conn: Connection, caller: AccessTokenClaims
+        self,
+        note_id: uuid.UUID,
+        data: JSONBody[NoteUpdate],
+        conn: Connection,
+        caller: AccessTokenClaims,
     ) -> Note:
         """Change the title and/or body of one of the caller's notes."""
         if data.title is None and data.body is None:

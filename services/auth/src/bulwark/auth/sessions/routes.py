@@ -6,6 +6,7 @@ from typing import Any
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.params import JSONBody
 
 from bulwark.auth.deps import Connection, authenticated, client_context
 from bulwark.auth.oauth.routes import NO_STORE
@@ -35,7 +36,7 @@ class SessionController(Controller):
     async def login(
         self,
         request: Request[Any, Any, State],
-        data: LoginRequest,
+        data: JSONBody[LoginRequest],
         state: State,
         password_hasher: PasswordHasher,
     ) -> TokenResponse:

@@ -1,14 +1,17 @@
 """HTTP routes for users: registration."""
 
-from litestar import Controller, post
-from litestar.di import Provide
+from typing import Any
 
-from bulwark.auth.deps import Connection
+from litestar import Controller, Request, post
+from litestar.datastructures import State
+from litestar.params import JSONBody
+
+from bulwark.auth.deps import client_context
 from bulwark.auth.passwords import PasswordHasher
 from bulwark.auth.users import queries
 from bulwark.auth.users.rules import check_registration
 from bulwark.auth.users.schemas import User, UserCreate
-from bulwark.common.db import provide_connection
+from bulwark.common import rate_limits
 from bulwark.common.problems import Conflict
 
 
@@ -16,16 +19,26 @@ class UserController(Controller):
     """``/v1/users``."""
 
     path = "/v1/users"
-    dependencies = {"conn": Provide(provide_connection)}  # noqa: RUF012  # Litestar's API
 
     @post(operation_id="registerUser", status_code=201)
     async def register(
-        self, data: UserCreate, conn: Connection, password_hasher: PasswordHasher
+        self,
+        request: Request[Any, Any, State],
+        data: JSONBody[UserCreate],
+        state: State,
+        password_hasher: PasswordHasher,
     ) -> User:
-        """Register a user. 400 names invalid or unknown fields; 409 when the email is taken."""
+        """Register a user. 400 names invalid or unknown fields; 409 when the email is taken;
+        429 when this IP registers too fast (fails open if the limiter is down)."""
+        ip = client_context(request).ip or "unknown"
+        await rate_limits.enforce(
+            state.ratelimit, [[("endpoint", "register"), ("remote_address", ip)]], fail_open=True
+        )
         email, display_name = check_registration(data.email, data.password, data.display_name)
+        # Hash before taking a database connection: argon2 must not hold a pooled one.
         password_hash = await password_hasher.hash(data.password)
-        user_id = await queries.insert_user(conn, email, display_name, password_hash)
+        async with state.pool.acquire() as conn:
+            user_id = await queries.insert_user(conn, email, display_name, password_hash)
         if user_id is None:
             raise Conflict("An account with this email already exists.")
         return User(id=str(user_id), email=email, display_name=display_name)
