@@ -12,6 +12,7 @@ import binascii
 import json
 import re
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import httpx
@@ -84,7 +85,9 @@ class JwksCache:
     The cache lifetime follows the response's ``Cache-Control: max-age`` (bounded to
     ``[min_ttl, max_ttl]`` seconds). An unknown ``kid`` triggers a refetch at most once per
     ``refetch_cooldown`` seconds; concurrent callers share one fetch (single flight). When a
-    fetch fails the last good set keeps serving for up to ``stale_ttl`` seconds.
+    fetch fails, the last good set keeps serving (for at most ``max_ttl + stale_ttl`` seconds
+    after it was fetched) and no new fetch is tried for ``failure_backoff`` seconds, so an
+    auth outage costs the API one timed-out fetch per backoff, not one per request.
     """
 
     def __init__(
@@ -95,16 +98,23 @@ class JwksCache:
         min_ttl: float = 30,
         max_ttl: float = 3600,
         refetch_cooldown: float = 30,
+        failure_backoff: float = 5,
         stale_ttl: float = 3600,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._url = jwks_url
+        self._clock = clock
         self._client = client or httpx.AsyncClient(timeout=2.0)
         self._min_ttl, self._max_ttl = min_ttl, max_ttl
-        self._cooldown, self._stale_ttl = refetch_cooldown, stale_ttl
+        self._cooldown, self._backoff, self._stale_ttl = (
+            refetch_cooldown,
+            failure_backoff,
+            stale_ttl,
+        )
         self._keys: dict[str, ECKey | RSAKey] = {}
-        self._fetched_at = float("-inf")
-        self._expires_at = float("-inf")
-        self._attempted_at = float("-inf")
+        self._fetched_at = float("-inf")  # last successful fetch
+        self._fresh_until = float("-inf")  # cache lifetime from Cache-Control
+        self._next_attempt = float("-inf")  # no fetch before this (cooldown or backoff)
         self._lock = asyncio.Lock()
 
     async def aclose(self) -> None:
@@ -112,50 +122,48 @@ class JwksCache:
         await self._client.aclose()
 
     async def get(self, kid: str) -> ECKey | RSAKey | None:
-        """The key with this ``kid``, or None when the (fresh) key set has no such key.
+        """The key with this ``kid``, or None when the key set has no such key.
 
         Raises:
-            JwksUnavailable: nothing cached (or only too-stale keys) and the fetch failed.
+            JwksUnavailable: no key set was ever fetched, or the last good one is older than
+                ``max_ttl + stale_ttl``, and a fetch is failing or backing off.
         """
-        now = time.monotonic()
-        if now >= self._expires_at or (kid not in self._keys and self._may_refetch(now)):
-            await self._refresh(kid)
-        if time.monotonic() - self._fetched_at > self._max_ttl + self._stale_ttl:
-            raise JwksUnavailable("no fresh enough key set")
+        if self._wants_fetch(kid, self._clock()):
+            async with self._lock:
+                # Single flight: whoever waited on the lock re-checks before fetching.
+                if self._wants_fetch(kid, self._clock()):
+                    await self._fetch()
+        if self._clock() - self._fetched_at > self._max_ttl + self._stale_ttl:
+            raise JwksUnavailable("no key set, or only one too old to trust")
         return self._keys.get(kid)
 
     async def ready(self) -> bool:
-        """True when a key set is cached or can be fetched now (for ``/readyz``)."""
+        """True when a usable key set is cached or could be fetched (for ``/readyz``)."""
         try:
             await self.get("")
         except JwksUnavailable:
             return False
         return bool(self._keys)
 
-    def _may_refetch(self, now: float) -> bool:
-        return now - self._attempted_at >= self._cooldown
+    def _wants_fetch(self, kid: str, now: float) -> bool:
+        stale_or_unknown = now >= self._fresh_until or kid not in self._keys
+        return stale_or_unknown and now >= self._next_attempt
 
-    async def _refresh(self, kid: str) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            # Another caller refreshed while we waited: use its result (single flight).
-            if now < self._expires_at and (kid in self._keys or not self._may_refetch(now)):
-                return
-            if now - self._attempted_at < 1.0 and now < self._expires_at:
-                return
-            self._attempted_at = now
-            try:
-                response = await self._client.get(self._url)
-                response.raise_for_status()
-                keys = self._parse(response.json())
-            except (httpx.HTTPError, ValueError, TypeError) as exc:
-                _log.warning("jwks_fetch_failed", url=self._url, error=type(exc).__name__)
-                if not self._keys:
-                    raise JwksUnavailable("JWKS fetch failed") from None
-                return
-            self._keys = keys
-            self._fetched_at = time.monotonic()
-            self._expires_at = self._fetched_at + self._ttl(response.headers.get("cache-control"))
+    async def _fetch(self) -> None:
+        started = self._clock()
+        try:
+            response = await self._client.get(self._url)
+            response.raise_for_status()
+            keys = self._parse(response.json())
+        except (httpx.HTTPError, ValueError, TypeError) as exc:
+            # Keep serving the last good set; try again only after the backoff.
+            _log.warning("jwks_fetch_failed", url=self._url, error=type(exc).__name__)
+            self._next_attempt = self._clock() + self._backoff
+            return
+        self._keys = keys
+        self._fetched_at = self._clock()
+        self._fresh_until = self._fetched_at + self._ttl(response.headers.get("cache-control"))
+        self._next_attempt = started + self._cooldown
 
     def _ttl(self, cache_control: str | None) -> float:
         match = re.search(r"max-age=(\d+)", cache_control or "")
