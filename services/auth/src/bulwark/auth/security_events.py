@@ -15,7 +15,6 @@ class SecurityEvent(StrEnum):
 
     LOGIN_SUCCEEDED = "login_succeeded"
     LOGIN_FAILED = "login_failed"
-    LOGIN_RATE_LIMITED = "login_rate_limited"
     REFRESH_REUSE_DETECTED = "refresh_reuse_detected"
     LOGOUT = "logout"
     LOGOUT_ALL = "logout_all"
