@@ -23,7 +23,7 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 from litestar import Request
 
 from bulwark.common.logging import get_logger
-from bulwark.common.problems import Unauthorized
+from bulwark.common.problems import BadRequest, Unauthorized
 
 _log = get_logger(__name__)
 
@@ -256,10 +256,14 @@ def bearer_token(request: Request[Any, Any, Any]) -> str:
 
     Raises:
         Unauthorized: no header, another scheme, or an ``access_token`` query parameter.
+        BadRequest: more than one Authorization header (RFC 6750 §3.1 ``invalid_request``).
     """
     if "access_token" in request.query_params:
         raise Unauthorized("Send the token in the Authorization header.", "invalid_request")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    headers = request.headers.getall("authorization", [])
+    if len(headers) > 1:
+        raise BadRequest("Send exactly one Authorization header.")
+    scheme, _, token = (headers[0] if headers else "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("A bearer access token is required.", error=None)
     return token.strip()

@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -100,6 +101,13 @@ class Conflict(Problem):
     title = "Conflict"
 
 
+class UnsupportedMediaType(Problem):
+    """415: the body is not in a media type the endpoint accepts."""
+
+    status = 415
+    title = "Unsupported Media Type"
+
+
 class TooManyRequests(Problem):
     """429 with ``Retry-After`` in whole seconds (RFC 9110 §10.2.3)."""
 
@@ -186,6 +194,8 @@ def _field_errors(exc: ValidationException) -> list[FieldError]:
                 key = named[-1]
             else:
                 key = "body"
+        if message == "'data'":  # Litestar's wording for a missing body
+            key, message = "body", "a JSON body is required"
         errors.append(FieldError(field=key, message=re.sub(r" - at `[^`]*`", "", message)))
     return errors or [FieldError(field="body", message=exc.detail)]
 
@@ -211,6 +221,15 @@ def _on_http_exception(request: Request[Any, Any, Any], exc: Exception) -> Respo
     return problem_response(request, status, title, detail, headers=exc.headers)
 
 
+def _on_data_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    # Validation should stop such values first; if one gets through, the client still gets
+    # a 400 that names nothing internal, and the gap is logged to be closed.
+    _log.warning("database_rejected_value", error=type(exc).__name__)
+    return problem_response(
+        request, 400, "Bad Request", "A value in the request cannot be accepted."
+    )
+
+
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     _log.error("unhandled_exception", exc_info=exc)
     return problem_response(request, 500, "Internal Server Error", "Unexpected error.")
@@ -218,6 +237,7 @@ def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[
 
 exception_handlers: ExceptionHandlersMap = {
     Problem: _on_problem,
+    asyncpg.DataError: _on_data_error,
     HTTPException: _on_http_exception,
     Exception: _on_unexpected,
 }

@@ -18,6 +18,7 @@ from bulwark.common.db import apply_migrations, create_pool, provide_connection
 from bulwark.common.http import ASGIApp, RequestContextMiddleware
 from bulwark.common.problems import ServiceUnavailable, exception_handlers
 from bulwark.common.ratelimit_client import RateLimitClient
+from bulwark.common.request_bodies import strict_json_bodies
 from bulwark.common.schemas import Schema
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -91,6 +92,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
     )
     app = Litestar(
         route_handlers=[healthz, readyz, v1],
+        before_request=strict_json_bodies(),
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
         request_max_body_size=MAX_BODY_BYTES,

@@ -27,6 +27,7 @@ from bulwark.common.db import apply_migrations, create_pool
 from bulwark.common.http import ASGIApp, RequestContextMiddleware
 from bulwark.common.problems import ServiceUnavailable, exception_handlers
 from bulwark.common.ratelimit_client import RateLimitClient
+from bulwark.common.request_bodies import strict_json_bodies
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: Largest request body accepted, in bytes; every auth request is a small form or JSON.
@@ -109,6 +110,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             DiscoveryController,
         ],
         dependencies={"password_hasher": Provide(provide_password_hasher, sync_to_thread=False)},
+        before_request=strict_json_bodies(form_paths=("/oauth2/",)),
         exception_handlers={**exception_handlers, OAuthError: on_oauth_error},
         lifespan=[lifespan],
         request_max_body_size=MAX_BODY_BYTES,

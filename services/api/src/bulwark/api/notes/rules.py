@@ -2,15 +2,15 @@
 
 import base64
 import binascii
-import unicodedata
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 
 from bulwark.common.problems import FieldError, ValidationFailed
+from bulwark.common.schemas import has_control_characters
 
-_ALLOWED_CONTROLS = {"\n", "\t"}
+_ALLOWED_CONTROLS = frozenset({"\n", "\t"})
 
 
 def check_text(field: str, value: str, *, multiline: bool) -> str:
@@ -21,8 +21,7 @@ def check_text(field: str, value: str, *, multiline: bool) -> str:
             or a title that is empty once trimmed.
     """
     text = value if multiline else value.strip()
-    allowed = _ALLOWED_CONTROLS if multiline else set()
-    if any(unicodedata.category(c) in {"Cc", "Cf"} and c not in allowed for c in text):
+    if has_control_characters(text, allow=_ALLOWED_CONTROLS if multiline else frozenset()):
         raise ValidationFailed([FieldError(field, "must not contain control characters")])
     if not multiline and not text:
         raise ValidationFailed([FieldError(field, "must not be blank")])
@@ -49,6 +48,11 @@ def decode_cursor(raw: str) -> Cursor:
     """
     try:
         padded = raw + "=" * (-len(raw) % 4)
-        return msgspec.json.decode(base64.urlsafe_b64decode(padded), type=Cursor)
-    except (ValueError, binascii.Error, msgspec.DecodeError):
+        cursor = msgspec.json.decode(base64.urlsafe_b64decode(padded), type=Cursor)
+        # A time Postgres cannot hold (year 0 or 10000 once in UTC) is not one we issued.
+        in_utc = cursor.created_at.astimezone(UTC)
+    except (ValueError, OverflowError, binascii.Error, msgspec.DecodeError):
         raise ValidationFailed([FieldError("cursor", "is not a valid cursor")]) from None
+    if cursor.created_at.tzinfo is None or not 1 <= in_utc.year <= 9999:
+        raise ValidationFailed([FieldError("cursor", "is not a valid cursor")])
+    return cursor

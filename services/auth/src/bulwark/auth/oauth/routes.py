@@ -99,7 +99,7 @@ class OAuthController(Controller):
         return outcome
 
     @post("/revoke", operation_id="revoke", status_code=200, response_headers=NO_STORE)
-    async def revoke(self, request: Request[Any, Any, State], state: State) -> None:
+    async def revoke(self, request: Request[Any, Any, State], state: State) -> Response[bytes]:
         """Revoke a refresh token and its family (RFC 7009); 200 even for unknown tokens."""
         params = await _form(request)
         token = params.get("token")
@@ -110,6 +110,7 @@ class OAuthController(Controller):
             user_id = await rules.revoke_by_refresh_token(conn, token)
             if user_id is not None:
                 await record(conn, SecurityEvent.TOKEN_REVOKED, user_id=user_id, ip=client.ip)
+        return Response(b"", media_type="text/plain")
 
 
 class DiscoveryController(Controller):

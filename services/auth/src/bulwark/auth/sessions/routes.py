@@ -16,7 +16,7 @@ from bulwark.auth.sessions import queries, rules
 from bulwark.auth.sessions.schemas import LoginRequest, Session, SessionList
 from bulwark.auth.tokens import TokenResponse
 from bulwark.auth.users import queries as user_queries
-from bulwark.auth.users.rules import normalise_email
+from bulwark.auth.users.rules import check_device_name, normalise_email
 from bulwark.common import rate_limits
 from bulwark.common.access_tokens import AccessTokenClaims
 from bulwark.common.db import provide_connection
@@ -47,6 +47,7 @@ class SessionController(Controller):
         database connection is held while argon2 runs, so a login flood cannot drain the pool.
         """
         email = normalise_email(data.email)
+        device_name = check_device_name(data.device)
         client = client_context(request)
         await rate_limits.enforce(
             state.ratelimit,
@@ -78,7 +79,7 @@ class SessionController(Controller):
                 state.settings,
                 state.signing_keys,
                 user_id=user["id"],
-                device_name=data.device,
+                device_name=device_name,
                 client=client,
             )
 

@@ -9,6 +9,7 @@ import unicodedata
 from email_validator import EmailNotValidError, validate_email
 
 from bulwark.common.problems import FieldError, ValidationFailed
+from bulwark.common.schemas import has_control_characters
 
 MAX_EMAIL_LENGTH = 255
 MIN_PASSWORD_LENGTH = 12
@@ -17,12 +18,22 @@ MAX_DISPLAY_NAME_LENGTH = 100
 
 
 def normalise_email(raw: str) -> str:
-    """The key an email is stored and compared by: NFKC, trimmed, lower-cased."""
-    return unicodedata.normalize("NFKC", raw).strip().lower()
+    """The key an email is stored, compared and rate-limited by: NFKC, trimmed, lower-cased,
+    and in email-validator's normal form when it is valid (an IDNA ``xn--`` domain and its
+    Unicode spelling are one address, so they can be neither two accounts nor two buckets)."""
+    email = unicodedata.normalize("NFKC", raw).strip().lower()
+    try:
+        return validate_email(email, check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        return email
 
 
 def check_email(raw: str) -> str:
-    """Return the normalised email if it is syntactically valid (no DNS lookups)."""
+    """Return the normalised email if it is syntactically valid (no DNS lookups).
+
+    Raises:
+        ValidationFailed: on the ``email`` field.
+    """
     email = normalise_email(raw)
     if not email or len(email) > MAX_EMAIL_LENGTH:
         raise ValidationFailed([FieldError("email", "must be 1 to 255 characters")])
@@ -52,8 +63,24 @@ def check_display_name(raw: str) -> str:
     name = raw.strip()
     if not 1 <= len(name) <= MAX_DISPLAY_NAME_LENGTH:
         raise ValidationFailed([FieldError("displayName", "must be 1 to 100 characters")])
-    if any(unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp"} for char in name):
+    if has_control_characters(name):
         raise ValidationFailed([FieldError("displayName", "must not contain control characters")])
+    return name
+
+
+def check_device_name(raw: str | None) -> str | None:
+    """Return the trimmed device name (1-100 characters, no control characters) or None.
+
+    Raises:
+        ValidationFailed: on the ``device`` field.
+    """
+    if raw is None or not raw.strip():
+        return None
+    name = raw.strip()
+    if len(name) > MAX_DISPLAY_NAME_LENGTH or has_control_characters(name):
+        raise ValidationFailed(
+            [FieldError("device", "must be at most 100 characters, without control characters")]
+        )
     return name
 
 
