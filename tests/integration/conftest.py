@@ -183,6 +183,8 @@ def stack_factory(
             bulwark_env=bulwark_env,
             keys_dir=keys_dir or work / "keys",
             redis_key_prefix=redis_key_prefix or f"rl:test:{secrets.token_hex(4)}:",
+            # Derived, so stacks that share a limiter prefix share revoked sessions too.
+            session_key_prefix=f"bulwark:{redis_key_prefix or secrets.token_hex(4)}:",
             ratelimit_rules=packaged_rules(work / "rules.yaml"),
             log_level="info",
             env=env or {},

@@ -47,7 +47,7 @@ def test_a_session_leaves_no_secret_in_any_log(stack: RunningStack) -> None:
     httpx.get(f"{stack.api_url}/v1/me", headers=bearer(tokens["access_token"], user))
     rotated = refresh(stack.auth_url, str(tokens["refresh_token"]), user).json()
     secrets |= {rotated["access_token"], rotated["refresh_token"]}
-    refresh(stack.auth_url, str(tokens["refresh_token"]), user)  # a reuse, logged as such
+    refresh(stack.auth_url, str(tokens["refresh_token"]), user)  # a retry within the grace window
     httpx.post(  # a failed login and a malformed body carrying secrets
         f"{stack.auth_url}/v1/auth/login",
         json={"email": user.email, "password": "Wrong-" + user.password},

@@ -101,4 +101,7 @@ def test_bulwark_services_wire_urls_and_isolate_variables(tmp_path: Path) -> Non
     assert specs["api"].env["RATELIMIT_TARGET"] == "127.0.0.1:9051"
     assert "DATABASE_URL" not in specs["ratelimit"].env
     assert specs["ratelimit"].env["REDIS_URL"] == "redis://h:1/0"
+    for name in ("auth", "api"):  # both use the revoked-session set, under one prefix
+        assert specs[name].env["REDIS_URL"] == "redis://h:1/0"
+        assert specs[name].env["REDIS_KEY_PREFIX"] == "bulwark:"
     assert [s.name for s in bulwark_services(config, only=["auth"])] == ["auth"]

@@ -28,3 +28,33 @@ def test_production_requires_an_https_issuer_and_a_key_folder() -> None:
 def test_weaker_argon2_parameters_are_refused() -> None:
     with pytest.raises(SettingsError, match="ARGON2_MEMORY_KIB"):
         from_env({"DATABASE_URL": "postgresql://x/y", "ARGON2_MEMORY_KIB": "1024"})
+
+
+def test_sessions_settings_defaults_and_bounds() -> None:
+    base = {"DATABASE_URL": "postgresql://x/y"}
+    settings = from_env(base)
+    assert settings.refresh_reuse_grace == 10
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.redis_key_prefix == "bulwark:"
+    assert from_env({**base, "REFRESH_REUSE_GRACE_SECONDS": "0"}).refresh_reuse_grace == 0
+    with pytest.raises(SettingsError, match="REFRESH_REUSE_GRACE_SECONDS"):
+        from_env({**base, "REFRESH_REUSE_GRACE_SECONDS": "61"})
+    with pytest.raises(SettingsError, match="REDIS_URL"):
+        from_env({**base, "REDIS_URL": "http://cache"})
+    production = {
+        **base,
+        "BULWARK_ENV": "production",
+        "ISSUER": "https://auth.example",
+        "KEYS_DIR": "/k",
+    }
+    with pytest.raises(SettingsError, match="REDIS_URL"):
+        from_env(production)
+
+
+def test_jwks_max_age_defaults_to_five_minutes_and_is_bounded() -> None:
+    base = {"DATABASE_URL": "postgresql://x/y"}
+    assert from_env(base).jwks_max_age == 300
+    assert from_env({**base, "JWKS_MAX_AGE_SECONDS": "1"}).jwks_max_age == 1
+    for bad in ("0", "86401", "soon"):
+        with pytest.raises(SettingsError, match="JWKS_MAX_AGE_SECONDS"):
+            from_env({**base, "JWKS_MAX_AGE_SECONDS": bad})

@@ -4,14 +4,16 @@ import uuid
 from pathlib import Path
 
 from joserfc import jwt
+from joserfc.jwk import ECKey, RSAKey
 
-from bulwark.auth.keys import load_signing_keys
+from bulwark.auth.keys import generate_key, load_signing_keys, write_key
 from bulwark.auth.tokens import (
     hash_refresh_token,
     is_refresh_token_shaped,
     mint_access_token,
     new_refresh_token,
 )
+from bulwark.common.access_tokens import AccessTokenVerifier
 
 
 def test_access_token_header_and_claims(tmp_path: Path) -> None:
@@ -43,3 +45,25 @@ def test_refresh_tokens_are_256_bit_and_stored_as_hashes() -> None:
     assert len({new_refresh_token()[0] for _ in range(100)}) == 100
     assert not is_refresh_token_shaped("brt_short")
     assert not is_refresh_token_shaped(token + "x")
+
+
+async def test_an_rs256_active_key_signs_rs256_tokens_the_verifier_accepts(tmp_path: Path) -> None:
+    write_key(tmp_path, generate_key("test", alg="RS256"))
+    keys = load_signing_keys(tmp_path, "test", generate=False)
+
+    class Source:
+        async def get(self, kid: str) -> ECKey | RSAKey | None:
+            return keys.public_key(kid)
+
+    token = mint_access_token(
+        keys,
+        issuer="https://auth.example",
+        audience="bulwark-api",
+        client_id="app",
+        user_id=uuid.uuid4(),
+        family_id=uuid.uuid4(),
+        lifetime=900,
+    )
+    assert jwt.decode(token, keys.private_key, algorithms=["RS256"]).header["alg"] == "RS256"
+    verifier = AccessTokenVerifier(Source(), issuer="https://auth.example", audience="bulwark-api")
+    assert (await verifier.verify(token)).client_id == "app"

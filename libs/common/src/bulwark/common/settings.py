@@ -77,3 +77,15 @@ def env_environment(environ: Mapping[str, str]) -> Environment:
     if value not in ENVIRONMENTS:
         raise SettingsError(f"BULWARK_ENV must be one of {', '.join(ENVIRONMENTS)}")
     return value  # type: ignore[return-value]  # narrowed by the membership check above
+
+
+def env_redis_url(environ: Mapping[str, str], default: str | None = None) -> str:
+    """Return ``REDIS_URL`` (or ``default``): a ``redis://``, ``rediss://`` or ``unix://`` URL.
+
+    Raises:
+        SettingsError: unset without a default, or another scheme.
+    """
+    url = env_str(environ, "REDIS_URL", default)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
+    return url

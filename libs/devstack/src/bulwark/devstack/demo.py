@@ -152,8 +152,17 @@ def _play(demo: Demo, email: str) -> int:
         data={"grant_type": "refresh_token", "refresh_token": first_refresh},
     )
     newer = _json(refreshed) if refreshed is not None else {}
+    # A repeat of the token just used is a benign retry (the grace window); an older one is not.
+    again_refreshed = demo.call(
+        _Step("refresh again", 200, _has_tokens),
+        auth,
+        "POST",
+        "/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": str(newer.get("refresh_token", ""))},
+    )
+    newer = _json(again_refreshed) if again_refreshed is not None else {}
     demo.call(
-        _Step("replay the used refresh token", 400, _invalid_grant),
+        _Step("replay the first refresh token", 400, _invalid_grant),
         auth,
         "POST",
         "/oauth2/token",
@@ -165,6 +174,13 @@ def _play(demo: Demo, email: str) -> int:
         "POST",
         "/oauth2/token",
         data={"grant_type": "refresh_token", "refresh_token": str(newer.get("refresh_token", ""))},
+    )
+    demo.call(
+        _Step("its access token at the API", 401),
+        api,
+        "GET",
+        "/v1/me",
+        headers=_bearer(newer),
     )
 
     again = demo.call(
@@ -179,6 +195,13 @@ def _play(demo: Demo, email: str) -> int:
         auth,
         "POST",
         "/v1/auth/logout",
+        headers=_bearer(_json(again) if again is not None else {}),
+    )
+    demo.call(
+        _Step("the API after logout", 401),
+        api,
+        "GET",
+        "/v1/me",
         headers=_bearer(_json(again) if again is not None else {}),
     )
     return demo.failures

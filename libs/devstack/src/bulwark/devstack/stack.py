@@ -35,8 +35,14 @@ SERVICE_VARIABLES = frozenset(
         "DATABASE_URL",
         "REDIS_URL",
         "REDIS_KEY_PREFIX",
+        "REDIS_TIMEOUT_SECONDS",
+        "REVOCATION_FAILURE_MODE",
+        "REVOCATION_RESYNC_SECONDS",
+        "REFRESH_REUSE_GRACE_SECONDS",
         "RATELIMIT_RULES",
         "KEYS_DIR",
+        "JWKS_MAX_AGE_SECONDS",
+        "JWKS_MIN_REFRESH_SECONDS",
         "ISSUER",
         "AUDIENCE",
         "RATELIMIT_TARGET",
@@ -230,6 +236,7 @@ class StackConfig:
     bulwark_env: str = "development"
     keys_dir: Path = Path(".bulwark/keys")
     redis_key_prefix: str = "rl:"
+    session_key_prefix: str = "bulwark:"  # auth and api: the revoked-session set
     ratelimit_rules: Path | None = None
     log_level: str = "info"
     audience: str = "bulwark-api"
@@ -274,6 +281,8 @@ class StackConfig:
                 "ISSUER": issuer,
                 "AUDIENCE": self.audience,
                 "RATELIMIT_TARGET": self.ratelimit_target,
+                "REDIS_URL": self.redis_url,
+                "REDIS_KEY_PREFIX": self.session_key_prefix,
             },
             "api": {
                 **common,
@@ -283,6 +292,8 @@ class StackConfig:
                 "ISSUER": issuer,
                 "AUDIENCE": self.audience,
                 "RATELIMIT_TARGET": self.ratelimit_target,
+                "REDIS_URL": self.redis_url,
+                "REDIS_KEY_PREFIX": self.session_key_prefix,
             },
         }
         for service, extra in self.env.items():

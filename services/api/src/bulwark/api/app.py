@@ -19,6 +19,7 @@ from bulwark.common.http import ASGIApp, RequestContextMiddleware
 from bulwark.common.problems import ServiceUnavailable, exception_handlers
 from bulwark.common.ratelimit_client import RateLimitClient
 from bulwark.common.request_bodies import strict_json_bodies
+from bulwark.common.revocations import SessionRevocations
 from bulwark.common.schemas import Schema
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -64,9 +65,20 @@ def create_app(settings: ApiSettings) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await create_pool(settings.database_url)
-        jwks = JwksCache(settings.jwks_url)
+        # Cached for the auth's Cache-Control max-age, at least jwks_min_refresh seconds; an
+        # unknown kid refetches at most once per jwks_min_refresh (docs/keys.md).
+        jwks = JwksCache(
+            settings.jwks_url,
+            min_ttl=settings.jwks_min_refresh,
+            refetch_cooldown=settings.jwks_min_refresh,
+        )
         ratelimit = RateLimitClient(
             settings.ratelimit_target, "bulwark-api", timeout_seconds=settings.ratelimit_timeout
+        )
+        revocations = SessionRevocations(
+            settings.redis_url,
+            key_prefix=settings.redis_key_prefix,
+            timeout_seconds=settings.redis_timeout,
         )
         try:
             await apply_migrations(pool, MIGRATIONS)
@@ -75,6 +87,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
                 pool=pool,
                 jwks=jwks,
                 ratelimit=ratelimit,
+                revocations=revocations,
                 verifier=AccessTokenVerifier(
                     jwks, issuer=settings.issuer, audience=settings.audience
                 ),
@@ -82,6 +95,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             yield
         finally:
             await ratelimit.close()
+            await revocations.aclose()
             await jwks.aclose()
             await pool.close()
 

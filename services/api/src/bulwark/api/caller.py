@@ -3,7 +3,9 @@
 Every ``/v1`` route depends on ``caller``: the bearer token is verified against the auth
 service's JWKS, then one rate-limit call counts the request per client IP and per user
 (``remote_address`` and ``user_id`` descriptors). A request with a bad token is still
-counted per IP, so a flood of forged tokens is limited too.
+counted per IP, so a flood of forged tokens is limited too. Last, one Redis ``EXISTS`` asks
+whether the token's session (``sid``) has ended (logout, refresh reuse, ...; see
+``bulwark.common.revocations``); when Redis cannot answer, ``REVOCATION_FAILURE_MODE`` decides.
 """
 
 from collections.abc import Mapping
@@ -13,7 +15,7 @@ from litestar import Request
 from litestar.datastructures import State
 
 from bulwark.api.settings import ApiSettings
-from bulwark.common import http, rate_limits
+from bulwark.common import http, rate_limits, revocations
 from bulwark.common.access_tokens import (
     AccessTokenClaims,
     AccessTokenVerifier,
@@ -31,9 +33,11 @@ async def caller(request: Request[Any, Any, Any], state: State) -> AccessTokenCl
     """The verified access-token claims of the caller.
 
     Raises:
-        Unauthorized: missing, malformed, forged, expired or foreign token (401).
+        Unauthorized: missing, malformed, forged, expired or foreign token, or its session
+            has ended (401).
         TooManyRequests: the IP or the user is over its limit (429).
-        ServiceUnavailable: the JWKS cannot be fetched and none is cached (503).
+        ServiceUnavailable: the JWKS cannot be fetched and none is cached, or the
+            revocation check cannot be made and ``REVOCATION_FAILURE_MODE`` is ``deny`` (503).
     """
     settings: ApiSettings = state.settings
     verifier: AccessTokenVerifier = state.verifier
@@ -58,4 +62,7 @@ async def caller(request: Request[Any, Any, Any], state: State) -> AccessTokenCl
     )
     if claims is None:
         raise rejection or Unauthorized()
+    await revocations.ensure_session_live(
+        state.revocations, claims.sid, fail_open=settings.revocation_failure_mode == "allow"
+    )
     return claims

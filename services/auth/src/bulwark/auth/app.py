@@ -1,5 +1,6 @@
 """The auth service's application factory."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,7 +12,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from bulwark.auth.keys import SigningKeys, load_signing_keys
+from bulwark.auth.keys import KeyFolder, SigningKeys
 from bulwark.auth.oauth.routes import (
     DiscoveryController,
     OAuthController,
@@ -19,6 +20,7 @@ from bulwark.auth.oauth.routes import (
     on_oauth_error,
 )
 from bulwark.auth.passwords import PasswordHasher
+from bulwark.auth.sessions.revocations import resync_forever
 from bulwark.auth.sessions.routes import SessionController
 from bulwark.auth.settings import AuthSettings
 from bulwark.auth.users.routes import UserController
@@ -28,6 +30,7 @@ from bulwark.common.http import ASGIApp, RequestContextMiddleware
 from bulwark.common.problems import ServiceUnavailable, exception_handlers
 from bulwark.common.ratelimit_client import RateLimitClient
 from bulwark.common.request_bodies import strict_json_bodies
+from bulwark.common.revocations import SessionRevocations
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: Largest request body accepted, in bytes; every auth request is a small form or JSON.
@@ -66,9 +69,10 @@ def create_app(settings: AuthSettings) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        keys = load_signing_keys(
+        key_folder = KeyFolder(
             settings.keys_dir, settings.environment, generate=settings.generates_keys
         )
+        keys = key_folder.keys
         pool = await create_pool(settings.database_url)
         hasher = PasswordHasher(
             memory_kib=settings.argon2_memory_kib,
@@ -78,20 +82,47 @@ def create_app(settings: AuthSettings) -> ASGIApp:
         ratelimit = RateLimitClient(
             settings.ratelimit_target, "bulwark-auth", timeout_seconds=settings.ratelimit_timeout
         )
+        revocations = SessionRevocations(
+            settings.redis_url,
+            key_prefix=settings.redis_key_prefix,
+            timeout_seconds=settings.redis_timeout,
+        )
+        revocation_resync: asyncio.Task[None] | None = None
+        key_watcher: asyncio.Task[None] | None = None
         try:
             await apply_migrations(pool, MIGRATIONS)
+            # Ended sessions are listed in Redis again and again, so the API's check heals.
+            revocation_resync = asyncio.create_task(
+                resync_forever(
+                    pool,
+                    revocations,
+                    access_token_ttl=settings.access_token_ttl,
+                    interval_seconds=settings.revocation_resync_interval,
+                ),
+                name="revocation-resync",
+            )
+            # KEYS_DIR changes (rotate, revoke, a Secret update) apply without a restart.
+            key_watcher = asyncio.create_task(key_folder.watch(), name="key-folder-watch")
             app.state.update(
                 settings=settings,
                 signing_keys=keys,
                 pool=pool,
                 password_hasher=hasher,
                 ratelimit=ratelimit,
+                revocations=revocations,
                 verifier=AccessTokenVerifier(
                     LocalKeys(keys), issuer=settings.issuer, audience=settings.audience
                 ),
             )
             yield
         finally:
+            if key_watcher is not None:
+                key_watcher.cancel()
+                await asyncio.gather(key_watcher, return_exceptions=True)
+            if revocation_resync is not None:
+                revocation_resync.cancel()
+                await asyncio.gather(revocation_resync, return_exceptions=True)
+            await revocations.aclose()
             await ratelimit.close()
             hasher.close()
             await pool.close()

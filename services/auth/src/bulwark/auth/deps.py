@@ -24,10 +24,11 @@ Connection = asyncpg.Connection
 _log = get_logger(__name__)
 
 
-async def authenticated(
-    request: Request[Any, Any, Any], state: State, conn: asyncpg.Connection
-) -> AccessTokenClaims:
+async def authenticated(request: Request[Any, Any, Any], state: State) -> AccessTokenClaims:
     """The verified claims of the caller whose session (``sid``) is still live.
+
+    The session is checked in Postgres (one statement on a pooled connection, outside the
+    request's transaction, so handlers that end sessions can commit before they answer).
 
     Raises:
         Unauthorized: invalid token, or its session was logged out or revoked.
@@ -39,7 +40,7 @@ async def authenticated(
     except (InvalidAccessToken, ValueError) as exc:
         _log.info("access_token_rejected", reason=str(exc))
         raise Unauthorized("The access token is invalid or expired.") from None
-    if not await session_queries.family_is_live(conn, family_id, uuid.UUID(claims.sub)):
+    if not await session_queries.family_is_live(state.pool, family_id, uuid.UUID(claims.sub)):
         raise Unauthorized("The session has ended.")
     request.scope["state"]["user_id"] = claims.sub
     return claims

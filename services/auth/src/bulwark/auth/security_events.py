@@ -1,4 +1,5 @@
-"""The append-only security event log (login success and failure, refresh reuse, logout).
+"""The append-only security event log (logins, refresh reuse and retries, device mismatches,
+logouts and revocations).
 
 Rows are written in the request's transaction where the event is part of a change, so an
 event is recorded exactly when its effect is. The table refuses UPDATE, DELETE and TRUNCATE.
@@ -16,6 +17,9 @@ class SecurityEvent(StrEnum):
     LOGIN_SUCCEEDED = "login_succeeded"
     LOGIN_FAILED = "login_failed"
     REFRESH_REUSE_DETECTED = "refresh_reuse_detected"
+    REFRESH_RETRY_ACCEPTED = "refresh_retry_accepted"  # a repeat within the grace window
+    REFRESH_DEVICE_MISMATCH = "refresh_device_mismatch"
+    SESSION_DELETED = "session_deleted"
     LOGOUT = "logout"
     LOGOUT_ALL = "logout_all"
     TOKEN_REVOKED = "token_revoked"  # noqa: S105  # an event name, not a password

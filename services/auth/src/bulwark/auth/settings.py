@@ -11,7 +11,9 @@ from bulwark.common.settings import (
     Environment,
     SettingsError,
     env_environment,
+    env_float,
     env_int,
+    env_redis_url,
     env_str,
 )
 
@@ -28,8 +30,14 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
     audience: str = "bulwark-api"
     client_id: str = "bulwark-mobile"
     access_token_ttl: int = 900
+    jwks_max_age: int = 300
     refresh_idle_ttl: int = 30 * 86400
     refresh_absolute_ttl: int = 90 * 86400
+    refresh_reuse_grace: int = 10
+    redis_url: str
+    redis_key_prefix: str = "bulwark:"
+    redis_timeout: float = 0.1
+    revocation_resync_interval: int = 10
     ratelimit_target: str = "127.0.0.1:50051"
     ratelimit_timeout: float = 0.25
     ratelimit_failure_mode: Literal["allow", "deny"] = "deny"
@@ -70,8 +78,14 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
         audience=env_str(env, "AUDIENCE", "bulwark-api"),
         client_id=env_str(env, "CLIENT_ID", "bulwark-mobile"),
         access_token_ttl=env_int(env, "ACCESS_TOKEN_TTL_SECONDS", 900, minimum=60),
+        jwks_max_age=env_int(env, "JWKS_MAX_AGE_SECONDS", 300, minimum=1),
         refresh_idle_ttl=env_int(env, "REFRESH_IDLE_TTL_SECONDS", 30 * 86400, minimum=60),
         refresh_absolute_ttl=env_int(env, "REFRESH_ABSOLUTE_TTL_SECONDS", 90 * 86400, minimum=60),
+        refresh_reuse_grace=env_int(env, "REFRESH_REUSE_GRACE_SECONDS", 10),
+        redis_url=env_redis_url(env, "redis://127.0.0.1:6379/0" if local else None),
+        redis_key_prefix=env_str(env, "REDIS_KEY_PREFIX", "bulwark:"),
+        redis_timeout=env_float(env, "REDIS_TIMEOUT_SECONDS", 0.1, minimum=0.001),
+        revocation_resync_interval=env_int(env, "REVOCATION_RESYNC_SECONDS", 10, minimum=1),
         ratelimit_target=env_str(env, "RATELIMIT_TARGET", "127.0.0.1:50051"),
         ratelimit_timeout=env_int(env, "RATELIMIT_TIMEOUT_MS", 250, minimum=1) / 1000,
         ratelimit_failure_mode="allow" if failure_mode == "allow" else "deny",
@@ -82,6 +96,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
     )
     if settings.access_token_ttl > 3600:
         raise SettingsError("ACCESS_TOKEN_TTL_SECONDS must be at most 3600")
+    if settings.refresh_reuse_grace > 60:
+        raise SettingsError("REFRESH_REUSE_GRACE_SECONDS must be at most 60")
+    if settings.jwks_max_age > 86400:
+        raise SettingsError("JWKS_MAX_AGE_SECONDS must be at most 86400")
     if settings.refresh_idle_ttl > settings.refresh_absolute_ttl:
         raise SettingsError("REFRESH_IDLE_TTL_SECONDS must not exceed the absolute lifetime")
     return settings

@@ -1,6 +1,7 @@
-"""Minting of access tokens (RFC 9068 JWT profile, ES256) and refresh tokens.
+"""Minting of access tokens (RFC 9068 JWT profile) and refresh tokens.
 
-Access token header: ``{"alg": "ES256", "typ": "at+jwt", "kid": ...}``; claims: ``iss``,
+Access token header: ``{"alg": <the active key's alg: ES256 or RS256>, "typ": "at+jwt",
+"kid": ...}``; claims: ``iss``,
 ``aud``, ``sub``, ``client_id``, ``iat``, ``exp``, ``jti``, ``sid`` (the refresh family),
 ``scope``. Refresh tokens are opaque: ``brt_`` + 256 random bits in base64url, stored only as
 their SHA-256 hash.
@@ -43,9 +44,11 @@ def mint_access_token(
     lifetime: int,
     scope: str = DEFAULT_SCOPE,
 ) -> str:
-    """A signed access token for ``user_id`` in session ``family_id``, valid ``lifetime`` s."""
+    """A signed access token for ``user_id`` in session ``family_id``, valid ``lifetime`` s,
+    signed by the active key with that key's algorithm."""
+    kid, algorithm, private_key = keys.signer()
     now = int(time.time())
-    header = {"alg": keys.algorithm, "typ": "at+jwt", "kid": keys.active_kid}
+    header = {"alg": algorithm, "typ": "at+jwt", "kid": kid}
     claims = {
         "iss": issuer,
         "aud": audience,
@@ -57,7 +60,7 @@ def mint_access_token(
         "sid": str(family_id),
         "scope": scope,
     }
-    return jwt.encode(header, claims, keys.private_key, algorithms=[keys.algorithm])
+    return jwt.encode(header, claims, private_key, algorithms=[algorithm])
 
 
 def new_refresh_token() -> tuple[str, bytes]:

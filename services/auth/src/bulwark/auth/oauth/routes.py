@@ -12,7 +12,7 @@ from litestar.datastructures import State
 
 from bulwark.auth.deps import client_context
 from bulwark.auth.security_events import SecurityEvent, record
-from bulwark.auth.sessions import rules
+from bulwark.auth.sessions import revocations, rules
 from bulwark.auth.tokens import TokenResponse
 from bulwark.common import rate_limits
 from bulwark.common.logging import get_logger
@@ -65,8 +65,10 @@ class OAuthController(Controller):
 
     @post("/token", operation_id="token", status_code=200, response_headers=NO_STORE)
     async def token(self, request: Request[Any, Any, State], state: State) -> TokenResponse:
-        """Token endpoint; supports ``grant_type=refresh_token`` with rotation and reuse
-        detection (RFC 9700 §4.14)."""
+        """Token endpoint; supports ``grant_type=refresh_token`` with rotation, reuse
+        detection (RFC 9700 §4.14), a grace window for benign retries and device binding
+        (see ``sessions.rules.rotate``). A family ended here is listed as revoked for the
+        API before the answer."""
         client = client_context(request)
         await rate_limits.enforce(
             state.ratelimit,
@@ -93,23 +95,41 @@ class OAuthController(Controller):
                 refresh_token=refresh_token,
                 client=client,
             )
-        if isinstance(outcome, rules.RefreshRejection):
-            _log.info("refresh_rejected", reason=outcome.value)
+        if isinstance(outcome, rules.Refusal):
+            if outcome.revoked_family is not None:
+                await revocations.publish(
+                    state.revocations, state.settings.access_token_ttl, [outcome.revoked_family]
+                )
+            _log.info("refresh_rejected", reason=outcome.reason.value)
             raise OAuthError("invalid_grant", "The refresh token is invalid.")
         return outcome
 
     @post("/revoke", operation_id="revoke", status_code=200, response_headers=NO_STORE)
     async def revoke(self, request: Request[Any, Any, State], state: State) -> Response[bytes]:
-        """Revoke a refresh token and its family (RFC 7009); 200 even for unknown tokens."""
+        """Revoke a refresh token and its family (RFC 7009); 200 even for unknown tokens.
+
+        The family's access tokens stop working at the API before the answer (RFC 7009 §2.1:
+        access tokens of the same grant SHOULD be invalidated too)."""
         params = await _form(request)
         token = params.get("token")
         if not token:
             raise OAuthError("invalid_request", "token is required.")
         client = client_context(request)
         async with state.pool.acquire() as conn, conn.transaction():
-            user_id = await rules.revoke_by_refresh_token(conn, token)
-            if user_id is not None:
-                await record(conn, SecurityEvent.TOKEN_REVOKED, user_id=user_id, ip=client.ip)
+            revoked = await rules.revoke_by_refresh_token(conn, token)
+            if revoked is not None:
+                user_id, family_id = revoked
+                await record(
+                    conn,
+                    SecurityEvent.TOKEN_REVOKED,
+                    user_id=user_id,
+                    family_id=family_id,
+                    ip=client.ip,
+                )
+        if revoked is not None:
+            await revocations.publish(
+                state.revocations, state.settings.access_token_ttl, [revoked[1]]
+            )
         return Response(b"", media_type="text/plain")
 
 
@@ -120,11 +140,12 @@ class DiscoveryController(Controller):
 
     @get("/jwks.json", operation_id="jwks")
     async def jwks(self, state: State) -> Response[dict[str, Any]]:
-        """The public signing keys (RFC 7517), cacheable for five minutes."""
+        """The public signing keys (RFC 7517), cacheable for ``JWKS_MAX_AGE_SECONDS`` (the
+        wait the key rotation rules are built on; see docs/keys.md)."""
         return Response(
             state.signing_keys.jwks(),
             media_type="application/jwk-set+json",
-            headers={"Cache-Control": "public, max-age=300"},
+            headers={"Cache-Control": f"public, max-age={state.settings.jwks_max_age}"},
         )
 
     @get("/oauth-authorization-server", operation_id="metadata")

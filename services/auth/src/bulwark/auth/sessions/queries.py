@@ -50,12 +50,12 @@ async def insert_token(
 async def lock_token(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Record | None:
     """The token and its family, both row-locked until the transaction ends, or None.
 
-    Columns: family_id, used_at, expires_at, user_id, client_id, revoked_at,
-    absolute_expires_at, device_id, now (the database clock).
+    Columns: family_id, used_at, expires_at, successor_hash, successor_sealed, user_id,
+    client_id, revoked_at, absolute_expires_at, device_id, now (the database clock).
     """
     row: asyncpg.Record | None = await conn.fetchrow(
-        "SELECT t.family_id, t.used_at, t.expires_at, f.user_id, f.client_id, f.revoked_at,"
-        " f.absolute_expires_at, f.device_id, now() AS now"
+        "SELECT t.family_id, t.used_at, t.expires_at, t.successor_hash, t.successor_sealed,"
+        " f.user_id, f.client_id, f.revoked_at, f.absolute_expires_at, f.device_id, now() AS now"
         " FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id"
         " WHERE t.token_hash = $1 FOR UPDATE OF f, t",
         token_hash,
@@ -63,11 +63,40 @@ async def lock_token(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Rec
     return row
 
 
-async def mark_used(conn: asyncpg.Connection, token_hash: bytes) -> None:
-    """Mark a refresh token used (it can never be exchanged again)."""
+async def mark_used(
+    conn: asyncpg.Connection,
+    family_id: uuid.UUID,
+    token_hash: bytes,
+    *,
+    successor_hash: bytes,
+    successor_sealed: bytes,
+) -> None:
+    """Mark a refresh token used (it can never be exchanged again) and remember its successor.
+
+    Only the newest used token of a family keeps a sealed successor: older ones are cleared,
+    as a retry with them is never honoured.
+    """
     await conn.execute(
-        "UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1", token_hash
+        "UPDATE refresh_tokens SET successor_sealed = NULL"
+        " WHERE family_id = $1 AND successor_sealed IS NOT NULL",
+        family_id,
     )
+    await conn.execute(
+        "UPDATE refresh_tokens SET used_at = now(), successor_hash = $2, successor_sealed = $3"
+        " WHERE token_hash = $1",
+        token_hash,
+        successor_hash,
+        successor_sealed,
+    )
+
+
+async def live_token_hash(conn: asyncpg.Connection, family_id: uuid.UUID) -> bytes | None:
+    """The hash of the family's one unused refresh token, or None."""
+    found: bytes | None = await conn.fetchval(
+        "SELECT token_hash FROM refresh_tokens WHERE family_id = $1 AND used_at IS NULL",
+        family_id,
+    )
+    return found
 
 
 async def touch_family(conn: asyncpg.Connection, family_id: uuid.UUID, ip: str | None) -> None:
@@ -102,8 +131,34 @@ async def revoke_user_families(
     return [row["id"] for row in rows]
 
 
+async def revoke_own_family(
+    conn: asyncpg.Connection, family_id: uuid.UUID, user_id: uuid.UUID, reason: str
+) -> bool:
+    """End family ``family_id`` if it is a live one of ``user_id``; True when it was."""
+    row = await conn.fetchrow(
+        "UPDATE refresh_families SET revoked_at = now(), revoked_reason = $3"
+        " WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING id",
+        family_id,
+        user_id,
+        reason,
+    )
+    return row is not None
+
+
+async def recently_revoked(
+    conn: asyncpg.Connection | asyncpg.Pool, within_seconds: int
+) -> list[asyncpg.Record]:
+    """Families ended in the last ``within_seconds``: id, age (seconds since revocation)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT id, extract(epoch FROM now() - revoked_at)::float8 AS age FROM refresh_families"
+        " WHERE revoked_at > now() - make_interval(secs => $1)",
+        float(within_seconds),
+    )
+    return rows
+
+
 async def family_is_live(
-    conn: asyncpg.Connection, family_id: uuid.UUID, user_id: uuid.UUID
+    conn: asyncpg.Connection | asyncpg.Pool, family_id: uuid.UUID, user_id: uuid.UUID
 ) -> bool:
     """True when the family exists, belongs to ``user_id``, is not revoked nor expired."""
     live: bool = await conn.fetchval(

@@ -1,9 +1,15 @@
-"""HTTP routes for sessions: login, logout of this device or all, the session list."""
+"""HTTP routes for sessions: login, logout of this device or all, the session list, ending
+one session.
+
+Handlers that end sessions commit their own transaction, then list the ended sessions as
+revoked for the API (``sessions.revocations.publish``) before answering, so an access token
+of an ended session fails at the API as soon as the client has its answer.
+"""
 
 import uuid
 from typing import Any
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.params import JSONBody
@@ -12,7 +18,7 @@ from bulwark.auth.deps import Connection, authenticated, client_context
 from bulwark.auth.oauth.routes import NO_STORE
 from bulwark.auth.passwords import PasswordHasher
 from bulwark.auth.security_events import SecurityEvent, record
-from bulwark.auth.sessions import queries, rules
+from bulwark.auth.sessions import queries, revocations, rules
 from bulwark.auth.sessions.schemas import LoginRequest, Session, SessionList
 from bulwark.auth.tokens import TokenResponse
 from bulwark.auth.users import queries as user_queries
@@ -20,7 +26,7 @@ from bulwark.auth.users.rules import check_device_name, normalise_email
 from bulwark.common import rate_limits
 from bulwark.common.access_tokens import AccessTokenClaims
 from bulwark.common.db import provide_connection
-from bulwark.common.problems import Unauthorized
+from bulwark.common.problems import NotFound, Unauthorized
 
 
 class SessionController(Controller):
@@ -85,27 +91,67 @@ class SessionController(Controller):
 
     @post("/logout", operation_id="logout", status_code=204)
     async def logout(
-        self, request: Request[Any, Any, State], conn: Connection, claims: AccessTokenClaims
+        self, request: Request[Any, Any, State], state: State, claims: AccessTokenClaims
     ) -> None:
         """End this device's session (the access token's ``sid``)."""
         family_id = uuid.UUID(claims.sid)
-        await queries.revoke_family(conn, family_id, "logout")
-        await record(
-            conn,
-            SecurityEvent.LOGOUT,
-            user_id=uuid.UUID(claims.sub),
-            family_id=family_id,
-            ip=client_context(request).ip,
-        )
+        async with state.pool.acquire() as conn, conn.transaction():
+            await queries.revoke_family(conn, family_id, "logout")
+            await record(
+                conn,
+                SecurityEvent.LOGOUT,
+                user_id=uuid.UUID(claims.sub),
+                family_id=family_id,
+                ip=client_context(request).ip,
+            )
+        await revocations.publish(state.revocations, state.settings.access_token_ttl, [family_id])
 
     @post("/logout-all", operation_id="logoutAll", status_code=204)
     async def logout_all(
-        self, request: Request[Any, Any, State], conn: Connection, claims: AccessTokenClaims
+        self, request: Request[Any, Any, State], state: State, claims: AccessTokenClaims
     ) -> None:
         """End every session of the caller, on every device."""
         user_id = uuid.UUID(claims.sub)
-        await queries.revoke_user_families(conn, user_id, "logout_all")
-        await record(conn, SecurityEvent.LOGOUT_ALL, user_id=user_id, ip=client_context(request).ip)
+        async with state.pool.acquire() as conn, conn.transaction():
+            ended = await queries.revoke_user_families(conn, user_id, "logout_all")
+            await record(
+                conn, SecurityEvent.LOGOUT_ALL, user_id=user_id, ip=client_context(request).ip
+            )
+        await revocations.publish(state.revocations, state.settings.access_token_ttl, ended)
+
+    @delete("/sessions/{session_id:str}", operation_id="deleteSession", status_code=204)
+    async def delete_session(
+        self,
+        request: Request[Any, Any, State],
+        state: State,
+        claims: AccessTokenClaims,
+        session_id: str,
+    ) -> None:
+        """End one of the caller's own live sessions (the current one included).
+
+        Raises:
+            NotFound: no live session of the caller has this id: unknown, malformed, already
+                ended, or another user's (404 in every case, never 403, so ids of other
+                users' sessions cannot be probed).
+        """
+        try:
+            family_id = uuid.UUID(session_id)
+        except ValueError:
+            raise NotFound("No such session.") from None
+        user_id = uuid.UUID(claims.sub)
+        async with state.pool.acquire() as conn, conn.transaction():
+            ended = await queries.revoke_own_family(conn, family_id, user_id, "session_deleted")
+            if ended:
+                await record(
+                    conn,
+                    SecurityEvent.SESSION_DELETED,
+                    user_id=user_id,
+                    family_id=family_id,
+                    ip=client_context(request).ip,
+                )
+        if not ended:
+            raise NotFound("No such session.")
+        await revocations.publish(state.revocations, state.settings.access_token_ttl, [family_id])
 
     @get("/sessions", operation_id="listSessions", response_headers=NO_STORE)
     async def sessions(self, conn: Connection, claims: AccessTokenClaims) -> SessionList:

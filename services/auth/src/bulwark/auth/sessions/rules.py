@@ -2,8 +2,11 @@
 
 Rotation follows RFC 9700 §4.14.2: each refresh token is used once; presenting a used one
 means it was copied, so the whole family is revoked (the attacker's and the user's newest
-token alike) and the event recorded. Token and family rows are locked for the rotation, so
-concurrent refreshes with one token serialise and at most one of them succeeds.
+token alike) and the event recorded. One exception, for apps that resume from background
+with two refreshes at once or retry one whose answer was lost: a repeat of the live token's
+immediate predecessor within ``REFRESH_REUSE_GRACE_SECONDS`` gets that same live token back.
+Token and family rows are locked for the rotation, so concurrent refreshes with one token
+serialise, and a partial unique index keeps one unused token per family: it never forks.
 """
 
 import uuid
@@ -15,7 +18,7 @@ import msgspec
 
 from bulwark.auth.keys import SigningKeys
 from bulwark.auth.security_events import SecurityEvent, record
-from bulwark.auth.sessions import queries
+from bulwark.auth.sessions import queries, successors
 from bulwark.auth.settings import AuthSettings
 from bulwark.auth.tokens import (
     DEFAULT_SCOPE,
@@ -42,22 +45,25 @@ class RefreshRejection(StrEnum):
     REVOKED = "revoked"
     EXPIRED = "expired"
     REUSED = "reused"
+    DEVICE_MISMATCH = "device_mismatch"
 
 
-async def _issue(
-    conn: asyncpg.Connection,
+class Refusal(msgspec.Struct, frozen=True):
+    """A refused refresh: why, and the family it ended (to list as revoked), if any."""
+
+    reason: RefreshRejection
+    revoked_family: uuid.UUID | None = None
+
+
+def _response(
     settings: AuthSettings,
     keys: SigningKeys,
     *,
     user_id: uuid.UUID,
     family_id: uuid.UUID,
     client_id: str,
-    now: datetime,
-    absolute_expires_at: datetime,
+    refresh_token: str,
 ) -> TokenResponse:
-    refresh_token, token_hash = new_refresh_token()
-    idle_expiry = now + timedelta(seconds=settings.refresh_idle_ttl)
-    await queries.insert_token(conn, family_id, token_hash, min(idle_expiry, absolute_expires_at))
     access_token = mint_access_token(
         keys,
         issuer=settings.issuer,
@@ -76,6 +82,31 @@ async def _issue(
     )
 
 
+async def _issue(
+    conn: asyncpg.Connection,
+    settings: AuthSettings,
+    keys: SigningKeys,
+    *,
+    user_id: uuid.UUID,
+    family_id: uuid.UUID,
+    client_id: str,
+    now: datetime,
+    absolute_expires_at: datetime,
+    refresh_token: tuple[str, bytes],
+) -> TokenResponse:
+    token, token_hash = refresh_token
+    idle_expiry = now + timedelta(seconds=settings.refresh_idle_ttl)
+    await queries.insert_token(conn, family_id, token_hash, min(idle_expiry, absolute_expires_at))
+    return _response(
+        settings,
+        keys,
+        user_id=user_id,
+        family_id=family_id,
+        client_id=client_id,
+        refresh_token=token,
+    )
+
+
 async def start_session(
     conn: asyncpg.Connection,
     settings: AuthSettings,
@@ -85,7 +116,10 @@ async def start_session(
     device_name: str | None,
     client: ClientContext,
 ) -> TokenResponse:
-    """Start a family for a user who just proved their password; return its first tokens."""
+    """Start a family for a user who just proved their password; return its first tokens.
+
+    The family is bound to ``client.device_id`` (``X-Device-Id``) when the login sent one.
+    """
     now: datetime = await conn.fetchval("SELECT now()")
     absolute_expires_at = now + timedelta(seconds=settings.refresh_absolute_ttl)
     family_id = await queries.insert_family(
@@ -115,6 +149,77 @@ async def start_session(
         client_id=settings.client_id,
         now=now,
         absolute_expires_at=absolute_expires_at,
+        refresh_token=new_refresh_token(),
+    )
+
+
+async def _end_family(
+    conn: asyncpg.Connection,
+    row: asyncpg.Record,
+    client: ClientContext,
+    reason: RefreshRejection,
+    event: SecurityEvent,
+) -> Refusal:
+    family_id: uuid.UUID = row["family_id"]
+    await queries.revoke_family(conn, family_id, reason.value)
+    await record(
+        conn,
+        event,
+        user_id=row["user_id"],
+        family_id=family_id,
+        ip=client.ip,
+        device_id=client.device_id,
+    )
+    return Refusal(reason, revoked_family=family_id)
+
+
+async def _retry_within_grace(
+    conn: asyncpg.Connection,
+    settings: AuthSettings,
+    keys: SigningKeys,
+    *,
+    row: asyncpg.Record,
+    refresh_token: str,
+    client: ClientContext,
+) -> TokenResponse | None:
+    """The answer to a benign repeat of a used token, or None when it is not one.
+
+    A repeat is benign when the token was used at most ``refresh_reuse_grace`` seconds ago
+    and its successor is still the family's live token (so it is the live token's immediate
+    predecessor). The answer carries that same successor and a new access token: the family
+    keeps exactly one live refresh token, and every copy of the app holds it.
+    """
+    now: datetime = row["now"]
+    family_id: uuid.UUID = row["family_id"]
+    if (
+        settings.refresh_reuse_grace <= 0
+        or row["successor_sealed"] is None
+        or now - row["used_at"] > timedelta(seconds=settings.refresh_reuse_grace)
+        or row["absolute_expires_at"] <= now
+    ):
+        return None
+    live = await queries.live_token_hash(conn, family_id)
+    if live is None or live != row["successor_hash"]:
+        return None
+    successor = successors.unseal(refresh_token, row["successor_sealed"], family_id)
+    if successor is None or hash_refresh_token(successor) != live:
+        return None
+    await queries.touch_family(conn, family_id, client.ip)
+    await record(
+        conn,
+        SecurityEvent.REFRESH_RETRY_ACCEPTED,
+        user_id=row["user_id"],
+        family_id=family_id,
+        ip=client.ip,
+        device_id=client.device_id,
+    )
+    return _response(
+        settings,
+        keys,
+        user_id=row["user_id"],
+        family_id=family_id,
+        client_id=row["client_id"],
+        refresh_token=successor,
     )
 
 
@@ -125,37 +230,56 @@ async def rotate(
     *,
     refresh_token: str,
     client: ClientContext,
-) -> TokenResponse | RefreshRejection:
+) -> TokenResponse | Refusal:
     """Exchange a refresh token for a new pair (RFC 6749 §6), one use only.
 
+    In order: an unknown token or an ended family is refused; a family bound to a device
+    (``X-Device-Id`` at login) refuses any other device id, or none, and is ended (the token
+    has left its device); a used token is a benign retry when it is the live token's
+    immediate predecessor used within the grace window (see `_retry_within_grace`), and
+    otherwise a reuse (RFC 9700 §4.14.2) that ends the family; an expired token is refused.
+
     Returns the new tokens, or why the token was refused. The caller's transaction must
-    commit in both cases: on ``REUSED`` the family revocation and its security event are
-    part of the answer.
+    commit in both cases: an ended family and its security event are part of the answer, and
+    the caller lists ``Refusal.revoked_family`` as revoked once committed.
     """
-    if not is_refresh_token_shaped(refresh_token):
-        return RefreshRejection.UNKNOWN
     token_hash = hash_refresh_token(refresh_token)
-    row = await queries.lock_token(conn, token_hash)
+    row = (
+        await queries.lock_token(conn, token_hash)
+        if is_refresh_token_shaped(refresh_token)
+        else None
+    )
     if row is None:
-        return RefreshRejection.UNKNOWN
+        return Refusal(RefreshRejection.UNKNOWN)
     family_id: uuid.UUID = row["family_id"]
     if row["revoked_at"] is not None:
-        return RefreshRejection.REVOKED
-    if row["used_at"] is not None:
-        await queries.revoke_family(conn, family_id, RefreshRejection.REUSED.value)
-        await record(
+        return Refusal(RefreshRejection.REVOKED)
+    if row["device_id"] is not None and client.device_id != row["device_id"]:
+        return await _end_family(
             conn,
-            SecurityEvent.REFRESH_REUSE_DETECTED,
-            user_id=row["user_id"],
-            family_id=family_id,
-            ip=client.ip,
-            device_id=client.device_id,
+            row,
+            client,
+            RefreshRejection.DEVICE_MISMATCH,
+            SecurityEvent.REFRESH_DEVICE_MISMATCH,
         )
-        return RefreshRejection.REUSED
+    if row["used_at"] is not None:
+        retried = await _retry_within_grace(
+            conn, settings, keys, row=row, refresh_token=refresh_token, client=client
+        )
+        return retried or await _end_family(
+            conn, row, client, RefreshRejection.REUSED, SecurityEvent.REFRESH_REUSE_DETECTED
+        )
     now: datetime = row["now"]
     if row["expires_at"] <= now or row["absolute_expires_at"] <= now:
-        return RefreshRejection.EXPIRED
-    await queries.mark_used(conn, token_hash)
+        return Refusal(RefreshRejection.EXPIRED)
+    successor, successor_hash = new_refresh_token()
+    await queries.mark_used(
+        conn,
+        family_id,
+        token_hash,
+        successor_hash=successor_hash,
+        successor_sealed=successors.seal(refresh_token, successor, family_id),
+    )
     await queries.touch_family(conn, family_id, client.ip)
     return await _issue(
         conn,
@@ -166,16 +290,19 @@ async def rotate(
         client_id=row["client_id"],
         now=now,
         absolute_expires_at=row["absolute_expires_at"],
+        refresh_token=(successor, successor_hash),
     )
 
 
-async def revoke_by_refresh_token(conn: asyncpg.Connection, refresh_token: str) -> uuid.UUID | None:
-    """End the family of ``refresh_token`` (RFC 7009); return its user id, or None if unknown."""
+async def revoke_by_refresh_token(
+    conn: asyncpg.Connection, refresh_token: str
+) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """End the family of ``refresh_token`` (RFC 7009); return ``(user id, family id)``, or
+    None if the token is unknown."""
     if not is_refresh_token_shaped(refresh_token):
         return None
     row = await queries.lock_token(conn, hash_refresh_token(refresh_token))
     if row is None:
         return None
     await queries.revoke_family(conn, row["family_id"], "revoked")
-    user_id: uuid.UUID = row["user_id"]
-    return user_id
+    return row["user_id"], row["family_id"]

@@ -1,0 +1,141 @@
+"""Revoked device sessions (``sid``), shared through Redis by the auth service and the API.
+
+An access token is a JWT the API verifies on its own, so ending a session in the auth
+service's database does not stop the session's access tokens. The auth service therefore also
+writes ``{prefix}revoked:sid:<sid>`` (value ``1``) to Redis when a session ends (logout,
+logout-all, deletion, refresh reuse, device mismatch, RFC 7009 revocation), with an expiry of
+`entry_lifetime` seconds: after that, every access token of the session has expired anyway.
+The API asks Redis one ``EXISTS`` per request, bounded by a short timeout.
+
+Postgres stays the record of which sessions ended; Redis holds only the recent ones, and the
+auth service re-publishes them periodically, so a lost write or a restarted Redis heals.
+"""
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import Protocol
+
+import redis.asyncio
+import redis.exceptions
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from bulwark.common.access_tokens import LEEWAY_SECONDS
+from bulwark.common.logging import get_logger
+from bulwark.common.problems import ServiceUnavailable, Unauthorized
+
+_log = get_logger(__name__)
+#: Connections kept per process; a request waits at most the timeout for a free one.
+MAX_CONNECTIONS = 64
+#: Entries written per round trip when many sessions end at once.
+_BATCH = 500
+
+
+class RevocationsUnavailable(Exception):  # noqa: N818  # reads as a state, like JwksUnavailable
+    """Redis could not be reached or did not answer within the timeout."""
+
+
+def entry_lifetime(access_token_ttl: int) -> int:
+    """Seconds a revoked ``sid`` must stay listed: the longest an access token issued to the
+    session before it ended can still verify (its lifetime plus the verifier's ``exp``
+    leeway), plus one more leeway for tokens minted while the revocation was committing."""
+    return access_token_ttl + 2 * LEEWAY_SECONDS
+
+
+class SessionRevocations:
+    """The revoked-session set in Redis.
+
+    Every call is bounded by ``timeout_seconds`` (connecting, waiting for a pooled
+    connection and the round trip together) and raises `RevocationsUnavailable` past it or
+    on any Redis error; what to do then is the caller's decision.
+    """
+
+    def __init__(self, redis_url: str, *, key_prefix: str, timeout_seconds: float) -> None:
+        """Use Redis at ``redis_url`` (``redis://``, ``rediss://`` or ``unix://``); keys start
+        with ``key_prefix``. Nothing is connected until the first call."""
+        self._prefix = key_prefix
+        self._timeout = timeout_seconds
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=timeout_seconds,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            # One immediate retry so the first call after a Redis restart reconnects; the
+            # overall timeout still bounds the call.
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._redis = redis.asyncio.Redis.from_pool(pool)
+
+    def key(self, sid: str | uuid.UUID) -> str:
+        """The Redis key of session ``sid``: ``{prefix}revoked:sid:{sid}``."""
+        return f"{self._prefix}revoked:sid:{sid}"
+
+    async def is_revoked(self, sid: str) -> bool:
+        """True when session ``sid`` has been listed as revoked (one ``EXISTS``).
+
+        Raises:
+            RevocationsUnavailable: Redis failed or took longer than the timeout.
+        """
+        try:
+            async with asyncio.timeout(self._timeout):
+                found: int = await self._redis.exists(self.key(sid))
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+            raise RevocationsUnavailable(type(exc).__name__) from exc
+        return found > 0
+
+    async def revoke(self, entries: Sequence[tuple[str | uuid.UUID, int]]) -> None:
+        """List each ``(sid, seconds)`` as revoked for ``seconds`` (``SET key 1 EX seconds``),
+        pipelined, in batches. Idempotent: listing a session again renews its expiry.
+
+        Raises:
+            RevocationsUnavailable: Redis failed or a batch took longer than the timeout.
+        """
+        for start in range(0, len(entries), _BATCH):
+            try:
+                async with asyncio.timeout(self._timeout):
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for sid, seconds in entries[start : start + _BATCH]:
+                            pipe.set(self.key(sid), b"1", ex=max(1, seconds))
+                        await pipe.execute()
+            except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+                raise RevocationsUnavailable(type(exc).__name__) from exc
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        await self._redis.aclose(close_connection_pool=True)
+
+
+class RevocationSource(Protocol):
+    """What `ensure_session_live` needs: a `SessionRevocations`, or a stand-in in tests."""
+
+    async def is_revoked(self, sid: str) -> bool:
+        """True when ``sid`` is revoked; raises `RevocationsUnavailable` when unknowable."""
+        ...
+
+
+async def ensure_session_live(revocations: RevocationSource, sid: str, *, fail_open: bool) -> None:
+    """Refuse an access token whose session (``sid``) has ended.
+
+    When Redis cannot answer, ``fail_open`` decides: true lets the request through (the
+    token's signature and ``exp`` were checked; a revoked session may then work until its
+    token expires) and logs ``revocation_check_unavailable``; false answers 503.
+
+    Raises:
+        Unauthorized: the session was revoked (401, ``invalid_token``, RFC 6750 §3.1).
+        ServiceUnavailable: Redis is unreachable and ``fail_open`` is false (503 with
+            ``Retry-After``).
+    """
+    try:
+        revoked = await revocations.is_revoked(sid)
+    except RevocationsUnavailable as exc:
+        _log.warning("revocation_check_unavailable", fail_open=fail_open, error=str(exc))
+        if fail_open:
+            return
+        raise ServiceUnavailable(
+            "The service is temporarily unavailable; retry shortly.", {"Retry-After": "5"}
+        ) from None
+    if revoked:
+        _log.info("access_token_rejected", reason="session revoked")
+        raise Unauthorized("The session has ended.")

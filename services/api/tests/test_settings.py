@@ -1,0 +1,31 @@
+"""API settings: the revoked-session check fails closed unless told otherwise."""
+
+import pytest
+
+from bulwark.api.settings import from_env
+from bulwark.common.settings import SettingsError
+
+BASE = {"DATABASE_URL": "postgresql://x/y"}
+
+
+def test_revocation_check_defaults() -> None:
+    settings = from_env(BASE)
+    assert settings.revocation_failure_mode == "deny"
+    assert settings.redis_key_prefix == "bulwark:"
+    assert settings.redis_timeout == 0.1
+    allow = from_env({**BASE, "REVOCATION_FAILURE_MODE": "allow"})
+    assert allow.revocation_failure_mode == "allow"
+    with pytest.raises(SettingsError, match="REVOCATION_FAILURE_MODE"):
+        from_env({**BASE, "REVOCATION_FAILURE_MODE": "maybe"})
+
+
+def test_redis_url_is_required_outside_development() -> None:
+    production = {
+        **BASE,
+        "BULWARK_ENV": "production",
+        "ISSUER": "https://auth.example",
+        "JWKS_URL": "https://auth.example/.well-known/jwks.json",
+    }
+    with pytest.raises(SettingsError, match="REDIS_URL"):
+        from_env(production)
+    assert from_env({**production, "REDIS_URL": "rediss://cache:6380/0"}).redis_url
