@@ -2,7 +2,7 @@
 
 - a rotation (generate next, wait, rotate) under steady traffic fails no request, and tokens
   of the old key still verify at the API afterwards;
-- ``revoke`` of the active key makes its tokens 401 at the API within a bounded time;
+- ``revoke`` of the active key makes its tokens 401 at the API within two seconds;
 - a staging token is refused by a production API that accepts production tokens.
 
 The stacks here publish the JWKS with ``JWKS_MAX_AGE_SECONDS=1`` and let the API refetch
@@ -32,9 +32,9 @@ from .helpers import MobileUser, bearer, login, refresh, register
 
 MAX_AGE = 1  # JWKS_MAX_AGE_SECONDS of these stacks
 PUBLISH_WAIT = 1 + MAX_AGE + 1  # reload poll + max-age + whole-second timestamps
-#: How long a revoked key may still verify at the API: the auth's reload poll (1 s), the API's
-#: cache lifetime (max(JWKS_MAX_AGE_SECONDS, JWKS_MIN_REFRESH_SECONDS) = 1 s), one request.
-REVOCATION_BOUND = 1 + 1 + 2
+#: How long a revoked key may still verify at the API, whatever its JWKS cache holds: the
+#: auth's reload poll (1 s), listing the kid in Redis, one request.
+REVOCATION_BOUND = 2.0
 #: Pause between a client's cycles, in seconds: stays within the per-IP login limit (300 per
 #: 15 minutes) and the API's (600 per minute) for the whole module.
 PACE = 0.25
@@ -187,11 +187,18 @@ def test_rotation_under_traffic_fails_no_request(rotating_stack: RunningStack) -
     )
 
 
-def test_revoking_the_active_key_stops_its_tokens_at_the_api(rotating_stack: RunningStack) -> None:
-    stack = rotating_stack
+def test_revoking_the_active_key_stops_its_tokens_at_the_api(
+    stack_factory: StackFactory, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # The API caches the JWKS for the default 5 minutes: the revoked-key set in Redis, not
+    # the cache, must stop the key. (Its unknown-kid cooldown is short, so the promoted key,
+    # new to the API, is fetched quickly after.)
+    stack = stack_factory(
+        keys_dir=tmp_path_factory.mktemp("revoking") / "keys",
+        env={"api": {"JWKS_MIN_REFRESH_SECONDS": "2"}},
+    )
     keys_dir = stack.config.keys_dir
-    if "next" not in states(keys_dir).values():
-        assert keys_command(keys_dir, "generate", "--env", "test")[0] == 0
+    assert keys_command(keys_dir, "generate", "--env", "test")[0] == 0
     user = register(stack.auth_url)
     tokens = login(stack.auth_url, user)
     revoked = kid_of(tokens["access_token"])
@@ -212,7 +219,11 @@ def test_revoking_the_active_key_stops_its_tokens_at_the_api(rotating_stack: Run
     assert renewed.status_code == 200, renewed.text
     new_token = renewed.json()["access_token"]
     assert kid_of(new_token) != revoked
-    assert me(stack, new_token, user) == 200
+    deadline = time.monotonic() + 5  # the API's unknown-kid cooldown (2 s), then a refetch
+    while me(stack, new_token, user) != 200:
+        assert time.monotonic() < deadline, "the promoted key never verified at the API"
+        time.sleep(0.2)
+    assert me(stack, tokens["access_token"], user) == 401  # and the old key stays refused
 
 
 STAGING_ISSUER = "https://auth.staging.bulwark.test"

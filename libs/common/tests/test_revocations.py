@@ -18,11 +18,11 @@ class StandIn:
     def __init__(self, revoked: set[str] | None = None, *, down: bool = False) -> None:
         self.revoked, self.down, self.asked = revoked or set(), down, 0
 
-    async def is_revoked(self, sid: str) -> bool:
+    async def is_revoked(self, sid: str, kid: str = "") -> bool:
         self.asked += 1
         if self.down:
             raise RevocationsUnavailable("TimeoutError")
-        return sid in self.revoked
+        return sid in self.revoked or kid in self.revoked
 
 
 @pytest.mark.parametrize("fail_open", [True, False])
@@ -58,3 +58,9 @@ def test_keys_are_prefixed_per_deployment() -> None:
         "redis://127.0.0.1:1/0", key_prefix="bulwark:test:", timeout_seconds=0.1
     )
     assert revocations.key("abc") == "bulwark:test:revoked:sid:abc"
+
+
+async def test_a_revoked_signing_key_is_401_whatever_the_session() -> None:
+    with pytest.raises(Unauthorized):
+        await ensure_session_live(StandIn({"kid-1"}), "live-sid", kid="kid-1", fail_open=True)
+    await ensure_session_live(StandIn({"kid-1"}), "live-sid", kid="kid-2", fail_open=False)

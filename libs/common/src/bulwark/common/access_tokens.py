@@ -13,7 +13,7 @@ import json
 import re
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import httpx
 import msgspec
@@ -52,12 +52,14 @@ class AccessTokenClaims(msgspec.Struct, frozen=True):
     iss: str
     sub: str
     aud: str | list[str]
-    exp: int
-    iat: int
+    exp: Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+    iat: Annotated[int, msgspec.Meta(ge=0, le=2**53)]
     jti: str
     client_id: str
     sid: str
     scope: str = ""
+    #: Not a claim: the ``kid`` of the JOSE header the token was verified with.
+    kid: str = ""
 
 
 def _b64url_json(segment: str) -> dict[str, object]:
@@ -229,7 +231,7 @@ class AccessTokenVerifier:
         try:
             decoded = jwt.decode(token, key, algorithms=[str(algorithm)])
             self._registry().validate(decoded.claims)
-            claims = msgspec.convert(decoded.claims, AccessTokenClaims)
+            claims = msgspec.convert({**decoded.claims, "kid": kid}, AccessTokenClaims)
         except (JoseError, ValueError, TypeError, msgspec.ValidationError) as exc:
             raise InvalidAccessToken(f"rejected: {type(exc).__name__}") from None
         audiences = [claims.aud] if isinstance(claims.aud, str) else claims.aud

@@ -1,11 +1,15 @@
-"""Revoked device sessions (``sid``), shared through Redis by the auth service and the API.
+"""Revoked device sessions (``sid``) and signing keys (``kid``), shared through Redis by the
+auth service and the API.
 
 An access token is a JWT the API verifies on its own, so ending a session in the auth
 service's database does not stop the session's access tokens. The auth service therefore also
 writes ``{prefix}revoked:sid:<sid>`` (value ``1``) to Redis when a session ends (logout,
 logout-all, deletion, refresh reuse, device mismatch, RFC 7009 revocation), with an expiry of
 `entry_lifetime` seconds: after that, every access token of the session has expired anyway.
-The API asks Redis one ``EXISTS`` per request, bounded by a short timeout.
+A signing key removed from the auth service's key folder (an emergency ``keys revoke``) is
+listed the same way as ``{prefix}revoked:kid:<kid>``, so tokens it signed fail at once even
+while the API's JWKS cache still holds the key. The API asks Redis one ``EXISTS`` over both
+keys per request, bounded by a short timeout.
 
 Postgres stays the record of which sessions ended; Redis holds only the recent ones, and the
 auth service re-publishes them periodically, so a lost write or a restarted Redis heals.
@@ -72,15 +76,21 @@ class SessionRevocations:
         """The Redis key of session ``sid``: ``{prefix}revoked:sid:{sid}``."""
         return f"{self._prefix}revoked:sid:{sid}"
 
-    async def is_revoked(self, sid: str) -> bool:
-        """True when session ``sid`` has been listed as revoked (one ``EXISTS``).
+    def kid_key(self, kid: str) -> str:
+        """The Redis key of signing key ``kid``: ``{prefix}revoked:kid:{kid}``."""
+        return f"{self._prefix}revoked:kid:{kid}"
+
+    async def is_revoked(self, sid: str, kid: str = "") -> bool:
+        """True when session ``sid`` or signing key ``kid`` is listed as revoked (one
+        ``EXISTS`` over both keys).
 
         Raises:
             RevocationsUnavailable: Redis failed or took longer than the timeout.
         """
+        keys = [self.key(sid), self.kid_key(kid)] if kid else [self.key(sid)]
         try:
             async with asyncio.timeout(self._timeout):
-                found: int = await self._redis.exists(self.key(sid))
+                found: int = await self._redis.exists(*keys)
         except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
             raise RevocationsUnavailable(type(exc).__name__) from exc
         return found > 0
@@ -92,12 +102,23 @@ class SessionRevocations:
         Raises:
             RevocationsUnavailable: Redis failed or a batch took longer than the timeout.
         """
+        await self._set([(self.key(sid), seconds) for sid, seconds in entries])
+
+    async def revoke_signing_keys(self, kids: Sequence[str], seconds: int) -> None:
+        """List the signing keys ``kids`` as revoked for ``seconds``.
+
+        Raises:
+            RevocationsUnavailable: Redis failed or took longer than the timeout.
+        """
+        await self._set([(self.kid_key(kid), seconds) for kid in kids])
+
+    async def _set(self, entries: Sequence[tuple[str, int]]) -> None:
         for start in range(0, len(entries), _BATCH):
             try:
                 async with asyncio.timeout(self._timeout):
                     async with self._redis.pipeline(transaction=False) as pipe:
-                        for sid, seconds in entries[start : start + _BATCH]:
-                            pipe.set(self.key(sid), b"1", ex=max(1, seconds))
+                        for key, seconds in entries[start : start + _BATCH]:
+                            pipe.set(key, b"1", ex=max(1, seconds))
                         await pipe.execute()
             except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
                 raise RevocationsUnavailable(type(exc).__name__) from exc
@@ -110,13 +131,17 @@ class SessionRevocations:
 class RevocationSource(Protocol):
     """What `ensure_session_live` needs: a `SessionRevocations`, or a stand-in in tests."""
 
-    async def is_revoked(self, sid: str) -> bool:
-        """True when ``sid`` is revoked; raises `RevocationsUnavailable` when unknowable."""
+    async def is_revoked(self, sid: str, kid: str = "") -> bool:
+        """True when ``sid`` or ``kid`` is revoked; raises `RevocationsUnavailable` when
+        unknowable."""
         ...
 
 
-async def ensure_session_live(revocations: RevocationSource, sid: str, *, fail_open: bool) -> None:
-    """Refuse an access token whose session (``sid``) has ended.
+async def ensure_session_live(
+    revocations: RevocationSource, sid: str, *, kid: str = "", fail_open: bool
+) -> None:
+    """Refuse an access token whose session (``sid``) has ended or whose signing key
+    (``kid``) was revoked.
 
     When Redis cannot answer, ``fail_open`` decides: true lets the request through (the
     token's signature and ``exp`` were checked; a revoked session may then work until its
@@ -128,7 +153,7 @@ async def ensure_session_live(revocations: RevocationSource, sid: str, *, fail_o
             ``Retry-After``).
     """
     try:
-        revoked = await revocations.is_revoked(sid)
+        revoked = await revocations.is_revoked(sid, kid)
     except RevocationsUnavailable as exc:
         _log.warning("revocation_check_unavailable", fail_open=fail_open, error=str(exc))
         if fail_open:
@@ -137,5 +162,5 @@ async def ensure_session_live(revocations: RevocationSource, sid: str, *, fail_o
             "The service is temporarily unavailable; retry shortly.", {"Retry-After": "5"}
         ) from None
     if revoked:
-        _log.info("access_token_rejected", reason="session revoked")
+        _log.info("access_token_rejected", reason="session or signing key revoked")
         raise Unauthorized("The session has ended.")

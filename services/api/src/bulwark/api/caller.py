@@ -63,6 +63,9 @@ async def caller(request: Request[Any, Any, Any], state: State) -> AccessTokenCl
     if claims is None:
         raise rejection or Unauthorized()
     await revocations.ensure_session_live(
-        state.revocations, claims.sid, fail_open=settings.revocation_failure_mode == "allow"
+        state.revocations,
+        claims.sid,
+        kid=claims.kid,
+        fail_open=settings.revocation_failure_mode == "allow",
     )
     return claims

@@ -30,7 +30,7 @@ from bulwark.common.http import ASGIApp, RequestContextMiddleware
 from bulwark.common.problems import ServiceUnavailable, exception_handlers
 from bulwark.common.ratelimit_client import RateLimitClient
 from bulwark.common.request_bodies import strict_json_bodies
-from bulwark.common.revocations import SessionRevocations
+from bulwark.common.revocations import SessionRevocations, entry_lifetime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: Largest request body accepted, in bytes; every auth request is a small form or JSON.
@@ -101,8 +101,18 @@ def create_app(settings: AuthSettings) -> ASGIApp:
                 ),
                 name="revocation-resync",
             )
+
             # KEYS_DIR changes (rotate, revoke, a Secret update) apply without a restart.
-            key_watcher = asyncio.create_task(key_folder.watch(), name="key-folder-watch")
+            # A key that leaves the folder is listed as revoked, so the API refuses its tokens
+            # within a second even while its JWKS cache still holds the key.
+            async def publish_removed(kids: list[str]) -> None:
+                await revocations.revoke_signing_keys(
+                    kids, entry_lifetime(settings.access_token_ttl)
+                )
+
+            key_watcher = asyncio.create_task(
+                key_folder.watch(publish_removed=publish_removed), name="key-folder-watch"
+            )
             app.state.update(
                 settings=settings,
                 signing_keys=keys,

@@ -7,6 +7,7 @@ not validate is logged and the previous keys stay in use.
 """
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,8 @@ class KeyFolder:
         self._directory = directory
         self._seen = folder_fingerprint(directory)  # before loading: no change is missed
         self.keys = load_signing_keys(directory, environment, generate=generate)
+        #: Kids that left the folder and are not yet listed as revoked for verifiers.
+        self.removed_kids: set[str] = set()
 
     def check(self) -> bool:
         """Reload when the folder changed since the last check; True when new keys are in use.
@@ -161,19 +164,30 @@ class KeyFolder:
         if seen == self._seen:
             return False
         self._seen = seen
+        before = set(self.keys.kids)
         try:
             self.keys.replace(read_keys(self._directory))
         except (SettingsError, OSError) as exc:
             _log.error("signing_keys_reload_failed", error=str(exc), kept=self.keys.kids)
             return False
         _log.info("signing_keys_reloaded", active_kid=self.keys.active_kid, kids=self.keys.kids)
+        self.removed_kids |= before - set(self.keys.kids)
         return True
 
-    async def watch(self, interval: float = RELOAD_INTERVAL_SECONDS) -> None:
-        """Call ``check`` every ``interval`` seconds until cancelled."""
+    async def watch(
+        self,
+        interval: float = RELOAD_INTERVAL_SECONDS,
+        publish_removed: Callable[[list[str]], Awaitable[None]] | None = None,
+    ) -> None:
+        """Call ``check`` every ``interval`` seconds until cancelled, and hand the kids of
+        keys that left the folder (revoked or retired) to ``publish_removed`` so verifiers
+        refuse their tokens at once; a publication that raises is logged and retried."""
         while True:
             await asyncio.sleep(interval)
             try:
                 self.check()
+                if self.removed_kids and publish_removed is not None:
+                    await publish_removed(sorted(self.removed_kids))
+                    self.removed_kids.clear()
             except Exception:  # noqa: BLE001  # the watcher must outlive any surprise
                 _log.exception("signing_keys_watch_failed")
