@@ -12,11 +12,11 @@ UV ?= $(shell command -v uv 2>/dev/null \
 # --locked: fail if uv.lock is out of date with the pyproject files instead of rewriting it.
 UV_SYNC_FLAGS ?= $(if $(wildcard uv.lock),--locked,)
 
-.PHONY: help uv install run demo test lint bench clean
+.PHONY: help uv install run demo test lint bench bench-ratelimit proto clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
-		| awk 'BEGIN {FS = ":.*## "}; {printf "  %-8s %s\n", $$1, $$2}'
+		| awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 uv: ## install uv (into .bulwark/tools, or with pip --user) unless it is already there
 	@if command -v "$(UV)" >/dev/null 2>&1; then exit 0; fi; \
@@ -48,6 +48,13 @@ lint: install ## ruff and mypy (strict)
 # BENCH_ARGS, e.g. "--login-clients 32 --duration 20" or "--auth http://127.0.0.1:8001 --api ...".
 bench: install ## latency of JWKS, refresh and /v1/me with and without a login flood (own stack, ~40 s)
 	$(UV) run python -m bench $(BENCH_ARGS)
+
+# RL_BENCH_ARGS, e.g. "--requests 20000 --clients 1 16 64" or "--redis-url redis://host:6379/0".
+bench-ratelimit: install ## rate-limit decisions/s and p50/p99 at 1, 16, 64 clients, beside redis-benchmark EVALSHA
+	$(UV) run python -m bench.ratelimit $(RL_BENCH_ARGS)
+
+proto: install ## regenerate bulwark/ratelimit/_generated from proto/ (grpcio-tools; commit the result)
+	$(UV) run python proto/compile.py
 
 clean: ## delete the embedded servers' data (.bulwark/data)
 	rm -rf .bulwark/data

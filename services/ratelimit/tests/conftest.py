@@ -7,8 +7,11 @@ collide with each other or with anything else in the same Redis.
 import io
 import os
 import secrets
+import shutil
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -118,3 +121,107 @@ async def client(server: RateLimitServer) -> AsyncIterator[RateLimitClient]:
     rl_client = RateLimitClient(f"127.0.0.1:{server.port}", "test", timeout_seconds=2.0)
     yield rl_client
     await rl_client.close()
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports whose cluster bus ports (+10000) are free too."""
+    ports: list[int] = []
+    while len(ports) < count:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port + 10000 > 65535 or port in ports:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real three-master Redis Cluster on free loopback ports, for the whole session.
+
+    Started with ``redis-server --cluster-enabled yes`` and ``redis-cli --cluster create``
+    (about 2 s), stopped and deleted afterwards. Yields ``redis+cluster://127.0.0.1:PORT``.
+    Skipped when ``redis-server`` or ``redis-cli`` is not on PATH.
+    """
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        pytest.skip("redis-server and redis-cli are needed for the Redis Cluster tests")
+    workdir = tmp_path_factory.mktemp("redis-cluster")
+    ports = _free_ports(3)
+    processes = [
+        subprocess.Popen(  # noqa: S603 - fixed arguments, binary from PATH
+            [
+                server,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{port}.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--dir",
+                str(workdir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for port in ports
+    ]
+    try:
+        for port in ports:
+            _wait(lambda port=port: _cli(cli, port, "ping") == "PONG", "redis-server start")
+        subprocess.run(  # noqa: S603 - fixed arguments
+            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        for port in ports:
+            _wait(
+                lambda port=port: "cluster_state:ok" in _cli(cli, port, "cluster", "info"),
+                "cluster state ok",
+            )
+        yield f"redis+cluster://127.0.0.1:{ports[0]}"
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _cli(cli: str, port: int, *args: str) -> str:
+    result = subprocess.run(  # noqa: S603 - fixed arguments
+        [cli, "-h", "127.0.0.1", "-p", str(port), *args],
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=False,
+    )
+    return result.stdout.strip()
+
+
+def _wait(ready: Callable[[], bool], what: str, seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"redis cluster: no {what} within {seconds} s")
+        time.sleep(0.05)

@@ -111,7 +111,8 @@ def test_redis_keys_are_bounded_and_injection_free() -> None:
     short = redis_key("rl:", "d", [("k", "v")])
     hostile = redis_key("rl:", "d", [("k", "x" * 10_000)])
     assert short.startswith("rl:d:")
-    assert len(short) == len(hostile) == len("rl:d:") + 64
+    assert len(short) == len(hostile) == len("rl:d:{}") + 64
+    assert short.endswith("}")  # the digest is the Redis Cluster hash tag
     assert redis_key("rl:", "d", [("a", "b:c")]) != redis_key("rl:", "d", [("a:b", "c")])
     assert redis_key("rl:", "d", [("a", "b")]) != redis_key("rl:", "d", [("a", "b"), ("c", "d")])
     assert redis_key("rl:", "d", [("k", "v")]) == short

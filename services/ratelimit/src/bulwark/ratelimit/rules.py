@@ -13,14 +13,25 @@ The format follows envoyproxy/ratelimit, with windows of any length in seconds::
 
 A request descriptor is a list of ``(key, value)`` entries. Matching walks the tree one level
 per entry; at each level a node whose key *and* value match wins over a node with that key and
-no value. The limit is the ``rate_limit`` of the node reached by the last entry; no node, or a
-node without ``rate_limit``, means the descriptor is not limited.
+no value. The limit is the ``rate_limit`` (or ``backoff``) of the node reached by the last
+entry; no node, or a node without either, means the descriptor is not limited.
+
+Per rule options (see docs/ratelimit.md): ``algorithm`` (``sliding_log``, the default;
+``sliding_counter``; ``distinct``), ``backoff`` (instead of ``rate_limit``), ``failure_mode``
+(``allow`` or ``deny`` when Redis is down or slow; unset fails the call UNAVAILABLE),
+``shadow_mode`` (decide and log, never deny) and ``normalize: identity``. Values of the keys
+in `IDENTITY_KEYS` are always normalised with `normalize_identity`.
+
+A descriptor whose last entry is ``backoff=reset`` and whose other entries reach a ``backoff``
+rule is a reset action on that rule's key (`Match.reset`).
 """
 
 import hashlib
+import re
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 import yaml
@@ -30,6 +41,12 @@ Entries = Sequence[tuple[str, str]]
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
 MAX_WINDOW_SECONDS = 31 * 86400
 MAX_REQUESTS = 100_000  # the sliding log keeps one sorted-set member per counted hit
+MAX_FAILURES = 1000  # a backoff rule keeps its failures' times in one hash field
+IDENTITY_KEYS = frozenset({"email", "identity"})
+RESET_ENTRY = ("backoff", "reset")
+
+Algorithm = Literal["sliding_log", "sliding_counter", "distinct"]
+FailureMode = Literal["allow", "deny"]
 
 
 class RulesError(ValueError):
@@ -48,13 +65,96 @@ class RateLimit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return f"{self.requests} per {self.window_seconds}s"
 
 
+class Backoff(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``failures`` within ``window_seconds`` start a block of ``block_seconds`` seconds that
+    doubles on each repeat up to ``max_block_seconds`` (docs/ratelimit.md, Backoff protocol)."""
+
+    failures: Annotated[int, msgspec.Meta(ge=1, le=MAX_FAILURES)]
+    window_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_WINDOW_SECONDS)]
+    block_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_WINDOW_SECONDS)]
+    max_block_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_WINDOW_SECONDS)]
+
+    def __post_init__(self) -> None:
+        """Raises ValueError (a validation error naming the line): max below block."""
+        if self.max_block_seconds < self.block_seconds:
+            raise ValueError("max_block_seconds must be >= block_seconds")
+
+
 class DescriptorRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One node of a domain's descriptor tree."""
 
     key: _Name
     value: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)] | None = None
     rate_limit: RateLimit | None = None
+    backoff: Backoff | None = None
+    algorithm: Algorithm = "sliding_log"
+    failure_mode: FailureMode | None = None
+    shadow_mode: bool = False
+    normalize: Literal["identity"] | None = None
     descriptors: tuple["DescriptorRule", ...] = ()
+
+    def __post_init__(self) -> None:
+        """Raises ValueError (reported with the node's line) on contradictory options."""
+        if self.rate_limit is not None and self.backoff is not None:
+            raise ValueError("a rule has either rate_limit or backoff, not both")
+        limited = self.rate_limit is not None or self.backoff is not None
+        if not limited and (
+            self.failure_mode is not None or self.shadow_mode or self.algorithm != "sliding_log"
+        ):
+            raise ValueError("algorithm, failure_mode and shadow_mode need a rate_limit or backoff")
+        if self.backoff is not None and self.algorithm != "sliding_log":
+            raise ValueError("a backoff rule takes no algorithm")
+
+
+class Policy(NamedTuple):
+    """What a matched rule enforces.
+
+    Attributes:
+        kind: ``sliding_log``, ``sliding_counter``, ``distinct`` or ``backoff``.
+        limit: requests (for backoff: failures) per window; named in responses.
+        backoff: the block schedule of a ``backoff`` rule, else None.
+        failure_mode: the answer when Redis is down or slow; None fails the call.
+        shadow_mode: decide and log, never deny.
+    """
+
+    kind: str
+    limit: RateLimit
+    backoff: Backoff | None
+    failure_mode: FailureMode | None
+    shadow_mode: bool
+
+
+class Match(NamedTuple):
+    """A request descriptor resolved against the rules.
+
+    Attributes:
+        policy: the rule's `Policy`.
+        entries: the descriptor's entries with identity values normalised; for a reset
+            action, without the trailing ``backoff=reset`` entry.
+        reset: the descriptor is a reset action on a ``backoff`` rule.
+    """
+
+    policy: Policy
+    entries: list[tuple[str, str]]
+    reset: bool
+
+
+def normalize_identity(value: str) -> str:
+    """Return the bucket form of an identity (e.g. an email): NFKC, trimmed, case-folded.
+
+    ``" Alice@Example.COM "`` and ``"alice@example.com"`` give the same result; so do
+    compatibility forms such as fullwidth letters.
+    """
+    return unicodedata.normalize("NFKC", value).strip().casefold()
+
+
+def _policy(rule: DescriptorRule) -> Policy | None:
+    if rule.backoff is not None:
+        limit = RateLimit(rule.backoff.failures, rule.backoff.window_seconds)
+        return Policy("backoff", limit, rule.backoff, rule.failure_mode, rule.shadow_mode)
+    if rule.rate_limit is not None:
+        return Policy(rule.algorithm, rule.rate_limit, None, rule.failure_mode, rule.shadow_mode)
+    return None
 
 
 class DomainRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -71,10 +171,11 @@ class _RulesFile(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class _Node:
     """A descriptor tree level indexed for lookup by ``(key, value)`` then ``(key, None)``."""
 
-    __slots__ = ("children", "rate_limit")
+    __slots__ = ("children", "normalize", "policy")
 
     def __init__(self, rules: Sequence[DescriptorRule], where: str) -> None:
-        self.rate_limit: RateLimit | None = None
+        self.policy: Policy | None = None
+        self.normalize = False
         self.children: dict[tuple[str, str | None], _Node] = {}
         for rule in rules:
             ident = (rule.key, rule.value)
@@ -82,7 +183,8 @@ class _Node:
             if ident in self.children:
                 raise RulesError(f"duplicate descriptor {label}")
             child = _Node(rule.descriptors, label)
-            child.rate_limit = rule.rate_limit
+            child.policy = _policy(rule)
+            child.normalize = rule.normalize == "identity"
             self.children[ident] = child
 
 
@@ -115,12 +217,34 @@ class Rules:
             domain: the request's domain; an unknown domain matches nothing.
             entries: the descriptor's ``(key, value)`` pairs, in order.
         """
+        found = self.resolve(domain, entries)
+        return None if found is None or found.reset else found.policy.limit
+
+    def resolve(self, domain: str, entries: Entries) -> Match | None:
+        """Return the `Match` of one request descriptor, or None when it is not limited.
+
+        Identity values (keys in `IDENTITY_KEYS`, or a rule with ``normalize: identity``) are
+        normalised before matching and in `Match.entries`. A trailing ``backoff=reset`` entry
+        after a descriptor that reaches a ``backoff`` rule gives a reset `Match`.
+        """
+        if len(entries) >= 2 and tuple(entries[-1]) == RESET_ENTRY:
+            found = self.resolve(domain, entries[:-1])
+            if found is not None and found.policy.kind == "backoff":
+                return found._replace(reset=True)
+            return None
         node = self._domains.get(domain)
-        for key, value in entries:
+        normalized: list[tuple[str, str]] = []
+        for key, raw in entries:
             if node is None:
                 return None
+            value = normalize_identity(raw) if key in IDENTITY_KEYS else raw
             node = node.children.get((key, value)) or node.children.get((key, None))
-        return node.rate_limit if node is not None and entries else None
+            if node is not None and node.normalize:
+                value = normalize_identity(value)
+            normalized.append((key, value))
+        if node is None or node.policy is None or not entries:
+            return None
+        return Match(node.policy, normalized, reset=False)
 
 
 def parse_rules(text: str, source: str = "<rules>") -> Rules:
@@ -138,8 +262,48 @@ def parse_rules(text: str, source: str = "<rules>") -> Rules:
     try:
         parsed = msgspec.convert(data, _RulesFile)
     except msgspec.ValidationError as exc:
-        raise RulesError(f"{source}: {exc}") from None
+        line = _line_of(text, str(exc))
+        where = f"line {line}: " if line else ""
+        raise RulesError(f"{source}: {where}{exc}") from None
     return Rules(parsed.domains, source)
+
+
+_PATH = re.compile(r"at `\$((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)`")
+_STEP = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
+_UNKNOWN = re.compile(r"unknown field `([^`]*)`")
+
+
+def _line_of(text: str, message: str) -> int | None:
+    """The 1-based line of the YAML node a msgspec error names (``- at `$.a[0].b` ``).
+
+    Walks the composed node tree (``yaml.compose`` keeps each node's start mark); for an
+    unknown field, the line of that field's key. None when the path cannot be followed.
+    """
+    path = _PATH.search(message)
+    try:
+        node: Any = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    steps = [(m.group(1), m.group(2)) for m in _STEP.finditer(path.group(1))] if path else []
+    unknown = _UNKNOWN.search(message)
+    if unknown:
+        steps.append((unknown.group(1), None))
+    for name, index in steps:
+        if isinstance(node, yaml.SequenceNode) and index is not None:
+            if int(index) >= len(node.value):
+                return None
+            node = node.value[int(index)]
+        elif isinstance(node, yaml.MappingNode) and name is not None:
+            pairs = [(k, v) for k, v in node.value if k.value == name]
+            if not pairs:
+                return None
+            key_node, value_node = pairs[0]
+            node = key_node if unknown and name == unknown.group(1) else value_node
+        else:
+            return None
+    if node is None:
+        return None
+    return int(node.start_mark.line) + 1
 
 
 def load_rules(path: Path) -> Rules:
@@ -156,10 +320,12 @@ def load_rules(path: Path) -> Rules:
 
 
 def redis_key(prefix: str, domain: str, entries: Entries) -> str:
-    """Return the Redis key of one request descriptor: ``{prefix}{domain}:{sha256 hex}``.
+    """Return the Redis key of one request descriptor: ``{prefix}{domain}:{{sha256 hex}}``.
 
     The digest covers a canonical JSON encoding of the domain and every entry, so hostile
-    values can neither inject delimiters nor make keys longer than a fixed size.
+    values can neither inject delimiters nor make keys longer than a fixed size. The braces
+    make the digest the key's Redis Cluster hash tag: keys derived by appending a suffix stay
+    in the bucket's slot (docs/ratelimit.md, "Redis Cluster"); the prefix must hold no ``{``.
     """
     canonical = msgspec.json.encode([domain, [[key, value] for key, value in entries]])
-    return f"{prefix}{domain}:{hashlib.sha256(canonical).hexdigest()}"
+    return f"{prefix}{domain}:{{{hashlib.sha256(canonical).hexdigest()}}}"

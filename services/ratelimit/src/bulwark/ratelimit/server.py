@@ -12,25 +12,28 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
-import redis.asyncio
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # not in stubs
 from grpc_reflection.v1alpha import reflection
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from bulwark.common.logging import get_logger
+from bulwark.ratelimit._generated.v1 import operator_pb2, operator_pb2_grpc
+from bulwark.ratelimit.cache import OverLimitCache
+from bulwark.ratelimit.cluster import RedisClient, SlotGroupedLimiter, discover, open_redis
+from bulwark.ratelimit.limiter import Limiter
+from bulwark.ratelimit.operator_api import BlockRecorder, RateLimitOperator
+from bulwark.ratelimit.reload import RulesWatcher
 from bulwark.ratelimit.rules import Rules, load_rules
 from bulwark.ratelimit.service import InvalidRequestError, RateLimitService
 from bulwark.ratelimit.settings import Settings
-from bulwark.ratelimit.sliding_window import LimiterUnavailableError, SlidingWindowLimiter
+from bulwark.ratelimit.sliding_window import LimiterUnavailableError
 
 log = get_logger(__name__)
 
 RLS_SERVICE = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
+OPERATOR_SERVICE = operator_pb2.DESCRIPTOR.services_by_name["RateLimitOperator"].full_name
 MAX_MESSAGE_BYTES = 64 * 1024
-REDIS_MAX_CONNECTIONS = 64
 
 # The one table from errors to gRPC status codes and the text the caller sees.
 _STATUS: dict[type[Exception], tuple[grpc.StatusCode, str | None]] = {
@@ -117,7 +120,9 @@ class RateLimitServer:
         self.rules = rules
         self.port = 0
         self._server: grpc.aio.Server | None = None
-        self._redis: redis.asyncio.Redis | None = None
+        self._redis: RedisClient | None = None
+        self._recorder: BlockRecorder | None = None
+        self._watcher: RulesWatcher | None = None
         self._health = health_aio.HealthServicer()
 
     async def start(self) -> int:
@@ -130,19 +135,22 @@ class RateLimitServer:
             BindError: the address could not be bound.
         """
         timeout = self.settings.redis_timeout_seconds
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            self.settings.redis_url,
-            max_connections=REDIS_MAX_CONNECTIONS,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            # One immediate retry so the first call after a Redis restart reconnects; the
-            # limiter's own timeout still bounds the whole call.
-            retry=Retry(NoBackoff(), 1),
+        # One immediate retry so the first call after a Redis restart reconnects; the
+        # limiter's own timeout still bounds the whole call.
+        self._redis = open_redis(self.settings.redis_url, self.settings.redis_cluster, timeout)
+        await discover(self._redis, timeout)
+        limiter: Any = Limiter(self._redis, timeout)  # every rule algorithm, docs/ratelimit.md
+        if self.settings.redis_cluster:
+            limiter = SlotGroupedLimiter(limiter, timeout)
+        prefix = self.settings.redis_key_prefix
+        recorder = self._recorder = BlockRecorder(limiter, self._redis, prefix)
+        cache = OverLimitCache()
+        service = RateLimitService(self.rules, recorder, prefix, cache)
+        self._watcher = RulesWatcher(self.settings.rules_path, self._reload(service))
+        self._watcher.start()
+        operator = RateLimitOperator(
+            lambda: self.rules, limiter, self._redis, prefix, recorder=recorder, cache=cache
         )
-        self._redis = redis.asyncio.Redis.from_pool(pool)
-        limiter = SlidingWindowLimiter(self._redis, timeout)
-        service = RateLimitService(self.rules, limiter, self.settings.redis_key_prefix)
 
         server = grpc.aio.server(
             interceptors=[AccessLogInterceptor()],
@@ -152,9 +160,13 @@ class RateLimitServer:
             ],
         )
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(service, server)
+        # grpcio-tools writes no stubs for the *_grpc module.
+        operator_pb2_grpc.add_RateLimitOperatorServicer_to_server(  # type: ignore[no-untyped-call]
+            operator, server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
-            (RLS_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            (RLS_SERVICE, OPERATOR_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         address = f"{self.settings.host}:{self.settings.port}"
         try:
@@ -166,17 +178,28 @@ class RateLimitServer:
             raise BindError(f"cannot bind {address}")
         self._server = server
         await server.start()
-        for name in ("", RLS_SERVICE):
+        for name in ("", RLS_SERVICE, OPERATOR_SERVICE):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self.port
 
     async def stop(self, grace_seconds: float = 5.0) -> None:
         """Report NOT_SERVING, let calls in flight finish (up to ``grace_seconds``), close."""
         await self._health.enter_graceful_shutdown()
+        if self._watcher is not None:
+            await self._watcher.stop()
         if self._server is not None:
             await self._server.stop(grace_seconds)
+        if self._recorder is not None:
+            await self._recorder.drain()
         if self._redis is not None:
             await self._redis.aclose()
+
+    def _reload(self, service: RateLimitService) -> Callable[[Rules], None]:
+        def apply(rules: Rules) -> None:
+            self.rules = rules  # read by the operator API
+            service.set_rules(rules)
+
+        return apply
 
     async def wait_for_termination(self) -> None:
         """Wait until the server has stopped."""

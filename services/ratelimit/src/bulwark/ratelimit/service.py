@@ -1,16 +1,21 @@
-"""``envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`` over the sliding window.
+"""``envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`` over the rule algorithms.
 
 Errors are raised, not reported: the server's interceptor turns `InvalidRequestError` into
-INVALID_ARGUMENT and `LimiterUnavailableError` (Redis down or slow) into UNAVAILABLE.
+INVALID_ARGUMENT and `LimiterUnavailableError` (Redis down or slow, and a matched rule without
+a ``failure_mode``) into UNAVAILABLE. When every matched rule has a ``failure_mode``, Redis
+failures are answered instead: ``allow`` rules OK, ``deny`` rules OVER_LIMIT.
 """
 
-from typing import Any
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from envoy.service.ratelimit.v3 import rls_pb2
 
 from bulwark.common.logging import get_logger
-from bulwark.ratelimit.rules import Entries, RateLimit, Rules, redis_key
-from bulwark.ratelimit.sliding_window import Hit, SlidingWindowLimiter
+from bulwark.ratelimit.cache import OverLimitCache
+from bulwark.ratelimit.rules import Entries, Match, Policy, RateLimit, Rules, redis_key
+from bulwark.ratelimit.sliding_window import Hit, LimiterUnavailableError, WindowState
 
 log = get_logger(__name__)
 
@@ -85,48 +90,163 @@ def describe_limit(limit: RateLimit) -> Any:
     )
 
 
+_KEY_SUFFIX = {"sliding_log": "", "sliding_counter": ":c", "distinct": ":d", "backoff": ":b"}
+_CACHEABLE = frozenset({"sliding_log", "sliding_counter", "backoff"})
+
+
+def key_for(prefix: str, domain: str, match: Match) -> tuple[str, str]:
+    """Return ``(redis key, member)`` for a matched descriptor.
+
+    Each algorithm has its own key suffix, so a rule whose algorithm changes on reload never
+    meets a Redis value of another type. A ``distinct`` rule's key is that of the descriptor
+    without its last entry (e.g. the IP), and the last entry's value is the member counted.
+    """
+    entries: Entries = match.entries
+    member = ""
+    if match.policy.kind == "distinct":
+        member = entries[-1][1]
+        entries = entries[:-1]
+    return redis_key(prefix, domain, entries) + _KEY_SUFFIX[match.policy.kind], member
+
+
+def _policy(hit: Hit) -> Policy:
+    """The policy of a hit built by `RateLimitService` (always set there)."""
+    assert hit.policy is not None  # noqa: S101 - invariant of ShouldRateLimit
+    return hit.policy
+
+
+class HitLimiter(Protocol):
+    """What the service counts with: `Limiter`, or a wrapper of it (cluster, block recorder)."""
+
+    async def hit(self, hits: Sequence[Hit]) -> list[WindowState]:
+        """One `WindowState` per hit; raises `LimiterUnavailableError`."""
+
+
 class RateLimitService:
     """Implementation of Envoy's ``RateLimitService`` (RLS v3) for ``grpc.aio``."""
 
-    def __init__(self, rules: Rules, limiter: SlidingWindowLimiter, key_prefix: str) -> None:
-        """Judge requests against ``rules``, counting in ``limiter`` under ``key_prefix``."""
+    def __init__(
+        self,
+        rules: Rules,
+        limiter: HitLimiter,
+        key_prefix: str,
+        cache: OverLimitCache | None = None,
+    ) -> None:
+        """Judge requests against ``rules``, counting in ``limiter`` under ``key_prefix``.
+
+        ``cache`` holds keys known to be over their limit (see `OverLimitCache`); None turns
+        the local cache off, so every request goes to Redis.
+        """
         self._rules = rules
         self._limiter = limiter
         self._prefix = key_prefix
+        self._cache = cache
+
+    @property
+    def rules(self) -> Rules:
+        """The rules in force."""
+        return self._rules
+
+    def set_rules(self, rules: Rules) -> None:
+        """Put ``rules`` in force for the next request (hot reload); clears the local cache."""
+        self._rules = rules
+        if self._cache is not None:
+            self._cache.clear()
 
     async def ShouldRateLimit(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC name
         """Answer one ``RateLimitRequest`` with a ``RateLimitResponse``.
 
         ``overall_code`` is OVER_LIMIT when any descriptor is over its limit (then no
-        descriptor's hits were counted), else OK. Unlimited descriptors and every descriptor
-        of an unknown domain are OK without a ``current_limit``.
+        descriptor's hits were counted), else OK; a ``backoff`` descriptor is also
+        OVER_LIMIT when this failure started a block (then the hits were counted). Unlimited
+        descriptors, reset actions and every descriptor of an unknown domain are OK without a
+        ``current_limit``; shadow rules are always OK. A key in the local over-limit cache is
+        answered OVER_LIMIT without Redis (the other descriptors OK without a limit). When
+        Redis fails and every matched rule has a ``failure_mode``, ``allow`` rules are OK
+        and ``deny`` rules OVER_LIMIT.
 
         Raises:
             InvalidRequestError: see `parse_request`.
-            LimiterUnavailableError: Redis failed or timed out.
+            LimiterUnavailableError: Redis failed or timed out and a matched rule has no
+                ``failure_mode``.
         """
         descriptors = parse_request(request)
         domain: str = request.domain
-        if not self._rules.has_domain(domain):
+        rules = self._rules
+        if not rules.has_domain(domain):
             log.warning("unknown_domain", domain=domain)
-        matched = [
-            (self._rules.match(domain, entries), entries, hits) for entries, hits in descriptors
-        ]
-        hits = [
-            Hit(redis_key(self._prefix, domain, entries), limit, count)
-            for limit, entries, count in matched
-            if limit is not None
-        ]
-        states = iter(await self._limiter.hit(hits))
+        matched = [rules.resolve(domain, entries) for entries, _hits in descriptors]
+        checks: list[Hit] = []
+        for match, (_entries, hits) in zip(matched, descriptors, strict=True):
+            if match is not None:
+                key, member = key_for(self._prefix, domain, match)
+                policy = match.policy
+                checks.append(Hit(key, policy.limit, hits, policy, member, match.reset))
+        states = self._from_cache(checks)
+        if states is None:
+            states = await self._decide(domain, checks)
         response = _Response(overall_code=_Response.OK)
-        for limit, _entries, _hits in matched:
+        results = iter(zip(checks, states, strict=True))
+        for match in matched:
             status = response.statuses.add(code=_Response.OK)
-            if limit is None:
+            if match is None:
                 continue
-            state = next(states)
-            if state.over_limit:
+            check, state = next(results)
+            if state is None or check.reset:
+                continue  # not judged: another descriptor was over its limit in the cache
+            if state.over_limit and _policy(check).shadow_mode:
+                log.info("shadow_over_limit", domain=domain, rule=_policy(check).limit.name)
+            elif state.over_limit:
                 status.code = response.overall_code = _Response.OVER_LIMIT
-            status.current_limit.CopyFrom(describe_limit(limit))
+            status.current_limit.CopyFrom(describe_limit(_policy(check).limit))
             status.limit_remaining = state.remaining
             status.duration_until_reset.FromMilliseconds(state.reset_ms)
         return response
+
+    def _from_cache(self, checks: list[Hit]) -> list[WindowState | None] | None:
+        """Answer from the local cache when a judged key is known to be over its limit.
+
+        Returns None when Redis must be asked, else one state per check: OVER_LIMIT for the
+        cached keys and None (reported as OK without a limit) for the others.
+        """
+        if self._cache is None:
+            return None
+        cache = self._cache
+        now = time.monotonic()
+        states: list[WindowState | None] = []
+        hit = False
+        for check in checks:
+            if check.reset:
+                cache.discard(check.key)
+                return None
+            left = 0 if _policy(check).shadow_mode else cache.remaining_ms(check.key, now)
+            hit = hit or left > 0
+            states.append(WindowState(True, 0, left) if left else None)
+        return states if hit else None
+
+    async def _decide(self, domain: str, checks: list[Hit]) -> list[WindowState | None]:
+        """Ask Redis; on failure answer by each rule's ``failure_mode``.
+
+        Raises:
+            LimiterUnavailableError: Redis failed and a judged rule has no ``failure_mode``.
+        """
+        try:
+            states = await self._limiter.hit(checks)
+        except LimiterUnavailableError:
+            if any(_policy(c).failure_mode is None and not c.reset for c in checks):
+                raise
+            log.warning("failure_mode_applied", domain=domain)
+            return [
+                WindowState(_policy(c).failure_mode == "deny" and not c.reset, 0, 0) for c in checks
+            ]
+        if self._cache is not None:
+            for check, state in zip(checks, states, strict=True):
+                if (
+                    state.over_limit
+                    and state.reset_ms > 0
+                    and check.hits_addend <= 1
+                    and _policy(check).kind in _CACHEABLE
+                    and not _policy(check).shadow_mode
+                ):
+                    self._cache.add(check.key, state.reset_ms)
+        return list(states)

@@ -30,11 +30,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         environment: ``BULWARK_ENV``.
         host, port: where gRPC listens (``HOST``, default 127.0.0.1; ``PORT``, default 50051,
             0 picks a free port).
-        redis_url: ``REDIS_URL``, required, e.g. ``redis://127.0.0.1:6379/0``.
-        redis_key_prefix: ``REDIS_KEY_PREFIX``, default ``rl:``; prepended to every key.
+        redis_url: ``REDIS_URL``, required, e.g. ``redis://127.0.0.1:6379/0``; a
+            ``redis+cluster://host:port`` URL names any one node of a Redis Cluster.
+        redis_cluster: ``REDIS_CLUSTER`` (``true``/``false``, default false), or implied by a
+            ``redis+cluster://`` URL: talk to a Redis Cluster (`RedisCluster`).
+        redis_key_prefix: ``REDIS_KEY_PREFIX``, default ``rl:``; prepended to every key;
+            no ``{`` or ``}`` (the keys' hash tags follow it).
         rules_path: ``RATELIMIT_RULES``, the YAML rules file; default the packaged one.
         redis_timeout_seconds: ``REDIS_TIMEOUT_SECONDS``, default 0.05; bound on each Redis
-            round trip, after which the call fails with gRPC UNAVAILABLE.
+            round trip, after which each rule's ``failure_mode`` answers (or, for a rule
+            without one, the call fails with gRPC UNAVAILABLE; docs/ratelimit.md).
         log_level: ``LOG_LEVEL``, default INFO.
     """
 
@@ -46,6 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rules_path: Path
     redis_timeout_seconds: float
     log_level: str
+    redis_cluster: bool = False
 
 
 def from_env(environ: Mapping[str, str]) -> Settings:
@@ -58,8 +64,16 @@ def from_env(environ: Mapping[str, str]) -> Settings:
     if not rules_path.is_file():
         raise SettingsError(f"RATELIMIT_RULES: no such file {rules_path}")
     redis_url = env_str(environ, "REDIS_URL")
-    if not redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
+    if not redis_url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
+        raise SettingsError(
+            "REDIS_URL must start with redis://, rediss://, unix:// or redis+cluster://"
+        )
+    cluster_flag = env_str(environ, "REDIS_CLUSTER", "false").lower()
+    if cluster_flag not in ("true", "false", "1", "0"):
+        raise SettingsError("REDIS_CLUSTER must be true or false")
+    key_prefix = env_str(environ, "REDIS_KEY_PREFIX", "rl:")
+    if "{" in key_prefix or "}" in key_prefix:
+        raise SettingsError("REDIS_KEY_PREFIX must not contain { or }")
     port = env_int(environ, "PORT", 50051)
     if port > 65535:
         raise SettingsError(f"PORT must be at most 65535, got {port}")
@@ -72,8 +86,9 @@ def from_env(environ: Mapping[str, str]) -> Settings:
         host=env_str(environ, "HOST", "127.0.0.1"),
         port=port,
         redis_url=redis_url,
-        redis_key_prefix=env_str(environ, "REDIS_KEY_PREFIX", "rl:"),
+        redis_key_prefix=key_prefix,
         rules_path=rules_path,
         redis_timeout_seconds=timeout,
         log_level=log_level,
+        redis_cluster=cluster_flag in ("true", "1") or redis_url.startswith("redis+cluster://"),
     )

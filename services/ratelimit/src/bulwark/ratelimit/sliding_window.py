@@ -15,7 +15,7 @@ import redis.asyncio
 import redis.exceptions
 
 from bulwark.common.logging import get_logger
-from bulwark.ratelimit.rules import RateLimit
+from bulwark.ratelimit.rules import Policy, RateLimit
 
 log = get_logger(__name__)
 
@@ -75,11 +75,19 @@ class LimiterUnavailableError(Exception):
 
 
 class Hit(NamedTuple):
-    """One limited descriptor of a request: its Redis key, its limit, hits to add (>= 0)."""
+    """One limited descriptor of a request: its Redis key, its limit, hits to add (>= 0).
+
+    The optional fields are read by `bulwark.ratelimit.limiter.Limiter` only: ``policy`` the
+    matched rule (None: a plain sliding log of ``limit``), ``member`` the value a ``distinct``
+    rule counts, ``reset`` a reset action on a ``backoff`` key.
+    """
 
     key: str
     limit: RateLimit
     hits_addend: int
+    policy: "Policy | None" = None
+    member: str = ""
+    reset: bool = False
 
 
 class WindowState(NamedTuple):

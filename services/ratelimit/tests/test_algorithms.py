@@ -1,0 +1,311 @@
+"""Integration tests (real Redis, real server and channel): the per-rule options.
+
+Sliding-window counter, distinct identities, backoff and its reset action, identity
+normalisation, shadow mode and failure modes, all through ``ShouldRateLimit``.
+"""
+
+import asyncio
+import io
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import redis.asyncio
+from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+
+from bulwark.ratelimit.rules import parse_rules, redis_key
+from bulwark.ratelimit.server import RateLimitServer
+from bulwark.ratelimit.service import key_for
+
+RULES = """
+domains:
+  - domain: t
+    descriptors:
+      - key: counter
+        algorithm: sliding_counter
+        rate_limit: {requests: 3, window_seconds: 60}
+      - key: counter_day
+        algorithm: sliding_counter
+        rate_limit: {requests: 10, window_seconds: 86400}
+      - key: log
+        rate_limit: {requests: 2, window_seconds: 60}
+      - key: email
+        rate_limit: {requests: 3, window_seconds: 60}
+      - key: user
+        normalize: identity
+        rate_limit: {requests: 3, window_seconds: 60}
+      - key: shadow
+        shadow_mode: true
+        rate_limit: {requests: 1, window_seconds: 60}
+      - key: open
+        failure_mode: allow
+        rate_limit: {requests: 1, window_seconds: 60}
+      - key: closed
+        failure_mode: deny
+        rate_limit: {requests: 1, window_seconds: 60}
+      - key: endpoint
+        value: login_failure
+        descriptors:
+          - key: email
+            backoff: {failures: 3, window_seconds: 60, block_seconds: 1, max_block_seconds: 2}
+          - key: remote_address
+            backoff: {failures: 3, window_seconds: 60, block_seconds: 1, max_block_seconds: 2}
+            descriptors:
+              - key: email
+                algorithm: distinct
+                rate_limit: {requests: 3, window_seconds: 60}
+"""
+
+Response = rls_pb2.RateLimitResponse
+OK, OVER = Response.OK, Response.OVER_LIMIT
+Entries = Sequence[tuple[str, str]]
+
+
+@pytest.fixture
+def rules_path(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    return path
+
+
+class Caller:
+    """Raw ``ShouldRateLimit`` calls over a real channel, answering the whole response."""
+
+    def __init__(self, port: int) -> None:
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        self.stub = rls_pb2_grpc.RateLimitServiceStub(self.channel)
+
+    async def __call__(self, *descriptors: Entries, hits: int = 1, domain: str = "t") -> Any:
+        request = rls_pb2.RateLimitRequest(domain=domain)
+        for entries in descriptors:
+            descriptor = request.descriptors.add()
+            descriptor.hits_addend.value = hits
+            for key, value in entries:
+                descriptor.entries.append(
+                    ratelimit_pb2.RateLimitDescriptor.Entry(key=key, value=value)
+                )
+        return await self.stub.ShouldRateLimit(request, timeout=5)
+
+
+@pytest.fixture
+async def call(server: RateLimitServer) -> AsyncIterator[Caller]:
+    caller = Caller(server.port)
+    yield caller
+    await caller.channel.close()
+
+
+async def codes(call: Caller, entries: Entries, times: int, hits: int = 1) -> list[int]:
+    return [(await call(entries, hits=hits)).overall_code for _ in range(times)]
+
+
+# --- sliding-window counter ------------------------------------------------------------------
+
+
+async def test_counter_allows_the_limit_then_denies_without_consuming(call: Caller) -> None:
+    entries = [("counter", "a")]
+    assert await codes(call, entries, 5) == [OK, OK, OK, OVER, OVER]
+    denied = await call(entries)
+    assert denied.statuses[0].limit_remaining == 0
+    assert 0 < denied.statuses[0].duration_until_reset.ToMilliseconds() <= 60_000
+    assert (await call([("counter", "b")])).statuses[0].limit_remaining == 2
+
+
+async def test_counter_keeps_constant_memory(call: Caller, redis_url: str, key_prefix: str) -> None:
+    assert await codes(call, [("counter", "m")], 5) == [OK, OK, OK, OVER, OVER]
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        key = redis_key(key_prefix, "t", [("counter", "m")]) + ":c"
+        assert await client.type(key) == b"hash"
+        assert await client.hlen(key) == 3  # window index, current and previous counts
+        assert await client.hget(key, "c") == b"3"  # the denied requests counted nothing
+        assert 0 < await client.pttl(key) <= 120_000
+    finally:
+        await client.aclose()
+
+
+async def test_counter_weights_the_previous_window(
+    call: Caller, redis_url: str, key_prefix: str
+) -> None:
+    """1000 hits in the previous day-window still weigh on this one; two windows ago none."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    key = redis_key(key_prefix, "t", [("counter_day", "w")]) + ":c"
+    try:
+        seconds, _micros = await client.time()
+        window = seconds // 86400
+        if seconds - window * 86400 > 86000:
+            pytest.skip("too close to the window boundary for a deterministic estimate")
+        await client.hset(key, mapping={"w": window - 1, "c": 1000, "p": 0})
+        assert (await call([("counter_day", "w")])).overall_code == OVER
+        # another bucket: the first is now in the local over-limit cache until its reset
+        old = redis_key(key_prefix, "t", [("counter_day", "old")]) + ":c"
+        await client.hset(old, mapping={"w": window - 2, "c": 1000, "p": 0})
+        answer = await call([("counter_day", "old")])
+        assert answer.overall_code == OK
+        assert answer.statuses[0].limit_remaining == 9
+    finally:
+        await client.aclose()
+
+
+# --- identity normalisation ------------------------------------------------------------------
+
+
+async def test_identity_variants_share_one_bucket(call: Caller) -> None:
+    variants = [" Alice@Example.COM ", "alice@example.com", "\uff41lice@example.com"]  # fullwidth
+    assert [(await call([("email", v)])).overall_code for v in variants] == [OK, OK, OK]
+    assert (await call([("email", "ALICE@example.com\t")])).overall_code == OVER
+    # a rule option normalises any key
+    assert await codes(call, [("user", " Bob ")], 3) == [OK, OK, OK]
+    assert (await call([("user", "BOB")])).overall_code == OVER
+
+
+# --- shadow mode -----------------------------------------------------------------------------
+
+
+async def test_shadow_rule_decides_and_logs_but_never_denies(
+    call: Caller, log_stream: io.StringIO
+) -> None:
+    start = log_stream.tell()
+    assert await codes(call, [("shadow", "s")], 3) == [OK, OK, OK]
+    both = await call([("shadow", "s")], [("log", "x")])
+    assert both.overall_code == OK
+    assert both.statuses[1].limit_remaining == 1  # the other descriptor was counted
+    log_stream.seek(start)
+    events = [json.loads(line)["event"] for line in log_stream.read().splitlines()]
+    assert events.count("shadow_over_limit") == 3
+
+
+# --- distinct identities per IP (credential stuffing) ---------------------------------------
+
+
+def stuffing(ip: str, email: str) -> list[tuple[str, str]]:
+    return [("endpoint", "login_failure"), ("remote_address", ip), ("email", email)]
+
+
+async def test_one_ip_is_blocked_after_many_distinct_identities(call: Caller) -> None:
+    for email in ("a@x", "b@x", "c@x"):
+        assert (await call(stuffing("10.0.0.1", email))).overall_code == OK
+    # a known identity is not refused by this rule, a new one is, and is not added
+    assert (await call(stuffing("10.0.0.1", "A@X"))).overall_code == OK
+    assert (await call(stuffing("10.0.0.1", "d@x"), hits=0)).overall_code == OVER
+    denied = await call(stuffing("10.0.0.1", "d@x"))
+    assert denied.overall_code == OVER
+    assert denied.statuses[0].limit_remaining == 0
+    assert (await call(stuffing("10.0.0.1", "b@x"), hits=0)).overall_code == OK
+    assert (await call(stuffing("10.0.0.2", "d@x"))).overall_code == OK  # another IP
+
+
+# --- backoff ---------------------------------------------------------------------------------
+
+EMAIL = [("endpoint", "login_failure"), ("email", "victim@example.com")]
+IP = [("endpoint", "login_failure"), ("remote_address", "192.0.2.7")]
+RESET = [*EMAIL, ("backoff", "reset")]
+
+
+async def test_backoff_blocks_after_n_failures_and_doubles_up_to_the_maximum(
+    call: Caller,
+) -> None:
+    assert (await call(EMAIL, hits=0)).overall_code == OK
+    first = [await call(EMAIL) for _ in range(3)]
+    assert [r.overall_code for r in first] == [OK, OK, OVER]  # the 3rd failure starts a block
+    assert [r.statuses[0].limit_remaining for r in first[:2]] == [2, 1]
+    blocked = await call(EMAIL, hits=0)
+    assert blocked.overall_code == OVER
+    assert 0 < blocked.statuses[0].duration_until_reset.ToMilliseconds() <= 1000
+    assert (await call(EMAIL)).overall_code == OVER  # a failure while blocked counts nothing
+    await asyncio.sleep(1.05)
+    assert (await call(EMAIL, hits=0)).overall_code == OK
+    assert [(await call(EMAIL)).overall_code for _ in range(3)] == [OK, OK, OVER]
+    second = (await call(EMAIL, hits=0)).statuses[0].duration_until_reset.ToMilliseconds()
+    assert 1000 < second <= 2000  # doubled
+    await asyncio.sleep(second / 1000 + 0.05)
+    assert [(await call(EMAIL)).overall_code for _ in range(3)] == [OK, OK, OVER]
+    third = (await call(EMAIL, hits=0)).statuses[0].duration_until_reset.ToMilliseconds()
+    assert 1000 < third <= 2000  # capped at max_block_seconds
+
+
+async def test_hits_addend_zero_checks_without_counting_failures(call: Caller) -> None:
+    for _ in range(10):
+        assert (await call(EMAIL, hits=0)).overall_code == OK
+    assert (await call(EMAIL)).statuses[0].limit_remaining == 2
+
+
+async def test_success_resets_the_identity_but_not_the_ip(call: Caller) -> None:
+    for _ in range(2):
+        assert (await call(EMAIL, IP)).overall_code == OK
+    reset = await call(RESET)
+    assert reset.overall_code == OK
+    assert (await call(EMAIL, hits=0)).statuses[0].limit_remaining == 3
+    assert (await call(IP, hits=0)).statuses[0].limit_remaining == 1
+    # a reset also lifts a block and forgets the strikes
+    assert [(await call(EMAIL)).overall_code for _ in range(3)] == [OK, OK, OVER]
+    assert (await call(RESET)).overall_code == OK
+    assert (await call(EMAIL, hits=0)).overall_code == OK
+    assert [(await call(EMAIL)).overall_code for _ in range(3)] == [OK, OK, OVER]
+    again = (await call(EMAIL, hits=0)).statuses[0].duration_until_reset.ToMilliseconds()
+    assert again <= 1000  # first strike again, not doubled
+
+
+async def test_reset_of_a_non_backoff_descriptor_is_unlimited(call: Caller) -> None:
+    answer = await call([("log", "x"), ("backoff", "reset")])
+    assert answer.overall_code == OK
+    assert not answer.statuses[0].HasField("current_limit")
+
+
+# --- failure modes ---------------------------------------------------------------------------
+
+
+async def test_failure_modes_answer_when_redis_is_down(start_server: Any, free_port: int) -> None:
+    server = await start_server(
+        REDIS_URL=f"redis://127.0.0.1:{free_port}/0", REDIS_TIMEOUT_SECONDS="0.05"
+    )
+    caller = Caller(server.port)
+    try:
+        started = time.monotonic()
+        assert (await caller([("open", "x")])).overall_code == OK
+        closed = await caller([("open", "x")], [("closed", "x")])
+        assert closed.overall_code == OVER
+        assert [s.code for s in closed.statuses] == [OK, OVER]
+        assert time.monotonic() - started < 1.0
+        # a rule without failure_mode fails the whole call: the caller's own mode applies
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await caller([("open", "x")], [("log", "x")])
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await caller.channel.close()
+
+
+async def test_failure_mode_when_redis_never_answers(start_server: Any) -> None:
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    blackhole = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = blackhole.sockets[0].getsockname()[1]
+    try:
+        server = await start_server(
+            REDIS_URL=f"redis://127.0.0.1:{port}/0", REDIS_TIMEOUT_SECONDS="0.05"
+        )
+        caller = Caller(server.port)
+        try:
+            started = time.monotonic()
+            assert (await caller([("closed", "y")])).overall_code == OVER
+            assert (await caller([("open", "y")])).overall_code == OK
+            assert time.monotonic() - started < 0.5
+        finally:
+            await caller.channel.close()
+    finally:
+        blackhole.close()
+
+
+def test_key_for_distinct_is_the_ip_bucket() -> None:
+    rules = parse_rules(RULES)
+    match = rules.resolve("t", stuffing("10.0.0.1", " A@X "))
+    assert match is not None
+    key, member = key_for("p:", "t", match)
+    assert member == "a@x"
+    assert key == redis_key("p:", "t", stuffing("10.0.0.1", "a@x")[:2]) + ":d"

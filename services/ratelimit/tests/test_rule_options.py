@@ -1,0 +1,149 @@
+"""Unit tests (no I/O but the packaged file): rule options, line numbers, normalisation."""
+
+import pytest
+
+from bulwark.ratelimit.rules import (
+    RateLimit,
+    RulesError,
+    load_rules,
+    normalize_identity,
+    parse_rules,
+)
+from bulwark.ratelimit.settings import packaged_rules_path
+
+OPTIONS = """
+domains:
+  - domain: d
+    descriptors:
+      - key: ip
+        algorithm: sliding_counter
+        failure_mode: allow
+        shadow_mode: true
+        rate_limit: {requests: 600, window_seconds: 60}
+      - key: email
+        backoff: {failures: 5, window_seconds: 900, block_seconds: 60, max_block_seconds: 3600}
+        failure_mode: deny
+"""
+
+
+def test_options_are_parsed_into_the_policy() -> None:
+    rules = parse_rules(OPTIONS)
+    ip = rules.resolve("d", [("ip", "1.2.3.4")])
+    assert ip is not None
+    assert ip.policy.kind == "sliding_counter"
+    assert ip.policy.failure_mode == "allow"
+    assert ip.policy.shadow_mode
+    email = rules.resolve("d", [("email", "x@y")])
+    assert email is not None
+    assert email.policy.kind == "backoff"
+    assert email.policy.limit == RateLimit(5, 900)
+    assert email.policy.failure_mode == "deny"
+    assert rules.match("d", [("email", "x@y")]) == RateLimit(5, 900)
+
+
+def test_defaults_are_the_exact_log_and_no_failure_mode() -> None:
+    rules = parse_rules(
+        "domains: [{domain: d, descriptors: [{key: k, rate_limit: "
+        "{requests: 1, window_seconds: 1}}]}]"
+    )
+    match = rules.resolve("d", [("k", "v")])
+    assert match is not None
+    assert (match.policy.kind, match.policy.failure_mode, match.policy.shadow_mode) == (
+        "sliding_log",
+        None,
+        False,
+    )
+
+
+def test_reset_action_only_on_backoff_rules() -> None:
+    rules = parse_rules(OPTIONS)
+    reset = rules.resolve("d", [("email", " X@Y "), ("backoff", "reset")])
+    assert reset is not None
+    assert reset.reset
+    assert reset.entries == [("email", "x@y")]
+    assert rules.match("d", [("email", "x@y"), ("backoff", "reset")]) is None
+    assert rules.resolve("d", [("ip", "1"), ("backoff", "reset")]) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (" Alice@Example.COM ", "alice@example.com"),
+        ("\uff21lice@example.com", "alice@example.com"),  # fullwidth A (NFKC)
+        ("STRASSE@x", "strasse@x"),
+        ("Straße@x", "strasse@x"),  # case folding, not just lower()
+        ("e\u0301@x", "\u00e9@x"),  # combining accent composed
+    ],
+)
+def test_normalize_identity(value: str, expected: str) -> None:
+    assert normalize_identity(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        (
+            "domains:\n  - domain: d\n    descriptors:\n      - key: k\n"
+            "        rate_limit: {requests: 1, window_seconds: 1}\n        algorithm: quick\n",
+            6,
+            "Invalid enum value 'quick'",
+        ),
+        (
+            "domains:\n  - domain: d\n    descriptors:\n      - key: k\n"
+            "        failure_mode: maybe\n        rate_limit: {requests: 1, window_seconds: 1}\n",
+            5,
+            "failure_mode",
+        ),
+        (
+            "domains:\n  - domain: d\n    descriptors:\n      - key: k\n"
+            "        shadow_mode: true\n",
+            4,
+            "need a rate_limit or backoff",
+        ),
+        (
+            "domains:\n  - domain: d\n    descriptors:\n      - key: k\n"
+            "        backoff: {failures: 5, window_seconds: 9, block_seconds: 60,"
+            " max_block_seconds: 30}\n",
+            5,
+            "max_block_seconds must be >= block_seconds",
+        ),
+        (
+            "domains:\n  - domain: d\n    descriptors:\n      - key: k\n"
+            "        rate_limit: {requests: 1, window_seconds: 1}\n"
+            "        backoff: {failures: 5, window_seconds: 9, block_seconds: 1,"
+            " max_block_seconds: 30}\n",
+            4,
+            "either rate_limit or backoff",
+        ),
+        ("domains:\n  - domain: d\n    descriptors: []\n    limits: 3\n", 4, "`limits`"),
+        ("domains:\n  - domain: d\n    descriptors:\n      - {key: k, value: 7}\n", 4, "value"),
+    ],
+)
+def test_errors_name_the_line(text: str, line: int, message: str) -> None:
+    with pytest.raises(RulesError) as info:
+        parse_rules(text, "rules.yaml")
+    assert str(info.value).startswith(f"rules.yaml: line {line}: ")
+    assert message in str(info.value)
+
+
+def test_packaged_rules_hold_the_documented_backoff_protocol() -> None:
+    """docs/ratelimit.md "Backoff protocol": the descriptors the auth service sends."""
+    rules = load_rules(packaged_rules_path())
+    failure = [("endpoint", "login_failure")]
+    email = rules.resolve("bulwark-auth", [*failure, ("email", "A@x")])
+    ip = rules.resolve("bulwark-auth", [*failure, ("remote_address", "192.0.2.1")])
+    stuffing = rules.resolve(
+        "bulwark-auth", [*failure, ("remote_address", "192.0.2.1"), ("email", "A@x")]
+    )
+    reset = rules.resolve("bulwark-auth", [*failure, ("email", "A@x"), ("backoff", "reset")])
+    assert email is not None
+    assert ip is not None
+    assert stuffing is not None
+    assert reset is not None
+    assert email.policy.kind == ip.policy.kind == "backoff"
+    assert stuffing.policy.kind == "distinct"
+    assert reset.reset
+    assert reset.entries == email.entries == [*failure, ("email", "a@x")]
+    assert {email.policy.failure_mode, ip.policy.failure_mode, stuffing.policy.failure_mode} == {
+        "deny"
+    }
