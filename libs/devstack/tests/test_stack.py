@@ -105,3 +105,23 @@ def test_bulwark_services_wire_urls_and_isolate_variables(tmp_path: Path) -> Non
         assert specs[name].env["REDIS_URL"] == "redis://h:1/0"
         assert specs[name].env["REDIS_KEY_PREFIX"] == "bulwark:"
     assert [s.name for s in bulwark_services(config, only=["auth"])] == ["auth"]
+
+
+def test_one_service_stops_and_starts_again_while_the_others_run(tmp_path: Path) -> None:
+    first, first_port = _serving("first")
+    second, second_port = _serving("second")
+    with Stack([first, second], tmp_path, stop_grace=2.0) as stack:
+        stack.stop_service("first")
+        assert not http_ok(f"http://127.0.0.1:{first_port}/")
+        assert http_ok(f"http://127.0.0.1:{second_port}/")
+        with pytest.raises(KeyError):
+            stack.stop_service("first")
+        with pytest.raises(KeyError):
+            stack.pid("first")
+        stack.start_service("first")
+        assert http_ok(f"http://127.0.0.1:{first_port}/")
+        assert _alive(stack.pid("first"))
+        with pytest.raises(KeyError):
+            stack.start_service("third")
+    assert not http_ok(f"http://127.0.0.1:{first_port}/")
+    assert not http_ok(f"http://127.0.0.1:{second_port}/")

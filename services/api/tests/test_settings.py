@@ -29,3 +29,15 @@ def test_redis_url_is_required_outside_development() -> None:
     with pytest.raises(SettingsError, match="REDIS_URL"):
         from_env(production)
     assert from_env({**production, "REDIS_URL": "rediss://cache:6380/0"}).redis_url
+
+
+def test_rate_limiter_failure_mode_table_and_trusted_proxies() -> None:
+    settings = from_env(BASE)
+    assert settings.ratelimit_failure_modes == {"v1": "allow"}
+    assert settings.fails_open("v1")
+    assert settings.trusted_proxies == ()
+    denied = from_env({**BASE, "RATELIMIT_FAILURE_MODES": "v1=deny", "TRUSTED_PROXIES": "::1"})
+    assert not denied.fails_open("v1")
+    assert [str(n) for n in denied.trusted_proxies] == ["::1/128"]
+    with pytest.raises(SettingsError, match="unknown endpoint"):
+        from_env({**BASE, "RATELIMIT_FAILURE_MODES": "login=deny"})

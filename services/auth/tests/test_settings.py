@@ -58,3 +58,36 @@ def test_jwks_max_age_defaults_to_five_minutes_and_is_bounded() -> None:
     for bad in ("0", "86401", "soon"):
         with pytest.raises(SettingsError, match="JWKS_MAX_AGE_SECONDS"):
             from_env({**base, "JWKS_MAX_AGE_SECONDS": bad})
+
+
+def test_rate_limiter_failure_modes_are_one_table_per_endpoint() -> None:
+    base = {"DATABASE_URL": "postgresql://x/y"}
+    settings = from_env(base)
+    assert settings.ratelimit_failure_modes == {
+        "login": "deny",
+        "register": "allow",
+        "token": "allow",
+    }
+    assert not settings.fails_open("login")
+    assert settings.fails_open("register")
+    changed = from_env({**base, "RATELIMIT_FAILURE_MODES": "login=allow, token=deny"})
+    assert changed.ratelimit_failure_modes == {
+        "login": "allow",
+        "register": "allow",
+        "token": "deny",
+    }
+    with pytest.raises(SettingsError, match="unknown endpoint 'logout'"):
+        from_env({**base, "RATELIMIT_FAILURE_MODES": "logout=deny"})
+    with pytest.raises(SettingsError, match="login must be allow or deny"):
+        from_env({**base, "RATELIMIT_FAILURE_MODES": "login=maybe"})
+    with pytest.raises(SettingsError, match="RATELIMIT_FAILURE_MODES"):
+        from_env({**base, "RATELIMIT_FAILURE_MODE": "allow"})  # the old name is refused
+
+
+def test_trusted_proxies_default_to_none() -> None:
+    base = {"DATABASE_URL": "postgresql://x/y"}
+    assert from_env(base).trusted_proxies == ()
+    trusted = from_env({**base, "TRUSTED_PROXIES": "10.0.0.0/8,127.0.0.1"}).trusted_proxies
+    assert [str(n) for n in trusted] == ["10.0.0.0/8", "127.0.0.1/32"]
+    with pytest.raises(SettingsError, match="TRUSTED_PROXIES"):
+        from_env({**base, "TRUSTED_PROXIES": "10.0.0.0/33"})

@@ -4,13 +4,19 @@ It wraps the whole application (outside routing), so unmatched routes and errors
 too. The request id is echoed from ``X-Request-ID`` when the client sent a well-formed one,
 otherwise generated, stored in ``scope["state"]["request_id"]``, bound to the structlog
 context for every line logged during the request, and returned in ``X-Request-ID``.
+
+The client address is resolved once per request (see `resolve_client_ip`) and kept in
+``scope["state"]["client_ip"]``; `client_ip` reads it. Headers that code below the router
+puts in ``scope["state"]["response_headers"]`` (say, the rate-limit fields) are added to
+whatever response the request ends with, errors included.
 """
 
+import ipaddress
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from typing import Any, cast
 
 import structlog
 
@@ -43,8 +49,85 @@ _DEVICE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _PLATFORMS = frozenset({"ios", "android", "web"})
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: Proxies whose ``X-Forwarded-For`` entries are believed (``TRUSTED_PROXIES``).
+TrustedProxies = tuple[IPNetwork, ...]
+
+
+def parse_trusted_proxies(value: str) -> TrustedProxies:
+    """Parse ``TRUSTED_PROXIES``: addresses or CIDRs separated by commas or spaces.
+
+    ``"10.0.0.0/8, 127.0.0.1 ::1"`` gives three networks (a bare address is a /32 or /128);
+    an empty string gives ``()``, which trusts no proxy.
+
+    Raises:
+        ValueError: an entry is neither an address nor a network (host bits set included).
+    """
+    return tuple(ipaddress.ip_network(part) for part in value.replace(",", " ").split())
+
+
+def _address(text: str) -> IPAddress | None:
+    """``text`` as an address (IPv4-mapped IPv6 taken as IPv4), or None when malformed."""
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted(address: IPAddress, trusted: TrustedProxies) -> bool:
+    return any(address in network for network in trusted)
+
+
+def resolve_client_ip(
+    peer: str | None, forwarded_for: Iterable[str], trusted: TrustedProxies
+) -> str | None:
+    """The client's address: the right-most untrusted hop of ``X-Forwarded-For``.
+
+    Args:
+        peer: the TCP peer address, e.g. ``"10.0.0.5"`` (None when unknown).
+        forwarded_for: every ``X-Forwarded-For`` field value in arrival order (each a
+            comma-separated list, left-most = the original client as claimed).
+        trusted: proxies whose additions are believed (`parse_trusted_proxies`).
+
+    Returns:
+        When the peer is not a trusted proxy (always, with no ``trusted``), the peer itself:
+        a client's own ``X-Forwarded-For`` is ignored. Otherwise the list is walked from the
+        right, skipping trusted hops, and the first untrusted address is the client; values
+        left of it were written by the client and cannot change its bucket. A malformed
+        entry ends the walk: the last trusted hop seen is then the client (so is the
+        left-most hop when every one is trusted). Addresses come back in canonical form.
+    """
+    peer_address = _address(peer) if peer else None
+    if peer_address is None:
+        return peer
+    if not _trusted(peer_address, trusted):
+        return str(peer_address)
+    hops = [hop for value in forwarded_for for hop in value.split(",")]
+    client = peer_address
+    for hop in reversed(hops):
+        address = _address(hop)
+        if address is None:
+            break
+        client = address
+        if not _trusted(address, trusted):
+            break
+    return str(client)
+
+
+def _headers(scope: Mapping[str, Any], name: bytes) -> list[str]:
+    return [value.decode("latin-1") for key, value in scope.get("headers", []) if key == name]
+
+
 def client_ip(scope: Mapping[str, Any]) -> str | None:
-    """The peer address of the connection (trusted-proxy resolution comes with the ingress)."""
+    """The client's address as resolved by `RequestContextMiddleware` (trusted proxies and
+    ``X-Forwarded-For``); the TCP peer address outside that middleware; None when unknown."""
+    state = scope.get("state") or {}
+    if "client_ip" in state:
+        return cast("str | None", state["client_ip"])
     client = scope.get("client")
     return str(client[0]) if client else None
 
@@ -62,15 +145,18 @@ def platform(scope: Mapping[str, Any]) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Outermost ASGI wrapper: request id, structlog context and the access log.
+    """Outermost ASGI wrapper: request id, client address, structlog context, the access log.
 
     The access line has: request_id, user_id (from ``scope["state"]["user_id"]`` when the
     route authenticated the caller), method, route (the route template, never the raw path),
-    status, latency_ms, request_bytes, response_bytes, app_version, platform, device_id.
+    status, latency_ms, request_bytes, response_bytes, app_version, platform, device_id,
+    client_ip (resolved with ``trusted_proxies``, see `resolve_client_ip`).
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, trusted_proxies: Sequence[IPNetwork] = ()) -> None:
+        """Wrap ``app``; ``X-Forwarded-For`` is believed only from ``trusted_proxies``."""
         self.app = app
+        self.trusted_proxies: TrustedProxies = tuple(trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point; non-HTTP scopes (lifespan) pass straight through."""
@@ -81,6 +167,14 @@ class RequestContextMiddleware:
         request_id = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
+        client = scope.get("client")
+        state["client_ip"] = resolve_client_ip(
+            str(client[0]) if client else None,
+            _headers(scope, b"x-forwarded-for"),
+            self.trusted_proxies,
+        )
+        # Set below the router (e.g. by bulwark.common.rate_limits), added to the response.
+        extra_headers: dict[bytes, bytes] = state.setdefault("response_headers", {})
         counters = {"request_bytes": 0, "response_bytes": 0, "status": 500}
         started = time.perf_counter()
 
@@ -95,6 +189,7 @@ class RequestContextMiddleware:
                 counters["status"] = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                headers.extend(extra_headers.items())
                 message = {**message, "headers": headers}
             elif message["type"] == "http.response.body":
                 counters["response_bytes"] += len(message.get("body", b""))

@@ -5,6 +5,7 @@ unavailable is the caller's decision: this client only raises `RateLimitUnavaila
 """
 
 import hashlib
+import re
 from collections.abc import Sequence
 
 import grpc
@@ -15,6 +16,43 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 _Response = rls_pb2.RateLimitResponse
 # The service rejects longer entry values (INVALID_ARGUMENT); rule values are never longer.
 MAX_VALUE_LENGTH = 1024
+
+
+_UNIT_SECONDS = {
+    _Response.RateLimit.SECOND: 1,
+    _Response.RateLimit.MINUTE: 60,
+    _Response.RateLimit.HOUR: 3600,
+    _Response.RateLimit.DAY: 86400,
+}
+# Windows that are no whole unit come as unit UNKNOWN; Bulwark's service then states the
+# window in the limit's name ("5 per 900s"), which is read as a fallback.
+_WINDOW_IN_NAME = re.compile(r"\bper (\d+) ?s\b")
+# Reconnect quickly once the service is back (gRPC's default backoff grows to 120 s): a
+# restarted limiter is in use again within about a second.
+_CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
+class DescriptorStatus(msgspec.Struct, frozen=True):
+    """The service's answer for one descriptor of the request.
+
+    Attributes:
+        limit: ``requests_per_unit`` of the rule that matched, or None when none did (then
+            the other fields are 0/None/False).
+        window_seconds: the rule's window in seconds, or None when the service did not say.
+        remaining: ``limit_remaining``: hits still allowed in the window.
+        reset_seconds: ``duration_until_reset`` rounded up to whole seconds.
+        over_limit: this descriptor was over its limit.
+    """
+
+    limit: int | None
+    window_seconds: int | None
+    remaining: int
+    reset_seconds: int
+    over_limit: bool
 
 
 class RateLimitDecision(msgspec.Struct, frozen=True):
@@ -33,6 +71,18 @@ class RateLimitDecision(msgspec.Struct, frozen=True):
     retry_after_seconds: int
     remaining: int | None
     limit: int | None
+
+
+class RateLimitReport(msgspec.Struct, frozen=True):
+    """A decision and the per-descriptor answers behind it (`RateLimitClient.decide`).
+
+    Attributes:
+        decision: the summary, as `RateLimitClient.should_rate_limit` returns it.
+        statuses: one `DescriptorStatus` per descriptor sent, in the same order.
+    """
+
+    decision: RateLimitDecision
+    statuses: tuple[DescriptorStatus, ...]
 
 
 class RateLimitUnavailable(Exception):  # noqa: N818 - name fixed by the shared contract
@@ -62,29 +112,38 @@ class RateLimitClient:
         self._stub: rls_pb2_grpc.RateLimitServiceStub | None = None
 
     async def should_rate_limit(
-        self, descriptors: Sequence[Sequence[tuple[str, str]]], hits_addend: int = 1
+        self, descriptors: Sequence[Sequence[tuple[str, str]]], hits_addend: int | Sequence[int] = 1
     ) -> RateLimitDecision:
+        """`decide`, without the per-descriptor statuses."""
+        return (await self.decide(descriptors, hits_addend)).decision
+
+    async def decide(
+        self, descriptors: Sequence[Sequence[tuple[str, str]]], hits_addend: int | Sequence[int] = 1
+    ) -> RateLimitReport:
         """Count ``hits_addend`` hits against every descriptor, unless one is over its limit.
 
         Args:
             descriptors: one list of ``(key, value)`` entries per descriptor, e.g.
                 ``[[("endpoint", "login"), ("email", email)]]``. Values longer than
                 `MAX_VALUE_LENGTH` characters are sent as their SHA-256 digest.
-            hits_addend: hits to count (>= 0). 0 only checks: denied when one more hit would
-                not fit.
+            hits_addend: hits to count (>= 0), for every descriptor or one per descriptor
+                (a sequence as long as ``descriptors``). 0 only checks: denied when one more
+                hit would not fit.
 
         Raises:
             RateLimitUnavailable: the call failed or exceeded the deadline, or the request was
                 rejected (INVALID_ARGUMENT).
-            ValueError: ``hits_addend`` is negative.
+            ValueError: a ``hits_addend`` is negative, or their number is not the number of
+                descriptors.
         """
-        if hits_addend < 0:
-            raise ValueError("hits_addend must be >= 0")
-        request = rls_pb2.RateLimitRequest(domain=self._domain, hits_addend=max(hits_addend, 1))
-        for entries in descriptors:
+        hits = [hits_addend] * len(descriptors) if isinstance(hits_addend, int) else hits_addend
+        if len(hits) != len(descriptors) or min(hits, default=0) < 0:
+            raise ValueError("hits_addend must be >= 0, one for all or one per descriptor")
+        request = rls_pb2.RateLimitRequest(domain=self._domain, hits_addend=max([*hits, 1]))
+        for entries, count in zip(descriptors, hits, strict=True):
             descriptor = request.descriptors.add()
             # Set per descriptor as well: the wrapper type is the only way to send an explicit 0.
-            descriptor.hits_addend.value = hits_addend
+            descriptor.hits_addend.value = count
             for key, value in entries:
                 descriptor.entries.append(
                     ratelimit_pb2.RateLimitDescriptor.Entry(key=key, value=_bounded(value))
@@ -93,11 +152,11 @@ class RateLimitClient:
             response = await self._get_stub().ShouldRateLimit(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             raise RateLimitUnavailable(exc.code(), exc.details() or "") from exc
-        return _decision(response)
+        return RateLimitReport(_decision(response), tuple(_status(s) for s in response.statuses))
 
     def _get_stub(self) -> rls_pb2_grpc.RateLimitServiceStub:
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self._target)
+            self._channel = grpc.aio.insecure_channel(self._target, options=_CHANNEL_OPTIONS)
             self._stub = rls_pb2_grpc.RateLimitServiceStub(self._channel)
         return self._stub
 
@@ -136,4 +195,21 @@ def _decision(response: rls_pb2.RateLimitResponse) -> RateLimitDecision:
         retry_after_seconds=retry_after,
         remaining=None if tightest is None else tightest.limit_remaining,
         limit=None if tightest is None else tightest.current_limit.requests_per_unit,
+    )
+
+
+def _status(status: rls_pb2.RateLimitResponse.DescriptorStatus) -> DescriptorStatus:
+    over = status.code == _Response.OVER_LIMIT
+    if not status.HasField("current_limit"):
+        return DescriptorStatus(None, None, 0, 0, over_limit=over)
+    limit = status.current_limit
+    window = _UNIT_SECONDS.get(limit.unit)
+    if window is None and (named := _WINDOW_IN_NAME.search(limit.name)):
+        window = int(named.group(1))
+    return DescriptorStatus(
+        limit=limit.requests_per_unit,
+        window_seconds=window,
+        remaining=status.limit_remaining,
+        reset_seconds=-(-status.duration_until_reset.ToNanoseconds() // 1_000_000_000),
+        over_limit=over,
     )

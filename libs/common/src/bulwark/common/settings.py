@@ -7,6 +7,8 @@ function; domain code receives that object and never reads ``os.environ`` itself
 from collections.abc import Mapping
 from typing import Literal, get_args
 
+from bulwark.common.http import TrustedProxies, parse_trusted_proxies
+
 Environment = Literal["development", "test", "staging", "production"]
 ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
 
@@ -89,3 +91,42 @@ def env_redis_url(environ: Mapping[str, str], default: str | None = None) -> str
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
     return url
+
+
+def env_failure_modes(
+    environ: Mapping[str, str], name: str, defaults: Mapping[str, Literal["allow", "deny"]]
+) -> dict[str, Literal["allow", "deny"]]:
+    """Return ``defaults`` (endpoint -> ``allow``/``deny``) overridden by the variable ``name``.
+
+    The variable reads ``"login=deny, token=allow"``: comma-separated ``endpoint=mode``
+    pairs; endpoints it does not name keep their default.
+
+    Raises:
+        SettingsError: a pair is malformed, names an endpoint not in ``defaults``, or a mode
+            other than allow or deny.
+    """
+    modes = dict(defaults)
+    for pair in filter(None, (p.strip() for p in environ.get(name, "").split(","))):
+        endpoint, _, mode = (part.strip() for part in pair.partition("="))
+        if endpoint not in defaults:
+            known = ", ".join(sorted(defaults))
+            raise SettingsError(f"{name}: unknown endpoint {endpoint!r} (known: {known})")
+        if mode not in {"allow", "deny"}:
+            raise SettingsError(f"{name}: {endpoint} must be allow or deny, got {mode!r}")
+        modes[endpoint] = "allow" if mode == "allow" else "deny"
+    return modes
+
+
+def env_trusted_proxies(environ: Mapping[str, str]) -> TrustedProxies:
+    """Return ``TRUSTED_PROXIES``: the proxies whose ``X-Forwarded-For`` entries are believed.
+
+    Addresses or CIDRs separated by commas or spaces (``"10.0.0.0/8, 127.0.0.1"``); unset
+    or empty trusts none, so the TCP peer is the client.
+
+    Raises:
+        SettingsError: an entry is neither an address nor a network.
+    """
+    try:
+        return parse_trusted_proxies(environ.get("TRUSTED_PROXIES", ""))
+    except ValueError as exc:
+        raise SettingsError(f"TRUSTED_PROXIES: {exc}") from None

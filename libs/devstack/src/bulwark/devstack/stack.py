@@ -46,6 +46,9 @@ SERVICE_VARIABLES = frozenset(
         "ISSUER",
         "AUDIENCE",
         "RATELIMIT_TARGET",
+        "RATELIMIT_FAILURE_MODE",
+        "RATELIMIT_FAILURE_MODES",
+        "TRUSTED_PROXIES",
         "JWKS_URL",
     }
 )
@@ -181,6 +184,45 @@ class Stack:
                     f"{running.log_path}:\n{_tail(running.log_path)}"
                 )
             time.sleep(0.2)
+
+    def stop_service(self, name: str) -> None:
+        """Stop the running service ``name`` (as `stop` does); the others keep running.
+
+        Raises:
+            KeyError: no service of that name is running.
+        """
+        running = next((r for r in self._running if r.spec.name == name), None)
+        if running is None:
+            raise KeyError(name)
+        self._running.remove(running)
+        stop_process_group(running.proc, grace=self.stop_grace)
+        if running.pump is not None:
+            running.pump.join(timeout=2.0)
+        if running.proc.stdout is not None:
+            running.proc.stdout.close()
+
+    def start_service(self, name: str) -> None:
+        """Start service ``name`` again (same spec: same port and variables), wait until ready.
+
+        Raises:
+            KeyError: ``name`` is not one of this stack's services.
+            StackError: it exited early or was not ready in time.
+        """
+        spec = next((s for s in self.services if s.name == name), None)
+        if spec is None:
+            raise KeyError(name)
+        self._wait_ready(self._spawn(spec))
+
+    def pid(self, name: str) -> int:
+        """Process id of the running service ``name`` (say, to pause it with SIGSTOP).
+
+        Raises:
+            KeyError: no service of that name is running.
+        """
+        for running in self._running:
+            if running.spec.name == name:
+                return running.proc.pid
+        raise KeyError(name)
 
     def exited(self) -> dict[str, int]:
         """Services whose process has exited, with their exit codes."""

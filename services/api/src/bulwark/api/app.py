@@ -117,4 +117,4 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             else None
         ),
     )
-    return RequestContextMiddleware(cast("ASGIApp", app))
+    return RequestContextMiddleware(cast("ASGIApp", app), settings.trusted_proxies)

@@ -58,7 +58,10 @@ async def caller(request: Request[Any, Any, Any], state: State) -> AccessTokenCl
         descriptors.append([("user_id", claims.sub)])
         request.scope["state"]["user_id"] = claims.sub
     await rate_limits.enforce(
-        state.ratelimit, descriptors, fail_open=settings.ratelimit_failure_mode == "allow"
+        state.ratelimit,
+        descriptors,
+        fail_open=settings.fails_open("v1"),
+        request_state=request.scope["state"],
     )
     if claims is None:
         raise rejection or Unauthorized()

@@ -6,15 +6,25 @@ from typing import Literal
 
 import msgspec
 
+from bulwark.common.http import TrustedProxies
+from bulwark.common.rate_limits import FailureMode
 from bulwark.common.settings import (
     Environment,
     SettingsError,
     env_environment,
+    env_failure_modes,
     env_float,
     env_int,
     env_redis_url,
     env_str,
+    env_trusted_proxies,
 )
+
+#: What each rate-limited endpoint does when the rate-limit service cannot answer within
+#: ``RATELIMIT_TIMEOUT_MS`` (``RATELIMIT_FAILURE_MODES`` overrides entries). ``v1`` is every
+#: ``/v1`` route (one limit per IP and per user, counted in ``caller``): it fails open,
+#: because those limits protect capacity and a limiter outage should not take the app down.
+RATELIMIT_FAILURE_MODES: Mapping[str, FailureMode] = {"v1": "allow"}
 
 
 class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -30,12 +40,20 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     audience: str = "bulwark-api"
     ratelimit_target: str = "127.0.0.1:50051"
     ratelimit_timeout: float = 0.1
-    ratelimit_failure_mode: Literal["allow", "deny"] = "allow"
+    ratelimit_failure_modes: dict[str, FailureMode] = msgspec.field(
+        default_factory=lambda: dict(RATELIMIT_FAILURE_MODES)
+    )
+    trusted_proxies: TrustedProxies = ()
     redis_url: str
     redis_key_prefix: str = "bulwark:"
     redis_timeout: float = 0.1
     revocation_failure_mode: Literal["allow", "deny"] = "deny"
     log_level: str = "INFO"
+
+    def fails_open(self, endpoint: str) -> bool:
+        """Whether ``endpoint`` (a key of `RATELIMIT_FAILURE_MODES`) is served when the
+        rate-limit service cannot answer. Raises KeyError for an endpoint not in the table."""
+        return self.ratelimit_failure_modes[endpoint] == "allow"
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
@@ -48,9 +66,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
     env = os.environ if environ is None else environ
     environment = env_environment(env)
     local = environment in {"development", "test"}
-    failure_mode = env_str(env, "RATELIMIT_FAILURE_MODE", "allow")
-    if failure_mode not in {"allow", "deny"}:
-        raise SettingsError("RATELIMIT_FAILURE_MODE must be allow or deny")
+    if "RATELIMIT_FAILURE_MODE" in env:
+        raise SettingsError("RATELIMIT_FAILURE_MODE is now RATELIMIT_FAILURE_MODES=v1=allow")
     revocation_mode = env_str(env, "REVOCATION_FAILURE_MODE", "deny")
     if revocation_mode not in {"allow", "deny"}:
         raise SettingsError("REVOCATION_FAILURE_MODE must be allow or deny")
@@ -67,7 +84,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
         audience=env_str(env, "AUDIENCE", "bulwark-api"),
         ratelimit_target=env_str(env, "RATELIMIT_TARGET", "127.0.0.1:50051"),
         ratelimit_timeout=env_int(env, "RATELIMIT_TIMEOUT_MS", 100, minimum=1) / 1000,
-        ratelimit_failure_mode="deny" if failure_mode == "deny" else "allow",
+        ratelimit_failure_modes=env_failure_modes(
+            env, "RATELIMIT_FAILURE_MODES", RATELIMIT_FAILURE_MODES
+        ),
+        trusted_proxies=env_trusted_proxies(env),
         redis_url=env_redis_url(env, "redis://127.0.0.1:6379/0" if local else None),
         redis_key_prefix=env_str(env, "REDIS_KEY_PREFIX", "bulwark:"),
         redis_timeout=env_float(env, "REDIS_TIMEOUT_SECONDS", 0.1, minimum=0.001),

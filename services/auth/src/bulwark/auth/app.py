@@ -162,4 +162,4 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             else None
         ),
     )
-    return RequestContextMiddleware(cast("ASGIApp", app))
+    return RequestContextMiddleware(cast("ASGIApp", app), settings.trusted_proxies)

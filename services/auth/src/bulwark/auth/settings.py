@@ -3,19 +3,33 @@
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
 
 import msgspec
 
+from bulwark.common.http import TrustedProxies
+from bulwark.common.rate_limits import FailureMode
 from bulwark.common.settings import (
     Environment,
     SettingsError,
     env_environment,
+    env_failure_modes,
     env_float,
     env_int,
     env_redis_url,
     env_str,
+    env_trusted_proxies,
 )
+
+#: What each rate-limited endpoint does when the rate-limit service cannot answer within
+#: ``RATELIMIT_TIMEOUT_MS`` (``RATELIMIT_FAILURE_MODES`` overrides entries). Login fails
+#: closed (503): an unlimited login window is an open door to credential stuffing.
+#: Registration and the token endpoint fail open: their limits protect capacity, and a
+#: limiter outage should neither stop sign-ups nor log every app out at its next refresh.
+RATELIMIT_FAILURE_MODES: Mapping[str, FailureMode] = {
+    "login": "deny",
+    "register": "allow",
+    "token": "allow",
+}
 
 
 class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,11 +54,19 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
     revocation_resync_interval: int = 10
     ratelimit_target: str = "127.0.0.1:50051"
     ratelimit_timeout: float = 0.25
-    ratelimit_failure_mode: Literal["allow", "deny"] = "deny"
+    ratelimit_failure_modes: dict[str, FailureMode] = msgspec.field(
+        default_factory=lambda: dict(RATELIMIT_FAILURE_MODES)
+    )
+    trusted_proxies: TrustedProxies = ()
     argon2_memory_kib: int = 19456
     argon2_time_cost: int = 2
     argon2_parallelism: int = 1
     log_level: str = "INFO"
+
+    def fails_open(self, endpoint: str) -> bool:
+        """Whether ``endpoint`` (a key of `RATELIMIT_FAILURE_MODES`) is served when the
+        rate-limit service cannot answer. Raises KeyError for an endpoint not in the table."""
+        return self.ratelimit_failure_modes[endpoint] == "allow"
 
     @property
     def generates_keys(self) -> bool:
@@ -65,9 +87,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
     issuer = env_str(env, "ISSUER", "http://127.0.0.1:8001" if local else None)
     if not local and not issuer.startswith("https://"):
         raise SettingsError("ISSUER must be an https URL outside development and test")
-    failure_mode = env_str(env, "RATELIMIT_FAILURE_MODE", "deny")
-    if failure_mode not in {"allow", "deny"}:
-        raise SettingsError("RATELIMIT_FAILURE_MODE must be allow or deny")
+    if "RATELIMIT_FAILURE_MODE" in env:
+        raise SettingsError("RATELIMIT_FAILURE_MODE is now RATELIMIT_FAILURE_MODES=login=deny")
     settings = AuthSettings(
         environment=environment,
         host=env_str(env, "HOST", "127.0.0.1"),
@@ -88,7 +109,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
         revocation_resync_interval=env_int(env, "REVOCATION_RESYNC_SECONDS", 10, minimum=1),
         ratelimit_target=env_str(env, "RATELIMIT_TARGET", "127.0.0.1:50051"),
         ratelimit_timeout=env_int(env, "RATELIMIT_TIMEOUT_MS", 250, minimum=1) / 1000,
-        ratelimit_failure_mode="allow" if failure_mode == "allow" else "deny",
+        ratelimit_failure_modes=env_failure_modes(
+            env, "RATELIMIT_FAILURE_MODES", RATELIMIT_FAILURE_MODES
+        ),
+        trusted_proxies=env_trusted_proxies(env),
         argon2_memory_kib=env_int(env, "ARGON2_MEMORY_KIB", 19456, minimum=19456),
         argon2_time_cost=env_int(env, "ARGON2_TIME_COST", 2, minimum=2),
         argon2_parallelism=env_int(env, "ARGON2_PARALLELISM", 1, minimum=1),

@@ -73,7 +73,8 @@ class OAuthController(Controller):
         await rate_limits.enforce(
             state.ratelimit,
             [[("endpoint", "token"), ("remote_address", client.ip or "unknown")]],
-            fail_open=True,
+            fail_open=state.settings.fails_open("token"),
+            request_state=request.scope["state"],
         )
         params = await _form(request)
         grant_type = params.get("grant_type")

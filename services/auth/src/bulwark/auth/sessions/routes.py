@@ -19,11 +19,11 @@ from bulwark.auth.oauth.routes import NO_STORE
 from bulwark.auth.passwords import PasswordHasher
 from bulwark.auth.security_events import SecurityEvent, record
 from bulwark.auth.sessions import queries, revocations, rules
+from bulwark.auth.sessions.login_limits import LoginLimits
 from bulwark.auth.sessions.schemas import LoginRequest, Session, SessionList
 from bulwark.auth.tokens import TokenResponse
 from bulwark.auth.users import queries as user_queries
 from bulwark.auth.users.rules import check_device_name, normalise_email
-from bulwark.common import rate_limits
 from bulwark.common.access_tokens import AccessTokenClaims
 from bulwark.common.db import provide_connection
 from bulwark.common.problems import NotFound, Unauthorized
@@ -49,20 +49,23 @@ class SessionController(Controller):
         """Check the password and start a device session; the body is RFC 6749 §5.1.
 
         Unknown email and wrong password get the same 401 and take the same time. Every
-        attempt counts against the per-email and per-IP login limits first (429). No
-        database connection is held while argon2 runs, so a login flood cannot drain the pool.
+        attempt counts against the per-email and per-IP login limits first, and is refused
+        while the email or IP is blocked after failures (429; see ``login_limits``). A
+        failure is counted after the password check, a success clears the email's failures.
+        No database connection is held while argon2 runs, so a login flood cannot drain the
+        pool.
         """
         email = normalise_email(data.email)
         device_name = check_device_name(data.device)
         client = client_context(request)
-        await rate_limits.enforce(
+        limits = LoginLimits(
             state.ratelimit,
-            [
-                [("endpoint", "login"), ("email", email)],
-                [("endpoint", "login"), ("remote_address", client.ip or "unknown")],
-            ],
-            fail_open=state.settings.ratelimit_failure_mode == "allow",
+            email=email,
+            ip=client.ip or "unknown",
+            fail_open=state.settings.fails_open("login"),
+            request_state=request.scope["state"],
         )
+        await limits.check()
         user = await user_queries.find_by_email(state.pool, email)
         password_hash = user["password_hash"] if user else None
         if not await password_hasher.verify(password_hash, data.password) or user is None:
@@ -73,6 +76,7 @@ class SessionController(Controller):
                 ip=client.ip,
                 device_id=client.device_id,
             )
+            await limits.failed()
             raise Unauthorized("The email or password is incorrect.", error=None)
         upgraded_hash = None
         if password_hasher.needs_rehash(user["password_hash"]):
@@ -80,7 +84,7 @@ class SessionController(Controller):
         async with state.pool.acquire() as conn, conn.transaction():
             if upgraded_hash:
                 await user_queries.update_password_hash(conn, user["id"], upgraded_hash)
-            return await rules.start_session(
+            tokens = await rules.start_session(
                 conn,
                 state.settings,
                 state.signing_keys,
@@ -88,6 +92,8 @@ class SessionController(Controller):
                 device_name=device_name,
                 client=client,
             )
+        await limits.succeeded()
+        return tokens
 
     @post("/logout", operation_id="logout", status_code=204)
     async def logout(

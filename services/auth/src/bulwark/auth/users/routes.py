@@ -29,10 +29,13 @@ class UserController(Controller):
         password_hasher: PasswordHasher,
     ) -> User:
         """Register a user. 400 names invalid or unknown fields; 409 when the email is taken;
-        429 when this IP registers too fast (fails open if the limiter is down)."""
+        429 when this IP registers too fast (by default fails open if the limiter is down)."""
         ip = client_context(request).ip or "unknown"
         await rate_limits.enforce(
-            state.ratelimit, [[("endpoint", "register"), ("remote_address", ip)]], fail_open=True
+            state.ratelimit,
+            [[("endpoint", "register"), ("remote_address", ip)]],
+            fail_open=state.settings.fails_open("register"),
+            request_state=request.scope["state"],
         )
         email, display_name = check_registration(data.email, data.password, data.display_name)
         # Hash before taking a database connection: argon2 must not hold a pooled one.

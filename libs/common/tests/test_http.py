@@ -1,0 +1,98 @@
+"""Client address resolution behind trusted proxies, and the middleware's use of it."""
+
+from typing import Any
+
+import pytest
+
+from bulwark.common.http import (
+    Message,
+    RequestContextMiddleware,
+    client_ip,
+    parse_trusted_proxies,
+    resolve_client_ip,
+)
+
+PROXIES = parse_trusted_proxies("10.0.0.0/8, 127.0.0.1 ::1")
+
+
+def test_trusted_proxies_parse_addresses_and_networks() -> None:
+    assert [str(n) for n in PROXIES] == ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]
+    assert parse_trusted_proxies("") == ()
+    with pytest.raises(ValueError, match="not-an-ip"):
+        parse_trusted_proxies("10.0.0.1, not-an-ip")
+    with pytest.raises(ValueError, match="host bits"):
+        parse_trusted_proxies("10.0.0.1/8")
+
+
+def test_without_trusted_proxies_the_peer_is_the_client() -> None:
+    assert resolve_client_ip("127.0.0.1", ["203.0.113.9"], ()) == "127.0.0.1"
+    assert resolve_client_ip(None, ["203.0.113.9"], PROXIES) is None
+
+
+def test_an_untrusted_peer_cannot_choose_its_address() -> None:
+    assert resolve_client_ip("198.51.100.4", ["203.0.113.9"], PROXIES) == "198.51.100.4"
+
+
+def test_the_right_most_untrusted_hop_is_the_client() -> None:
+    # The client claims 1.2.3.4; the first proxy appended the real peer, the second its own.
+    xff = ["1.2.3.4, 203.0.113.7, 10.1.2.3"]
+    assert resolve_client_ip("127.0.0.1", xff, PROXIES) == "203.0.113.7"
+
+
+def test_values_the_client_prepends_do_not_change_the_result() -> None:
+    for spoof in ("", "6.6.6.6,", "10.0.0.1, 6.6.6.6,", "garbage, ", "1.1.1.1, 2.2.2.2,"):
+        xff = [f"{spoof} 203.0.113.7"]
+        assert resolve_client_ip("127.0.0.1", xff, PROXIES) == "203.0.113.7"
+
+
+def test_several_header_fields_are_one_list_in_arrival_order() -> None:
+    assert resolve_client_ip("10.0.0.2", ["6.6.6.6", "203.0.113.7, 10.0.0.9"], PROXIES) == (
+        "203.0.113.7"
+    )
+
+
+def test_malformed_hops_and_all_trusted_chains() -> None:
+    # A malformed entry ends the walk: the last hop we could verify is the client.
+    assert resolve_client_ip("127.0.0.1", ["junk, 10.0.0.7"], PROXIES) == "10.0.0.7"
+    assert resolve_client_ip("127.0.0.1", ["203.0.113.7:443"], PROXIES) == "127.0.0.1"
+    assert resolve_client_ip("127.0.0.1", ["10.0.0.3, 10.0.0.7"], PROXIES) == "10.0.0.3"
+    assert resolve_client_ip("127.0.0.1", [], PROXIES) == "127.0.0.1"
+
+
+def test_addresses_come_back_canonical() -> None:
+    assert resolve_client_ip("::1", ["2001:DB8::0:1"], PROXIES) == "2001:db8::1"
+    assert resolve_client_ip("::ffff:10.0.0.1", [" ::ffff:203.0.113.7 "], PROXIES) == (
+        "203.0.113.7"
+    )
+
+
+async def test_middleware_resolves_once_and_adds_response_headers() -> None:
+    seen: dict[str, Any] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen["ip"] = client_ip(scope)
+        scope["state"]["response_headers"][b"ratelimit"] = b'"x";r=1;t=2'
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "client": ("127.0.0.1", 5000),
+        "headers": [(b"x-forwarded-for", b"6.6.6.6, 203.0.113.7")],
+    }
+    await RequestContextMiddleware(app, PROXIES)(scope, receive, send)  # type: ignore[arg-type]
+    assert seen["ip"] == "203.0.113.7"
+    assert (b"ratelimit", b'"x";r=1;t=2') in sent[0]["headers"]
+    untrusted = {**scope, "state": {}}
+    await RequestContextMiddleware(app)(untrusted, receive, send)  # type: ignore[arg-type]
+    assert seen["ip"] == "127.0.0.1"

@@ -1,0 +1,91 @@
+"""The rate-limit calls around one login (docs/ratelimit.md, "Backoff protocol"), with a
+stand-in for the rate-limit client (no I/O)."""
+
+from collections.abc import Sequence
+
+import grpc
+import pytest
+
+from bulwark.auth.sessions.login_limits import LoginLimits
+from bulwark.common.problems import TooManyRequests
+from bulwark.common.ratelimit_client import (
+    RateLimitDecision,
+    RateLimitReport,
+    RateLimitUnavailable,
+)
+
+Call = tuple[list[list[tuple[str, str]]], int | Sequence[int]]
+
+
+class StandIn:
+    """Records every call; answers allowed, refused, or as an unreachable service."""
+
+    def __init__(self, *, allowed: bool = True, down: bool = False) -> None:
+        self.allowed, self.down = allowed, down
+        self.calls: list[Call] = []
+
+    async def decide(
+        self, descriptors: Sequence[Sequence[tuple[str, str]]], hits_addend: int | Sequence[int] = 1
+    ) -> RateLimitReport:
+        self.calls.append(([list(d) for d in descriptors], hits_addend))
+        if self.down:
+            raise RateLimitUnavailable(grpc.StatusCode.DEADLINE_EXCEEDED, "")
+        return RateLimitReport(RateLimitDecision(self.allowed, 0 if self.allowed else 60, 0, 5), ())
+
+    async def should_rate_limit(
+        self, descriptors: Sequence[Sequence[tuple[str, str]]], hits_addend: int | Sequence[int] = 1
+    ) -> RateLimitDecision:
+        return (await self.decide(descriptors, hits_addend)).decision
+
+
+def _limits(client: StandIn) -> LoginLimits:
+    return LoginLimits(client, email="ann@example.com", ip="203.0.113.7", fail_open=False)  # type: ignore[arg-type]
+
+
+async def test_check_counts_the_attempt_and_only_checks_the_backoff() -> None:
+    client = StandIn()
+    await _limits(client).check()
+    [(descriptors, hits)] = client.calls
+    assert descriptors == [
+        [("endpoint", "login"), ("email", "ann@example.com")],
+        [("endpoint", "login"), ("remote_address", "203.0.113.7")],
+        [("endpoint", "login_failure"), ("email", "ann@example.com")],
+        [("endpoint", "login_failure"), ("remote_address", "203.0.113.7")],
+        [
+            ("endpoint", "login_failure"),
+            ("remote_address", "203.0.113.7"),
+            ("email", "ann@example.com"),
+        ],
+    ]
+    assert hits == [1, 1, 0, 0, 0]
+
+
+async def test_a_block_refuses_before_the_password_check() -> None:
+    with pytest.raises(TooManyRequests):
+        await _limits(StandIn(allowed=False)).check()
+
+
+async def test_a_failure_counts_on_the_three_backoff_descriptors() -> None:
+    client = StandIn(allowed=False)  # a block starting now is not raised: the answer is 401
+    await _limits(client).failed()
+    [(descriptors, hits)] = client.calls
+    assert [d[0] for d in descriptors] == [("endpoint", "login_failure")] * 3
+    assert hits == 1
+
+
+async def test_a_success_resets_the_identity_only() -> None:
+    client = StandIn()
+    await _limits(client).succeeded()
+    assert client.calls == [
+        (
+            [[("endpoint", "login_failure"), ("email", "ann@example.com"), ("backoff", "reset")]],
+            1,
+        )
+    ]
+
+
+async def test_an_unreachable_limiter_after_the_password_check_is_logged_not_raised() -> None:
+    client = StandIn(down=True)
+    await _limits(client).failed()
+    await _limits(client).succeeded()
+    assert len(client.calls) == 2

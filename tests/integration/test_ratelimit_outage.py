@@ -1,0 +1,158 @@
+"""The rate-limit service stopped under traffic, then restarted, or paused (no answer at
+all): each endpoint answers by its failure mode (auth: login deny, registration and token
+allow; API: allow) within the gRPC deadline, and the limits are enforced again once the
+service is back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from .conftest import RunningStack, StackFactory
+from .helpers import bearer, login, random_email, refresh, register
+
+AUTH_DEADLINE = 0.25  # RATELIMIT_TIMEOUT_MS of the auth service (default)
+API_DEADLINE = 0.10  # RATELIMIT_TIMEOUT_MS of the API (default)
+# What a request may cost beyond the rate-limit deadline (HTTP round trip, a database
+# statement; no argon2, which comes after the limit on login).
+SLACK = 1.0
+RECOVERY_SECONDS = 10.0
+
+
+class Traffic(threading.Thread):
+    """``GET /v1/me`` in a loop until stopped; records (status, seconds) of each answer."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        super().__init__(daemon=True)
+        self.url, self.headers = url, headers
+        self.answers: list[tuple[int, float]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=5.0) as client:
+            while not self.done.is_set():
+                started = time.monotonic()
+                status = client.get(self.url, headers=self.headers).status_code
+                self.answers.append((status, time.monotonic() - started))
+
+
+def _timed(call: object) -> tuple[httpx.Response, float]:
+    assert callable(call)
+    started = time.monotonic()
+    response = call()
+    assert isinstance(response, httpx.Response)
+    return response, time.monotonic() - started
+
+
+def _eventually(
+    call: Callable[[], httpx.Response], done: Callable[[httpx.Response], bool]
+) -> httpx.Response:
+    """Repeat ``call`` until ``done`` says yes of its answer, for at most RECOVERY_SECONDS;
+    return the last answer."""
+    give_up = time.monotonic() + RECOVERY_SECONDS
+    while True:
+        response = call()
+        if done(response) or time.monotonic() > give_up:
+            return response
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def own(stack_factory: StackFactory) -> RunningStack:
+    """A stack of its own: its limiter is stopped and paused."""
+    return stack_factory()
+
+
+def test_each_endpoint_follows_its_failure_mode_and_recovers(own: RunningStack) -> None:
+    user = register(own.auth_url)
+    tokens = login(own.auth_url, user)
+    me_url = f"{own.api_url}/v1/me"
+    headers = bearer(tokens["access_token"], user)
+    before = httpx.get(me_url, headers=headers)
+    assert before.status_code == 200
+    assert "RateLimit" in before.headers  # the limiter was asked
+
+    traffic = Traffic(me_url, headers)
+    traffic.start()
+    try:
+        time.sleep(0.3)
+        own.stack.stop_service("ratelimit")
+        outage_started = len(traffic.answers)
+        time.sleep(0.3)
+
+        # Login fails closed: 503 with a Retry-After, and no limit fields.
+        body = {"email": user.email, "password": user.password}
+        denied, took = _timed(lambda: httpx.post(f"{own.auth_url}/v1/auth/login", json=body))
+        assert denied.status_code == 503, denied.text
+        assert denied.headers["content-type"].startswith("application/problem+json")
+        assert 5 <= int(denied.headers["retry-after"]) <= 6
+        assert "RateLimit" not in denied.headers
+        assert took < AUTH_DEADLINE + SLACK
+
+        # Registration and the token endpoint fail open.
+        new = {"email": random_email(), "password": user.password, "displayName": "Outage"}
+        registered = httpx.post(f"{own.auth_url}/v1/users", json=new)  # argon2: not timed
+        assert registered.status_code == 201, registered.text
+        refreshed, took = _timed(lambda: refresh(own.auth_url, str(tokens["refresh_token"]), user))
+        assert refreshed.status_code == 200, refreshed.text
+        assert "RateLimit" not in refreshed.headers
+        assert took < AUTH_DEADLINE + SLACK
+
+        # The API fails open, and answers fast.
+        served, took_api = _timed(lambda: httpx.get(me_url, headers=headers))
+        assert served.status_code == 200
+        assert "RateLimit" not in served.headers
+        assert took_api < API_DEADLINE + SLACK
+
+        outage_answers = traffic.answers[outage_started:]
+        own.stack.start_service("ratelimit")
+
+        # Back: login is limited (and answered) again within a few seconds.
+        again = _eventually(
+            lambda: httpx.post(f"{own.auth_url}/v1/auth/login", json=body),
+            lambda answer: answer.status_code != 503,
+        )
+        assert again.status_code == 200, again.text
+        assert "RateLimit" in again.headers
+        limited = _eventually(
+            lambda: httpx.get(me_url, headers=headers), lambda answer: "RateLimit" in answer.headers
+        )
+        assert "RateLimit" in limited.headers
+    finally:
+        traffic.done.set()
+        traffic.join(timeout=10)
+
+    assert outage_answers, "no traffic during the outage"
+    assert {status for status, _ in traffic.answers} == {200}
+    assert max(seconds for _, seconds in outage_answers) < API_DEADLINE + SLACK
+
+
+def test_a_limiter_that_does_not_answer_costs_one_deadline(own: RunningStack) -> None:
+    """SIGSTOP: connections are accepted but nothing answers, so only the deadline ends
+    each call."""
+    user = register(own.auth_url)
+    tokens = login(own.auth_url, user)
+    headers = bearer(tokens["access_token"], user)
+    body = {"email": user.email, "password": user.password}
+    pid = own.stack.pid("ratelimit")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        denied, took = _timed(lambda: httpx.post(f"{own.auth_url}/v1/auth/login", json=body))
+        assert denied.status_code == 503, denied.text
+        assert AUTH_DEADLINE * 0.9 <= took < AUTH_DEADLINE + SLACK
+        served, took = _timed(lambda: httpx.get(f"{own.api_url}/v1/me", headers=headers))
+        assert served.status_code == 200
+        assert API_DEADLINE * 0.9 <= took < API_DEADLINE + SLACK
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    again = _eventually(
+        lambda: httpx.post(f"{own.auth_url}/v1/auth/login", json=body),
+        lambda answer: answer.status_code != 503,
+    )
+    assert again.status_code == 200, again.text
