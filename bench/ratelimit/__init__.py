@@ -46,9 +46,8 @@ import redis.asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bulwark.common.ratelimit_client import RateLimitClient
-from bulwark.ratelimit.limiter import Limiter
+from bulwark.ratelimit.limiter import Hit, Limiter
 from bulwark.ratelimit.rules import load_rules, redis_key
-from bulwark.ratelimit.sliding_window import Hit
 
 DOMAIN = "bench"
 RULES = """

@@ -40,8 +40,9 @@ def test_cluster_from_scheme_or_flag() -> None:
 
 def test_a_bucket_and_its_derived_keys_share_one_slot() -> None:
     key = redis_key("rl:", "bulwark-auth", [("endpoint", "login"), ("email", "a@example.com")])
-    assert all(key_slot((key + suffix).encode()) == key_slot(key.encode())
-               for suffix in (":c", ":d", ":b"))
+    assert all(
+        key_slot((key + suffix).encode()) == key_slot(key.encode()) for suffix in (":c", ":d", ":b")
+    )
     other = redis_key("rl:", "bulwark-auth", [("endpoint", "login"), ("email", "b@example.com")])
     assert key_slot(key.encode()) != key_slot(other.encode())  # buckets spread over the cluster
 

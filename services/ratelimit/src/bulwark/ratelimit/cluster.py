@@ -29,7 +29,7 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 from bulwark.common.logging import get_logger
-from bulwark.ratelimit.sliding_window import Hit, LimiterUnavailableError, WindowState
+from bulwark.ratelimit.limiter import Hit, LimiterUnavailableError, WindowState
 
 log = get_logger(__name__)
 

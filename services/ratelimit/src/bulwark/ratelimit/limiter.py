@@ -15,15 +15,52 @@ number of replicas behave as one. Per descriptor, by its rule's kind (docs/ratel
 
 import asyncio
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.exceptions
 
 from bulwark.common.logging import get_logger
-from bulwark.ratelimit.sliding_window import Hit, LimiterUnavailableError, WindowState
+from bulwark.ratelimit.rules import Policy, RateLimit
 
 log = get_logger(__name__)
+
+
+class LimiterUnavailableError(Exception):
+    """Redis could not be reached or did not answer within the timeout."""
+
+
+class Hit(NamedTuple):
+    """One limited descriptor of a request: its Redis key, its limit, hits to add (>= 0).
+
+    The optional fields are read by `Limiter` only: ``policy`` the
+    matched rule (None: a plain sliding log of ``limit``), ``member`` the value a ``distinct``
+    rule counts, ``reset`` a reset action on a ``backoff`` key.
+    """
+
+    key: str
+    limit: RateLimit
+    hits_addend: int
+    policy: "Policy | None" = None
+    member: str = ""
+    reset: bool = False
+
+
+class WindowState(NamedTuple):
+    """Outcome for one descriptor.
+
+    Attributes:
+        over_limit: the descriptor had no room; nothing was counted anywhere.
+        remaining: hits still allowed in the window after this request.
+        reset_ms: milliseconds until the oldest counted hit leaves the window or, when over
+            the limit, until enough hits have left for this request to fit; 0 if none counted.
+    """
+
+    over_limit: bool
+    remaining: int
+    reset_ms: int
+
 
 KINDS = {"sliding_log": 1, "sliding_counter": 2, "distinct": 3, "backoff": 4}
 RESET_KIND = 5
@@ -188,7 +225,7 @@ class Limiter:
         """Judge every hit and, if none (shadow rules aside) is over, count them all.
 
         A hit without a ``policy`` is a plain sliding log of its ``limit`` (as
-        `SlidingWindowLimiter.hit`). Returns one `WindowState` per hit, in order. For a
+        `Limiter.hit`). Returns one `WindowState` per hit, in order. For a
         ``backoff`` hit, ``over_limit`` is true while blocked, and also when this call's
         failure started a block (the failure was counted); ``reset_ms`` is then the time left
         in the block. For ``shadow_mode`` rules ``over_limit`` is the decision that would have

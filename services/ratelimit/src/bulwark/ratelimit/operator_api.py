@@ -22,6 +22,7 @@ import redis.exceptions
 from bulwark.common.logging import get_logger
 from bulwark.ratelimit._generated.v1 import operator_pb2
 from bulwark.ratelimit.cache import OverLimitCache
+from bulwark.ratelimit.limiter import Hit, LimiterUnavailableError, WindowState
 from bulwark.ratelimit.rules import Backoff, Entries, Policy, RateLimit, Rules, redis_key
 from bulwark.ratelimit.service import (
     _KEY_SUFFIX,
@@ -32,7 +33,6 @@ from bulwark.ratelimit.service import (
     InvalidRequestError,
     key_for,
 )
-from bulwark.ratelimit.sliding_window import Hit, LimiterUnavailableError, WindowState
 
 log = get_logger(__name__)
 
@@ -180,8 +180,7 @@ def _entries(descriptor: Any) -> Entries:
     for key, value in entries:
         if not 1 <= len(key) <= MAX_KEY_LENGTH or not 1 <= len(value) <= MAX_VALUE_LENGTH:
             raise InvalidRequestError(
-                f"entry keys are 1 to {MAX_KEY_LENGTH} characters, values 1 to "
-                f"{MAX_VALUE_LENGTH}"
+                f"entry keys are 1 to {MAX_KEY_LENGTH} characters, values 1 to {MAX_VALUE_LENGTH}"
             )
     return entries
 
@@ -297,11 +296,7 @@ class RateLimitOperator:
             LimiterUnavailableError: Redis failed or timed out.
         """
         key: str = request.key
-        if (
-            not key.startswith(self._prefix)
-            or len(key) > _REDIS_KEY_MAX
-            or key in self._index
-        ):
+        if not key.startswith(self._prefix) or len(key) > _REDIS_KEY_MAX or key in self._index:
             raise InvalidRequestError("key must be a bucket key of this service")
         return await self._clear(key)
 

@@ -21,13 +21,12 @@ from bulwark.common.logging import get_logger
 from bulwark.ratelimit._generated.v1 import operator_pb2, operator_pb2_grpc
 from bulwark.ratelimit.cache import OverLimitCache
 from bulwark.ratelimit.cluster import RedisClient, SlotGroupedLimiter, discover, open_redis
-from bulwark.ratelimit.limiter import Limiter
+from bulwark.ratelimit.limiter import Limiter, LimiterUnavailableError
 from bulwark.ratelimit.operator_api import BlockRecorder, RateLimitOperator
 from bulwark.ratelimit.reload import RulesWatcher
 from bulwark.ratelimit.rules import Rules, load_rules
 from bulwark.ratelimit.service import InvalidRequestError, RateLimitService
 from bulwark.ratelimit.settings import Settings
-from bulwark.ratelimit.sliding_window import LimiterUnavailableError
 
 log = get_logger(__name__)
 

@@ -14,8 +14,8 @@ from envoy.service.ratelimit.v3 import rls_pb2
 
 from bulwark.common.logging import get_logger
 from bulwark.ratelimit.cache import OverLimitCache
+from bulwark.ratelimit.limiter import Hit, LimiterUnavailableError, WindowState
 from bulwark.ratelimit.rules import Entries, Match, Policy, RateLimit, Rules, redis_key
-from bulwark.ratelimit.sliding_window import Hit, LimiterUnavailableError, WindowState
 
 log = get_logger(__name__)
 
