@@ -15,6 +15,7 @@ from bulwark.api.notes.routes import NoteController
 from bulwark.api.settings import ApiSettings
 from bulwark.common.access_tokens import AccessTokenClaims, AccessTokenVerifier, JwksCache
 from bulwark.common.db import apply_migrations, create_pool, provide_connection
+from bulwark.common.health import ensure_database_ready, healthz
 from bulwark.common.http import ASGIApp, RequestContextMiddleware
 from bulwark.common.problems import ServiceUnavailable, exception_handlers
 from bulwark.common.ratelimit_client import RateLimitClient
@@ -35,19 +36,10 @@ class Me(Schema, frozen=True):
     scope: str
 
 
-@get("/healthz", operation_id="healthz", include_in_schema=False)
-async def healthz() -> dict[str, str]:
-    """Liveness: the process answers."""
-    return {"status": "ok"}
-
-
 @get("/readyz", operation_id="readyz", include_in_schema=False)
 async def readyz(state: State) -> dict[str, str]:
     """Readiness: the database answers and the JWKS is cached or fetchable (503 otherwise)."""
-    try:
-        await state.pool.fetchval("SELECT 1")
-    except Exception:  # noqa: BLE001  # any failure means not ready
-        raise ServiceUnavailable("The database is not reachable.") from None
+    await ensure_database_ready(state.pool)
     if not await state.jwks.ready():
         raise ServiceUnavailable("The token keys are not available.")
     return {"status": "ready"}

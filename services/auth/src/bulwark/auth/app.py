@@ -26,8 +26,9 @@ from bulwark.auth.settings import AuthSettings
 from bulwark.auth.users.routes import UserController
 from bulwark.common.access_tokens import AccessTokenVerifier
 from bulwark.common.db import apply_migrations, create_pool
+from bulwark.common.health import ensure_database_ready, healthz
 from bulwark.common.http import ASGIApp, RequestContextMiddleware
-from bulwark.common.problems import ServiceUnavailable, exception_handlers
+from bulwark.common.problems import exception_handlers
 from bulwark.common.ratelimit_client import RateLimitClient
 from bulwark.common.request_bodies import strict_json_bodies
 from bulwark.common.revocations import SessionRevocations, entry_lifetime
@@ -48,19 +49,10 @@ class LocalKeys:
         return self._keys.public_key(kid)
 
 
-@get("/healthz", operation_id="healthz", include_in_schema=False)
-async def healthz() -> dict[str, str]:
-    """Liveness: the process answers."""
-    return {"status": "ok"}
-
-
 @get("/readyz", operation_id="readyz", include_in_schema=False)
 async def readyz(state: State) -> dict[str, str]:
     """Readiness: the database answers and signing keys are loaded (503 otherwise)."""
-    try:
-        await state.pool.fetchval("SELECT 1")
-    except Exception:  # noqa: BLE001  # any failure means not ready; the reason is logged
-        raise ServiceUnavailable("The database is not reachable.") from None
+    await ensure_database_ready(state.pool)
     return {"status": "ready"}
 
 
