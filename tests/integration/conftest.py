@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,8 +128,18 @@ class RunningStack:
     stack: Stack = field(repr=False)
 
     def log(self, service: str) -> str:
-        """The log of ``service`` so far (one JSON object per line)."""
-        return (self.log_dir / f"{service}.log").read_text(errors="replace")
+        """The log of ``service`` so far (one JSON object per line), read once it has stopped
+        growing for 0.1 s (at most 3 s): a service writes a request's access line just after
+        sending the response, so a test reading right after a response could miss it."""
+        path = self.log_dir / f"{service}.log"
+        deadline = time.monotonic() + 3
+        size = path.stat().st_size
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            size, previous = path.stat().st_size, size
+            if size == previous:
+                break
+        return path.read_text(errors="replace")
 
 
 class StackFactory(Protocol):
