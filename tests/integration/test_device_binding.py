@@ -51,3 +51,17 @@ def test_a_session_started_without_a_device_id_is_not_bound(stack: RunningStack)
     rotated = refresh(stack.auth_url, response.json()["refresh_token"], user)
     assert rotated.status_code == 200
     assert family_state(stack.databases["auth"], user.user_id) == (1, 0, 0)
+
+
+def test_a_malformed_device_id_at_login_is_400_not_an_unbound_session(
+    stack: RunningStack,
+) -> None:
+    user = register(stack.auth_url)
+    for bad in ("bad id with spaces", "x" * 129, "id;drop"):
+        response = httpx.post(
+            f"{stack.auth_url}/v1/auth/login",
+            json={"email": user.email, "password": user.password},
+            headers={"X-Device-Id": bad},
+        )
+        assert response.status_code == 400, bad
+        assert response.json()["errors"][0]["field"] == "X-Device-Id"

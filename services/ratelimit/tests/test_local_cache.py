@@ -33,6 +33,10 @@ domains:
       - key: counted_ip
         algorithm: sliding_counter
         rate_limit: {requests: 5, window_seconds: 60}
+      - key: short
+        rate_limit: {requests: 1, window_seconds: 2}
+      - key: long
+        rate_limit: {requests: 2, window_seconds: 60}
 """
 FLOOD = 500
 Response = rls_pb2.RateLimitResponse
@@ -127,6 +131,27 @@ async def test_denials_are_answered_from_the_cache_even_when_redis_is_gone(
     answer = await service.ShouldRateLimit(request("ip", "x"), None)
     assert answer.overall_code == Response.OVER_LIMIT
     assert answer.statuses[0].duration_until_reset.ToMilliseconds() > 50_000
+
+
+async def test_a_request_with_an_uncached_limit_reports_the_longest_wait(
+    throwaway: redis.asyncio.Redis,
+) -> None:
+    service = RateLimitService(
+        parse_rules(RULES), Limiter(throwaway, 1.0), "mix:", OverLimitCache()
+    )
+    for _ in range(2):  # `long` is now full (2 of 2) but was never denied, so not cached
+        await service.ShouldRateLimit(request("long", "x"), None)
+    for _ in range(2):  # `short` is denied once, so cached for its 2 s
+        await service.ShouldRateLimit(request("short", "x"), None)
+    both = request("short", "x")
+    both.descriptors.add().entries.append(
+        ratelimit_pb2.RateLimitDescriptor.Entry(key="long", value="x")
+    )
+    answer = await service.ShouldRateLimit(both, None)
+    assert answer.overall_code == Response.OVER_LIMIT
+    waits = [status.duration_until_reset.ToMilliseconds() for status in answer.statuses]
+    # Redis judged both: the one-minute limit, not only the cached two seconds, is reported.
+    assert max(waits) > 50_000
 
 
 def test_cache_expires_and_is_bounded() -> None:

@@ -204,25 +204,30 @@ class RateLimitService:
         return response
 
     def _from_cache(self, checks: list[Hit]) -> list[WindowState | None] | None:
-        """Answer from the local cache when a judged key is known to be over its limit.
+        """Answer from the local cache when every judged key is known to be over its limit.
 
-        Returns None when Redis must be asked, else one state per check: OVER_LIMIT for the
-        cached keys and None (reported as OK without a limit) for the others.
+        Returns None when Redis must be asked, else one OVER_LIMIT state per check (None for
+        shadow rules, reported as OK). A request with one key not in the cache goes to Redis,
+        which judges them all: answering from the cache then would report only the cached
+        reset times and understate ``Retry-After`` when another limit runs longer.
         """
         if self._cache is None:
             return None
         cache = self._cache
         now = time.monotonic()
         states: list[WindowState | None] = []
-        hit = False
         for check in checks:
             if check.reset:
                 cache.discard(check.key)
                 return None
-            left = 0 if _policy(check).shadow_mode else cache.remaining_ms(check.key, now)
-            hit = hit or left > 0
-            states.append(WindowState(True, 0, left) if left else None)
-        return states if hit else None
+            if _policy(check).shadow_mode:
+                states.append(None)
+                continue
+            left = cache.remaining_ms(check.key, now)
+            if not left:
+                return None
+            states.append(WindowState(True, 0, left))
+        return states if any(state is not None for state in states) else None
 
     async def _decide(self, domain: str, checks: list[Hit]) -> list[WindowState | None]:
         """Ask Redis; on failure answer by each rule's ``failure_mode``.

@@ -26,7 +26,7 @@ from bulwark.auth.users import queries as user_queries
 from bulwark.auth.users.rules import check_device_name, normalise_email
 from bulwark.common.access_tokens import AccessTokenClaims
 from bulwark.common.db import provide_connection
-from bulwark.common.problems import NotFound, Unauthorized
+from bulwark.common.problems import FieldError, NotFound, Unauthorized, ValidationFailed
 
 
 class SessionController(Controller):
@@ -58,6 +58,11 @@ class SessionController(Controller):
         email = normalise_email(data.email)
         device_name = check_device_name(data.device)
         client = client_context(request)
+        if client.device_id is None and request.headers.get("x-device-id") is not None:
+            # A session binds to the id sent here: a malformed one must not leave it unbound.
+            raise ValidationFailed(
+                [FieldError("X-Device-Id", "must be 1 to 128 of A-Z a-z 0-9 . _ : -")]
+            )
         limits = LoginLimits(
             state.ratelimit,
             email=email,
