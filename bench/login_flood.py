@@ -57,42 +57,12 @@ from bulwark.devstack.cli import repo_root
 from bulwark.devstack.databases import create_databases, drop_databases, unique_names
 from bulwark.devstack.embedded import EmbeddedPostgres, EmbeddedRedis
 from bulwark.devstack.net import free_port
+from bulwark.devstack.rules import packaged_rules_with_raised_limits
 from bulwark.devstack.stack import Stack, StackConfig, bulwark_services
 
 PASSWORD = "Correct-Horse-9!"  # noqa: S105 - the bench users' password, by design
 LOGINS_PER_USER = 5  # the per-email login limit (5 per 15 minutes)
 HEADERS = {"X-App-Version": "1.0.0", "X-Platform": "ios"}
-
-# The packaged rules with the per-IP limits raised to the maximum the limiter accepts; the
-# per-email login limit is unchanged.
-BENCH_RULES = """
-domains:
-  - domain: bulwark-auth
-    descriptors:
-      - key: endpoint
-        value: login
-        descriptors:
-          - key: email
-            rate_limit: {requests: 5, window_seconds: 900}
-          - key: remote_address
-            rate_limit: {requests: 100000, window_seconds: 900}
-      - key: endpoint
-        value: register
-        descriptors:
-          - key: remote_address
-            rate_limit: {requests: 100000, window_seconds: 3600}
-      - key: endpoint
-        value: token
-        descriptors:
-          - key: remote_address
-            rate_limit: {requests: 100000, window_seconds: 900}
-  - domain: bulwark-api
-    descriptors:
-      - key: remote_address
-        rate_limit: {requests: 100000, window_seconds: 60}
-      - key: user_id
-        rate_limit: {requests: 100000, window_seconds: 60}
-"""
 
 
 @dataclass(frozen=True)
@@ -147,7 +117,13 @@ def own_stack() -> Iterator[Target]:
         urls = asyncio.run(create_databases(database_url, names.values()))
         cleanup.callback(lambda: asyncio.run(drop_databases(database_url, names.values())))
         rules = work / "rules.yaml"
-        rules.write_text(BENCH_RULES)
+        # Per-IP limits raised so the flood is answered by argon2, not by the limiter; the
+        # per-email login limit and the backoff rules stay as shipped.
+        rules.write_text(
+            packaged_rules_with_raised_limits(
+                keys=frozenset({"remote_address"}), domains=frozenset({"bulwark-api"})
+            )
+        )
         config = StackConfig(
             auth_database_url=urls[names["auth"]],
             api_database_url=urls[names["api"]],

@@ -37,6 +37,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.x509.oid import NameOID
 
+from bulwark.devstack.rules import packaged_rules_with_raised_limits
+
 from .conftest import RunningStack, StackFactory
 from .helpers import MobileUser, bearer, login, register
 
@@ -468,37 +470,6 @@ FLOOD_REQUESTS = 1000
 JWKS_COOLDOWN_SECONDS = 5  # the flood stack's JWKS_MIN_REFRESH_SECONDS (default 30)
 JWKS_ROUTE = "/.well-known/jwks.json"
 
-# The packaged limits, with the API's per-IP and per-user limits raised so that a thousand
-# requests from 127.0.0.1 are all answered by the verifier, not by the limiter.
-FLOOD_RULES = """
-domains:
-  - domain: bulwark-auth
-    descriptors:
-      - key: endpoint
-        value: login
-        descriptors:
-          - key: email
-            rate_limit: {requests: 5, window_seconds: 900}
-          - key: remote_address
-            rate_limit: {requests: 300, window_seconds: 900}
-      - key: endpoint
-        value: register
-        descriptors:
-          - key: remote_address
-            rate_limit: {requests: 300, window_seconds: 3600}
-      - key: endpoint
-        value: token
-        descriptors:
-          - key: remote_address
-            rate_limit: {requests: 1200, window_seconds: 900}
-  - domain: bulwark-api
-    descriptors:
-      - key: remote_address
-        rate_limit: {requests: 100000, window_seconds: 60}
-      - key: user_id
-        rate_limit: {requests: 100000, window_seconds: 60}
-"""
-
 
 def jwks_requests(log: str) -> int:
     """How many ``GET /.well-known/jwks.json`` the auth service's access log records."""
@@ -528,7 +499,9 @@ def test_a_flood_of_unknown_kids_costs_one_jwks_fetch_per_cooldown(
     (single flight), the second wave, within the cooldown, causes none; every caller gets
     a 401 problem. The JWKS fetches are counted in the auth service's access log."""
     rules = tmp_path / "rules.yaml"
-    rules.write_text(FLOOD_RULES)
+    # The API's limits raised so that a thousand requests from 127.0.0.1 are all answered
+    # by the verifier, not by the limiter.
+    rules.write_text(packaged_rules_with_raised_limits(domains=frozenset({"bulwark-api"})))
     flood_stack = stack_factory(
         env={
             "ratelimit": {"RATELIMIT_RULES": str(rules)},
