@@ -32,14 +32,6 @@ async def find_by_email(
     return row
 
 
-async def find_by_id(conn: asyncpg.Connection, user_id: uuid.UUID) -> asyncpg.Record | None:
-    """The user row (id, email, display_name) for ``user_id``, or None."""
-    row: asyncpg.Record | None = await conn.fetchrow(
-        "SELECT id, email, display_name FROM users WHERE id = $1", user_id
-    )
-    return row
-
-
 async def update_password_hash(conn: asyncpg.Connection, user_id: uuid.UUID, new_hash: str) -> None:
     """Replace a user's password hash (used to upgrade hash parameters at login)."""
     await conn.execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, new_hash)
