@@ -12,6 +12,13 @@ run:
   ``SCRIPT LOAD``) with the same key shape and arguments, at the same concurrency: the ceiling
   that Redis itself puts on the service.
 
+Then, **at a fixed arrival rate** (``--rates``, requests per second, default 250, 500 and
+1000): calls sent open-loop on a Poisson schedule, whatever the answers, for ``--seconds``
+each; latency counted from each call's scheduled time, so a stall is charged to every call it
+delays (no coordinated omission). This is the figure to hold against Envoy's 20 ms budget:
+"under load" at a stated rate, not past saturation, where closed-loop latency is only
+``clients / throughput``.
+
 By default it starts its own ``redis-server`` on a free loopback port (no persistence) and one
 service process with ``LOG_LEVEL=WARNING`` (no access line per call); ``--redis-url`` measures
 another Redis (keys go under a random prefix and are deleted afterwards). Client and service
@@ -27,6 +34,7 @@ import csv
 import io
 import os
 import platform
+import random
 import secrets
 import shutil
 import signal
@@ -264,6 +272,44 @@ def redis_benchmark(
     )
 
 
+async def open_loop(port: int, rate: float, seconds: float, keys: int) -> tuple[list[float], int]:
+    """Calls at ``rate`` per second (Poisson arrivals) for ``seconds``; returns the sorted
+    latencies from each call's scheduled start (seconds) and the error count."""
+    channels = [
+        RateLimitClient(f"127.0.0.1:{port}", DOMAIN, timeout_seconds=1.0) for _ in range(CHANNELS)
+    ]
+    latencies: list[float] = []
+    errors = 0
+    rng = random.Random(7)
+
+    async def call(n: int, scheduled: float) -> None:
+        nonlocal errors
+        ip = f"10.{(n % keys) // 65536}.{(n % keys) // 256 % 256}.{n % 256}"
+        try:
+            await channels[n % CHANNELS].should_rate_limit([[("remote_address", ip)]])
+        except Exception:  # noqa: BLE001 - counted, the benchmark goes on
+            errors += 1
+            return
+        latencies.append(time.perf_counter() - scheduled)
+
+    tasks: set[asyncio.Task[None]] = set()
+    start = time.perf_counter() + 0.1
+    scheduled, n = start, 0
+    while scheduled < start + seconds:
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(call(n, scheduled))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        n += 1
+        scheduled += rng.expovariate(rate)
+    await asyncio.gather(*tasks)
+    for client in channels:
+        await client.close()
+    return sorted(latencies), errors
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.ratelimit",
@@ -271,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument(
+        "--rates", type=float, nargs="*", default=[250, 500, 1000], help="open-loop calls/s"
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="per concurrency level")
     parser.add_argument("--keys", type=int, default=10_000, help="distinct buckets")
     parser.add_argument("--requests", type=int, default=100_000, help="per redis-benchmark run")
@@ -316,7 +365,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             print(f"clients={clients}: done", file=sys.stderr, flush=True)
+        fixed_rate = []
+        for rate in args.rates:
+            latencies, errors = asyncio.run(open_loop(port, rate, args.seconds, args.keys))
+            fixed_rate.append((rate, latencies, errors))
+            print(f"rate={rate:g}/s: done", file=sys.stderr, flush=True)
     print_report(rows, command, args)
+    print_rates(fixed_rate, args)
     return 0
 
 
@@ -328,6 +383,21 @@ def _delete_keys(url: str, prefix: str) -> None:
             client.delete(*keys[start : start + 1000])
     finally:
         client.close()
+
+
+def print_rates(results: list[tuple[float, list[float], int]], args: argparse.Namespace) -> None:
+    if not results:
+        return
+    print(f"\nopen loop (Poisson arrivals), {args.seconds:g} s per rate, from scheduled time\n")
+    print("| calls/s offered | answered | p50 ms | p99 ms | p99.9 ms | max ms | errors |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for rate, latencies, errors in results:
+        ms = [percentile(latencies, f) * 1000 for f in (0.5, 0.99, 0.999)]
+        worst = latencies[-1] * 1000 if latencies else float("nan")
+        print(
+            f"| {rate:,.0f} | {len(latencies):,} | {ms[0]:.2f} | {ms[1]:.2f} | {ms[2]:.2f} "
+            f"| {worst:.2f} | {errors} |"
+        )
 
 
 def print_report(rows: list[Row], command: str, args: argparse.Namespace) -> None:

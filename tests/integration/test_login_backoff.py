@@ -9,6 +9,7 @@ the way. Each scenario uses its own client address (the test plays a trusted pro
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -143,3 +144,32 @@ def test_one_ip_failing_on_many_identities_is_refused_new_ones(
     # An identity already in the set is still judged by its own backoff only.
     assert _login(backoff_stack, tried[0], WRONG, ip).status_code == 401
     assert _login(backoff_stack, user.email, user.password, "198.51.100.41").status_code == 200
+
+
+def test_parallel_logins_from_one_ip_cannot_outrun_the_failure_limits(
+    backoff_stack: RunningStack,
+) -> None:
+    """Failures are reserved before the password check (docs/ratelimit.md): a burst of
+    parallel logins on new identities from one IP gets exactly the distinct-identity limit
+    (4) through to the password check, not every attempt that raced past a shared count."""
+    ip = "198.51.100.50"
+    emails = [random_email() for _ in range(24)]
+    with ThreadPoolExecutor(max_workers=len(emails)) as pool:
+        codes = list(
+            pool.map(lambda email: _login(backoff_stack, email, WRONG, ip).status_code, emails)
+        )
+    assert sorted(codes) == [401] * 4 + [429] * 20
+
+
+def test_a_success_gives_its_reservation_back(backoff_stack: RunningStack) -> None:
+    """A successful login leaves no failure behind: not in the IP's distinct identities (4)
+    and not in the IP's failures (6)."""
+    ip = "198.51.100.60"
+    user = register(backoff_stack.auth_url)
+    for _ in range(3):
+        assert _login(backoff_stack, user.email, user.password, ip).status_code == 200
+    # Had the successes kept their reservations, the IP would have failed on 4 identities
+    # counting the user's, and 3 times already: the 4th new identity would be refused.
+    for email in [random_email() for _ in range(4)]:
+        assert _login(backoff_stack, email, WRONG, ip).status_code == 401
+    assert _login(backoff_stack, random_email(), WRONG, ip).status_code == 429  # now full

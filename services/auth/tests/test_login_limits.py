@@ -42,7 +42,7 @@ def _limits(client: StandIn) -> LoginLimits:
     return LoginLimits(client, email="ann@example.com", ip="203.0.113.7", fail_open=False)  # type: ignore[arg-type]
 
 
-async def test_check_counts_the_attempt_and_only_checks_the_backoff() -> None:
+async def test_check_counts_the_attempt_and_reserves_a_failure() -> None:
     client = StandIn()
     await _limits(client).check()
     [(descriptors, hits)] = client.calls
@@ -57,7 +57,7 @@ async def test_check_counts_the_attempt_and_only_checks_the_backoff() -> None:
             ("email", "ann@example.com"),
         ],
     ]
-    assert hits == [1, 1, 0, 0, 0]
+    assert hits == [1, 1, 1, 1, 1]
 
 
 async def test_a_block_refuses_before_the_password_check() -> None:
@@ -65,20 +65,18 @@ async def test_a_block_refuses_before_the_password_check() -> None:
         await _limits(StandIn(allowed=False)).check()
 
 
-async def test_a_failure_counts_on_the_three_backoff_descriptors() -> None:
-    client = StandIn(allowed=False)  # a block starting now is not raised: the answer is 401
-    await _limits(client).failed()
-    [(descriptors, hits)] = client.calls
-    assert [d[0] for d in descriptors] == [("endpoint", "login_failure")] * 3
-    assert hits == 1
-
-
-async def test_a_success_resets_the_identity_only() -> None:
+async def test_a_success_resets_the_identity_and_refunds_the_ip() -> None:
     client = StandIn()
     await _limits(client).succeeded()
+    failure = ("endpoint", "login_failure")
+    ip, email = ("remote_address", "203.0.113.7"), ("email", "ann@example.com")
     assert client.calls == [
         (
-            [[("endpoint", "login_failure"), ("email", "ann@example.com"), ("backoff", "reset")]],
+            [
+                [failure, email, ("backoff", "reset")],
+                [failure, ip, ("backoff", "refund")],
+                [failure, ip, email, ("backoff", "refund")],
+            ],
             1,
         )
     ]
@@ -86,6 +84,5 @@ async def test_a_success_resets_the_identity_only() -> None:
 
 async def test_an_unreachable_limiter_after_the_password_check_is_logged_not_raised() -> None:
     client = StandIn(down=True)
-    await _limits(client).failed()
     await _limits(client).succeeded()
-    assert len(client.calls) == 2
+    assert len(client.calls) == 1

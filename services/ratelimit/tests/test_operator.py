@@ -103,7 +103,8 @@ async def test_list_and_clear_a_block(operator: Any, client: RateLimitClient) ->
 async def test_backoff_blocks_are_listed(operator: Any, client: RateLimitClient) -> None:
     entries = [[("failures", "mallory@example.com")]]
     assert (await client.should_rate_limit(entries)).allowed  # first failure
-    assert not (await client.should_rate_limit(entries)).allowed  # second: a 30 s block starts
+    assert (await client.should_rate_limit(entries)).allowed  # second: the last one allowed
+    assert not (await client.should_rate_limit(entries)).allowed  # third: a 30 s block starts
     (block,) = await _eventually_blocks(operator, 1)
     assert (block.limit.requests, block.limit.window_seconds) == (2, 60)
     assert 28_000 < block.reset_ms <= 30_000

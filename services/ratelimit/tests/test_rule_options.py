@@ -41,7 +41,7 @@ def test_options_are_parsed_into_the_policy() -> None:
     assert rules.match("d", [("email", "x@y")]) == RateLimit(5, 900)
 
 
-def test_defaults_are_the_exact_log_and_no_failure_mode() -> None:
+def test_defaults_are_the_exact_log_and_fail_open() -> None:
     rules = parse_rules(
         "domains: [{domain: d, descriptors: [{key: k, rate_limit: "
         "{requests: 1, window_seconds: 1}}]}]"
@@ -50,7 +50,7 @@ def test_defaults_are_the_exact_log_and_no_failure_mode() -> None:
     assert match is not None
     assert (match.policy.kind, match.policy.failure_mode, match.policy.shadow_mode) == (
         "sliding_log",
-        None,
+        "allow",
         False,
     )
 
@@ -59,10 +59,26 @@ def test_reset_action_only_on_backoff_rules() -> None:
     rules = parse_rules(OPTIONS)
     reset = rules.resolve("d", [("email", " X@Y "), ("backoff", "reset")])
     assert reset is not None
-    assert reset.reset
+    assert reset.action == "reset"
     assert reset.entries == [("email", "x@y")]
     assert rules.match("d", [("email", "x@y"), ("backoff", "reset")]) is None
     assert rules.resolve("d", [("ip", "1"), ("backoff", "reset")]) is None
+    assert rules.resolve("d", [("email", "x@y"), ("backoff", "unknown")]) is None
+
+
+def test_refund_action_only_on_backoff_and_distinct_rules() -> None:
+    rules = load_rules(packaged_rules_path())
+    failure = [("endpoint", "login_failure")]
+    for entries in (
+        [*failure, ("email", "A@x")],
+        [*failure, ("remote_address", "192.0.2.1")],
+        [*failure, ("remote_address", "192.0.2.1"), ("email", "A@x")],
+    ):
+        refund = rules.resolve("bulwark-auth", [*entries, ("backoff", "refund")])
+        assert refund is not None
+        assert refund.action == "refund"
+    attempts = [("endpoint", "login"), ("email", "a@x"), ("backoff", "refund")]
+    assert rules.resolve("bulwark-auth", attempts) is None
 
 
 @pytest.mark.parametrize(
@@ -142,7 +158,7 @@ def test_packaged_rules_hold_the_documented_backoff_protocol() -> None:
     assert reset is not None
     assert email.policy.kind == ip.policy.kind == "backoff"
     assert stuffing.policy.kind == "distinct"
-    assert reset.reset
+    assert reset.action == "reset"
     assert reset.entries == email.entries == [*failure, ("email", "a@x")]
     assert {email.policy.failure_mode, ip.policy.failure_mode, stuffing.policy.failure_mode} == {
         "deny"

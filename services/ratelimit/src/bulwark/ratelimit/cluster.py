@@ -133,8 +133,8 @@ class SlotGroupedLimiter:
         order = [groups[slot] for slot in sorted(groups)]
         states = [WindowState(False, 0, 0)] * len(checks)
 
-        # Phase 1: check (hits_addend 0; reset actions are left for the commit).
-        probes = [[i for i in group if not checks[i].reset] for group in order]
+        # Phase 1: check (hits_addend 0; reset and refund actions are left for the commit).
+        probes = [[i for i in group if not checks[i].action] for group in order]
         answers = await asyncio.gather(
             *(
                 self._inner_hit([checks[i]._replace(hits_addend=0) for i in probe])
@@ -151,7 +151,7 @@ class SlotGroupedLimiter:
         # the least is consumed in vain), stopping at a group denied by a race.
         order.sort(key=lambda group: min(states[i].remaining for i in group))
         for group in order:
-            if all(checks[i].hits_addend == 0 and not checks[i].reset for i in group):
+            if all(checks[i].hits_addend == 0 and not checks[i].action for i in group):
                 continue  # checks only: the answer is phase 1's
             committed = await self._inner_hit([checks[i] for i in group])
             for index, state in zip(group, committed, strict=True):

@@ -11,6 +11,8 @@ number of replicas behave as one. Per descriptor, by its rule's kind (docs/ratel
   last sight; a value already in the set is always admitted, a new one only while there is room.
 - ``backoff``: a hash holding the failures' times, the current block's end and the strike count.
 - reset: deletes a ``backoff`` key (a reset action); never over.
+- refund: gives back one counted failure, the newest failure time of a ``backoff`` key or the
+  value of a ``distinct`` key (a refund action); never over.
 """
 
 import asyncio
@@ -22,7 +24,7 @@ import redis.asyncio.cluster
 import redis.exceptions
 
 from bulwark.common.logging import get_logger
-from bulwark.ratelimit.rules import Policy, RateLimit
+from bulwark.ratelimit.rules import Action, Policy, RateLimit
 
 log = get_logger(__name__)
 
@@ -36,7 +38,7 @@ class Hit(NamedTuple):
 
     The optional fields are read by `Limiter` only: ``policy`` the
     matched rule (None: a plain sliding log of ``limit``), ``member`` the value a ``distinct``
-    rule counts, ``reset`` a reset action on a ``backoff`` key.
+    rule counts, ``action`` a reset or refund action instead of a hit to judge.
     """
 
     key: str
@@ -44,7 +46,7 @@ class Hit(NamedTuple):
     hits_addend: int
     policy: "Policy | None" = None
     member: str = ""
-    reset: bool = False
+    action: Action | None = None
 
 
 class WindowState(NamedTuple):
@@ -63,7 +65,7 @@ class WindowState(NamedTuple):
 
 
 KINDS = {"sliding_log": 1, "sliding_counter": 2, "distinct": 3, "backoff": 4}
-RESET_KIND = 5
+ACTION_KINDS = {"reset": 5, "refund": 6}
 _STRIDE = 7  # ARGV per key: kind, limit, window_s, hits, shadow, p1, p2
 
 # Lua numbers are doubles: microsecond timestamps (~1.7e15) are exact, but Lua's default
@@ -131,6 +133,14 @@ for i, key in ipairs(KEYS) do
   local write = admit and hits[i] > 0 and not over[i]
   if k == 5 then
     redis.call('DEL', key)
+  elseif k == 6 and ARGV[7 * i] == '3' then
+    redis.call('ZREM', key, ARGV[7 * i - 1])
+  elseif k == 6 then
+    local f = redis.call('HGET', key, 'f')
+    if f and f ~= '' then
+      local kept = string.match(f, '^(.*) %d+$') or ''
+      redis.call('HSET', key, 'f', kept)
+    end
   elseif k == 1 and write and not done[key] then
     local seq = 0
     for _ = 1, pending[key] do
@@ -150,7 +160,7 @@ for i, key in ipairs(KEYS) do
   elseif k == 4 and write then
     local s = st[i]
     for _ = 1, hits[i] do s.f[#s.f + 1] = now end
-    if #s.f >= limit[i] then
+    if #s.f > limit[i] then
       s.s = s.s + 1
       s.u = now + math.min(s.block * 2 ^ (s.s - 1), s.max)
       s.f = {}
@@ -229,7 +239,7 @@ class Limiter:
         ``backoff`` hit, ``over_limit`` is true while blocked, and also when this call's
         failure started a block (the failure was counted); ``reset_ms`` is then the time left
         in the block. For ``shadow_mode`` rules ``over_limit`` is the decision that would have
-        been made; they never deny. A reset hit deletes its key and is never over.
+        been made; they never deny. A reset or refund action (``Hit.action``) is never over.
 
         Raises:
             LimiterUnavailableError: Redis failed or took longer than the timeout (logged here).
@@ -242,18 +252,22 @@ class Limiter:
             backoff = None if policy is None else policy.backoff
             kind = KINDS["sliding_log" if policy is None else policy.kind]
             args += [
-                RESET_KIND if hit.reset else kind,
+                kind if hit.action is None else ACTION_KINDS[hit.action],
                 hit.limit.requests,
                 hit.limit.window_seconds,
                 hit.hits_addend,
                 int(policy is not None and policy.shadow_mode),
                 hit.member if backoff is None else backoff.block_seconds,
-                0 if backoff is None else backoff.max_block_seconds,
+                # An action names the kind of key it acts on.
+                kind if hit.action else (0 if backoff is None else backoff.max_block_seconds),
             ]
         try:
             async with asyncio.timeout(self._timeout):
                 raw = await self._script(keys=[hit.key for hit in hits], args=args)
-        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+        except Exception as exc:
+            # Whatever the client raises is a Redis failure to answer by the failure modes:
+            # besides RedisError, OSError and TimeoutError, redis-py can raise AttributeError
+            # or IndexError from a connection torn down under a running call.
             log.warning("redis_unavailable", error=type(exc).__name__)
             raise LimiterUnavailableError(type(exc).__name__) from exc
         values = [int(value) for value in raw]

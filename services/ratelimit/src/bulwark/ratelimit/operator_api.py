@@ -95,7 +95,7 @@ class _StoredPolicy(msgspec.Struct, array_like=True):
 def _policy_of(hit: Hit) -> Policy:
     if hit.policy is not None:
         return hit.policy
-    return Policy("sliding_log", hit.limit, None, None, False)
+    return Policy("sliding_log", hit.limit, None, "allow", False)
 
 
 def _encode_policy(policy: Policy) -> str:
@@ -116,7 +116,7 @@ def _decode_policy(text: str) -> Policy | None:
         backoff = None
         if s.kind == "backoff":
             backoff = Backoff(s.requests, s.window_seconds, s.block_seconds, s.max_block_seconds)
-        return Policy(s.kind, RateLimit(s.requests, s.window_seconds), backoff, None, False)
+        return Policy(s.kind, RateLimit(s.requests, s.window_seconds), backoff, "allow", False)
     except (msgspec.DecodeError, ValueError, TypeError):
         return None
 
@@ -143,7 +143,7 @@ class BlockRecorder:
         for hit, state in zip(hits, states, strict=True):
             if (
                 state.over_limit
-                and not hit.reset
+                and not hit.action
                 and not (hit.policy is not None and hit.policy.shadow_mode)
                 and self._recent.get(hit.key, 0.0) <= now
             ):
@@ -243,7 +243,7 @@ class RateLimitOperator:
         domain = _domain(request.domain)
         entries = _entries(request.descriptor)
         match = self._rules().resolve(domain, entries)
-        if match is None or match.reset:
+        if match is None or match.action:
             key = redis_key(self._prefix, domain, entries)
             return operator_pb2.GetUsageResponse(key=key, limited=False)
         key, _member = key_for(self._prefix, domain, match)

@@ -11,9 +11,11 @@ protocol in docs/ratelimit.md, "Backoff protocol"):
   failed from one IP (credential stuffing).
 
 `LoginLimits.check` runs before the password is verified, in one call: the attempt is
-counted (``hits_addend`` 1) and the backoff rules only checked (``hits_addend`` 0); a
-refusal counts nothing. `LoginLimits.failed` counts a failure, `LoginLimits.succeeded`
-clears the identity's failures (never the IP's).
+counted and a failure is *reserved* in each failure rule (every ``hits_addend`` 1), so
+logins racing in parallel from one IP are judged one after the other by Redis, not all
+against the same count; a refusal counts nothing. A failed login keeps its reservation.
+`LoginLimits.succeeded` gives it back: it clears the identity's failures and refunds the
+IP's failure and distinct-identity entries.
 """
 
 from collections.abc import MutableMapping
@@ -21,10 +23,13 @@ from typing import Any
 
 from bulwark.common import rate_limits
 from bulwark.common.logging import get_logger
+from bulwark.common.metrics import count_login_failure
+from bulwark.common.problems import ServiceUnavailable, TooManyRequests
 from bulwark.common.ratelimit_client import RateLimitClient, RateLimitUnavailable
 
 _log = get_logger(__name__)
 _RESET = ("backoff", "reset")
+_REFUND = ("backoff", "refund")
 
 
 class LoginLimits:
@@ -54,48 +59,43 @@ class LoginLimits:
         ]
 
     async def check(self) -> None:
-        """Count the attempt and check the backoff, before the password is verified.
+        """Count the attempt and reserve a failure, before the password is verified.
 
         Raises:
             TooManyRequests: over the attempt limit, or the identity or IP is blocked after
-                failures, or this IP already failed on too many identities (429; nothing
-                counted).
+                failures (or this reservation started the block), or this IP already failed
+                on too many identities (429; nothing counted unless a block started).
             ServiceUnavailable: the limiter cannot answer and login fails closed (503).
         """
         attempts = [
             [("endpoint", "login"), ("email", self._email)],
             [("endpoint", "login"), ("remote_address", self._ip)],
         ]
-        failures = self._failure_descriptors()
-        await rate_limits.enforce(
-            self._client,
-            [*attempts, *failures],
-            hits_addend=[1] * len(attempts) + [0] * len(failures),
-            fail_open=self._fail_open,
-            request_state=self._request_state,
-        )
-
-    async def failed(self) -> None:
-        """Count one failed login for the identity, the IP and the IP's distinct identities.
-
-        A block this failure starts applies from the next attempt (this one is answered 401
-        as usual). A limiter that cannot answer is logged, not raised: the client still gets
-        its 401, and the failure goes uncounted.
-        """
+        descriptors = [*attempts, *self._failure_descriptors()]
         try:
-            decision = await self._client.should_rate_limit(self._failure_descriptors())
-        except RateLimitUnavailable as exc:
-            _log.warning("login_failure_not_counted", code=exc.code.name)
-            return
-        if not decision.allowed:
-            _log.info("login_backoff_block", retry_after=decision.retry_after_seconds)
+            await rate_limits.enforce(
+                self._client,
+                descriptors,
+                hits_addend=[1] * len(descriptors),
+                fail_open=self._fail_open,
+                request_state=self._request_state,
+            )
+        except TooManyRequests:
+            count_login_failure("rate_limited")
+            raise
+        except ServiceUnavailable:
+            count_login_failure("ratelimit_unavailable")
+            raise
 
     async def succeeded(self) -> None:
-        """Clear the identity's failures, block and strike count (a reset action); the IP's
-        failures stay. A limiter that cannot answer is logged, not raised."""
+        """Give back the failure reserved by `check`: clear the identity's failures, block
+        and strike count (a reset action) and refund the IP's failure and its entry in the
+        IP's distinct identities (refund actions); the IP's earlier failures stay. A limiter
+        that cannot answer is logged, not raised."""
+        email_rule, ip_rule, distinct_rule = self._failure_descriptors()
         try:
             await self._client.should_rate_limit(
-                [[("endpoint", "login_failure"), ("email", self._email), _RESET]]
+                [[*email_rule, _RESET], [*ip_rule, _REFUND], [*distinct_rule, _REFUND]]
             )
         except RateLimitUnavailable as exc:
             _log.warning("login_failures_not_cleared", code=exc.code.name)

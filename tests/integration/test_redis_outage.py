@@ -1,0 +1,130 @@
+"""Redis stopped under traffic, then restarted, across the whole stack: the rate-limit
+service answers by each rule's failure mode within its Redis deadline (the API's limits
+allow, the login backoff denies), the API's revocation check follows REVOCATION_FAILURE_MODE
+(deny: 503), nothing hangs, and everything works again once Redis is back, without restarting
+a service."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from bulwark.devstack.net import free_port
+
+from .conftest import RunningStack, StackFactory
+from .helpers import bearer, login, register
+from .test_ratelimit_outage import SLACK, Traffic, _eventually, _timed
+
+REDIS_SERVER = shutil.which("redis-server")
+REDIS_DEADLINE = 0.1  # REDIS_TIMEOUT_SECONDS of the API (default; the limiter's is 0.05)
+
+
+class ThrowawayRedis:
+    """A ``redis-server`` process without persistence on a fixed loopback port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(  # noqa: S603 - fixed command
+            [REDIS_SERVER, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        give_up = time.monotonic() + 5
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > give_up:
+                    raise
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=5)
+            self.process = None
+
+
+@pytest.fixture(scope="module")
+def throwaway_redis() -> Iterator[ThrowawayRedis]:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not on PATH")
+    server = ThrowawayRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def own(stack_factory: StackFactory, throwaway_redis: ThrowawayRedis) -> RunningStack:
+    """A stack whose every service uses the throwaway Redis."""
+    redis_env = {"REDIS_URL": throwaway_redis.url}
+    return stack_factory(env={"ratelimit": redis_env, "auth": redis_env, "api": redis_env})
+
+
+def test_redis_restart_under_traffic(own: RunningStack, throwaway_redis: ThrowawayRedis) -> None:
+    user = register(own.auth_url)
+    tokens = login(own.auth_url, user)
+    me_url = f"{own.api_url}/v1/me"
+    headers = bearer(tokens["access_token"], user)
+    body = {"email": user.email, "password": user.password}
+    assert httpx.get(me_url, headers=headers).status_code == 200
+
+    traffic = Traffic(me_url, headers)
+    traffic.start()
+    try:
+        time.sleep(0.3)
+        throwaway_redis.stop()
+        outage_started = len(traffic.answers)
+        time.sleep(0.5)
+
+        # The API: its limits fail open, but a session's revocation cannot be checked, and
+        # REVOCATION_FAILURE_MODE=deny refuses, fast, with a problem body.
+        refused, took = _timed(lambda: httpx.get(me_url, headers=headers))
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert took < REDIS_DEADLINE + SLACK
+
+        # Login: the backoff rules fail closed (failure_mode: deny), answered within the
+        # limiter's Redis deadline, before any password check.
+        denied, took = _timed(lambda: httpx.post(f"{own.auth_url}/v1/auth/login", json=body))
+        assert denied.status_code == 429, denied.text
+        assert denied.headers["content-type"].startswith("application/problem+json")
+        assert took < REDIS_DEADLINE + SLACK
+        outage_answers = traffic.answers[outage_started:]
+
+        throwaway_redis.start()  # same port, empty data: every service reconnects by itself
+        back = _eventually(
+            lambda: httpx.get(me_url, headers=headers), lambda answer: answer.status_code == 200
+        )
+        assert back.status_code == 200, back.text
+        assert "RateLimit" in back.headers  # the limiter counts again
+        again = _eventually(
+            lambda: httpx.post(f"{own.auth_url}/v1/auth/login", json=body),
+            lambda answer: answer.status_code == 200,
+        )
+        assert again.status_code == 200, again.text
+    finally:
+        traffic.done.set()
+        traffic.join(timeout=10)
+
+    assert outage_answers, "no traffic during the outage"
+    assert {status for status, _ in outage_answers} <= {200, 503}
+    assert 503 in {status for status, _ in outage_answers}
+    assert max(seconds for _, seconds in outage_answers) < REDIS_DEADLINE + SLACK
+    assert {status for status, _ in traffic.answers[-5:]} == {200}
+    for service in ("api", "auth", "ratelimit"):
+        assert "Traceback" not in own.log(service)
