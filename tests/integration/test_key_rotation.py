@@ -242,13 +242,22 @@ def test_a_staging_token_is_refused_by_the_production_api(
     production = stack_factory(
         bulwark_env="production",
         keys_dir=directories["production"],
-        env={"auth": {"ISSUER": PRODUCTION_ISSUER}, "api": {"ISSUER": PRODUCTION_ISSUER}},
+        env={
+            "auth": {"ISSUER": PRODUCTION_ISSUER, "EMAIL_FINGERPRINT_KEY": "p" * 32},
+            "api": {"ISSUER": PRODUCTION_ISSUER},
+        },
     )
     staging = stack_factory(  # an auth service only; it shares the rate limiter
         services=("auth",),
         bulwark_env="staging",
         keys_dir=directories["staging"],
-        env={"auth": {"ISSUER": STAGING_ISSUER, "RATELIMIT_TARGET": production.ratelimit_target}},
+        env={
+            "auth": {
+                "ISSUER": STAGING_ISSUER,
+                "RATELIMIT_TARGET": production.ratelimit_target,
+                "EMAIL_FINGERPRINT_KEY": "s" * 32,
+            }
+        },
     )
     staging_user, production_user = register(staging.auth_url), register(production.auth_url)
     staging_token = login(staging.auth_url, staging_user)["access_token"]

@@ -1,8 +1,11 @@
 """Client address resolution behind trusted proxies, and the middleware's use of it."""
 
+import io
+import json
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 from bulwark.common.http import (
     Message,
@@ -11,6 +14,7 @@ from bulwark.common.http import (
     parse_trusted_proxies,
     resolve_client_ip,
 )
+from bulwark.common.logging import configure_logging
 
 PROXIES = parse_trusted_proxies("10.0.0.0/8, 127.0.0.1 ::1")
 
@@ -96,3 +100,47 @@ async def test_middleware_resolves_once_and_adds_response_headers() -> None:
     untrusted = {**scope, "state": {}}
     await RequestContextMiddleware(app)(untrusted, receive, send)  # type: ignore[arg-type]
     assert seen["ip"] == "127.0.0.1"
+
+
+async def test_access_line_has_the_span_of_the_response_and_checked_mobile_headers() -> None:
+    stream = io.StringIO()
+    configure_logging("test", stream=stream)
+    tracer = TracerProvider().get_tracer("test")
+    spans: list[Any] = []
+
+    async def traced_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # A tracing middleware inside ours: its span has ended when the access line is written.
+        with tracer.start_as_current_span("GET /") as span:
+            spans.append(span)
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(_message: Message) -> None:
+        return None
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "client": ("127.0.0.1", 5000),
+        "headers": [
+            (b"x-platform", b"iOS"),
+            (b"x-app-version", b"1.4.2 \r\n{}"),
+            (b"x-device-id", b"bad id\x85"),
+            (b"user-agent", b"Bulwark/1.4.2 " + b"x" * 400),
+        ],
+    }
+    await RequestContextMiddleware(traced_app)(scope, receive, send)  # type: ignore[arg-type]
+    (line,) = [json.loads(raw) for raw in stream.getvalue().splitlines()]
+    context = spans[0].get_span_context()
+    assert line["event"] == "request"
+    assert line["trace_id"] == f"{context.trace_id:032x}"
+    assert line["span_id"] == f"{context.span_id:016x}"
+    assert line["platform"] == "ios"
+    assert line["app_version"] == "invalid"
+    assert line["device_id"] == "invalid"
+    assert line["user_agent"] == "Bulwark/1.4.2 " + "x" * 242
+    assert line["response_bytes"] == 2

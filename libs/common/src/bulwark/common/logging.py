@@ -2,27 +2,99 @@
 
 Both structlog loggers and the standard library's (uvicorn, asyncio, grpc) go through the
 same processors, so a traceback from a third-party library is redacted and rendered as JSON
-like everything else. Control characters in values cannot start a new line: the JSON
-renderer escapes them.
+like everything else; so are uncaught exceptions (``sys.excepthook``, threads) and warnings.
+A line is pure ASCII: control characters, and every non-ASCII character (U+2028, U+2029,
+NEL, bidirectional overrides ...) are written as JSON ``\\uXXXX`` escapes, so no value can
+start a new line for any reader (``jq``, ``str.splitlines``, a terminal) or forge a field.
+The schema of the lines is in docs/logs.md.
 """
 
 import logging
+import re
 import sys
+import threading
+import types
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import msgspec
 import structlog
+from opentelemetry import trace
 
 from bulwark.common.redaction import redact_event
 
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
-def _json_dumps(event: dict[str, Any], **_kwargs: Any) -> str:
-    return msgspec.json.encode(event, enc_hook=str).decode()
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # outside the BMP: a UTF-16 surrogate pair, as JSON requires
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def render_json_line(event: dict[str, Any], **_kwargs: Any) -> str:
+    """``event`` as one line of ASCII JSON (non-ASCII characters as ``\\uXXXX`` escapes).
+
+    Only non-ASCII characters inside JSON strings are rewritten (the rest of the document is
+    ASCII), so the line stays valid JSON with the same meaning.
+    """
+    line = msgspec.json.encode(event, enc_hook=str).decode()
+    return line if line.isascii() else _NON_ASCII.sub(_escape, line)
+
+
+def current_trace_ids() -> dict[str, str]:
+    """``{"trace_id": 32 lower-case hex, "span_id": 16 hex}`` of the current OpenTelemetry
+    span (the W3C Trace Context forms), or ``{}`` when there is no valid current span."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {}
+    return {
+        "trace_id": format(context.trace_id, "032x"),
+        "span_id": format(context.span_id, "016x"),
+    }
+
+
+def add_trace_context(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: add `current_trace_ids` to the event.
+
+    Ids the caller put in the event (say, the span of a request that has already ended) are
+    kept.
+    """
+    if "trace_id" not in event_dict:
+        event_dict.update(current_trace_ids())
+    return event_dict
+
+
+class _JsonLineHandler(logging.StreamHandler):  # type: ignore[type-arg]  # TextIO stream
+    """A stream handler whose failures never print the record.
+
+    The standard ``Handler.handleError`` prints the traceback and the record's message and
+    arguments, unredacted, to stderr; this one writes a fixed JSON line instead.
+    """
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802  # stdlib name
+        """Write ``{"event": "log_record_unwritable", ...}`` naming only the logger."""
+        try:
+            self.stream.write(
+                render_json_line(
+                    {"event": "log_record_unwritable", "level": "error", "logger": record.name}
+                )
+                + self.terminator
+            )
+            self.flush()
+        except Exception:  # noqa: BLE001, S110  # nowhere left to report to
+            pass
 
 
 def configure_logging(service: str, level: str = "INFO", stream: TextIO | None = None) -> None:
     """Send every log record of this process as redacted JSON lines to ``stream`` (stdout).
+
+    Also routes uncaught exceptions (main thread and other threads) and ``warnings`` through
+    the same pipeline.
 
     Args:
         service: value of the ``service`` field on every line (``auth``, ``api``, ``ratelimit``).
@@ -32,15 +104,17 @@ def configure_logging(service: str, level: str = "INFO", stream: TextIO | None =
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
+        structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
         _add_service(service),
+        add_trace_context,
     ]
     final: list[Any] = [
         structlog.processors.format_exc_info,
         redact_event,
-        structlog.processors.JSONRenderer(serializer=_json_dumps),
+        structlog.processors.JSONRenderer(serializer=render_json_line),
     ]
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler = _JsonLineHandler(stream or sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
@@ -56,12 +130,30 @@ def configure_logging(service: str, level: str = "INFO", stream: TextIO | None =
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.captureWarnings(capture=True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
+
+
+def _log_uncaught(
+    exc_type: type[BaseException],
+    exc: BaseException,
+    traceback: types.TracebackType | None,
+) -> None:
+    logging.getLogger("bulwark.uncaught").critical(
+        "uncaught_exception", exc_info=(exc_type, exc, traceback)
+    )
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_value is not None:
+        _log_uncaught(args.exc_type, args.exc_value, args.exc_traceback)
 
 
 def _add_service(service: str) -> Any:

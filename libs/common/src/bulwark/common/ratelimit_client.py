@@ -10,8 +10,11 @@ from collections.abc import Sequence
 
 import grpc
 import msgspec
+import structlog
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+
+from bulwark.common.telemetry import grpc_client_interceptors
 
 _Response = rls_pb2.RateLimitResponse
 # The service rejects longer entry values (INVALID_ARGUMENT); rule values are never longer.
@@ -149,14 +152,21 @@ class RateLimitClient:
                     ratelimit_pb2.RateLimitDescriptor.Entry(key=key, value=_bounded(value))
                 )
         try:
-            response = await self._get_stub().ShouldRateLimit(request, timeout=self._timeout)
+            response = await self._get_stub().ShouldRateLimit(
+                request, timeout=self._timeout, metadata=_request_metadata()
+            )
         except grpc.aio.AioRpcError as exc:
             raise RateLimitUnavailable(exc.code(), exc.details() or "") from exc
         return RateLimitReport(_decision(response), tuple(_status(s) for s in response.statuses))
 
     def _get_stub(self) -> rls_pb2_grpc.RateLimitServiceStub:
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self._target, options=_CHANNEL_OPTIONS)
+            self._channel = grpc.aio.insecure_channel(
+                self._target,
+                options=_CHANNEL_OPTIONS,
+                # A span per call, its context sent along as traceparent metadata.
+                interceptors=grpc_client_interceptors(),
+            )
             self._stub = rls_pb2_grpc.RateLimitServiceStub(self._channel)
         return self._stub
 
@@ -165,6 +175,13 @@ class RateLimitClient:
         if self._channel is not None:
             await self._channel.close(grace=None)
         self._channel = self._stub = None
+
+
+def _request_metadata() -> tuple[tuple[str, str], ...]:
+    """``x-request-id`` of the request being served (bound by the HTTP middleware), so the
+    rate limiter's access line names the same request."""
+    request_id = structlog.contextvars.get_contextvars().get("request_id")
+    return (("x-request-id", request_id),) if isinstance(request_id, str) else ()
 
 
 def _bounded(value: str) -> str:

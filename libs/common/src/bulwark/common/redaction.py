@@ -3,54 +3,117 @@
 Applied by the logging pipeline to every event (exception text included) before it is
 rendered, so no processor or caller can forget it. Field names follow OWASP's Logging Cheat
 Sheet list of data never to log; value patterns catch secrets that appear under innocent
-names (a JWT in a free-text message, a bearer credential inside a header dump).
+names (a JWT in a free-text message, a bearer credential inside a header dump, a card number
+in a note body quoted by an error, ``password=...`` in a third-party library's message).
+
+What comes out is plain JSON data: dicts with string keys, lists, strings, numbers, booleans,
+None, and the few types msgspec renders without calling ``str`` (datetimes, UUIDs). Any other
+object (an exception, a msgspec Struct, a dataclass, bytes) is turned into one of those first
+and then redacted, so its ``str`` or its fields can never reach the output unredacted.
 """
 
+import dataclasses
+import datetime
+import decimal
 import re
+import uuid
 from typing import Any
 
-REDACTED = "[REDACTED]"
+import msgspec
 
-# Normalised (lower case, no separators) field names whose values are never written.
+REDACTED = "[REDACTED]"
+#: Nesting deeper than this is cut (also ends cycles): the value becomes ``"[TRUNCATED]"``.
+MAX_DEPTH = 12
+TRUNCATED = "[TRUNCATED]"
+
+# Normalised (lower case, letters and digits only) field-name parts whose values are never
+# written: a field is secret when its normalised name contains one of them.
 _SECRET_FIELD_PARTS = (
     "password",
     "passwd",
+    "passphrase",
     "secret",
-    "token",
-    "authorization",
-    "cookie",
+    "token",  # access_token, refresh_token, id_token, csrf_token, X-Auth-Token ...
+    "authorization",  # the header, and authorization_code (RFC 6749 §4.1)
+    "authcode",
+    "cookie",  # Cookie and Set-Cookie
     "apikey",
+    "accesskey",
     "privatekey",
+    "credential",
     "cardnumber",
+    "creditcard",
     "cvv",
     "cvc",
     "ssn",
-    "codeverifier",
-    "devicecode",
-    "clientsecret",
+    "socialsecurity",
+    "codeverifier",  # PKCE (RFC 7636)
+    "devicecode",  # RFC 8628 device_code
+    "usercode",  # RFC 8628 user_code
+    "otp",
+    "mfacode",
+    "recoverycode",
+    "sessionkey",
 )
+# Short names that are secret only when they are the whole name ("pan" would otherwise hit
+# "company", "pin" "pinned").
+_SECRET_FIELD_NAMES = frozenset({"pan", "pin", "cvv2", "jwt", "dsn"})
 
-_VALUE_PATTERNS = (
-    # JWS compact serialisation (JWTs): three base64url segments, header starting '{"'.
-    re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*"),
-    # Bearer or Basic credentials (RFC 6750 §2.1, RFC 7617).
-    re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"),
-    # Bulwark refresh tokens: 'brt_' + 43 base64url characters (256 bits).
-    re.compile(r"brt_[A-Za-z0-9_-]{20,}"),
-    # US social security numbers.
-    re.compile(r"\b\d{3}-\d{2}-\d{4}\b"),
+# A pattern of secret field names (not a password itself).
+_SENSITIVE_NAME = (
+    r"[A-Za-z_-]*(?:password|passwd|passphrase|secret|token|authorization|auth_?code|cookie"
+    r"|api[_-]?key|access[_-]?key|private[_-]?key|credential|card[_-]?number|cvv|cvc|ssn"
+    r"|code_?verifier|device_?code|user_?code)[A-Za-z_-]*"
 )
-_CARD_CANDIDATE = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
+_VALUE_PATTERNS = (
+    # JWS and JWE compact serialisations (JWTs): base64url segments, header starting '{"'.
+    re.compile(r"eyJ[A-Za-z0-9_-]{2,}(?:\.[A-Za-z0-9_-]*){2,4}"),
+    # Bearer, Basic, Digest credentials (RFC 6750 §2.1, RFC 7617, RFC 7616).
+    re.compile(r"(?i)\b(?:bearer|basic|digest)\s+[A-Za-z0-9._~+/=,\"-]+"),
+    # Bulwark refresh tokens: 'brt_' + 43 base64url characters (256 bits); shorter runs too,
+    # in case one is cut.
+    re.compile(r"brt_[A-Za-z0-9_-]{8,}"),
+    # A Cookie or Set-Cookie header line: every cookie in it, up to the end of the line.
+    re.compile(r"(?i)(?P<name>\b(?:set-)?cookie\s*:\s*)(?!\[REDACTED\])(?P<value>[^\r\n\"]+)"),
+    # ``name=value`` / ``name: value`` / ``"name": "value"`` / ``'name': 'value'`` inside free
+    # text (query strings, form bodies, dict reprs, JSON quoted inside a message).
+    re.compile(
+        r"(?i)(?P<name>\b" + _SENSITIVE_NAME + r"\\?[\"']?\s*[:=]\s*)"
+        r"(?!\[REDACTED\])(?P<value>\\\"(?:[^\"\\]|\\[^\"])*\\\"|\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'"
+        r"|[^\s&,;}\]\"'\\]+)"
+    ),
+    # US social security numbers: 3-2-4 digits, dashes or spaces.
+    re.compile(r"(?<!\d)\d{3}[ -]\d{2}[ -]\d{4}(?!\d)"),
+)
+# A run of digit groups separated by up to three spaces, tabs or dashes (card numbers are written
+# "4111111111111111", "4111 1111 1111 1111", "4111-1111-1111-1111" ...).
+# Bounded by anything but letters and digits, so hex identifiers (trace ids) are not read as
+# digits; UUIDs are skipped whole (see `_UUID`).
+_DIGIT_GROUPS = re.compile(r"(?<![0-9A-Za-z])\d+(?:[ \t-]{1,3}\d+)*(?![0-9A-Za-z])")
+_UUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+_SEPARATOR = re.compile(r"[ \t-]{1,3}")
+_CARD_DIGITS = range(13, 20)  # ISO/IEC 7812 primary account numbers: 13 to 19 digits
+
+# Values msgspec renders without calling str(): safe to keep as they are.
+_PLAIN = (bool, int, float, type(None), datetime.date, datetime.time, uuid.UUID, decimal.Decimal)
 
 
 def _normalise(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def is_secret_field(name: str) -> bool:
-    """True when a field called ``name`` must never be logged (case and separators ignored)."""
-    normalised = _normalise(name)
-    return any(part in normalised for part in _SECRET_FIELD_PARTS)
+def is_secret_field(name: object) -> bool:
+    """True when a field called ``name`` must never be logged.
+
+    Case, separators and type are ignored: ``"X-Api-Key"``, ``b"authorization"`` and
+    ``"REFRESH_TOKEN"`` are all secret; a name that is not a string or bytes is read as its
+    ``str``.
+    """
+    text = name.decode("latin-1") if isinstance(name, bytes | bytearray) else str(name)
+    normalised = _normalise(text)
+    return normalised in _SECRET_FIELD_NAMES or any(
+        part in normalised for part in _SECRET_FIELD_PARTS
+    )
 
 
 def _luhn_valid(digits: str) -> bool:
@@ -65,35 +128,109 @@ def _luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _redact_card(match: re.Match[str]) -> str:
-    digits = re.sub(r"\D", "", match.group(0))
-    return REDACTED if 13 <= len(digits) <= 19 and _luhn_valid(digits) else match.group(0)
+def _redact_cards(match: re.Match[str]) -> str:
+    """Mask every run of consecutive groups of ``match`` that is a Luhn-valid 13-19 digit
+    number; other groups are kept (``"qty 2 4111 1111 1111 1111"`` keeps ``2``)."""
+    text = match.group(0)
+    groups = _SEPARATOR.split(text)
+    separators = _SEPARATOR.findall(text)
+    masked = [False] * len(groups)
+    for first in range(len(groups)):
+        digits = ""
+        for last in range(first, len(groups)):
+            digits += groups[last]
+            if len(digits) > _CARD_DIGITS.stop - 1:
+                break
+            if len(digits) in _CARD_DIGITS and _luhn_valid(digits):
+                masked[first : last + 1] = [True] * (last + 1 - first)
+    if not any(masked):
+        return text
+    out: list[str] = []
+    for index, group in enumerate(groups):
+        if masked[index]:
+            if not (index > 0 and masked[index - 1]):
+                out.append(REDACTED)
+        else:
+            out.append(group)
+        if index < len(separators) and not (masked[index] and masked[index + 1]):
+            out.append(separators[index])
+    return "".join(out)
+
+
+def _redact_pair(match: re.Match[str]) -> str:
+    return match.group("name") + REDACTED
 
 
 def redact_text(text: str) -> str:
-    """Return ``text`` with every secret-looking value (JWT, bearer, refresh token, card) masked."""
+    """Return ``text`` with every secret-looking value masked: JWTs, bearer/basic/digest
+    credentials, Bulwark refresh tokens, ``secret_name=value`` pairs, US SSNs (3-2-4) and
+    card numbers of 13-19 digits that pass the Luhn check (contiguous or in groups
+    separated by spaces or dashes)."""
     for pattern in _VALUE_PATTERNS:
-        text = pattern.sub(REDACTED, text)
-    return _CARD_CANDIDATE.sub(_redact_card, text)
+        text = pattern.sub(_redact_pair if "value" in pattern.groupindex else REDACTED, text)
+    if not any(char.isdigit() for char in text):
+        return text
+    # Card numbers are looked for between UUIDs: a UUID of decimal digits only is an id.
+    parts: list[str] = []
+    position = 0
+    for uuid_match in _UUID.finditer(text):
+        parts.append(_DIGIT_GROUPS.sub(_redact_cards, text[position : uuid_match.start()]))
+        parts.append(uuid_match.group(0))
+        position = uuid_match.end()
+    parts.append(_DIGIT_GROUPS.sub(_redact_cards, text[position:]))
+    return "".join(parts)
 
 
-def redact_value(value: Any) -> Any:
-    """Redact ``value`` recursively: secret field names in mappings, secret patterns in strings."""
+def _key(key: object) -> str:
+    if isinstance(key, str):
+        return redact_text(key)
+    if isinstance(key, bytes | bytearray):
+        return redact_text(key.decode("utf-8", "replace"))
+    return redact_text(str(key))
+
+
+def _redact_sequence(items: list[Any] | tuple[Any, ...], depth: int) -> list[Any]:
+    # A (name, value) pair whose name is secret is a header or form field: mask the value.
+    if len(items) == 2 and isinstance(items[0], str | bytes) and is_secret_field(items[0]):
+        return [_key(items[0]), REDACTED]
+    return [redact_value(item, depth + 1) for item in items]
+
+
+def redact_value(value: Any, depth: int = 0) -> Any:  # noqa: PLR0911  # one return per type
+    """Redact ``value`` recursively and return plain JSON data (see the module docstring).
+
+    Mappings: values of secret field names (`is_secret_field`, at any depth) become
+    ``"[REDACTED]"``, keys become strings. Sequences and sets become lists; a ``(name,
+    value)`` pair with a secret name (a header tuple) has its value masked. Strings, bytes
+    and every other object (by its ``str``) are masked by `redact_text`. msgspec Structs and
+    dataclasses are redacted as mappings of their fields. Nesting beyond `MAX_DEPTH` becomes
+    ``"[TRUNCATED]"``.
+    """
     if isinstance(value, str):
         return redact_text(value)
+    if isinstance(value, _PLAIN):
+        return value
+    if depth >= MAX_DEPTH:
+        return TRUNCATED
+    if isinstance(value, msgspec.Struct):
+        value = msgspec.structs.asdict(value)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
         return {
-            key: REDACTED if isinstance(key, str) and is_secret_field(key) else redact_value(item)
+            _key(key): REDACTED if is_secret_field(key) else redact_value(item, depth + 1)
             for key, item in value.items()
         }
-    if isinstance(value, list | tuple | set):
-        return [redact_value(item) for item in value]
-    if isinstance(value, bytes):
-        return redact_text(value.decode("utf-8", "replace"))
-    return value
+    if isinstance(value, list | tuple):
+        return _redact_sequence(value, depth)
+    if isinstance(value, set | frozenset):
+        return [redact_value(item, depth + 1) for item in value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        return redact_text(bytes(value).decode("utf-8", "replace"))
+    return redact_text(str(value))
 
 
 def redact_event(_logger: object, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """structlog processor: redact the whole event dict (see ``redact_value``)."""
+    """structlog processor: redact the whole event dict (see `redact_value`)."""
     redacted: dict[str, Any] = redact_value(event_dict)
     return redacted

@@ -3,12 +3,24 @@ logouts and revocations).
 
 Rows are written in the request's transaction where the event is part of a change, so an
 event is recorded exactly when its effect is. The table refuses UPDATE, DELETE and TRUNCATE.
+
+Each event is also written as a log line named after its type (``"event": "login_failed"``,
+``"category": "security"``; docs/logs.md), so responders can query them with the requests
+around them. A failed login names the email it tried only by `email_fingerprint`.
 """
 
+import hashlib
+import hmac
 import uuid
 from enum import StrEnum
 
 import asyncpg
+
+from bulwark.common.logging import get_logger
+
+_log = get_logger("bulwark.security")
+#: Hex characters kept of the HMAC (64 bits: collisions are negligible among real emails).
+FINGERPRINT_HEX_CHARS = 16
 
 
 class SecurityEvent(StrEnum):
@@ -25,6 +37,29 @@ class SecurityEvent(StrEnum):
     TOKEN_REVOKED = "token_revoked"  # noqa: S105  # an event name, not a password
 
 
+# Events a responder looks at first: logged at warning level, the others at info.
+_WARNINGS = frozenset(
+    {
+        SecurityEvent.LOGIN_FAILED,
+        SecurityEvent.REFRESH_REUSE_DETECTED,
+        SecurityEvent.REFRESH_DEVICE_MISMATCH,
+    }
+)
+
+
+def email_fingerprint(key: bytes, normalised_email: str) -> str:
+    """A keyed, non-reversible fingerprint of an email for the logs.
+
+    HMAC-SHA256 (RFC 2104) of the normalised email under the deployment's
+    ``EMAIL_FINGERPRINT_KEY``, as the first `FINGERPRINT_HEX_CHARS` lower-case hex
+    characters. The same email gives the same fingerprint in one deployment (so "which IP
+    tried which emails" can be answered), and without the key no dictionary of emails can be
+    matched against it (an unkeyed hash of an email is reversible by guessing).
+    """
+    digest = hmac.new(key, normalised_email.encode(), hashlib.sha256).hexdigest()
+    return digest[:FINGERPRINT_HEX_CHARS]
+
+
 async def record(
     conn: asyncpg.Connection | asyncpg.Pool,
     event: SecurityEvent,
@@ -33,8 +68,14 @@ async def record(
     family_id: uuid.UUID | None = None,
     ip: str | None = None,
     device_id: str | None = None,
+    email_fingerprint: str | None = None,
 ) -> None:
-    """Append one event; time is the database's ``now()``."""
+    """Append one event (time is the database's ``now()``), then log it.
+
+    The log line: ``event`` (the type), ``category: "security"``, ``user_id``, ``family_id``,
+    ``client_ip``, ``device_id``, and ``email_fingerprint`` when given (it is not stored in
+    the table); the request's ``request_id`` and trace ids come from the log context.
+    """
     await conn.execute(
         "INSERT INTO security_events (event_type, user_id, family_id, ip, device_id)"
         " VALUES ($1, $2, $3, $4, $5)",
@@ -43,4 +84,13 @@ async def record(
         family_id,
         ip,
         device_id,
+    )
+    (_log.warning if event in _WARNINGS else _log.info)(
+        event.value,
+        category="security",
+        user_id=None if user_id is None else str(user_id),
+        family_id=None if family_id is None else str(family_id),
+        client_ip=ip,
+        device_id=device_id,
+        **({} if email_fingerprint is None else {"email_fingerprint": email_fingerprint}),
     )
