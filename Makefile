@@ -12,7 +12,7 @@ UV ?= $(shell command -v uv 2>/dev/null \
 # --locked: fail if uv.lock is out of date with the pyproject files instead of rewriting it.
 UV_SYNC_FLAGS ?= $(if $(wildcard uv.lock),--locked,)
 
-.PHONY: help uv install run demo test lint bench bench-ratelimit proto clean
+.PHONY: help uv install promtool jq run demo test lint bench bench-ratelimit proto clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -31,6 +31,34 @@ uv: ## install uv (into .bulwark/tools, or with pip --user) unless it is already
 install: uv ## install every workspace package and the dev tools into .venv (uv sync)
 	$(UV) sync --all-packages $(UV_SYNC_FLAGS)
 
+# promtool checks and unit-tests deploy/prometheus/bulwark-alerts.yml (tests/test_alert_rules.py).
+# Taken from PATH, else extracted from Debian's `prometheus` package (apt-get download, which
+# verifies it against the signed archive index) without installing the package, which would
+# start a Prometheus daemon.
+PROMTOOL := .bulwark/tools/bin/promtool
+
+promtool: ## install promtool into .bulwark/tools/bin (from Debian's prometheus package)
+	@if [ -x $(PROMTOOL) ] || command -v promtool >/dev/null 2>&1; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "promtool: not on PATH, and no apt-get to fetch it; install Prometheus's promtool" >&2; \
+		exit 1; \
+	fi; \
+	tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
+	download() { (cd "$$tmp" && apt-get download -q prometheus); }; \
+	download || { [ "$$(id -u)" = 0 ] && apt-get update -q && download; } || exit 1; \
+	dpkg-deb -x "$$tmp"/prometheus_*.deb "$$tmp/root" || exit 1; \
+	mkdir -p $(dir $(PROMTOOL)); \
+	install -m 0755 "$$tmp/root/usr/bin/promtool" $(PROMTOOL); \
+	echo "promtool installed: $(PROMTOOL) ($$($(PROMTOOL) --version 2>&1 | head -n 1))"
+
+# jq runs the one-liners of docs/queries.md against real logs (tests/integration/test_log_queries.py).
+jq: ## install jq from Debian's packages unless it is on PATH (needs root and apt-get)
+	@if command -v jq >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "jq: not on PATH; install it (Debian and Ubuntu: apt-get install jq)" >&2; exit 1; \
+	fi; \
+	apt-get install -y -q jq || { apt-get update -q && apt-get install -y -q jq; }
+
 # RUN_ARGS, e.g. "--api-port 18000 --auth-port 18001 --ratelimit-port 15051", for other ports.
 run: install ## run the stack on 127.0.0.1 (api :8000, auth :8001, ratelimit :50051) until Ctrl-C
 	$(UV) run bulwark-dev run $(RUN_ARGS)
@@ -38,7 +66,12 @@ run: install ## run the stack on 127.0.0.1 (api :8000, auth :8001, ratelimit :50
 demo: install ## play a scripted mobile session against a running stack (make run first)
 	$(UV) run bulwark-dev demo
 
+# Without promtool (no apt-get here), the alert-rule tests are skipped, unless CI is set.
 test: install ## run every test (unit and integration)
+	@$(MAKE) --no-print-directory promtool || { [ -z "$${CI:-}" ] \
+		&& echo "make test: no promtool: the alert-rule tests will be skipped" >&2; }
+	@$(MAKE) --no-print-directory jq || { [ -z "$${CI:-}" ] \
+		&& echo "make test: no jq: the log-query tests will fail" >&2; }
 	$(UV) run pytest
 
 lint: install ## ruff and mypy (strict)

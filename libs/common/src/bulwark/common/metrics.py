@@ -1,0 +1,253 @@
+"""Bulwark's metrics: OpenTelemetry instruments, exported for Prometheus on a port of their own.
+
+Series as Prometheus scrapes them (docs/metrics.md says what each is for and which alert
+reads it):
+
+=============================================  =========  ==================================
+name                                           type       labels
+=============================================  =========  ==================================
+``bulwark_http_server_requests_total``         counter    route, method, status_code
+``bulwark_http_server_duration_seconds``       histogram  route, method, status_code
+``bulwark_grpc_server_requests_total``         counter    grpc_method, grpc_code
+``bulwark_grpc_server_duration_seconds``       histogram  grpc_method, grpc_code
+``bulwark_login_failures_total``               counter    reason
+``bulwark_refresh_reuse_detections_total``     counter    (none)
+``bulwark_ratelimit_decisions_total``          counter    domain, rule, result
+=============================================  =========  ==================================
+
+Every label value comes from a closed set or from our own configuration (route templates,
+rule names), never from a user id, an address, an email or a token, so the number of series
+is bounded whatever clients send.
+
+`start_metrics` (each service's ``serve`` command calls it when ``METRICS_PORT`` is set)
+builds a ``MeterProvider`` whose reader is a ``PrometheusMetricReader`` on a registry of its
+own, serves that registry with prometheus_client's HTTP server on ``METRICS_HOST``:
+``METRICS_PORT`` (a listener apart from the public one, which never serves ``/metrics``),
+and installs the instruments. Before that, and in processes without ``METRICS_PORT``, the
+``record_*`` and ``count_*`` functions do nothing.
+
+The provider is deliberately not made OpenTelemetry's global one: instrumentation libraries
+that record metrics of their own (with raw URLs or peer addresses as attributes) stay no-ops,
+so the endpoint exposes only the series above and prometheus_client's ``process_*`` ones.
+"""
+
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
+
+import msgspec
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import Counter, Histogram, Meter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+
+from bulwark.common.logging import get_logger
+
+#: Route label of a request no route matched (404s of unknown paths, scans).
+UNMATCHED_ROUTE = "<unmatched>"
+#: Method label of a request whose method is not a standard one (OpenTelemetry's convention).
+OTHER_METHOD = "_OTHER"
+_log = get_logger(__name__)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+
+#: Bucket bounds of the HTTP duration histogram, in seconds: OpenTelemetry's recommendation
+#: for ``http.server.request.duration`` (5 ms to 10 s).
+HTTP_DURATION_BUCKETS = (
+    *(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75),
+    *(1.0, 2.5, 5.0, 7.5, 10.0),
+)
+#: Bucket bounds of the gRPC duration histogram, in seconds: a rate-limit decision takes about
+#: a millisecond and its callers give up after 100-250 ms, so the resolution is below 1 s.
+GRPC_DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+#: ``reason`` of ``bulwark_login_failures_total``: a wrong email or password (401); the
+#: login limits refused the attempt (429: the attempt limit, or a failure backoff block, or
+#: too many identities failed from one IP); the limiter could not answer and login failed
+#: closed (503).
+LoginFailureReason = Literal["invalid_credentials", "rate_limited", "ratelimit_unavailable"]
+#: ``result`` of ``bulwark_ratelimit_decisions_total`` (see `count_ratelimit_decision`).
+DecisionResult = Literal[
+    "ok", "over_limit", "shadow_over_limit", "failure_allowed", "failure_denied"
+]
+
+
+class MetricsEndpoint(msgspec.Struct, frozen=True):
+    """Where the Prometheus endpoint listens (``METRICS_HOST``, ``METRICS_PORT``; port 0
+    picks a free one)."""
+
+    host: str
+    port: int
+
+
+class _Instruments:
+    """The instruments of one installed ``MeterProvider``."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.http_requests: Counter = meter.create_counter(
+            "bulwark.http.server.requests",
+            unit="{request}",
+            description="HTTP requests served, by route template, method and status code.",
+        )
+        self.http_duration: Histogram = meter.create_histogram(
+            "bulwark.http.server.duration",
+            unit="s",
+            description="Time from the first byte of an HTTP request to the end of its answer.",
+            explicit_bucket_boundaries_advisory=HTTP_DURATION_BUCKETS,
+        )
+        self.grpc_requests: Counter = meter.create_counter(
+            "bulwark.grpc.server.requests",
+            unit="{call}",
+            description="Unary gRPC calls served, by method and status code.",
+        )
+        self.grpc_duration: Histogram = meter.create_histogram(
+            "bulwark.grpc.server.duration",
+            unit="s",
+            description="Time to answer a unary gRPC call.",
+            explicit_bucket_boundaries_advisory=GRPC_DURATION_BUCKETS,
+        )
+        self.login_failures: Counter = meter.create_counter(
+            "bulwark.login.failures",
+            unit="{attempt}",
+            description="Login attempts that did not log in, by reason.",
+        )
+        self.refresh_reuse: Counter = meter.create_counter(
+            "bulwark.refresh.reuse_detections",
+            unit="{detection}",
+            description="Used refresh tokens presented again (RFC 9700 4.14.2); each ends a "
+            "device session.",
+        )
+        self.ratelimit_decisions: Counter = meter.create_counter(
+            "bulwark.ratelimit.decisions",
+            unit="{decision}",
+            description="Rate-limit descriptors judged, by domain, rule and result.",
+        )
+
+
+class _Installed:
+    instruments: _Instruments | None = None
+
+
+_installed = _Installed()
+
+
+def install(provider: MeterProvider) -> None:
+    """Record every later measurement of this process through ``provider``'s readers.
+
+    `start_metrics` calls it; tests pass a provider with a reader of their own. The last
+    provider installed wins.
+    """
+    _installed.instruments = _Instruments(provider.get_meter("bulwark"))
+
+
+def uninstall() -> None:
+    """Stop recording: the ``record_*`` and ``count_*`` functions do nothing again."""
+    _installed.instruments = None
+
+
+def start_metrics(service: str, endpoint: MetricsEndpoint) -> int:
+    """Serve this process's metrics for Prometheus at ``http://host:port/metrics``.
+
+    Args:
+        service: ``auth``, ``api`` or ``ratelimit``; ``service.name`` of the ``target_info``
+            series is ``bulwark-<service>`` (``OTEL_RESOURCE_ATTRIBUTES`` adds attributes).
+        endpoint: the address to listen on (port 0 picks a free one).
+
+    Returns:
+        The bound port (logged as ``metrics_serving``).
+
+    The listener is prometheus_client's threaded WSGI server in a daemon thread, for the
+    life of the process: it answers every GET path with the metrics in the text format
+    (OpenMetrics when asked for); ``/metrics`` is the conventional path to scrape. Counters
+    are cumulative since the start.
+
+    Raises:
+        OSError: the address cannot be bound (in use, or not a local address).
+    """
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
+    provider = MeterProvider(
+        metric_readers=[reader],
+        resource=Resource.create({"service.name": f"bulwark-{service}"}),
+    )
+    server, _thread = start_http_server(endpoint.port, endpoint.host, registry=registry)
+    install(provider)
+    if service == "auth":
+        _start_auth_counters_at_zero()
+    _log.info("metrics_serving", host=endpoint.host, port=server.server_port)
+    return int(server.server_port)
+
+
+def _start_auth_counters_at_zero() -> None:
+    """Export the auth service's event counters at 0 from the start: a series that first
+    appears at 1 has no earlier sample, so ``increase()`` would miss that first event (the
+    refresh-reuse alert fires on any increase)."""
+    instruments = _installed.instruments
+    assert instruments is not None  # noqa: S101 - called right after install
+    for reason in get_args(LoginFailureReason):
+        instruments.login_failures.add(0, {"reason": reason})
+    instruments.refresh_reuse.add(0)
+
+
+def http_labels(scope: Mapping[str, Any], status: int) -> dict[str, str]:
+    """The labels of one HTTP request: ``route`` (the route template Litestar matched, e.g.
+    ``/v1/notes/{note_id}``, else `UNMATCHED_ROUTE`; never the raw path), ``method`` (a
+    standard method, else `OTHER_METHOD`) and ``status_code`` (``"200"``)."""
+    method = str(scope.get("method", "")).upper()
+    return {
+        "route": str(scope.get("path_template") or UNMATCHED_ROUTE),
+        "method": method if method in _METHODS else OTHER_METHOD,
+        "status_code": str(status),
+    }
+
+
+def record_http_request(scope: Mapping[str, Any], status: int, seconds: float) -> None:
+    """Count one HTTP request answered with ``status`` after ``seconds`` (see `http_labels`)."""
+    instruments = _installed.instruments
+    if instruments is None:
+        return
+    labels = http_labels(scope, status)
+    instruments.http_requests.add(1, labels)
+    instruments.http_duration.record(seconds, labels)
+
+
+def record_grpc_call(method: str, code: str, seconds: float) -> None:
+    """Count one unary gRPC call: ``method`` is the full method name of a registered handler
+    (``/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit``), ``code`` the status
+    name (``OK``, ``INVALID_ARGUMENT``, ...), ``seconds`` its duration."""
+    instruments = _installed.instruments
+    if instruments is None:
+        return
+    labels = {"grpc_method": method, "grpc_code": code}
+    instruments.grpc_requests.add(1, labels)
+    instruments.grpc_duration.record(seconds, labels)
+
+
+def count_login_failure(reason: LoginFailureReason) -> None:
+    """Count one login attempt that did not log in (see `LoginFailureReason`)."""
+    if (instruments := _installed.instruments) is not None:
+        instruments.login_failures.add(1, {"reason": reason})
+
+
+def count_refresh_reuse() -> None:
+    """Count one refresh-token reuse detection (a used token presented again, outside the
+    grace window for retries): the device session it belonged to was ended."""
+    if (instruments := _installed.instruments) is not None:
+        instruments.refresh_reuse.add(1)
+
+
+def count_ratelimit_decision(domain: str, rule: str, result: DecisionResult) -> None:
+    """Count one judged descriptor of a ``ShouldRateLimit`` call.
+
+    Args:
+        domain: the request's domain; only configured domains reach here (a descriptor of
+            an unknown domain matches no rule and is not counted).
+        rule: the matched rule's name in the rules file (``endpoint=login/email``), never a
+            descriptor value.
+        result: ``ok`` (within the limit, counted), ``over_limit`` (refused),
+            ``shadow_over_limit`` (over the limit of a shadow-mode rule: allowed and
+            logged), ``failure_allowed`` / ``failure_denied`` (Redis failed or timed out,
+            and the rule's ``failure_mode`` answered allow or deny).
+    """
+    if (instruments := _installed.instruments) is not None:
+        instruments.ratelimit_decisions.add(1, {"domain": domain, "rule": rule, "result": result})
