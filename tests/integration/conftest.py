@@ -191,6 +191,7 @@ def stack_factory(
             api_port=free_port(),
             auth_port=free_port(),
             ratelimit_port=free_port(),
+            metrics_ports={svc: free_port() for svc in SERVICE_ORDER},
             bulwark_env=bulwark_env,
             keys_dir=keys_dir or work / "keys",
             redis_key_prefix=redis_key_prefix or f"rl:test:{secrets.token_hex(4)}:",

@@ -20,7 +20,8 @@ from typing import Any, cast
 
 import structlog
 
-from bulwark.common.logging import get_logger
+from bulwark.common.logging import current_trace_ids, get_logger
+from bulwark.common.metrics import record_http_request
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -30,8 +31,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _access_log = get_logger("bulwark.access")
-# Client-supplied header values copied into logs are cut to this many characters.
-_MAX_LOGGED_HEADER = 64
+# User-Agent is copied into the access line cut to this many characters.
+_MAX_LOGGED_USER_AGENT = 256
+_APP_VERSION = re.compile(r"^[0-9A-Za-z.+_-]{1,32}$")
+#: Logged in place of a mobile header that is present but malformed (docs/logs.md).
+INVALID = "invalid"
 
 
 def _header(scope: Mapping[str, Any], name: bytes) -> str | None:
@@ -41,8 +45,17 @@ def _header(scope: Mapping[str, Any], name: bytes) -> str | None:
     return None
 
 
-def _logged(value: str | None) -> str | None:
-    return None if value is None else value[:_MAX_LOGGED_HEADER]
+def request_id_or_none(value: str | None) -> str | None:
+    """``value`` when it is a well-formed request id (1-128 of ``[A-Za-z0-9._:-]``), else None.
+
+    Used for ``X-Request-ID`` here and for the ``x-request-id`` gRPC metadata."""
+    return value if value and _REQUEST_ID.match(value) else None
+
+
+def _checked(value: str | None, valid: str | None) -> str | None:
+    """What the access line records of a client header: its validated form, None when the
+    header is absent, `INVALID` when it is present but malformed (never the raw value)."""
+    return valid if value is None or valid is not None else INVALID
 
 
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -132,10 +145,29 @@ def client_ip(scope: Mapping[str, Any]) -> str | None:
     return str(client[0]) if client else None
 
 
+def ingress_header(scope: Mapping[str, Any], name: bytes, trusted: TrustedProxies) -> str | None:
+    """Header ``name`` (lower-case bytes, e.g. ``b"cloudfront-viewer-country"``) as set by
+    the ingress: its value when the TCP peer is one of the ``trusted`` proxies, else None (a
+    client reaching the service directly may send anything). The proxy must set or strip
+    the header on every request it forwards."""
+    client = scope.get("client")
+    peer = _address(str(client[0])) if client else None
+    if peer is None or not _trusted(peer, trusted):
+        return None
+    return _header(scope, name)
+
+
 def device_id(scope: Mapping[str, Any]) -> str | None:
     """``X-Device-Id`` when well-formed (1-128 of ``[A-Za-z0-9._:-]``), else None."""
     value = _header(scope, b"x-device-id")
     return value if value and _DEVICE_ID.match(value) else None
+
+
+def app_version(scope: Mapping[str, Any]) -> str | None:
+    """``X-App-Version`` when well-formed (1-32 of ``[0-9A-Za-z.+_-]``, e.g. ``1.4.2``), else
+    None."""
+    value = _header(scope, b"x-app-version")
+    return value if value and _APP_VERSION.match(value) else None
 
 
 def platform(scope: Mapping[str, Any]) -> str | None:
@@ -147,10 +179,13 @@ def platform(scope: Mapping[str, Any]) -> str | None:
 class RequestContextMiddleware:
     """Outermost ASGI wrapper: request id, client address, structlog context, the access log.
 
-    The access line has: request_id, user_id (from ``scope["state"]["user_id"]`` when the
-    route authenticated the caller), method, route (the route template, never the raw path),
-    status, latency_ms, request_bytes, response_bytes, app_version, platform, device_id,
-    client_ip (resolved with ``trusted_proxies``, see `resolve_client_ip`).
+    The access line (``"event": "request"``, schema in docs/logs.md) has: request_id,
+    trace_id and span_id (of the current span when the response starts), user_id (from
+    ``scope["state"]["user_id"]`` when the route authenticated the caller), method, route
+    (the route template, never the raw path), status, latency_ms, request_bytes,
+    response_bytes, app_version, platform, device_id (validated; ``"invalid"`` when
+    malformed), user_agent (cut to 256 characters), client_ip (resolved with
+    ``trusted_proxies``, see `resolve_client_ip`).
     """
 
     def __init__(self, app: ASGIApp, trusted_proxies: Sequence[IPNetwork] = ()) -> None:
@@ -163,8 +198,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = _header(scope, b"x-request-id")
-        request_id = incoming if incoming and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = request_id_or_none(_header(scope, b"x-request-id")) or uuid.uuid4().hex
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
         client = scope.get("client")
@@ -176,6 +210,9 @@ class RequestContextMiddleware:
         # Set below the router (e.g. by bulwark.common.rate_limits), added to the response.
         extra_headers: dict[bytes, bytes] = state.setdefault("response_headers", {})
         counters = {"request_bytes": 0, "response_bytes": 0, "status": 500}
+        # The server span's ids, taken when the response starts: a tracing middleware inside
+        # this one has ended its span by the time the access line is written.
+        trace_ids: dict[str, str] = {}
         started = time.perf_counter()
 
         async def counting_receive() -> Message:
@@ -187,6 +224,7 @@ class RequestContextMiddleware:
         async def tagging_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 counters["status"] = message["status"]
+                trace_ids.update(current_trace_ids())
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 headers.extend(extra_headers.items())
@@ -199,6 +237,7 @@ class RequestContextMiddleware:
             try:
                 await self.app(scope, counting_receive, tagging_send)
             finally:
+                record_http_request(scope, counters["status"], time.perf_counter() - started)
                 _access_log.info(
                     "request",
                     user_id=state.get("user_id"),
@@ -208,10 +247,13 @@ class RequestContextMiddleware:
                     latency_ms=round((time.perf_counter() - started) * 1000, 2),
                     request_bytes=counters["request_bytes"],
                     response_bytes=counters["response_bytes"],
-                    app_version=_logged(_header(scope, b"x-app-version")),
-                    platform=_logged(_header(scope, b"x-platform")),
-                    device_id=_logged(_header(scope, b"x-device-id")),
+                    app_version=_checked(_header(scope, b"x-app-version"), app_version(scope)),
+                    platform=_checked(_header(scope, b"x-platform"), platform(scope)),
+                    device_id=_checked(_header(scope, b"x-device-id"), device_id(scope)),
+                    user_agent=(_header(scope, b"user-agent") or "")[:_MAX_LOGGED_USER_AGENT]
+                    or None,
                     client_ip=client_ip(scope),
+                    **trace_ids,
                 )
 
 

@@ -4,10 +4,12 @@ Each service defines one frozen settings object built once at start-up by a ``fr
 function; domain code receives that object and never reads ``os.environ`` itself.
 """
 
+import re
 from collections.abc import Mapping
 from typing import Literal, get_args
 
 from bulwark.common.http import TrustedProxies, parse_trusted_proxies
+from bulwark.common.metrics import MetricsEndpoint
 
 Environment = Literal["development", "test", "staging", "production"]
 ENVIRONMENTS: tuple[str, ...] = get_args(Environment)
@@ -117,6 +119,23 @@ def env_failure_modes(
     return modes
 
 
+# An HTTP field name is a token (RFC 9110 §5.1, §5.6.2).
+_FIELD_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
+
+
+def env_header_name(environ: Mapping[str, str], name: str, default: str) -> str:
+    """Return the variable ``name`` as an HTTP header name, lower-cased (as ASGI carries
+    header names), or ``default`` lower-cased.
+
+    Raises:
+        SettingsError: the value is not an RFC 9110 field name of at most 64 characters.
+    """
+    value = env_str(environ, name, default)
+    if not _FIELD_NAME.match(value):
+        raise SettingsError(f"{name} must be an HTTP header name, got {value!r}")
+    return value.lower()
+
+
 def env_trusted_proxies(environ: Mapping[str, str]) -> TrustedProxies:
     """Return ``TRUSTED_PROXIES``: the proxies whose ``X-Forwarded-For`` entries are believed.
 
@@ -130,3 +149,25 @@ def env_trusted_proxies(environ: Mapping[str, str]) -> TrustedProxies:
         return parse_trusted_proxies(environ.get("TRUSTED_PROXIES", ""))
     except ValueError as exc:
         raise SettingsError(f"TRUSTED_PROXIES: {exc}") from None
+
+
+def env_metrics_endpoint(
+    environ: Mapping[str, str], *, host: str, port: int
+) -> MetricsEndpoint | None:
+    """Return where the Prometheus endpoint listens, or None when ``METRICS_PORT`` is unset.
+
+    ``METRICS_PORT`` (0 to 65535; 0 picks a free port) turns the endpoint on;
+    ``METRICS_HOST`` defaults to ``host``, the service's own ``HOST``. ``port`` is the
+    service's public ``PORT``, which the endpoint may not share (docs/metrics.md).
+
+    Raises:
+        SettingsError: the port is not an integer in range, or equals ``port``.
+    """
+    if not environ.get("METRICS_PORT", "").strip():
+        return None
+    metrics_port = env_int(environ, "METRICS_PORT", 0)
+    if metrics_port > 65535:
+        raise SettingsError(f"METRICS_PORT must be at most 65535, got {metrics_port}")
+    if metrics_port != 0 and metrics_port == port:
+        raise SettingsError("METRICS_PORT must differ from PORT: /metrics is never public")
+    return MetricsEndpoint(host=env_str(environ, "METRICS_HOST", host), port=metrics_port)

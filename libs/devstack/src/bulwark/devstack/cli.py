@@ -70,6 +70,11 @@ def _run(args: argparse.Namespace) -> int:
                 api_port=args.api_port,
                 auth_port=args.auth_port,
                 ratelimit_port=args.ratelimit_port,
+                metrics_ports={
+                    "api": args.api_metrics_port,
+                    "auth": args.auth_metrics_port,
+                    "ratelimit": args.ratelimit_metrics_port,
+                },
                 bulwark_env="development",
                 keys_dir=state / "keys",
                 log_level=args.log_level,
@@ -81,6 +86,8 @@ def _run(args: argparse.Namespace) -> int:
                 f"  api        {config.api_url}\n"
                 f"  auth       {config.auth_url}\n"
                 f"  ratelimit  {config.ratelimit_target} (gRPC)\n"
+                f"  metrics    {config.metrics_url('api')}  {config.metrics_url('auth')}  "
+                f"{config.metrics_url('ratelimit')}\n"
                 "Ctrl-C stops everything.",
                 flush=True,
             )
@@ -119,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--api-port", type=int, default=8000)
     run.add_argument("--auth-port", type=int, default=8001)
     run.add_argument("--ratelimit-port", type=int, default=50051)
+    # Prometheus endpoints (docs/metrics.md); 9464 is OpenTelemetry's default for it.
+    run.add_argument("--api-metrics-port", type=int, default=9464)
+    run.add_argument("--auth-metrics-port", type=int, default=9465)
+    run.add_argument("--ratelimit-metrics-port", type=int, default=9466)
     run.add_argument("--log-level", default="info")
     run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="play one scripted mobile session against a running stack")

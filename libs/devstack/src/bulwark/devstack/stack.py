@@ -49,7 +49,21 @@ SERVICE_VARIABLES = frozenset(
         "RATELIMIT_FAILURE_MODE",
         "RATELIMIT_FAILURE_MODES",
         "TRUSTED_PROXIES",
+        "GEO_COUNTRY_HEADER",
+        "ANOMALY_INACTIVITY_DAYS",
+        "ANOMALY_BURST_WINDOW_SECONDS",
+        "ANOMALY_BURST_FLOOR",
+        "ANOMALY_BURST_FACTOR",
+        "ANOMALY_BURST_ALPHA",
+        "ANOMALY_BURST_COOLDOWN_SECONDS",
+        "ANOMALY_FOREIGN_THRESHOLD",
+        "ANOMALY_FOREIGN_WINDOW_SECONDS",
         "JWKS_URL",
+        "METRICS_HOST",
+        "METRICS_PORT",
+        # Each service names itself (bulwark-api ...); the other OTEL_* variables pass through.
+        "OTEL_SERVICE_NAME",
+        "TRUSTED_TRACE_PEERS",
     }
 )
 
@@ -275,6 +289,8 @@ class StackConfig:
     api_port: int = 8000
     auth_port: int = 8001
     ratelimit_port: int = 50051
+    # Prometheus endpoints (METRICS_PORT), service -> port; a service not named has none.
+    metrics_ports: Mapping[str, int] = field(default_factory=dict)
     bulwark_env: str = "development"
     keys_dir: Path = Path(".bulwark/keys")
     redis_key_prefix: str = "rl:"
@@ -300,6 +316,12 @@ class StackConfig:
     def ratelimit_target(self) -> str:
         """gRPC target of the rate limiter, ``host:port``."""
         return f"{self.host}:{self.ratelimit_port}"
+
+    def metrics_url(self, service: str) -> str | None:
+        """URL of ``service``'s Prometheus endpoint (``http://127.0.0.1:9464/metrics``), or
+        None when it has none."""
+        port = self.metrics_ports.get(service)
+        return None if port is None else f"http://{self.host}:{port}/metrics"
 
     def service_env(self) -> dict[str, dict[str, str]]:
         """The variables each service is started with (beyond the inherited environment)."""
@@ -338,6 +360,8 @@ class StackConfig:
                 "REDIS_KEY_PREFIX": self.session_key_prefix,
             },
         }
+        for service, port in self.metrics_ports.items():
+            envs[service]["METRICS_PORT"] = str(port)
         for service, extra in self.env.items():
             envs[service].update(extra)
         return envs

@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
+from bulwark.api.anomalies.checks import ApiAnomalies
 from bulwark.api.caller import caller
 from bulwark.api.notes.routes import NoteController
 from bulwark.api.settings import ApiSettings
@@ -72,11 +73,13 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             key_prefix=settings.redis_key_prefix,
             timeout_seconds=settings.redis_timeout,
         )
+        anomalies = ApiAnomalies(pool, settings)
         try:
             await apply_migrations(pool, MIGRATIONS)
             app.state.update(
                 settings=settings,
                 pool=pool,
+                anomalies=anomalies,
                 jwks=jwks,
                 ratelimit=ratelimit,
                 revocations=revocations,
@@ -86,6 +89,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             )
             yield
         finally:
+            await anomalies.aclose()
             await ratelimit.close()
             await revocations.aclose()
             await jwks.aclose()

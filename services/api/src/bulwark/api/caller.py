@@ -6,6 +6,8 @@ service's JWKS, then one rate-limit call counts the request per client IP and pe
 counted per IP, so a flood of forged tokens is limited too. Last, one Redis ``EXISTS`` asks
 whether the token's session (``sid``) has ended (logout, refresh reuse, ...; see
 ``bulwark.common.revocations``); when Redis cannot answer, ``REVOCATION_FAILURE_MODE`` decides.
+Each request with a valid token is also counted, in the background, by the burst detector
+(``bulwark.api.anomalies``).
 """
 
 from collections.abc import Mapping
@@ -57,6 +59,8 @@ async def caller(request: Request[Any, Any, Any], state: State) -> AccessTokenCl
     if claims is not None:
         descriptors.append([("user_id", claims.sub)])
         request.scope["state"]["user_id"] = claims.sub
+        # Counted for the burst detector whatever the answer (429 included); never blocks.
+        state.anomalies.observe_request(claims.sub, ip)
     await rate_limits.enforce(
         state.ratelimit,
         descriptors,

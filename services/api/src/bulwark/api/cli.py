@@ -1,28 +1,51 @@
-"""``bulwark-api``: run the resource API (``bulwark-api serve``, the default)."""
+"""``bulwark-api``: run the resource API, review anomaly flags.
+
+bulwark-api serve                    run the HTTP service (default)
+bulwark-api flags list|review ...    the anomaly flags in DATABASE_URL (docs/anomalies.md)
+"""
 
 import argparse
+import os
 import sys
 
 from bulwark.api.app import create_app
 from bulwark.api.settings import from_env
+from bulwark.common import flag_commands
 from bulwark.common.http import serve
 from bulwark.common.logging import configure_logging
+from bulwark.common.metrics import start_metrics
 from bulwark.common.settings import SettingsError
+from bulwark.common.telemetry import start_tracing, tracing_settings
+
+
+def _serve() -> int:
+    settings = from_env()
+    tracing_config = tracing_settings(os.environ)
+    configure_logging("api", settings.log_level)
+    if settings.metrics is not None:
+        start_metrics("api", settings.metrics)
+    tracing = start_tracing(tracing_config, "bulwark-api", settings.environment, postgres=True)
+    try:
+        serve(tracing.asgi(create_app(settings)), settings.host, settings.port)
+    finally:
+        tracing.shutdown()  # export the spans still queued
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bulwark-api`` command; returns the exit status."""
     parser = argparse.ArgumentParser(prog="bulwark-api")
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve"])
-    parser.parse_args(argv)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="run the HTTP service")
+    flag_commands.add_parser(commands)
+    args = parser.parse_args(argv)
     try:
-        settings = from_env()
+        if args.command == "flags":
+            return flag_commands.run(args, program="bulwark-api")
+        return _serve()
     except SettingsError as error:
         print(f"bulwark-api: configuration error: {error}", file=sys.stderr)
         return 2
-    configure_logging("api", settings.log_level)
-    serve(create_app(settings), settings.host, settings.port)
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from typing import Literal
 import msgspec
 
 from bulwark.common.http import TrustedProxies
+from bulwark.common.metrics import MetricsEndpoint
 from bulwark.common.rate_limits import FailureMode
 from bulwark.common.settings import (
     Environment,
@@ -15,6 +16,7 @@ from bulwark.common.settings import (
     env_failure_modes,
     env_float,
     env_int,
+    env_metrics_endpoint,
     env_redis_url,
     env_str,
     env_trusted_proxies,
@@ -33,6 +35,7 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     environment: Environment
     host: str = "127.0.0.1"
     port: int = 8000
+    metrics: MetricsEndpoint | None = None
     database_url: str
     jwks_url: str
     jwks_min_refresh: int = 30
@@ -48,6 +51,14 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     redis_key_prefix: str = "bulwark:"
     redis_timeout: float = 0.1
     revocation_failure_mode: Literal["allow", "deny"] = "deny"
+    # Anomaly detectors (docs/anomalies.md): request bursts, reads of others' notes.
+    anomaly_burst_window: int = 60
+    anomaly_burst_floor: int = 120
+    anomaly_burst_factor: float = 10.0
+    anomaly_burst_alpha: float = 0.05
+    anomaly_burst_cooldown: int = 3600
+    anomaly_foreign_threshold: int = 5
+    anomaly_foreign_window: int = 600
     log_level: str = "INFO"
 
     def fails_open(self, endpoint: str) -> bool:
@@ -71,10 +82,15 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
     revocation_mode = env_str(env, "REVOCATION_FAILURE_MODE", "deny")
     if revocation_mode not in {"allow", "deny"}:
         raise SettingsError("REVOCATION_FAILURE_MODE must be allow or deny")
+    burst_alpha = env_float(env, "ANOMALY_BURST_ALPHA", 0.05, minimum=0.001)
+    if burst_alpha > 1:
+        raise SettingsError("ANOMALY_BURST_ALPHA must be at most 1")
+    host, port = env_str(env, "HOST", "127.0.0.1"), env_int(env, "PORT", 8000)
     return ApiSettings(
         environment=environment,
-        host=env_str(env, "HOST", "127.0.0.1"),
-        port=env_int(env, "PORT", 8000),
+        host=host,
+        port=port,
+        metrics=env_metrics_endpoint(env, host=host, port=port),
         database_url=env_str(env, "DATABASE_URL"),
         jwks_url=env_str(
             env, "JWKS_URL", "http://127.0.0.1:8001/.well-known/jwks.json" if local else None
@@ -92,5 +108,12 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
         redis_key_prefix=env_str(env, "REDIS_KEY_PREFIX", "bulwark:"),
         redis_timeout=env_float(env, "REDIS_TIMEOUT_SECONDS", 0.1, minimum=0.001),
         revocation_failure_mode="allow" if revocation_mode == "allow" else "deny",
+        anomaly_burst_window=env_int(env, "ANOMALY_BURST_WINDOW_SECONDS", 60, minimum=1),
+        anomaly_burst_floor=env_int(env, "ANOMALY_BURST_FLOOR", 120, minimum=1),
+        anomaly_burst_factor=env_float(env, "ANOMALY_BURST_FACTOR", 10.0, minimum=1.0),
+        anomaly_burst_alpha=burst_alpha,
+        anomaly_burst_cooldown=env_int(env, "ANOMALY_BURST_COOLDOWN_SECONDS", 3600, minimum=1),
+        anomaly_foreign_threshold=env_int(env, "ANOMALY_FOREIGN_THRESHOLD", 5, minimum=1),
+        anomaly_foreign_window=env_int(env, "ANOMALY_FOREIGN_WINDOW_SECONDS", 600, minimum=1),
         log_level=env_str(env, "LOG_LEVEL", "INFO"),
     )

@@ -12,6 +12,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
+from bulwark.auth.anomalies.checks import LoginAnomalies
 from bulwark.auth.keys import KeyFolder, SigningKeys
 from bulwark.auth.oauth.routes import (
     DiscoveryController,
@@ -79,6 +80,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             key_prefix=settings.redis_key_prefix,
             timeout_seconds=settings.redis_timeout,
         )
+        login_anomalies = LoginAnomalies(pool, settings)
         revocation_resync: asyncio.Task[None] | None = None
         key_watcher: asyncio.Task[None] | None = None
         try:
@@ -112,6 +114,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
                 password_hasher=hasher,
                 ratelimit=ratelimit,
                 revocations=revocations,
+                login_anomalies=login_anomalies,
                 verifier=AccessTokenVerifier(
                     LocalKeys(keys), issuer=settings.issuer, audience=settings.audience
                 ),
@@ -124,6 +127,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             if revocation_resync is not None:
                 revocation_resync.cancel()
                 await asyncio.gather(revocation_resync, return_exceptions=True)
+            await login_anomalies.aclose()
             await revocations.aclose()
             await ratelimit.close()
             hasher.close()

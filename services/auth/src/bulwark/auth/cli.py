@@ -3,27 +3,39 @@
 bulwark-auth serve                   run the HTTP service (default)
 bulwark-auth keys generate|list|rotate|retire|revoke KID
                                      manage the keys in KEYS_DIR (bulwark.auth.keys.commands)
+bulwark-auth flags list|review ...   the anomaly flags in DATABASE_URL (docs/anomalies.md)
 """
 
 import argparse
+import os
 import sys
 
 from bulwark.auth import keys
 from bulwark.auth.app import create_app
 from bulwark.auth.keys import commands as key_commands
 from bulwark.auth.settings import from_env
+from bulwark.common import flag_commands
 from bulwark.common.http import serve
 from bulwark.common.logging import configure_logging
+from bulwark.common.metrics import start_metrics
 from bulwark.common.settings import SettingsError
+from bulwark.common.telemetry import start_tracing, tracing_settings
 
 
 def _serve() -> int:
     settings = from_env()
+    tracing_config = tracing_settings(os.environ)
     configure_logging("auth", settings.log_level)
+    if settings.metrics is not None:
+        start_metrics("auth", settings.metrics)
     keys.load_signing_keys(
         settings.keys_dir, settings.environment, generate=settings.generates_keys
     )
-    serve(create_app(settings), settings.host, settings.port)
+    tracing = start_tracing(tracing_config, "bulwark-auth", settings.environment, postgres=True)
+    try:
+        serve(tracing.asgi(create_app(settings)), settings.host, settings.port)
+    finally:
+        tracing.shutdown()  # export the spans still queued
     return 0
 
 
@@ -33,10 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the HTTP service")
     key_commands.add_parser(commands)
+    flag_commands.add_parser(commands)
     args = parser.parse_args(argv)
     try:
         if args.command == "keys":
             return key_commands.run(args)
+        if args.command == "flags":
+            return flag_commands.run(args, program="bulwark-auth")
         return _serve()
     except SettingsError as error:
         print(f"bulwark-auth: configuration error: {error}", file=sys.stderr)

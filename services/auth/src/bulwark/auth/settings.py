@@ -7,6 +7,7 @@ from pathlib import Path
 import msgspec
 
 from bulwark.common.http import TrustedProxies
+from bulwark.common.metrics import MetricsEndpoint
 from bulwark.common.rate_limits import FailureMode
 from bulwark.common.settings import (
     Environment,
@@ -14,7 +15,9 @@ from bulwark.common.settings import (
     env_environment,
     env_failure_modes,
     env_float,
+    env_header_name,
     env_int,
+    env_metrics_endpoint,
     env_redis_url,
     env_str,
     env_trusted_proxies,
@@ -38,6 +41,7 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
     environment: Environment
     host: str = "127.0.0.1"
     port: int = 8001
+    metrics: MetricsEndpoint | None = None
     database_url: str
     keys_dir: Path
     issuer: str
@@ -58,10 +62,13 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
         default_factory=lambda: dict(RATELIMIT_FAILURE_MODES)
     )
     trusted_proxies: TrustedProxies = ()
+    geo_country_header: str = "cloudfront-viewer-country"
+    anomaly_inactivity_days: int = 30
     argon2_memory_kib: int = 19456
     argon2_time_cost: int = 2
     argon2_parallelism: int = 1
     log_level: str = "INFO"
+    email_fingerprint_key: bytes = b""
 
     def fails_open(self, endpoint: str) -> bool:
         """Whether ``endpoint`` (a key of `RATELIMIT_FAILURE_MODES`) is served when the
@@ -72,6 +79,23 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
     def generates_keys(self) -> bool:
         """Development and test generate a signing key on first run; others never do."""
         return self.environment in {"development", "test"}
+
+
+#: The key of `security_events.email_fingerprint` in development and test only.
+DEVELOPMENT_EMAIL_FINGERPRINT_KEY = "development-only-email-fingerprint-key"
+
+
+def _email_fingerprint_key(env: Mapping[str, str], *, local: bool) -> bytes:
+    """``EMAIL_FINGERPRINT_KEY``: at least 32 characters; required outside development and
+    test, where the development key is refused."""
+    key = env_str(
+        env, "EMAIL_FINGERPRINT_KEY", DEVELOPMENT_EMAIL_FINGERPRINT_KEY if local else None
+    )
+    if not local and key == DEVELOPMENT_EMAIL_FINGERPRINT_KEY:
+        raise SettingsError("EMAIL_FINGERPRINT_KEY must not be the development key")
+    if len(key) < 32:
+        raise SettingsError("EMAIL_FINGERPRINT_KEY must be at least 32 characters")
+    return key.encode()
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
@@ -89,10 +113,12 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
         raise SettingsError("ISSUER must be an https URL outside development and test")
     if "RATELIMIT_FAILURE_MODE" in env:
         raise SettingsError("RATELIMIT_FAILURE_MODE is now RATELIMIT_FAILURE_MODES=login=deny")
+    host, port = env_str(env, "HOST", "127.0.0.1"), env_int(env, "PORT", 8001)
     settings = AuthSettings(
         environment=environment,
-        host=env_str(env, "HOST", "127.0.0.1"),
-        port=env_int(env, "PORT", 8001),
+        host=host,
+        port=port,
+        metrics=env_metrics_endpoint(env, host=host, port=port),
         database_url=env_str(env, "DATABASE_URL"),
         keys_dir=Path(env_str(env, "KEYS_DIR", ".bulwark/keys" if local else None)),
         issuer=issuer.rstrip("/"),
@@ -113,10 +139,13 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
             env, "RATELIMIT_FAILURE_MODES", RATELIMIT_FAILURE_MODES
         ),
         trusted_proxies=env_trusted_proxies(env),
+        geo_country_header=env_header_name(env, "GEO_COUNTRY_HEADER", "CloudFront-Viewer-Country"),
+        anomaly_inactivity_days=env_int(env, "ANOMALY_INACTIVITY_DAYS", 30, minimum=1),
         argon2_memory_kib=env_int(env, "ARGON2_MEMORY_KIB", 19456, minimum=19456),
         argon2_time_cost=env_int(env, "ARGON2_TIME_COST", 2, minimum=2),
         argon2_parallelism=env_int(env, "ARGON2_PARALLELISM", 1, minimum=1),
         log_level=env_str(env, "LOG_LEVEL", "INFO"),
+        email_fingerprint_key=_email_fingerprint_key(env, local=local),
     )
     if settings.access_token_ttl > 3600:
         raise SettingsError("ACCESS_TOKEN_TTL_SECONDS must be at most 3600")

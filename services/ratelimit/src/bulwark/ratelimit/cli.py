@@ -7,8 +7,12 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import uvloop
+
 from bulwark.common.logging import configure_logging, get_logger
+from bulwark.common.metrics import start_metrics
 from bulwark.common.settings import SettingsError
+from bulwark.common.telemetry import start_tracing, tracing_settings
 from bulwark.ratelimit.rules import RulesError
 from bulwark.ratelimit.server import BindError, RateLimitServer, build_server
 from bulwark.ratelimit.settings import from_env
@@ -42,13 +46,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.parse_args(argv)
     try:
         settings = from_env(os.environ)
+        tracing_config = tracing_settings(os.environ)
         server = build_server(settings)
     except (SettingsError, RulesError) as exc:
         print(f"bulwark-ratelimit: {exc}", file=sys.stderr)
         sys.exit(2)
     configure_logging("ratelimit", settings.log_level)
+    if settings.metrics is not None:
+        start_metrics("ratelimit", settings.metrics)
+    tracing = start_tracing(tracing_config, "bulwark-ratelimit", settings.environment)
     try:
-        asyncio.run(serve(server))
+        uvloop.run(serve(server))  # libuv's loop: cheaper on the latency-critical path
     except BindError as exc:
         print(f"bulwark-ratelimit: {exc}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        tracing.shutdown()  # export the spans still queued

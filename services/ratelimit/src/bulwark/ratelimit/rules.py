@@ -18,12 +18,14 @@ entry; no node, or a node without either, means the descriptor is not limited.
 
 Per rule options (see docs/ratelimit.md): ``algorithm`` (``sliding_log``, the default;
 ``sliding_counter``; ``distinct``), ``backoff`` (instead of ``rate_limit``), ``failure_mode``
-(``allow`` or ``deny`` when Redis is down or slow; unset fails the call UNAVAILABLE),
+(``allow``, the default, or ``deny``: the answer when Redis is down or slow),
 ``shadow_mode`` (decide and log, never deny) and ``normalize: identity``. Values of the keys
 in `IDENTITY_KEYS` are always normalised with `normalize_identity`.
 
 A descriptor whose last entry is ``backoff=reset`` and whose other entries reach a ``backoff``
-rule is a reset action on that rule's key (`Match.reset`).
+rule is a reset action on that rule's key; one ending in ``backoff=refund`` that reaches a
+``backoff`` or ``distinct`` rule is a refund action (`Match.action`; docs/ratelimit.md,
+"Backoff protocol").
 """
 
 import hashlib
@@ -31,7 +33,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, cast
 
 import msgspec
 import yaml
@@ -43,7 +45,13 @@ MAX_WINDOW_SECONDS = 31 * 86400
 MAX_REQUESTS = 100_000  # the sliding log keeps one sorted-set member per counted hit
 MAX_FAILURES = 1000  # a backoff rule keeps its failures' times in one hash field
 IDENTITY_KEYS = frozenset({"email", "identity"})
-RESET_ENTRY = ("backoff", "reset")
+ACTION_KEY = "backoff"
+#: Trailing-entry actions: ``backoff=reset`` and ``backoff=refund``.
+Action = Literal["reset", "refund"]
+_ACTION_KINDS: dict[str, frozenset[str]] = {
+    "reset": frozenset({"backoff"}),
+    "refund": frozenset({"backoff", "distinct"}),
+}
 
 Algorithm = Literal["sliding_log", "sliding_counter", "distinct"]
 FailureMode = Literal["allow", "deny"]
@@ -113,15 +121,19 @@ class Policy(NamedTuple):
         kind: ``sliding_log``, ``sliding_counter``, ``distinct`` or ``backoff``.
         limit: requests (for backoff: failures) per window; named in responses.
         backoff: the block schedule of a ``backoff`` rule, else None.
-        failure_mode: the answer when Redis is down or slow; None fails the call.
+        failure_mode: the answer when Redis is down or slow (``allow`` unless configured).
         shadow_mode: decide and log, never deny.
+        name: the rule's path in its domain's tree, one ``key`` or ``key=value`` per level,
+            e.g. ``endpoint=login/email``: words of the rules file, never a request's values
+            (the ``rule`` label of ``bulwark_ratelimit_decisions_total``).
     """
 
     kind: str
     limit: RateLimit
     backoff: Backoff | None
-    failure_mode: FailureMode | None
+    failure_mode: FailureMode
     shadow_mode: bool
+    name: str = ""
 
 
 class Match(NamedTuple):
@@ -129,14 +141,15 @@ class Match(NamedTuple):
 
     Attributes:
         policy: the rule's `Policy`.
-        entries: the descriptor's entries with identity values normalised; for a reset
-            action, without the trailing ``backoff=reset`` entry.
-        reset: the descriptor is a reset action on a ``backoff`` rule.
+        entries: the descriptor's entries with identity values normalised; for an action,
+            without the trailing ``backoff=reset`` or ``backoff=refund`` entry.
+        action: None for a descriptor to judge and count; ``reset`` (a ``backoff`` rule's
+            key is deleted) or ``refund`` (one counted failure is given back).
     """
 
     policy: Policy
     entries: list[tuple[str, str]]
-    reset: bool
+    action: Action | None = None
 
 
 def normalize_identity(value: str) -> str:
@@ -149,11 +162,12 @@ def normalize_identity(value: str) -> str:
 
 
 def _policy(rule: DescriptorRule) -> Policy | None:
+    failure_mode = rule.failure_mode or "allow"
     if rule.backoff is not None:
         limit = RateLimit(rule.backoff.failures, rule.backoff.window_seconds)
-        return Policy("backoff", limit, rule.backoff, rule.failure_mode, rule.shadow_mode)
+        return Policy("backoff", limit, rule.backoff, failure_mode, rule.shadow_mode)
     if rule.rate_limit is not None:
-        return Policy(rule.algorithm, rule.rate_limit, None, rule.failure_mode, rule.shadow_mode)
+        return Policy(rule.algorithm, rule.rate_limit, None, failure_mode, rule.shadow_mode)
     return None
 
 
@@ -183,7 +197,9 @@ class _Node:
             if ident in self.children:
                 raise RulesError(f"duplicate descriptor {label}")
             child = _Node(rule.descriptors, label)
-            child.policy = _policy(rule)
+            policy = _policy(rule)
+            name = label.partition(" > ")[2].replace(" > ", "/")  # without the domain
+            child.policy = None if policy is None else policy._replace(name=name)
             child.normalize = rule.normalize == "identity"
             self.children[ident] = child
 
@@ -218,19 +234,21 @@ class Rules:
             entries: the descriptor's ``(key, value)`` pairs, in order.
         """
         found = self.resolve(domain, entries)
-        return None if found is None or found.reset else found.policy.limit
+        return None if found is None or found.action else found.policy.limit
 
     def resolve(self, domain: str, entries: Entries) -> Match | None:
         """Return the `Match` of one request descriptor, or None when it is not limited.
 
         Identity values (keys in `IDENTITY_KEYS`, or a rule with ``normalize: identity``) are
         normalised before matching and in `Match.entries`. A trailing ``backoff=reset`` entry
-        after a descriptor that reaches a ``backoff`` rule gives a reset `Match`.
+        after a descriptor that reaches a ``backoff`` rule gives a reset `Match`; a trailing
+        ``backoff=refund`` after one that reaches a ``backoff`` or ``distinct`` rule, a refund.
         """
-        if len(entries) >= 2 and tuple(entries[-1]) == RESET_ENTRY:
+        if len(entries) >= 2 and entries[-1][0] == ACTION_KEY and entries[-1][1] in _ACTION_KINDS:
+            action = cast("Action", entries[-1][1])
             found = self.resolve(domain, entries[:-1])
-            if found is not None and found.policy.kind == "backoff":
-                return found._replace(reset=True)
+            if found is not None and found.policy.kind in _ACTION_KINDS[action]:
+                return found._replace(action=action)
             return None
         node = self._domains.get(domain)
         normalized: list[tuple[str, str]] = []
@@ -244,7 +262,7 @@ class Rules:
             normalized.append((key, value))
         if node is None or node.policy is None or not entries:
             return None
-        return Match(node.policy, normalized, reset=False)
+        return Match(node.policy, normalized)
 
 
 def parse_rules(text: str, source: str = "<rules>") -> Rules:

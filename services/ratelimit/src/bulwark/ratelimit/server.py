@@ -8,16 +8,21 @@ and closes Redis.
 from __future__ import annotations  # grpc-stubs generics are not subscriptable at run time
 
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import structlog
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # not in stubs
 from grpc_reflection.v1alpha import reflection
 
+from bulwark.common.http import request_id_or_none
 from bulwark.common.logging import get_logger
+from bulwark.common.metrics import record_grpc_call
+from bulwark.common.telemetry import grpc_server_interceptors
 from bulwark.ratelimit._generated.v1 import operator_pb2, operator_pb2_grpc
 from bulwark.ratelimit.cache import OverLimitCache
 from bulwark.ratelimit.cluster import RedisClient, SlotGroupedLimiter, discover, open_redis
@@ -53,9 +58,13 @@ else:
 class AccessLogInterceptor(_ServerInterceptor):
     """Writes one JSON line per unary call and maps exceptions to status codes via `_STATUS`.
 
-    Fields: ``method``, ``code`` (gRPC status name), ``latency_ms``, ``domain`` (when the
-    request has one). Unexpected exceptions are logged with their traceback and answered with
-    INTERNAL and a generic message. Streaming calls (health Watch, reflection) pass through.
+    Fields (docs/logs.md): ``method`` and ``route`` (the full gRPC method), ``code`` (gRPC
+    status name), ``latency_ms``, ``request_bytes`` and ``response_bytes`` (serialised
+    messages), ``peer`` and ``client_ip`` (the calling process), ``domain`` (when the request
+    has one); ``request_id`` (the caller's ``x-request-id`` metadata, else new) is bound for
+    every line of the call. Unexpected exceptions are logged with their traceback and
+    answered with INTERNAL and a generic message. Streaming calls (health Watch, reflection)
+    pass through.
     """
 
     async def intercept_service(
@@ -76,24 +85,53 @@ class AccessLogInterceptor(_ServerInterceptor):
         )
 
 
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The caller's ``x-request-id`` metadata when well-formed, else a new id."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str):
+            return request_id_or_none(value) or uuid.uuid4().hex
+    return uuid.uuid4().hex
+
+
+def _peer_ip(peer: str) -> str | None:
+    """The address in a gRPC peer string (``ipv4:10.0.0.5:41234``, ``ipv6:[::1]:41234``)."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.partition("]")[0].lstrip("[") or None
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or None
+    return None
+
+
 def _logged(method: str, behavior: _Behavior) -> _Behavior:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         start = time.perf_counter()
+        response = None
+        unbind = structlog.contextvars.bind_contextvars(request_id=_request_id(context))
         try:
-            return await behavior(request, context)
+            response = await behavior(request, context)
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # noqa: BLE001 - every error becomes a status, see _status_for
             await context.abort(*_status_for(exc, method))
+        else:
+            return response
         finally:
             code = context.code() or grpc.StatusCode.OK
+            record_grpc_call(method, getattr(code, "name", str(code)), time.perf_counter() - start)
             log.info(
                 "grpc_call",
                 method=method,
                 code=code.name if isinstance(code, grpc.StatusCode) else str(code),
+                route=method,
                 latency_ms=round((time.perf_counter() - start) * 1000, 3),
+                request_bytes=request.ByteSize(),
+                response_bytes=0 if response is None else response.ByteSize(),
+                peer=context.peer(),
+                client_ip=_peer_ip(context.peer() or ""),
                 domain=getattr(request, "domain", None),
             )
+            structlog.contextvars.reset_contextvars(**unbind)
 
     return wrapper
 
@@ -152,7 +190,8 @@ class RateLimitServer:
         )
 
         server = grpc.aio.server(
-            interceptors=[AccessLogInterceptor()],
+            # Tracing first, so the access line is written inside the call's span.
+            interceptors=[*grpc_server_interceptors(), AccessLogInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),  # never share a port with another process

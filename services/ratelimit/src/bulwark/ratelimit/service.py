@@ -1,9 +1,8 @@
 """``envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`` over the rule algorithms.
 
-Errors are raised, not reported: the server's interceptor turns `InvalidRequestError` into
-INVALID_ARGUMENT and `LimiterUnavailableError` (Redis down or slow, and a matched rule without
-a ``failure_mode``) into UNAVAILABLE. When every matched rule has a ``failure_mode``, Redis
-failures are answered instead: ``allow`` rules OK, ``deny`` rules OVER_LIMIT.
+Bad requests are raised, not reported: the server's interceptor turns `InvalidRequestError`
+into INVALID_ARGUMENT. Redis failures (down, slow, connection lost) are answered by each
+matched rule's ``failure_mode``: ``allow`` rules (the default) OK, ``deny`` rules OVER_LIMIT.
 """
 
 import time
@@ -13,6 +12,7 @@ from typing import Any, Protocol
 from envoy.service.ratelimit.v3 import rls_pb2
 
 from bulwark.common.logging import get_logger
+from bulwark.common.metrics import DecisionResult, count_ratelimit_decision
 from bulwark.ratelimit.cache import OverLimitCache
 from bulwark.ratelimit.limiter import Hit, LimiterUnavailableError, WindowState
 from bulwark.ratelimit.rules import Entries, Match, Policy, RateLimit, Rules, redis_key
@@ -115,6 +115,31 @@ def _policy(hit: Hit) -> Policy:
     return hit.policy
 
 
+def _count_decisions(
+    domain: str,
+    checks: Sequence[Hit],
+    states: Sequence[WindowState | None],
+    *,
+    failed: bool = False,
+) -> None:
+    """Count each judged descriptor in ``bulwark_ratelimit_decisions_total`` by its rule's
+    name (`Policy.name`) and result; actions and descriptors not judged are no decisions.
+    ``failed``: Redis failed and the rules' ``failure_mode`` gave ``states``."""
+    for check, state in zip(checks, states, strict=True):
+        if state is None or check.action:
+            continue
+        policy = _policy(check)
+        result: DecisionResult
+        if failed:
+            denied = state.over_limit and not policy.shadow_mode
+            result = "failure_denied" if denied else "failure_allowed"
+        elif state.over_limit:
+            result = "shadow_over_limit" if policy.shadow_mode else "over_limit"
+        else:
+            result = "ok"
+        count_ratelimit_decision(domain, policy.name, result)
+
+
 class HitLimiter(Protocol):
     """What the service counts with: `Limiter`, or a wrapper of it (cluster, block recorder)."""
 
@@ -159,16 +184,13 @@ class RateLimitService:
         ``overall_code`` is OVER_LIMIT when any descriptor is over its limit (then no
         descriptor's hits were counted), else OK; a ``backoff`` descriptor is also
         OVER_LIMIT when this failure started a block (then the hits were counted). Unlimited
-        descriptors, reset actions and every descriptor of an unknown domain are OK without a
-        ``current_limit``; shadow rules are always OK. A key in the local over-limit cache is
-        answered OVER_LIMIT without Redis (the other descriptors OK without a limit). When
-        Redis fails and every matched rule has a ``failure_mode``, ``allow`` rules are OK
-        and ``deny`` rules OVER_LIMIT.
+        descriptors, reset and refund actions and every descriptor of an unknown domain are OK
+        without a ``current_limit``; shadow rules are always OK. A key in the local over-limit
+        cache is answered OVER_LIMIT without Redis (the other descriptors OK without a limit). When
+        Redis fails or times out, ``allow`` rules are OK and ``deny`` rules OVER_LIMIT.
 
         Raises:
             InvalidRequestError: see `parse_request`.
-            LimiterUnavailableError: Redis failed or timed out and a matched rule has no
-                ``failure_mode``.
         """
         descriptors = parse_request(request)
         domain: str = request.domain
@@ -181,10 +203,12 @@ class RateLimitService:
             if match is not None:
                 key, member = key_for(self._prefix, domain, match)
                 policy = match.policy
-                checks.append(Hit(key, policy.limit, hits, policy, member, match.reset))
+                checks.append(Hit(key, policy.limit, hits, policy, member, match.action))
         states = self._from_cache(checks)
         if states is None:
             states = await self._decide(domain, checks)
+        else:
+            _count_decisions(domain, checks, states)
         response = _Response(overall_code=_Response.OK)
         results = iter(zip(checks, states, strict=True))
         for match in matched:
@@ -192,8 +216,8 @@ class RateLimitService:
             if match is None:
                 continue
             check, state = next(results)
-            if state is None or check.reset:
-                continue  # not judged: another descriptor was over its limit in the cache
+            if state is None or check.action:
+                continue  # an action, or not judged: another key was over its limit in the cache
             if state.over_limit and _policy(check).shadow_mode:
                 log.info("shadow_over_limit", domain=domain, rule=_policy(check).limit.name)
             elif state.over_limit:
@@ -217,7 +241,7 @@ class RateLimitService:
         now = time.monotonic()
         states: list[WindowState | None] = []
         for check in checks:
-            if check.reset:
+            if check.action:
                 cache.discard(check.key)
                 return None
             if _policy(check).shadow_mode:
@@ -230,20 +254,17 @@ class RateLimitService:
         return states if any(state is not None for state in states) else None
 
     async def _decide(self, domain: str, checks: list[Hit]) -> list[WindowState | None]:
-        """Ask Redis; on failure answer by each rule's ``failure_mode``.
-
-        Raises:
-            LimiterUnavailableError: Redis failed and a judged rule has no ``failure_mode``.
-        """
+        """Ask Redis; on failure answer by each rule's ``failure_mode``."""
         try:
             states = await self._limiter.hit(checks)
         except LimiterUnavailableError:
-            if any(_policy(c).failure_mode is None and not c.reset for c in checks):
-                raise
             log.warning("failure_mode_applied", domain=domain)
-            return [
-                WindowState(_policy(c).failure_mode == "deny" and not c.reset, 0, 0) for c in checks
+            answers: list[WindowState | None] = [
+                WindowState(_policy(c).failure_mode == "deny" and not c.action, 0, 0)
+                for c in checks
             ]
+            _count_decisions(domain, checks, answers, failed=True)
+            return answers
         if self._cache is not None:
             for check, state in zip(checks, states, strict=True):
                 if (
@@ -254,4 +275,5 @@ class RateLimitService:
                     and not _policy(check).shadow_mode
                 ):
                     self._cache.add(check.key, state.reset_ms)
+        _count_decisions(domain, checks, states)
         return list(states)

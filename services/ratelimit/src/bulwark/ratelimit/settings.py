@@ -6,12 +6,14 @@ from pathlib import Path
 
 import msgspec
 
+from bulwark.common.metrics import MetricsEndpoint
 from bulwark.common.settings import (
     Environment,
     SettingsError,
     env_environment,
     env_float,
     env_int,
+    env_metrics_endpoint,
     env_str,
 )
 
@@ -41,6 +43,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             round trip, after which each rule's ``failure_mode`` answers (or, for a rule
             without one, the call fails with gRPC UNAVAILABLE; docs/ratelimit.md).
         log_level: ``LOG_LEVEL``, default INFO.
+        metrics: ``METRICS_HOST`` (default ``HOST``) and ``METRICS_PORT`` of the Prometheus
+            endpoint; None (no endpoint) when ``METRICS_PORT`` is unset (docs/metrics.md).
     """
 
     environment: Environment
@@ -52,6 +56,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_timeout_seconds: float
     log_level: str
     redis_cluster: bool = False
+    metrics: MetricsEndpoint | None = None
 
 
 def from_env(environ: Mapping[str, str]) -> Settings:
@@ -81,10 +86,12 @@ def from_env(environ: Mapping[str, str]) -> Settings:
     if log_level not in _LOG_LEVELS:
         raise SettingsError(f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
     timeout = env_float(environ, "REDIS_TIMEOUT_SECONDS", 0.05, minimum=0.001)
+    host = env_str(environ, "HOST", "127.0.0.1")
     return Settings(
         environment=env_environment(environ),
-        host=env_str(environ, "HOST", "127.0.0.1"),
+        host=host,
         port=port,
+        metrics=env_metrics_endpoint(environ, host=host, port=port),
         redis_url=redis_url,
         redis_key_prefix=key_prefix,
         rules_path=rules_path,

@@ -1,5 +1,6 @@
 """SQL for notes. Every query is parameterised and filtered by ``owner_id``, so another
-user's note is simply not found."""
+user's note is simply not found (`note_owner`, for the anomaly detector, is the one
+exception, and never answers a caller)."""
 
 import uuid
 from datetime import datetime
@@ -80,3 +81,14 @@ async def delete_note(conn: asyncpg.Connection, owner_id: uuid.UUID, note_id: uu
         "DELETE FROM notes WHERE id = $1 AND owner_id = $2", note_id, owner_id
     )
     return status == "DELETE 1"
+
+
+async def note_owner(
+    conn: asyncpg.Connection | asyncpg.Pool, note_id: uuid.UUID
+) -> uuid.UUID | None:
+    """Whoever owns note ``note_id``, or None when there is no such note. For the anomaly
+    detector only (``bulwark.api.anomalies``): what a caller is told stays owner-filtered."""
+    owner: uuid.UUID | None = await conn.fetchval(
+        "SELECT owner_id FROM notes WHERE id = $1", note_id
+    )
+    return owner

@@ -1,14 +1,16 @@
 """HTTP routes for notes: create, list (cursor), read, update, delete; owner only.
 
-A note of another user answers 404 exactly like a note that does not exist.
+A note of another user answers 404 exactly like a note that does not exist; every such 404
+is also reported to the anomaly detector (``note_not_found``), which runs in the background.
 """
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, delete, get, patch, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.params import JSONBody, Parameter
 
+from bulwark.api.anomalies.checks import note_not_found
 from bulwark.api.notes import queries
 from bulwark.api.notes.rules import Cursor, check_text, decode_cursor, encode_cursor
 from bulwark.api.notes.schemas import Note, NoteCreate, NotePage, NoteUpdate
@@ -67,16 +69,24 @@ class NoteController(Controller):
         return NotePage(items=items, next_cursor=next_cursor)
 
     @get("/{note_id:uuid}", operation_id="getNote")
-    async def read(self, note_id: uuid.UUID, conn: Connection, caller: AccessTokenClaims) -> Note:
+    async def read(
+        self,
+        request: Request[Any, Any, Any],
+        note_id: uuid.UUID,
+        conn: Connection,
+        caller: AccessTokenClaims,
+    ) -> Note:
         """One of the caller's notes (404 for anyone else's)."""
         row = await queries.get_note(conn, uuid.UUID(caller.sub), note_id)
         if row is None:
+            note_not_found(request, caller, note_id, "read")
             raise NotFound("No such note.")
         return _note(row)
 
     @patch("/{note_id:uuid}", operation_id="updateNote")
     async def update(
         self,
+        request: Request[Any, Any, Any],
         note_id: uuid.UUID,
         data: JSONBody[NoteUpdate],
         conn: Connection,
@@ -89,11 +99,19 @@ class NoteController(Controller):
         body = check_text("body", data.body, multiline=True) if data.body is not None else None
         row = await queries.update_note(conn, uuid.UUID(caller.sub), note_id, title, body)
         if row is None:
+            note_not_found(request, caller, note_id, "update")
             raise NotFound("No such note.")
         return _note(row)
 
     @delete("/{note_id:uuid}", operation_id="deleteNote", status_code=204)
-    async def remove(self, note_id: uuid.UUID, conn: Connection, caller: AccessTokenClaims) -> None:
+    async def remove(
+        self,
+        request: Request[Any, Any, Any],
+        note_id: uuid.UUID,
+        conn: Connection,
+        caller: AccessTokenClaims,
+    ) -> None:
         """Delete one of the caller's notes."""
         if not await queries.delete_note(conn, uuid.UUID(caller.sub), note_id):
+            note_not_found(request, caller, note_id, "delete")
             raise NotFound("No such note.")

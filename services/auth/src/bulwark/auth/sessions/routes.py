@@ -17,7 +17,7 @@ from litestar.params import JSONBody
 from bulwark.auth.deps import Connection, authenticated, client_context
 from bulwark.auth.oauth.routes import NO_STORE
 from bulwark.auth.passwords import PasswordHasher
-from bulwark.auth.security_events import SecurityEvent, record
+from bulwark.auth.security_events import SecurityEvent, email_fingerprint, record
 from bulwark.auth.sessions import queries, revocations, rules
 from bulwark.auth.sessions.login_limits import LoginLimits
 from bulwark.auth.sessions.schemas import LoginRequest, Session, SessionList
@@ -26,6 +26,7 @@ from bulwark.auth.users import queries as user_queries
 from bulwark.auth.users.rules import check_device_name, normalise_email
 from bulwark.common.access_tokens import AccessTokenClaims
 from bulwark.common.db import provide_connection
+from bulwark.common.metrics import count_login_failure
 from bulwark.common.problems import FieldError, NotFound, Unauthorized, ValidationFailed
 
 
@@ -51,7 +52,7 @@ class SessionController(Controller):
         Unknown email and wrong password get the same 401 and take the same time. Every
         attempt counts against the per-email and per-IP login limits first, and is refused
         while the email or IP is blocked after failures (429; see ``login_limits``). A
-        failure is counted after the password check, a success clears the email's failures.
+        failure is reserved before the password check and given back on success.
         No database connection is held while argon2 runs, so a login flood cannot drain the
         pool.
         """
@@ -80,8 +81,9 @@ class SessionController(Controller):
                 user_id=user["id"] if user else None,
                 ip=client.ip,
                 device_id=client.device_id,
+                email_fingerprint=email_fingerprint(state.settings.email_fingerprint_key, email),
             )
-            await limits.failed()
+            count_login_failure("invalid_credentials")
             raise Unauthorized("The email or password is incorrect.", error=None)
         upgraded_hash = None
         if password_hasher.needs_rehash(user["password_hash"]):
@@ -98,6 +100,9 @@ class SessionController(Controller):
                 client=client,
             )
         await limits.succeeded()
+        request.scope["state"]["user_id"] = str(user["id"])  # for the access line
+        # Never blocks: schedules the new-country check in the background (docs/anomalies.md).
+        state.login_anomalies.observe(user_id=user["id"], scope=request.scope, ip=client.ip)
         return tokens
 
     @post("/logout", operation_id="logout", status_code=204)

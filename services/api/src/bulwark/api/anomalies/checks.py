@@ -1,0 +1,139 @@
+"""The API's detectors as the request path uses them: calls that return at once.
+
+`ApiAnomalies.observe_request` (every request with a valid token, from ``caller``) and
+`note_not_found` (a 404 on one note) schedule their checks in the background
+(``bulwark.common.background``): no answer waits for a detector, and a failing one (Redis or
+Postgres down) is logged and dropped, never raised. A flag is a row in ``anomaly_flags``
+plus an ``anomaly_flagged`` log line.
+"""
+
+import uuid
+from collections.abc import Mapping
+from typing import Any, cast
+
+import asyncpg
+import redis.asyncio
+from litestar import Request
+
+from bulwark.api.anomalies.bursts import BurstCounter
+from bulwark.api.anomalies.probing import ProbeCounter
+from bulwark.api.notes import queries as note_queries
+from bulwark.api.settings import ApiSettings
+from bulwark.common import http
+from bulwark.common.access_tokens import AccessTokenClaims
+from bulwark.common.anomaly_flags import record_flag
+from bulwark.common.background import BackgroundChecks
+from bulwark.common.logging import get_logger
+
+#: Kinds of the API's flags.
+REQUEST_BURST = "request_burst"
+FOREIGN_NOTE_ATTEMPTS = "foreign_note_attempts"
+
+_log = get_logger(__name__)
+
+
+class ApiAnomalies:
+    """The request-burst and foreign-note detectors of one API process."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: ApiSettings) -> None:
+        """Flags go to ``pool``'s ``anomaly_flags``; counters to ``settings.redis_url``."""
+        self._pool = pool
+        self._settings = settings
+        timeout = settings.redis_timeout
+        self._redis = redis.asyncio.Redis.from_pool(
+            redis.asyncio.BlockingConnectionPool.from_url(
+                settings.redis_url,
+                max_connections=32,
+                timeout=timeout,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+            )
+        )
+        self._bursts = BurstCounter(
+            self._redis,
+            key_prefix=settings.redis_key_prefix,
+            window_seconds=settings.anomaly_burst_window,
+            floor=settings.anomaly_burst_floor,
+            factor=settings.anomaly_burst_factor,
+            alpha=settings.anomaly_burst_alpha,
+            cooldown_seconds=settings.anomaly_burst_cooldown,
+        )
+        self._probes = ProbeCounter(
+            self._redis,
+            key_prefix=settings.redis_key_prefix,
+            window_seconds=settings.anomaly_foreign_window,
+            threshold=settings.anomaly_foreign_threshold,
+        )
+        self._checks = BackgroundChecks()
+
+    def observe_request(self, user_id: str, client_ip: str | None) -> None:
+        """Count a request of ``user_id`` (the token's ``sub``) in the background."""
+        self._checks.spawn("request_burst", self._check_burst(user_id, client_ip))
+
+    def observe_missing_note(
+        self, user_id: str, note_id: uuid.UUID, action: str, client_ip: str | None
+    ) -> None:
+        """Look up, in the background, whose note ``note_id`` was when ``user_id`` got a 404
+        for it (``action``: read, update or delete), and count it when it was another's."""
+        self._checks.spawn("foreign_note", self._check_note(user_id, note_id, action, client_ip))
+
+    async def _check_burst(self, user_id: str, client_ip: str | None) -> None:
+        burst = await self._bursts.observe(user_id)
+        if burst is None:
+            return
+        await self._flag(
+            user_id,
+            REQUEST_BURST,
+            {
+                "requests": burst.requests,
+                "window_seconds": self._settings.anomaly_burst_window,
+                "threshold": round(burst.threshold, 2),
+                "baseline": round(burst.baseline, 2),
+                "floor": self._settings.anomaly_burst_floor,
+                "factor": self._settings.anomaly_burst_factor,
+                "client_ip": client_ip,
+            },
+        )
+
+    async def _check_note(
+        self, user_id: str, note_id: uuid.UUID, action: str, client_ip: str | None
+    ) -> None:
+        owner = await note_queries.note_owner(self._pool, note_id)
+        if owner is None or str(owner) == user_id:
+            return
+        target = {"note_id": str(note_id), "owner_id": str(owner), "action": action}
+        probing = await self._probes.observe(user_id, target)
+        if probing is None:
+            return
+        await self._flag(
+            user_id,
+            FOREIGN_NOTE_ATTEMPTS,
+            {
+                "attempts": probing.attempts,
+                "window_seconds": self._settings.anomaly_foreign_window,
+                "threshold": self._settings.anomaly_foreign_threshold,
+                "targets": probing.targets,
+                "client_ip": client_ip,
+            },
+        )
+
+    async def _flag(self, user_id: str, kind: str, evidence: dict[str, Any]) -> None:
+        flag_id = await record_flag(
+            self._pool, user_id=uuid.UUID(user_id), kind=kind, evidence=evidence
+        )
+        _log.info("anomaly_flagged", kind=kind, user_id=user_id, flag_id=flag_id)
+
+    async def aclose(self) -> None:
+        """Let running checks finish (2 s at most), then close the Redis connections."""
+        await self._checks.aclose()
+        await self._redis.aclose(close_connection_pool=True)
+
+
+def note_not_found(
+    request: Request[Any, Any, Any], caller: AccessTokenClaims, note_id: uuid.UUID, action: str
+) -> None:
+    """Tell the detector that ``caller`` got a 404 for note ``note_id`` (``action``: read,
+    update, delete). Returns at once; the answer stays a plain 404 whatever it finds."""
+    anomalies: ApiAnomalies = request.app.state.anomalies
+    scope = cast("Mapping[str, Any]", request.scope)
+    anomalies.observe_missing_note(caller.sub, note_id, action, http.client_ip(scope))
