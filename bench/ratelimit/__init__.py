@@ -163,14 +163,19 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     return sorted_values[index]
 
 
+def _clients(ports: Sequence[int], count: int) -> list[RateLimitClient]:
+    """``count`` clients spread round-robin over the replicas on ``ports``."""
+    return [
+        RateLimitClient(f"127.0.0.1:{ports[i % len(ports)]}", DOMAIN, timeout_seconds=1.0)
+        for i in range(count)
+    ]
+
+
 async def load(
-    port: int, clients: int, seconds: float, keys: int
+    ports: Sequence[int], clients: int, seconds: float, keys: int
 ) -> tuple[float, list[float], int]:
     """``clients`` workers calling back to back for ``seconds`` (after a 0.5 s warm-up)."""
-    channels = [
-        RateLimitClient(f"127.0.0.1:{port}", DOMAIN, timeout_seconds=1.0)
-        for _ in range(min(clients, CHANNELS))
-    ]
+    channels = _clients(ports, max(min(clients, CHANNELS), len(ports)))
     latencies: list[float] = []
     errors = 0
     measuring = False
@@ -272,12 +277,12 @@ def redis_benchmark(
     )
 
 
-async def open_loop(port: int, rate: float, seconds: float, keys: int) -> tuple[list[float], int]:
+async def open_loop(
+    ports: Sequence[int], rate: float, seconds: float, keys: int
+) -> tuple[list[float], int]:
     """Calls at ``rate`` per second (Poisson arrivals) for ``seconds``; returns the sorted
     latencies from each call's scheduled start (seconds) and the error count."""
-    channels = [
-        RateLimitClient(f"127.0.0.1:{port}", DOMAIN, timeout_seconds=1.0) for _ in range(CHANNELS)
-    ]
+    channels = _clients(ports, CHANNELS)
     latencies: list[float] = []
     errors = 0
     rng = random.Random(7)
@@ -324,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keys", type=int, default=10_000, help="distinct buckets")
     parser.add_argument("--requests", type=int, default=100_000, help="per redis-benchmark run")
     parser.add_argument("--redis-url", help="measure this Redis instead of starting one")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="service processes, clients spread over them"
+    )
     return parser
 
 
@@ -338,10 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         rules = _rules_file(prefix)
         stack.callback(rules.unlink, missing_ok=True)
         stack.callback(_delete_keys, url, prefix)
-        port = stack.enter_context(service(url, prefix, rules))
+        ports = [stack.enter_context(service(url, prefix, rules)) for _ in range(args.replicas)]
         sha, keys, script_args = asyncio.run(script_call(url, prefix))
         for clients in args.clients:
-            rps, latencies, errors = asyncio.run(load(port, clients, args.seconds, args.keys))
+            rps, latencies, errors = asyncio.run(load(ports, clients, args.seconds, args.keys))
             r_rps, r_p50, r_p99, command = redis_benchmark(
                 url,
                 sha,
@@ -367,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"clients={clients}: done", file=sys.stderr, flush=True)
         fixed_rate = []
         for rate in args.rates:
-            latencies, errors = asyncio.run(open_loop(port, rate, args.seconds, args.keys))
+            latencies, errors = asyncio.run(open_loop(ports, rate, args.seconds, args.keys))
             fixed_rate.append((rate, latencies, errors))
             print(f"rate={rate:g}/s: done", file=sys.stderr, flush=True)
     print_report(rows, command, args)
@@ -404,7 +412,7 @@ def print_report(rows: list[Row], command: str, args: argparse.Namespace) -> Non
     print(
         f"\nbench.ratelimit on {platform.node()} ({os.cpu_count()} CPUs, "
         f"{platform.python_implementation()} {platform.python_version()}), "
-        f"{args.seconds:g} s per level, {args.keys} buckets\n"
+        f"{args.seconds:g} s per level, {args.keys} buckets, {args.replicas} service process(es)\n"
     )
     print(
         "| clients | service decisions/s | p50 ms | p99 ms | p99.9 ms | errors "

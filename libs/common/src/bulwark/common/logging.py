@@ -134,7 +134,12 @@ def configure_logging(service: str, level: str = "INFO", stream: TextIO | None =
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # filter_by_level first: an event below the level costs no processing at all.
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
