@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -113,3 +114,13 @@ def test_metrics_endpoint_is_off_unless_metrics_port_is_set() -> None:
 def test_metrics_port_must_be_a_free_valid_port(value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         env_metrics_endpoint({"METRICS_PORT": value}, host="127.0.0.1", port=8000)
+
+
+def test_a_port_in_use_is_a_one_line_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        endpoint = metrics.MetricsEndpoint(host="127.0.0.1", port=port)
+        with pytest.raises(metrics.MetricsBindError, match=f"127.0.0.1:{port}"):
+            metrics.start_metrics("api", endpoint)

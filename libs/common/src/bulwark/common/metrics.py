@@ -144,6 +144,10 @@ def uninstall() -> None:
     _installed.instruments = None
 
 
+class MetricsBindError(RuntimeError):
+    """The metrics endpoint's address could not be bound; the message names it."""
+
+
 def start_metrics(service: str, endpoint: MetricsEndpoint) -> int:
     """Serve this process's metrics for Prometheus at ``http://host:port/metrics``.
 
@@ -161,7 +165,7 @@ def start_metrics(service: str, endpoint: MetricsEndpoint) -> int:
     are cumulative since the start.
 
     Raises:
-        OSError: the address cannot be bound (in use, or not a local address).
+        MetricsBindError: the address cannot be bound (in use, or not a local address).
     """
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)
@@ -170,7 +174,12 @@ def start_metrics(service: str, endpoint: MetricsEndpoint) -> int:
         metric_readers=[reader],
         resource=Resource.create({"service.name": f"bulwark-{service}"}),
     )
-    server, _thread = start_http_server(endpoint.port, endpoint.host, registry=registry)
+    try:
+        server, _thread = start_http_server(endpoint.port, endpoint.host, registry=registry)
+    except OSError as exc:
+        raise MetricsBindError(
+            f"METRICS_PORT: cannot listen on {endpoint.host}:{endpoint.port} ({exc.strerror})"
+        ) from None
     install(provider)
     if service == "auth":
         _start_auth_counters_at_zero()

@@ -13,7 +13,7 @@ from bulwark.api.settings import from_env
 from bulwark.common import flag_commands
 from bulwark.common.http import serve
 from bulwark.common.logging import configure_logging
-from bulwark.common.metrics import start_metrics
+from bulwark.common.metrics import MetricsBindError, start_metrics
 from bulwark.common.settings import SettingsError
 from bulwark.common.telemetry import start_tracing, tracing_settings
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "flags":
             return flag_commands.run(args, program="bulwark-api")
         return _serve()
-    except SettingsError as error:
+    except (SettingsError, MetricsBindError) as error:
         print(f"bulwark-api: configuration error: {error}", file=sys.stderr)
         return 2
 

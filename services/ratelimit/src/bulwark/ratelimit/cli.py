@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import uvloop
 
 from bulwark.common.logging import configure_logging, get_logger
-from bulwark.common.metrics import start_metrics
+from bulwark.common.metrics import MetricsBindError, start_metrics
 from bulwark.common.settings import SettingsError
 from bulwark.common.telemetry import start_tracing, tracing_settings
 from bulwark.ratelimit.rules import RulesError
@@ -52,8 +52,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"bulwark-ratelimit: {exc}", file=sys.stderr)
         sys.exit(2)
     configure_logging("ratelimit", settings.log_level)
-    if settings.metrics is not None:
-        start_metrics("ratelimit", settings.metrics)
+    try:
+        if settings.metrics is not None:
+            start_metrics("ratelimit", settings.metrics)
+    except MetricsBindError as exc:
+        print(f"bulwark-ratelimit: {exc}", file=sys.stderr)
+        sys.exit(2)
     tracing = start_tracing(tracing_config, "bulwark-ratelimit", settings.environment)
     try:
         uvloop.run(serve(server))  # libuv's loop: cheaper on the latency-critical path
