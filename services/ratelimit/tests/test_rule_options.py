@@ -87,7 +87,7 @@ def test_refund_action_only_on_backoff_and_distinct_rules() -> None:
         (" Alice@Example.COM ", "alice@example.com"),
         ("\uff21lice@example.com", "alice@example.com"),  # fullwidth A (NFKC)
         ("STRASSE@x", "strasse@x"),
-        ("Straße@x", "strasse@x"),  # case folding, not just lower()
+        ("Straße@x", "straße@x"),  # lower(), not casefold(): another account, as in auth
         ("e\u0301@x", "\u00e9@x"),  # combining accent composed
     ],
 )

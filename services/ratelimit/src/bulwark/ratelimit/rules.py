@@ -153,12 +153,15 @@ class Match(NamedTuple):
 
 
 def normalize_identity(value: str) -> str:
-    """Return the bucket form of an identity (e.g. an email): NFKC, trimmed, case-folded.
+    """Return the bucket form of an identity (e.g. an email): NFKC, trimmed, lower-cased.
 
     ``" Alice@Example.COM "`` and ``"alice@example.com"`` give the same result; so do
-    compatibility forms such as fullwidth letters.
+    compatibility forms such as fullwidth letters. The same steps as the auth service's
+    account key (``bulwark.auth.users.rules.normalise_email``), and deliberately not
+    ``casefold()``: that would put two accounts (``straße@x`` and ``strasse@x``) in one
+    bucket, so one could spend or clear the other's login failures.
     """
-    return unicodedata.normalize("NFKC", value).strip().casefold()
+    return unicodedata.normalize("NFKC", value).strip().lower()
 
 
 def _policy(rule: DescriptorRule) -> Policy | None:
