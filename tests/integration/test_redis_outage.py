@@ -1,8 +1,8 @@
 """Redis stopped under traffic, then restarted, across the whole stack: the rate-limit
 service answers by each rule's failure mode within its Redis deadline (the API's limits
-allow, the login backoff denies), the API's revocation check follows REVOCATION_FAILURE_MODE
-(deny: 503), nothing hangs, and everything works again once Redis is back, without restarting
-a service."""
+allow, the login backoff denies: a 503), the API's revocation check follows
+REVOCATION_FAILURE_MODE (deny: 503), nothing hangs, and everything works again once Redis is
+back, without restarting a service."""
 
 from __future__ import annotations
 
@@ -99,10 +99,13 @@ def test_redis_restart_under_traffic(own: RunningStack, throwaway_redis: Throwaw
         assert took < REDIS_DEADLINE + SLACK
 
         # Login: the backoff rules fail closed (failure_mode: deny), answered within the
-        # limiter's Redis deadline, before any password check.
+        # limiter's Redis deadline, before any password check: an outage, so 503 (not 429,
+        # which would read as the client's fault and feed the login-failure alert).
         denied, took = _timed(lambda: httpx.post(f"{own.auth_url}/v1/auth/login", json=body))
-        assert denied.status_code == 429, denied.text
+        assert denied.status_code == 503, denied.text
         assert denied.headers["content-type"].startswith("application/problem+json")
+        assert 5 <= int(denied.headers["retry-after"]) <= 6
+        assert "RateLimit" not in denied.headers
         assert took < REDIS_DEADLINE + SLACK
         outage_answers = traffic.answers[outage_started:]
 

@@ -217,6 +217,7 @@ async def test_backoff_blocks_after_n_failures_and_doubles_up_to_the_maximum(
     assert [r.statuses[0].limit_remaining for r in first[:3]] == [2, 1, 0]
     blocked = await call(EMAIL, hits=0)
     assert blocked.overall_code == OVER
+    assert not blocked.dynamic_metadata.fields  # a real limit, not a failure mode
     assert 0 < blocked.statuses[0].duration_until_reset.ToMilliseconds() <= 1000
     assert (await call(EMAIL)).overall_code == OVER  # a failure while blocked counts nothing
     await asyncio.sleep(1.05)
@@ -304,6 +305,8 @@ async def test_failure_modes_answer_when_redis_is_down(start_server: Any, free_p
         closed = await caller([("open", "x")], [("closed", "x")])
         assert closed.overall_code == OVER
         assert [s.code for s in closed.statuses] == [OK, OVER]
+        # marked, so that callers tell an outage from an exhausted limit
+        assert closed.dynamic_metadata.fields["bulwark.failure_mode_applied"].bool_value
         assert time.monotonic() - started < 1.0
         # a rule without failure_mode answers too: allow, as Envoy's filter defaults to
         assert (await caller([("open", "x")], [("log", "x")])).overall_code == OK

@@ -79,6 +79,13 @@ def ratelimit_fields(descriptors: Descriptors, report: RateLimitReport) -> dict[
     return {"RateLimit-Policy": ", ".join(policies), "RateLimit": ", ".join(current)}
 
 
+def _unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "The service is temporarily unavailable; retry shortly.",
+        {"Retry-After": str(jittered(UNAVAILABLE_RETRY_AFTER_SECONDS))},
+    )
+
+
 async def enforce(
     client: RateLimitClient,
     descriptors: Descriptors,
@@ -103,7 +110,8 @@ async def enforce(
 
     Raises:
         TooManyRequests: a limit is exhausted (429, ``Retry-After`` with `jittered`).
-        ServiceUnavailable: the limiter is unreachable and ``fail_open`` is false (503).
+        ServiceUnavailable: the limiter is unreachable and ``fail_open`` is false, or its
+            Redis failed and a rule's ``failure_mode`` is ``deny`` (503 either way).
     """
     try:
         report = await client.decide(descriptors, hits_addend=hits_addend)
@@ -111,11 +119,12 @@ async def enforce(
         _log.warning("ratelimit_unavailable", fail_open=fail_open, code=exc.code.name)
         if fail_open:
             return None
-        retry_after = jittered(UNAVAILABLE_RETRY_AFTER_SECONDS)
-        raise ServiceUnavailable(
-            "The service is temporarily unavailable; retry shortly.",
-            {"Retry-After": str(retry_after)},
-        ) from None
+        raise _unavailable() from None
+    if not report.decision.allowed and report.decision.failure_mode_applied:
+        # The rule chose to fail closed while the limiter's Redis is down: an outage (503),
+        # not a client that sent too much (429), and no RateLimit fields to report.
+        _log.warning("ratelimit_store_unavailable", failure_mode="deny")
+        raise _unavailable()
     if request_state is not None:
         headers: dict[bytes, bytes] = request_state.setdefault("response_headers", {})
         for name, value in ratelimit_fields(descriptors, report).items():

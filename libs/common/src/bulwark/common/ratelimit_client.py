@@ -17,6 +17,9 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from bulwark.common.telemetry import grpc_client_interceptors
 
 _Response = rls_pb2.RateLimitResponse
+#: ``dynamic_metadata`` field the rate-limit service sets to true when its Redis failed and
+#: the rules' ``failure_mode`` gave the answer (``bulwark.ratelimit.service``).
+FAILURE_MODE_APPLIED = "bulwark.failure_mode_applied"
 # The service rejects longer entry values (INVALID_ARGUMENT); rule values are never longer.
 MAX_VALUE_LENGTH = 1024
 
@@ -68,12 +71,16 @@ class RateLimitDecision(msgspec.Struct, frozen=True):
         remaining: the smallest ``limit_remaining`` among limited descriptors, or None when
             none is limited.
         limit: the ``requests_per_unit`` of the descriptor that gave ``remaining``, or None.
+        failure_mode_applied: the limiter's Redis failed and its rules' ``failure_mode``
+            answered (``dynamic_metadata`` field ``bulwark.failure_mode_applied``); a denial is
+            then an outage, not an exhausted limit.
     """
 
     allowed: bool
     retry_after_seconds: int
     remaining: int | None
     limit: int | None
+    failure_mode_applied: bool = False
 
 
 class RateLimitReport(msgspec.Struct, frozen=True):
@@ -207,11 +214,13 @@ def _decision(response: rls_pb2.RateLimitResponse) -> RateLimitDecision:
         retry_after = max(1, -(-longest // 1_000_000_000))  # ceil, in whole seconds
     limited = [s for s in response.statuses if s.HasField("current_limit")]
     tightest = min(limited, key=lambda s: s.limit_remaining, default=None)
+    applied = response.dynamic_metadata.fields.get(FAILURE_MODE_APPLIED)
     return RateLimitDecision(
         allowed=response.overall_code == _Response.OK,
         retry_after_seconds=retry_after,
         remaining=None if tightest is None else tightest.limit_remaining,
         limit=None if tightest is None else tightest.current_limit.requests_per_unit,
+        failure_mode_applied=applied is not None and applied.bool_value,
     )
 
 

@@ -13,6 +13,7 @@ from envoy.service.ratelimit.v3 import rls_pb2
 
 from bulwark.common.logging import get_logger
 from bulwark.common.metrics import DecisionResult, count_ratelimit_decision
+from bulwark.common.ratelimit_client import FAILURE_MODE_APPLIED
 from bulwark.ratelimit.cache import OverLimitCache
 from bulwark.ratelimit.limiter import Hit, LimiterUnavailableError, WindowState
 from bulwark.ratelimit.rules import Entries, Match, Policy, RateLimit, Rules, redis_key
@@ -205,11 +206,14 @@ class RateLimitService:
                 policy = match.policy
                 checks.append(Hit(key, policy.limit, hits, policy, member, match.action))
         states = self._from_cache(checks)
+        failed = False
         if states is None:
-            states = await self._decide(domain, checks)
+            states, failed = await self._decide(domain, checks)
         else:
             _count_decisions(domain, checks, states)
         response = _Response(overall_code=_Response.OK)
+        if failed:  # tells our callers a failure-mode deny from an exhausted limit
+            response.dynamic_metadata.update({FAILURE_MODE_APPLIED: True})
         results = iter(zip(checks, states, strict=True))
         for match in matched:
             status = response.statuses.add(code=_Response.OK)
@@ -253,8 +257,13 @@ class RateLimitService:
             states.append(WindowState(True, 0, left))
         return states if any(state is not None for state in states) else None
 
-    async def _decide(self, domain: str, checks: list[Hit]) -> list[WindowState | None]:
-        """Ask Redis; on failure answer by each rule's ``failure_mode``."""
+    async def _decide(
+        self, domain: str, checks: list[Hit]
+    ) -> tuple[list[WindowState | None], bool]:
+        """Ask Redis; on failure answer by each rule's ``failure_mode``.
+
+        Returns one state per check, and whether Redis failed (the failure modes answered).
+        """
         try:
             states = await self._limiter.hit(checks)
         except LimiterUnavailableError:
@@ -264,7 +273,7 @@ class RateLimitService:
                 for c in checks
             ]
             _count_decisions(domain, checks, answers, failed=True)
-            return answers
+            return answers, True
         if self._cache is not None:
             for check, state in zip(checks, states, strict=True):
                 if (
@@ -276,4 +285,4 @@ class RateLimitService:
                 ):
                     self._cache.add(check.key, state.reset_ms)
         _count_decisions(domain, checks, states)
-        return list(states)
+        return list(states), False
