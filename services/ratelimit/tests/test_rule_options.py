@@ -163,3 +163,22 @@ def test_packaged_rules_hold_the_documented_backoff_protocol() -> None:
     assert {email.policy.failure_mode, ip.policy.failure_mode, stuffing.policy.failure_mode} == {
         "deny"
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "bucket"),
+    [
+        ("2001:db8::1", "2001:db8::/64"),
+        ("2001:db8:0:0:ffff:ffff:ffff:ffff", "2001:db8::/64"),
+        ("2001:db8:0:1::1", "2001:db8:0:1::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("192.0.2.7", "192.0.2.7"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_an_ipv6_client_is_one_64(value: str, bucket: str) -> None:
+    """Rotating addresses inside one /64 gives no fresh per-IP bucket."""
+    rules = load_rules(packaged_rules_path())
+    match = rules.resolve("bulwark-api", [("remote_address", value)])
+    assert match is not None
+    assert match.entries == [("remote_address", bucket)]

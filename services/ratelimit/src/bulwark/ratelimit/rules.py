@@ -20,7 +20,8 @@ Per rule options (see docs/ratelimit.md): ``algorithm`` (``sliding_log``, the de
 ``sliding_counter``; ``distinct``), ``backoff`` (instead of ``rate_limit``), ``failure_mode``
 (``allow``, the default, or ``deny``: the answer when Redis is down or slow),
 ``shadow_mode`` (decide and log, never deny) and ``normalize: identity``. Values of the keys
-in `IDENTITY_KEYS` are always normalised with `normalize_identity`.
+in `IDENTITY_KEYS` are always normalised with `normalize_identity`, values of
+``remote_address`` with `normalize_address` (an IPv6 client is one /64).
 
 A descriptor whose last entry is ``backoff=reset`` and whose other entries reach a ``backoff``
 rule is a reset action on that rule's key; one ending in ``backoff=refund`` that reaches a
@@ -29,6 +30,7 @@ rule is a reset action on that rule's key; one ending in ``backoff=refund`` that
 """
 
 import hashlib
+import ipaddress
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -45,6 +47,10 @@ MAX_WINDOW_SECONDS = 31 * 86400
 MAX_REQUESTS = 100_000  # the sliding log keeps one sorted-set member per counted hit
 MAX_FAILURES = 1000  # a backoff rule keeps its failures' times in one hash field
 IDENTITY_KEYS = frozenset({"email", "identity"})
+ADDRESS_KEY = "remote_address"
+#: An IPv6 client is limited as its /64: one end site gets a /64 at least (RFC 6177), so
+#: rotating addresses inside it must not give fresh buckets.
+IPV6_CLIENT_PREFIX = 64
 ACTION_KEY = "backoff"
 #: Trailing-entry actions: ``backoff=reset`` and ``backoff=refund``.
 Action = Literal["reset", "refund"]
@@ -150,6 +156,21 @@ class Match(NamedTuple):
     policy: Policy
     entries: list[tuple[str, str]]
     action: Action | None = None
+
+
+def normalize_address(value: str) -> str:
+    """Return the bucket form of a client address: an IPv6 address as its /64 network
+    (``"2001:db8::1"`` gives ``"2001:db8::/64"``), an IPv4-mapped IPv6 address as the IPv4
+    address, anything else (IPv4, or not an address) unchanged."""
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        return value
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/{IPV6_CLIENT_PREFIX}", strict=False))
+    return str(address)
 
 
 def normalize_identity(value: str) -> str:
@@ -258,7 +279,11 @@ class Rules:
         for key, raw in entries:
             if node is None:
                 return None
-            value = normalize_identity(raw) if key in IDENTITY_KEYS else raw
+            value = raw
+            if key in IDENTITY_KEYS:
+                value = normalize_identity(raw)
+            elif key == ADDRESS_KEY:
+                value = normalize_address(raw)
             node = node.children.get((key, value)) or node.children.get((key, None))
             if node is not None and node.normalize:
                 value = normalize_identity(value)
