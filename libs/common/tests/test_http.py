@@ -144,3 +144,45 @@ async def test_access_line_has_the_span_of_the_response_and_checked_mobile_heade
     assert line["device_id"] == "invalid"
     assert line["user_agent"] == "Bulwark/1.4.2 " + "x" * 242
     assert line["response_bytes"] == 2
+
+
+async def _access_line(headers: list[tuple[bytes, bytes]]) -> tuple[dict[str, Any], str]:
+    """The access line of one request with ``headers``, and the X-Request-ID answered."""
+    stream = io.StringIO()
+    configure_logging("test", stream=stream)
+    answered: dict[str, str] = {}
+
+    async def app(_scope: dict[str, Any], _receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            answered.update({k.decode(): v.decode() for k, v in message["headers"]})
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": headers}
+    await RequestContextMiddleware(app)(scope, receive, send)  # type: ignore[arg-type]
+    (line,) = [json.loads(raw) for raw in stream.getvalue().splitlines()]
+    return line, answered["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    "secret", ["4012888888881881", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJlX3g"]
+)
+async def test_a_secret_across_the_user_agent_cut_is_redacted_first(secret: str) -> None:
+    """The User-Agent is cut to 256 characters after redaction, not before: cut first, a
+    card number or JWT across the cut would no longer match its pattern."""
+    agent = "C" * 241 + " " + secret
+    line, _ = await _access_line([(b"user-agent", agent.encode())])
+    assert secret[:8] not in line["user_agent"]
+
+
+async def test_a_secret_shaped_request_id_is_replaced() -> None:
+    line, answered = await _access_line([(b"x-request-id", b"4012888888881881")])
+    assert answered != "4012888888881881"
+    assert line["request_id"] == answered
+    line, answered = await _access_line([(b"x-request-id", b"req-123.abc")])
+    assert (answered, line["request_id"]) == ("req-123.abc", "req-123.abc")

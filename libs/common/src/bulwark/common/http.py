@@ -22,6 +22,7 @@ import structlog
 
 from bulwark.common.logging import current_trace_ids, get_logger
 from bulwark.common.metrics import record_http_request
+from bulwark.common.redaction import redact_text
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -46,10 +47,19 @@ def _header(scope: Mapping[str, Any], name: bytes) -> str | None:
 
 
 def request_id_or_none(value: str | None) -> str | None:
-    """``value`` when it is a well-formed request id (1-128 of ``[A-Za-z0-9._:-]``), else None.
+    """``value`` when it is a well-formed request id (1-128 of ``[A-Za-z0-9._:-]``) that
+    does not look like a secret (a JWT, a card number, ...: see `redact_text`), else None.
 
-    Used for ``X-Request-ID`` here and for the ``x-request-id`` gRPC metadata."""
-    return value if value and _REQUEST_ID.match(value) else None
+    Used for ``X-Request-ID`` here and for the ``x-request-id`` gRPC metadata. A secret-shaped
+    id would be redacted in the logs (so the id echoed to the client could not be found) yet
+    sit in clear in a span attribute; such a request gets a generated id instead."""
+    if not value or not _REQUEST_ID.match(value):
+        return None
+    return value if redact_text(value) == value else None
+
+
+def _logged_user_agent(value: str | None) -> str | None:
+    return redact_text(value)[:_MAX_LOGGED_USER_AGENT] if value else None
 
 
 def _checked(value: str | None, valid: str | None) -> str | None:
@@ -250,8 +260,8 @@ class RequestContextMiddleware:
                     app_version=_checked(_header(scope, b"x-app-version"), app_version(scope)),
                     platform=_checked(_header(scope, b"x-platform"), platform(scope)),
                     device_id=_checked(_header(scope, b"x-device-id"), device_id(scope)),
-                    user_agent=(_header(scope, b"user-agent") or "")[:_MAX_LOGGED_USER_AGENT]
-                    or None,
+                    # Redacted before it is cut: a secret across the cut would not be seen.
+                    user_agent=_logged_user_agent(_header(scope, b"user-agent")),
                     client_ip=client_ip(scope),
                     **trace_ids,
                 )

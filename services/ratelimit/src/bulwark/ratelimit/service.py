@@ -5,6 +5,7 @@ into INVALID_ARGUMENT. Redis failures (down, slow, connection lost) are answered
 matched rule's ``failure_mode``: ``allow`` rules (the default) OK, ``deny`` rules OVER_LIMIT.
 """
 
+import hashlib
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -100,12 +101,14 @@ def key_for(prefix: str, domain: str, match: Match) -> tuple[str, str]:
 
     Each algorithm has its own key suffix, so a rule whose algorithm changes on reload never
     meets a Redis value of another type. A ``distinct`` rule's key is that of the descriptor
-    without its last entry (e.g. the IP), and the last entry's value is the member counted.
+    without its last entry (e.g. the IP), and the member counted is a SHA-256 digest of the
+    last entry's value (128 bits, hex): the set must tell values apart, not hold the emails an
+    IP tried, which would be a gift to anyone who can read Redis.
     """
     entries: Entries = match.entries
     member = ""
     if match.policy.kind == "distinct":
-        member = entries[-1][1]
+        member = hashlib.sha256(entries[-1][1].encode()).hexdigest()[:32]
         entries = entries[:-1]
     return redis_key(prefix, domain, entries) + _KEY_SUFFIX[match.policy.kind], member
 

@@ -89,9 +89,9 @@ class LoginLimits:
 
     async def succeeded(self) -> None:
         """Give back the failure reserved by `check`: clear the identity's failures, block
-        and strike count (a reset action) and refund the IP's failure and its entry in the
-        IP's distinct identities (refund actions); the IP's earlier failures stay. A limiter
-        that cannot answer is logged, not raised."""
+        and strike count (a reset action), refund one of the IP's failures and take the
+        identity out of the IP's distinct identities (refund actions); the IP's other
+        failures stay. A limiter that cannot answer is logged, not raised."""
         email_rule, ip_rule, distinct_rule = self._failure_descriptors()
         try:
             await self._client.should_rate_limit(
