@@ -31,6 +31,14 @@ from bulwark.common.anomaly_flags import (
 from bulwark.common.settings import env_str
 
 
+def _listed_count(text: str) -> int:
+    """``--limit``: an integer from 1 to `MAX_LISTED` (argparse reports anything else)."""
+    count = int(text)
+    if not 1 <= count <= MAX_LISTED:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_LISTED}")
+    return count
+
+
 def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add the ``flags`` command and its actions to a service's subcommands."""
     parser = commands.add_parser("flags", help="list and review anomaly flags")
@@ -40,7 +48,10 @@ def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     listing.add_argument("--kind", help="only this kind (e.g. request_burst)")
     listing.add_argument("--status", choices=["open", "reviewed"], help="only this status")
     listing.add_argument(
-        "--limit", type=int, default=100, help=f"at most this many (1-{MAX_LISTED}; 100)"
+        "--limit",
+        type=_listed_count,
+        default=100,
+        help=f"at most this many (1-{MAX_LISTED}; 100)",
     )
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     review = actions.add_parser("review", help="mark an open flag reviewed")
