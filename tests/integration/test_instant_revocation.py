@@ -150,3 +150,29 @@ def test_an_ended_session_lost_from_redis_is_listed_again(quick_resync: RunningS
         assert 0 < client.ttl(key) <= 900 + 120
     finally:
         client.close()
+
+
+def _user_remaining(response: httpx.Response) -> int:
+    """``r`` of the per-user member of the RateLimit field."""
+    for member in response.headers["RateLimit"].split(","):
+        if member.strip().startswith('"user_id'):
+            return int(member.split(";r=")[1].split(";")[0])
+    raise AssertionError(response.headers["RateLimit"])
+
+
+def test_an_ended_sessions_token_does_not_spend_its_users_limit(stack: RunningStack) -> None:
+    """A stolen token of a logged-out session is refused and counted per IP only: it cannot
+    use up the user's own per-user limit (nor feed the user's burst detector)."""
+    user = register(stack.auth_url)
+    stolen = login(stack.auth_url, user)
+    other = login(stack.auth_url, user)  # the user's other device, still logged in
+    me = f"{stack.api_url}/v1/me"
+    logout = httpx.post(
+        f"{stack.auth_url}/v1/auth/logout", headers=bearer(stolen["access_token"], user)
+    )
+    assert logout.status_code == 204
+    before = _user_remaining(httpx.get(me, headers=bearer(other["access_token"], user)))
+    for _ in range(5):
+        assert _me(stack, stolen["access_token"]) == 401
+    after = _user_remaining(httpx.get(me, headers=bearer(other["access_token"], user)))
+    assert after == before - 1

@@ -1,13 +1,13 @@
 """The authenticated caller of the resource API, and the per-request rate limit.
 
 Every ``/v1`` route depends on ``caller``: the bearer token is verified against the auth
-service's JWKS, then one rate-limit call counts the request per client IP and per user
-(``remote_address`` and ``user_id`` descriptors). A request with a bad token is still
-counted per IP, so a flood of forged tokens is limited too. Last, one Redis ``EXISTS`` asks
-whether the token's session (``sid``) has ended (logout, refresh reuse, ...; see
-``bulwark.common.revocations``); when Redis cannot answer, ``REVOCATION_FAILURE_MODE`` decides.
-Each request with a valid token is also counted, in the background, by the burst detector
-(``bulwark.api.anomalies``).
+service's JWKS, and one Redis ``EXISTS`` asks whether its session (``sid``) has ended
+(logout, refresh reuse, ...; see ``bulwark.common.revocations``; when Redis cannot answer,
+``REVOCATION_FAILURE_MODE`` decides). Then one rate-limit call counts the request per client
+IP and, for a live session, per user (``remote_address`` and ``user_id`` descriptors). A
+request with a bad or ended token is still counted per IP, so a flood of forged or stolen
+tokens is limited too, but never against the user it names. Each request of a live session
+is also counted, in the background, by the burst detector (``bulwark.api.anomalies``).
 """
 
 from collections.abc import Mapping
@@ -57,6 +57,18 @@ async def caller(request: Request[Any, Any, Any], state: State) -> AccessTokenCl
     except JwksUnavailable:
         raise ServiceUnavailable("Token keys are unavailable; retry shortly.") from None
     if claims is not None:
+        try:
+            await revocations.ensure_session_live(
+                state.revocations,
+                claims.sid,
+                kid=claims.kid,
+                fail_open=settings.revocation_failure_mode == "allow",
+            )
+        except Unauthorized as ended:
+            # A token of an ended session is a stranger's: counted per IP only, so a stolen
+            # token can neither spend its victim's limit nor feed the victim's burst detector.
+            claims, rejection = None, ended
+    if claims is not None:
         descriptors.append([("user_id", claims.sub)])
         request.scope["state"]["user_id"] = claims.sub
         # Counted for the burst detector whatever the answer (429 included); never blocks.
@@ -69,10 +81,4 @@ async def caller(request: Request[Any, Any, Any], state: State) -> AccessTokenCl
     )
     if claims is None:
         raise rejection or Unauthorized()
-    await revocations.ensure_session_live(
-        state.revocations,
-        claims.sid,
-        kid=claims.kid,
-        fail_open=settings.revocation_failure_mode == "allow",
-    )
     return claims
