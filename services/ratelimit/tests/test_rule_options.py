@@ -182,3 +182,19 @@ def test_an_ipv6_client_is_one_64(value: str, bucket: str) -> None:
     match = rules.resolve("bulwark-api", [("remote_address", value)])
     assert match is not None
     assert match.entries == [("remote_address", bucket)]
+
+
+def test_packaged_backoff_blocks_are_reachable_under_the_attempt_limits() -> None:
+    """Every failure is an attempt: a backoff rule whose window holds fewer attempts than the
+    failures that start a block (failures + 1) could never block (with 5 attempts and 5
+    failures per 15 minutes, the email backoff never fired)."""
+    rules = load_rules(packaged_rules_path())
+    for key, value in (("email", "a@x"), ("remote_address", "192.0.2.1")):
+        attempts = rules.resolve("bulwark-auth", [("endpoint", "login"), (key, value)])
+        backoff = rules.resolve("bulwark-auth", [("endpoint", "login_failure"), (key, value)])
+        assert attempts is not None
+        assert backoff is not None
+        assert backoff.policy.backoff is not None
+        per_window = attempts.policy.limit
+        windows = -(-backoff.policy.limit.window_seconds // per_window.window_seconds)
+        assert per_window.requests * windows >= backoff.policy.backoff.failures + 1, key
