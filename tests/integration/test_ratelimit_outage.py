@@ -131,6 +131,19 @@ def test_each_endpoint_follows_its_failure_mode_and_recovers(own: RunningStack) 
     assert outage_answers, "no traffic during the outage"
     assert {status for status, _ in traffic.answers} == {200}
     assert max(seconds for _, seconds in outage_answers) < API_DEADLINE + SLACK
+    # The outage shows in the HTTP services' own metrics (the limiter's cannot show it).
+    for service in ("api", "auth"):
+        assert _unanswered(own, service) >= 1, service
+
+
+def _unanswered(stack: RunningStack, service: str) -> float:
+    """``bulwark_ratelimit_unanswered_total`` of ``service``, summed over its codes."""
+    text = httpx.get(stack.config.metrics_url(service)).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("bulwark_ratelimit_unanswered_total{")
+    )
 
 
 def test_a_limiter_that_does_not_answer_costs_one_deadline(own: RunningStack) -> None:

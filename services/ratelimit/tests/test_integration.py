@@ -243,3 +243,39 @@ async def test_client_deadline_when_service_is_down(free_port: int) -> None:
         assert time.monotonic() - started < 1.0
     finally:
         await rl_client.close()
+
+
+async def test_a_call_its_caller_gave_up_on_is_logged_cancelled_not_ok(
+    start_server: ServerFactory, log_stream: io.StringIO
+) -> None:
+    """The caller's deadline passed while Redis hung: the call must not count as OK in the
+    access line (and so in the gRPC metrics and alerts)."""
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accept, read and never answer
+        writer.close()
+
+    blackhole = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = blackhole.sockets[0].getsockname()[1]
+    try:
+        server = await start_server(
+            REDIS_URL=f"redis://127.0.0.1:{port}/0", REDIS_TIMEOUT_SECONDS="2"
+        )
+        rl_client = RateLimitClient(f"127.0.0.1:{server.port}", "test", timeout_seconds=0.1)
+        log_stream.seek(0)
+        log_stream.truncate()
+        try:
+            with pytest.raises(RateLimitUnavailable) as info:
+                await rl_client.should_rate_limit(one("three_per_minute"))
+            assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        finally:
+            await rl_client.close()
+        for _ in range(50):  # the server notices the cancellation shortly after
+            lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+            access = [line for line in lines if line["event"] == "grpc_call"]
+            if access:
+                break
+            await asyncio.sleep(0.05)
+        assert [line["code"] for line in access] == ["CANCELLED"]
+    finally:
+        blackhole.close()

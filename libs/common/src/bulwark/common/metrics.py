@@ -121,6 +121,12 @@ class _Instruments:
             unit="{decision}",
             description="Rate-limit descriptors judged, by domain, rule and result.",
         )
+        self.ratelimit_unanswered: Counter = meter.create_counter(
+            "bulwark.ratelimit.unanswered",
+            unit="{call}",
+            description="Rate-limit calls of an HTTP service that got no decision (the "
+            "limiter down, too slow, or its Redis failing closed), by gRPC code.",
+        )
 
 
 class _Installed:
@@ -181,21 +187,23 @@ def start_metrics(service: str, endpoint: MetricsEndpoint) -> int:
             f"METRICS_PORT: cannot listen on {endpoint.host}:{endpoint.port} ({exc.strerror})"
         ) from None
     install(provider)
-    if service == "auth":
-        _start_auth_counters_at_zero()
+    _start_counters_at_zero(service)
     _log.info("metrics_serving", host=endpoint.host, port=server.server_port)
     return int(server.server_port)
 
 
-def _start_auth_counters_at_zero() -> None:
-    """Export the auth service's event counters at 0 from the start: a series that first
+def _start_counters_at_zero(service: str) -> None:
+    """Export the event counters the alerts read at 0 from the start: a series that first
     appears at 1 has no earlier sample, so ``increase()`` would miss that first event (the
     refresh-reuse alert fires on any increase)."""
     instruments = _installed.instruments
     assert instruments is not None  # noqa: S101 - called right after install
-    for reason in get_args(LoginFailureReason):
-        instruments.login_failures.add(0, {"reason": reason})
-    instruments.refresh_reuse.add(0)
+    if service in {"auth", "api"}:
+        instruments.ratelimit_unanswered.add(0, {"grpc_code": "UNAVAILABLE"})
+    if service == "auth":
+        for reason in get_args(LoginFailureReason):
+            instruments.login_failures.add(0, {"reason": reason})
+        instruments.refresh_reuse.add(0)
 
 
 def http_labels(scope: Mapping[str, Any], status: int) -> dict[str, str]:
@@ -260,3 +268,13 @@ def count_ratelimit_decision(domain: str, rule: str, result: DecisionResult) -> 
     """
     if (instruments := _installed.instruments) is not None:
         instruments.ratelimit_decisions.add(1, {"domain": domain, "rule": rule, "result": result})
+
+
+def count_ratelimit_unanswered(code: str) -> None:
+    """Count one rate-limit call of an HTTP service that got no decision: ``code`` is the
+    gRPC status name (``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, ...), or ``FAILURE_MODE`` when
+    the limiter answered by a rule's ``failure_mode: deny`` because its Redis failed. The
+    endpoint's failure mode then decided; the ``BulwarkRateLimiterUnanswered`` alert watches
+    this counter (the limiter's own metrics cannot show that it is unreachable)."""
+    if (instruments := _installed.instruments) is not None:
+        instruments.ratelimit_unanswered.add(1, {"grpc_code": code})

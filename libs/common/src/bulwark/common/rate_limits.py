@@ -15,6 +15,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any, Literal
 
 from bulwark.common.logging import get_logger
+from bulwark.common.metrics import count_ratelimit_unanswered
 from bulwark.common.problems import ServiceUnavailable, TooManyRequests
 from bulwark.common.ratelimit_client import (
     RateLimitClient,
@@ -117,6 +118,7 @@ async def enforce(
         report = await client.decide(descriptors, hits_addend=hits_addend)
     except RateLimitUnavailable as exc:
         _log.warning("ratelimit_unavailable", fail_open=fail_open, code=exc.code.name)
+        count_ratelimit_unanswered(exc.code.name)
         if fail_open:
             return None
         raise _unavailable() from None
@@ -124,6 +126,7 @@ async def enforce(
         # The rule chose to fail closed while the limiter's Redis is down: an outage (503),
         # not a client that sent too much (429), and no RateLimit fields to report.
         _log.warning("ratelimit_store_unavailable", failure_mode="deny")
+        count_ratelimit_unanswered("FAILURE_MODE")
         raise _unavailable()
     if request_state is not None:
         headers: dict[bytes, bytes] = request_state.setdefault("response_headers", {})

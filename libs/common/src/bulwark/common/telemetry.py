@@ -381,10 +381,15 @@ class GrpcServerTracing(_ServerInterceptor):
                 record_exception=False,
                 set_status_on_exception=False,
             ) as span:
+                cancelled = False
                 try:
                     return await behavior(request, context)
+                except asyncio.CancelledError:
+                    cancelled = True  # the caller's deadline passed, or it went away
+                    raise
                 finally:
-                    _record_code(span, context.code() or grpc.StatusCode.OK)
+                    code = context.code() or grpc.StatusCode.OK
+                    _record_code(span, grpc.StatusCode.CANCELLED if cancelled else code)
 
         return grpc.unary_unary_rpc_method_handler(
             traced,

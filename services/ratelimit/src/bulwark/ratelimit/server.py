@@ -7,6 +7,7 @@ and closes Redis.
 
 from __future__ import annotations  # grpc-stubs generics are not subscriptable at run time
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -107,9 +108,13 @@ def _logged(method: str, behavior: _Behavior) -> _Behavior:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         start = time.perf_counter()
         response = None
+        cancelled = False
         unbind = structlog.contextvars.bind_contextvars(request_id=_request_id(context))
         try:
             response = await behavior(request, context)
+        except asyncio.CancelledError:
+            cancelled = True  # the caller's deadline passed, or it went away
+            raise
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # noqa: BLE001 - every error becomes a status, see _status_for
@@ -117,7 +122,7 @@ def _logged(method: str, behavior: _Behavior) -> _Behavior:
         else:
             return response
         finally:
-            code = context.code() or grpc.StatusCode.OK
+            code = grpc.StatusCode.CANCELLED if cancelled else context.code() or grpc.StatusCode.OK
             record_grpc_call(method, getattr(code, "name", str(code)), time.perf_counter() - start)
             log.info(
                 "grpc_call",
