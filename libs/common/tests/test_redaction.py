@@ -189,3 +189,24 @@ def test_numbers_that_are_not_cards_are_kept(text: str) -> None:
 def test_plain_values_pass_through() -> None:
     event = {"status": 200, "latency_ms": 1.5, "ok": True, "none": None, "route": "/v1/notes"}
     assert redact_value(event) == event
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("{'password': ['hunter2']}", "hunter2"),  # form data parsed into lists
+        ("{b'password': [b'hunter2']}", "hunter2"),
+        ("{'password': b'hunter2'}", "hunter2"),
+        ("connect postgresql://bulwark:Hunter2Pass@db:5432/auth failed", "Hunter2Pass"),
+        ("redis://:Hunter2Pass@cache:6379/0 timed out", "Hunter2Pass"),
+    ],
+)
+def test_reprs_and_url_passwords(text: str, secret: str) -> None:
+    redacted = redact_text(text)
+    assert secret not in redacted
+    assert REDACTED in redacted
+
+
+def test_a_url_without_a_password_is_kept() -> None:
+    for text in ("https://example.com/a:b@c", "postgresql://bulwark@db:5432/auth"):
+        assert redact_text(text) == text

@@ -79,8 +79,13 @@ _VALUE_PATTERNS = (
     # text (query strings, form bodies, dict reprs, JSON quoted inside a message).
     re.compile(
         r"(?i)(?P<name>\b" + _SENSITIVE_NAME + r"\\?[\"']?\s*[:=]\s*)"
-        r"(?!\[REDACTED\])(?P<value>\\\"(?:[^\"\\]|\\[^\"])*\\\"|\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'"
+        r"(?!\[REDACTED\])(?P<value>\[[^\]\r\n]*\]|\\\"(?:[^\"\\]|\\[^\"])*\\\""
+        r"|b?\"(?:[^\"\\]|\\.)*\"|b?'(?:[^'\\]|\\.)*'"
         r"|[^\s&,;}\]\"'\\]+)"
+    ),
+    # The password of a URL's userinfo (RFC 3986 §3.2.1): postgresql://user:PASSWORD@host.
+    re.compile(
+        r"(?i)(?P<name>\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)(?!\[REDACTED\])(?P<value>[^\s@/]+)(?=@)"
     ),
     # US social security numbers: 3-2-4 digits, dashes or spaces.
     re.compile(r"(?<!\d)\d{3}[ -]\d{2}[ -]\d{4}(?!\d)"),
