@@ -12,6 +12,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from bulwark.common.logging import get_logger
+from bulwark.common.redaction import redact_text
 
 _log = get_logger(__name__)
 
@@ -54,7 +55,7 @@ class BackgroundChecks:
                 "background_check_failed",
                 check=name,
                 error_type=type(exc).__name__,
-                error=str(exc)[:200],
+                error=redact_text(str(exc))[:200],  # redacted before it is cut
             )
 
     async def aclose(self, grace_seconds: float = 2.0) -> None:
