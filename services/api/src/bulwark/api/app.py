@@ -25,6 +25,8 @@ from bulwark.common.revocations import SessionRevocations
 from bulwark.common.schemas import Schema
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: Database connections of the anomaly detectors, apart from the request pool.
+DETECTOR_CONNECTIONS = 2
 #: Largest request body accepted, in bytes (a note's body is at most 10,000 characters).
 MAX_BODY_BYTES = 64 * 1024
 
@@ -73,7 +75,10 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             key_prefix=settings.redis_key_prefix,
             timeout_seconds=settings.redis_timeout,
         )
-        anomalies = ApiAnomalies(pool, settings)
+        # The detectors have connections of their own: their lookups never queue with
+        # requests for the request pool (docs/anomalies.md).
+        detector_pool = await create_pool(settings.database_url, max_size=DETECTOR_CONNECTIONS)
+        anomalies = ApiAnomalies(detector_pool, settings)
         try:
             await apply_migrations(pool, MIGRATIONS)
             app.state.update(
@@ -90,6 +95,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             yield
         finally:
             await anomalies.aclose()
+            await detector_pool.close()
             await ratelimit.close()
             await revocations.aclose()
             await jwks.aclose()

@@ -35,6 +35,8 @@ from bulwark.common.request_bodies import strict_json_bodies
 from bulwark.common.revocations import SessionRevocations, entry_lifetime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+#: Database connections of the anomaly detectors, apart from the request pool.
+DETECTOR_CONNECTIONS = 2
 #: Largest request body accepted, in bytes; every auth request is a small form or JSON.
 MAX_BODY_BYTES = 16 * 1024
 
@@ -80,7 +82,10 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             key_prefix=settings.redis_key_prefix,
             timeout_seconds=settings.redis_timeout,
         )
-        login_anomalies = LoginAnomalies(pool, settings)
+        # The detectors have connections of their own: their lookups never queue with
+        # requests for the request pool (docs/anomalies.md).
+        detector_pool = await create_pool(settings.database_url, max_size=DETECTOR_CONNECTIONS)
+        login_anomalies = LoginAnomalies(detector_pool, settings)
         revocation_resync: asyncio.Task[None] | None = None
         key_watcher: asyncio.Task[None] | None = None
         try:
@@ -128,6 +133,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
                 revocation_resync.cancel()
                 await asyncio.gather(revocation_resync, return_exceptions=True)
             await login_anomalies.aclose()
+            await detector_pool.close()
             await revocations.aclose()
             await ratelimit.close()
             hasher.close()
