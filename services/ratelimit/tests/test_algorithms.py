@@ -363,3 +363,15 @@ def test_key_for_distinct_is_the_ip_bucket() -> None:
     key, member = key_for("p:", "t", match)
     assert member == hashlib.sha256(b"a@x").hexdigest()[:32]  # not the email itself
     assert key == redis_key("p:", "t", stuffing("10.0.0.1", "a@x")[:2]) + ":d"
+
+
+async def test_a_call_that_starts_a_block_counts_nothing_else(call: Caller) -> None:
+    """The failure that starts a block is kept (it is the block); the call's other
+    descriptors, refused with it, count nothing."""
+    day = [("counter_day", "starts-a-block")]
+    for _ in range(3):
+        assert (await call(EMAIL, day)).overall_code == OK
+    started = await call(EMAIL, day)
+    assert [s.code for s in started.statuses] == [OVER, OK]
+    assert (await call(day, hits=0)).statuses[0].limit_remaining == 7  # 3 counted, not 4
+    assert (await call(EMAIL, hits=0)).overall_code == OVER  # the block did start

@@ -115,17 +115,24 @@ for i, key in ipairs(KEYS) do
         if tonumber(ts) > now - win[i] then f[#f + 1] = tonumber(ts) end
       end
     end
+    -- 'starts': this call's failures go past the limit, so it starts a block
+    local starts = u <= now and hits[i] > 0 and #f + hits[i] > limit[i]
     st[i] = {u = u, s = s, f = f, block = tonumber(ARGV[b + 6]) * 1000000,
-             max = tonumber(ARGV[b + 7]) * 1000000}
-    over[i] = u > now
+             max = tonumber(ARGV[b + 7]) * 1000000, starts = starts}
+    over[i] = u > now or starts
   end
 end
-local admit = true
+-- admit: nothing is over; blocking: what is over only starts blocks (those are written, the
+-- rest of the call is not: a refusal counts nothing but the failure that starts a block)
+local admit, blocking = true, true
 for i, key in ipairs(KEYS) do
   if kind[i] == 1 then
     over[i] = count[i] + math.max(pending[key], 1) > limit[i]
   end
-  if over[i] and not shadow[i] then admit = false end
+  if over[i] and not shadow[i] then
+    admit = false
+    if not (kind[i] == 4 and st[i].starts) then blocking = false end
+  end
 end
 local done = {}
 for i, key in ipairs(KEYS) do
@@ -157,14 +164,14 @@ for i, key in ipairs(KEYS) do
   elseif k == 3 and write then
     redis.call('ZADD', key, int(now), st[i].member)
     redis.call('PEXPIRE', key, int(win[i] / 1000))
-  elseif k == 4 and write then
+  elseif k == 4 and (write or (blocking and st[i].starts and not shadow[i])) then
     local s = st[i]
-    for _ = 1, hits[i] do s.f[#s.f + 1] = now end
-    if #s.f > limit[i] then
+    if s.starts then
       s.s = s.s + 1
       s.u = now + math.min(s.block * 2 ^ (s.s - 1), s.max)
       s.f = {}
-      over[i] = true
+    else
+      for _ = 1, hits[i] do s.f[#s.f + 1] = now end
     end
     local parts = {}
     for j, ts in ipairs(s.f) do parts[j] = int(ts) end
