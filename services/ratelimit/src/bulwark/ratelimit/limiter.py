@@ -167,6 +167,7 @@ for i, key in ipairs(KEYS) do
   elseif k == 4 and (write or (blocking and st[i].starts and not shadow[i])) then
     local s = st[i]
     if s.starts then
+      s.started = true
       s.s = s.s + 1
       s.u = now + math.min(s.block * 2 ^ (s.s - 1), s.max)
       s.f = {}
@@ -211,6 +212,8 @@ for i, key in ipairs(KEYS) do
     remaining = limit[i] - redis.call('ZCARD', key)
   elseif k == 4 then
     local s = st[i]
+    -- refused by another rule first: this failure was not counted and started nothing
+    if s.starts and not s.started and not shadow[i] then over[i] = false end
     if s.u > now then
       reset_ms = math.ceil((s.u - now) / 1000)
     else
