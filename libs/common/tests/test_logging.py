@@ -131,3 +131,14 @@ def test_ids_given_by_the_caller_win(stream: io.StringIO) -> None:
         get_logger("t").info("request", trace_id="a" * 32, span_id="b" * 16)
     (line,) = _lines(stream)
     assert (line["trace_id"], line["span_id"]) == ("a" * 32, "b" * 16)
+
+
+def test_a_lone_surrogate_does_not_lose_the_event(stream: io.StringIO) -> None:
+    """A value decoded with ``surrogateescape`` is not UTF-8; the line is still written,
+    with its other fields, redacted."""
+    value = b"caf\xe9".decode("utf-8", "surrogateescape")
+    get_logger("t").warning("odd_value", value=value, token=JWT, note=f"bearer {JWT}")
+    (line,) = _lines(stream)
+    assert line["event"] == "odd_value"
+    assert line["token"] == REDACTED
+    assert JWT not in stream.getvalue()

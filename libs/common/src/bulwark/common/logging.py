@@ -9,6 +9,7 @@ start a new line for any reader (``jq``, ``str.splitlines``, a terminal) or forg
 The schema of the lines is in docs/logs.md.
 """
 
+import json
 import logging
 import re
 import sys
@@ -40,7 +41,12 @@ def render_json_line(event: dict[str, Any], **_kwargs: Any) -> str:
     Only non-ASCII characters inside JSON strings are rewritten (the rest of the document is
     ASCII), so the line stays valid JSON with the same meaning.
     """
-    line = msgspec.json.encode(event, enc_hook=str).decode()
+    try:
+        line = msgspec.json.encode(event, enc_hook=str).decode()
+    except UnicodeEncodeError:
+        # A lone surrogate (from a bytes value decoded with surrogateescape, say) is not
+        # UTF-8: the standard library writes it as a \udXXX escape instead of losing the event.
+        return json.dumps(event, default=str, ensure_ascii=True)
     return line if line.isascii() else _NON_ASCII.sub(_escape, line)
 
 
