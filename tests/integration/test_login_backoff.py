@@ -167,7 +167,11 @@ def test_a_success_gives_its_reservation_back(backoff_stack: RunningStack) -> No
     ip = "198.51.100.60"
     user = register(backoff_stack.auth_url)
     for _ in range(3):
-        assert _login(backoff_stack, user.email, user.password, ip).status_code == 200
+        ok = _login(backoff_stack, user.email, user.password, ip)
+        assert ok.status_code == 200
+        # The failure counts of the check are stale after a success: only attempts remain.
+        assert "login_failure" not in ok.headers["RateLimit"] + ok.headers["RateLimit-Policy"]
+        assert '"login-email"' in ok.headers["RateLimit"]
     # Had the successes kept their reservations, the IP would have failed on 4 identities
     # counting the user's, and 3 times already: the 4th new identity would be refused.
     for email in [random_email() for _ in range(4)]:

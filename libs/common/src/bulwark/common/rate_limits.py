@@ -80,6 +80,23 @@ def ratelimit_fields(descriptors: Descriptors, report: RateLimitReport) -> dict[
     return {"RateLimit-Policy": ", ".join(policies), "RateLimit": ", ".join(current)}
 
 
+def drop_fields(request_state: MutableMapping[str, Any], policy_prefix: str) -> None:
+    """Take the members whose policy name starts with ``policy_prefix`` (``"login_failure-"``)
+    out of the RateLimit fields set for this request's response by `enforce`.
+
+    For counts that the rest of the request made stale: a successful login clears the
+    failures its check reported."""
+    headers: dict[bytes, bytes] = request_state.get("response_headers", {})
+    for name in (b"ratelimit-policy", b"ratelimit"):
+        if (value := headers.get(name)) is None:
+            continue
+        kept = [m for m in value.decode().split(", ") if not m.startswith(f'"{policy_prefix}')]
+        if kept:
+            headers[name] = ", ".join(kept).encode()
+        else:
+            del headers[name]
+
+
 def _unavailable() -> ServiceUnavailable:
     return ServiceUnavailable(
         "The service is temporarily unavailable; retry shortly.",

@@ -91,7 +91,11 @@ class LoginLimits:
         """Give back the failure reserved by `check`: clear the identity's failures, block
         and strike count (a reset action), refund one of the IP's failures and take the
         identity out of the IP's distinct identities (refund actions); the IP's other
-        failures stay. A limiter that cannot answer is logged, not raised."""
+        failures stay. The response's RateLimit fields keep the attempt limits only (the
+        check's failure counts are stale now). A limiter that cannot answer is logged, not
+        raised."""
+        if self._request_state is not None:
+            rate_limits.drop_fields(self._request_state, "login_failure-")
         email_rule, ip_rule, distinct_rule = self._failure_descriptors()
         try:
             await self._client.should_rate_limit(
