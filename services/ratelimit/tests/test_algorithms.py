@@ -44,6 +44,9 @@ domains:
       - key: shadow
         shadow_mode: true
         rate_limit: {requests: 1, window_seconds: 60}
+      - key: shadow_backoff
+        shadow_mode: true
+        backoff: {failures: 2, window_seconds: 60, block_seconds: 1, max_block_seconds: 2}
       - key: open
         failure_mode: allow
         rate_limit: {requests: 1, window_seconds: 60}
@@ -375,3 +378,15 @@ async def test_a_call_that_starts_a_block_counts_nothing_else(call: Caller) -> N
     assert [s.code for s in started.statuses] == [OVER, OK]
     assert (await call(day, hits=0)).statuses[0].limit_remaining == 7  # 3 counted, not 4
     assert (await call(EMAIL, hits=0)).overall_code == OVER  # the block did start
+
+
+async def test_a_shadow_backoff_starts_and_reports_its_blocks_without_denying(
+    call: Caller,
+) -> None:
+    """Shadow mode is judged and counted like enforcement: the block starts (and is reported
+    with its own length), only the denial is left out."""
+    trial = [("shadow_backoff", "someone@example.com")]
+    assert [(await call(trial)).overall_code for _ in range(3)] == [OK, OK, OK]
+    probe = await call(trial, hits=0)
+    assert probe.overall_code == OK
+    assert 0 < probe.statuses[0].duration_until_reset.ToMilliseconds() <= 1000  # the block

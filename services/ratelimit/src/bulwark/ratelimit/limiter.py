@@ -164,7 +164,7 @@ for i, key in ipairs(KEYS) do
   elseif k == 3 and write then
     redis.call('ZADD', key, int(now), st[i].member)
     redis.call('PEXPIRE', key, int(win[i] / 1000))
-  elseif k == 4 and (write or (blocking and st[i].starts and not shadow[i])) then
+  elseif k == 4 and (write or (st[i].starts and (shadow[i] and admit or blocking))) then
     local s = st[i]
     if s.starts then
       s.started = true
