@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -60,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     tracing = start_tracing(tracing_config, "bulwark-ratelimit", settings.environment)
     try:
+        gc.freeze()  # start-up objects leave the collector's generations: shorter pauses
         uvloop.run(serve(server))  # libuv's loop: cheaper on the latency-critical path
     except BindError as exc:
         print(f"bulwark-ratelimit: {exc}", file=sys.stderr)
