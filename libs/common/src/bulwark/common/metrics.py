@@ -121,6 +121,11 @@ class _Instruments:
             unit="{decision}",
             description="Rate-limit descriptors judged, by domain, rule and result.",
         )
+        self.ratelimit_calls: Counter = meter.create_counter(
+            "bulwark.ratelimit.calls",
+            unit="{call}",
+            description="Rate-limit decisions an HTTP service asked for, answered or not.",
+        )
         self.ratelimit_unanswered: Counter = meter.create_counter(
             "bulwark.ratelimit.unanswered",
             unit="{call}",
@@ -199,6 +204,7 @@ def _start_counters_at_zero(service: str) -> None:
     instruments = _installed.instruments
     assert instruments is not None  # noqa: S101 - called right after install
     if service in {"auth", "api"}:
+        instruments.ratelimit_calls.add(0)
         instruments.ratelimit_unanswered.add(0, {"grpc_code": "UNAVAILABLE"})
     if service == "auth":
         for reason in get_args(LoginFailureReason):
@@ -268,6 +274,13 @@ def count_ratelimit_decision(domain: str, rule: str, result: DecisionResult) -> 
     """
     if (instruments := _installed.instruments) is not None:
         instruments.ratelimit_decisions.add(1, {"domain": domain, "rule": rule, "result": result})
+
+
+def count_ratelimit_call() -> None:
+    """Count one rate-limit decision an HTTP service asks for (the denominator of the
+    ``BulwarkRateLimiterUnanswered`` alert)."""
+    if (instruments := _installed.instruments) is not None:
+        instruments.ratelimit_calls.add(1)
 
 
 def count_ratelimit_unanswered(code: str) -> None:

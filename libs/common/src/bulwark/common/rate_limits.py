@@ -15,7 +15,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any, Literal
 
 from bulwark.common.logging import get_logger
-from bulwark.common.metrics import count_ratelimit_unanswered
+from bulwark.common.metrics import count_ratelimit_call, count_ratelimit_unanswered
 from bulwark.common.problems import ServiceUnavailable, TooManyRequests
 from bulwark.common.ratelimit_client import (
     RateLimitClient,
@@ -131,6 +131,7 @@ async def enforce(
         ServiceUnavailable: the limiter is unreachable and ``fail_open`` is false, or its
             Redis failed and a rule's ``failure_mode`` is ``deny`` (503 either way).
     """
+    count_ratelimit_call()
     try:
         report = await client.decide(descriptors, hits_addend=hits_addend)
     except RateLimitUnavailable as exc:
