@@ -25,6 +25,10 @@ domains:
         rate_limit: {requests: 10, window_seconds: 60}
       - key: email
         rate_limit: {requests: 2, window_seconds: 60}
+      - key: failed_email
+        backoff: {failures: 1, window_seconds: 60, block_seconds: 30, max_block_seconds: 60}
+      - key: failed_ip
+        backoff: {failures: 1, window_seconds: 60, block_seconds: 30, max_block_seconds: 60}
 """
 
 
@@ -99,3 +103,20 @@ async def test_operator_api_on_the_cluster(
         )
         assert cleared.cleared
     assert (await cluster_client.should_rate_limit([email])).allowed
+
+
+async def test_failures_that_start_blocks_start_them_all_and_count_nothing_else(
+    cluster_client: RateLimitClient, key_prefix: str
+) -> None:
+    """As on one Redis: a call whose email and IP backoffs both reach their limit starts both
+    blocks, and its attempt descriptor (another slot) is not counted."""
+    email, ip = [("failed_email", "v@example.com")], [("failed_ip", "198.51.100.9")]
+    attempt = [("ip", "198.51.100.9")]
+    slots = {key_slot((redis_key(key_prefix, "test", d) + ":b").encode()) for d in (email, ip)}
+    slots.add(key_slot(redis_key(key_prefix, "test", attempt).encode()))
+    assert len(slots) == 3
+    assert (await cluster_client.should_rate_limit([email, ip, attempt])).allowed
+    assert not (await cluster_client.should_rate_limit([email, ip, attempt])).allowed
+    for blocked in (email, ip):
+        assert not (await cluster_client.should_rate_limit([blocked], hits_addend=0)).allowed
+    assert (await cluster_client.should_rate_limit([attempt], hits_addend=0)).remaining == 9

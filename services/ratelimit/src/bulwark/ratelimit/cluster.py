@@ -147,6 +147,19 @@ class SlotGroupedLimiter:
                 states[index] = state
         if _denies(checks, states, range(len(checks))):
             return states
+        starting = {i for i, check in enumerate(checks) if _starts(check, states[i])}
+        if starting:
+            # As one script would: the failures that start blocks are written (the blocks
+            # start), the rest of the call is not counted.
+            blocks = [[i for i in group if i in starting] for group in order]
+            blocks = [group for group in blocks if group]
+            started = await asyncio.gather(
+                *(self._inner_hit([checks[i] for i in group]) for group in blocks)
+            )
+            for group, answer in zip(blocks, started, strict=True):
+                for index, state in zip(group, answer, strict=True):
+                    states[index] = state
+            return states
         # Phase 2: commit, tightest group first (the likeliest to be denied by a race, so that
         # the least is consumed in vain), stopping at a group denied by a race.
         order.sort(key=lambda group: min(states[i].remaining for i in group))
@@ -163,6 +176,19 @@ class SlotGroupedLimiter:
 
 def _denies(checks: Sequence[Hit], states: Sequence[WindowState], indexes: Any) -> bool:
     return any(states[i].over_limit and not _shadow(checks[i]) for i in indexes)
+
+
+def _starts(hit: Hit, probed: WindowState) -> bool:
+    """Whether committing ``hit`` would start a backoff block: its failures go past what the
+    probe (``hits_addend`` 0) left (a check counts no failure, so the probe cannot tell)."""
+    policy = hit.policy
+    return (
+        policy is not None
+        and policy.kind == "backoff"
+        and not policy.shadow_mode
+        and not hit.action
+        and hit.hits_addend > probed.remaining
+    )
 
 
 def _shadow(hit: Hit) -> bool:
