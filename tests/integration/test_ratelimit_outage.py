@@ -7,60 +7,17 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
-from collections.abc import Callable
 
 import httpx
 import pytest
 
 from .conftest import RunningStack, StackFactory
 from .helpers import bearer, login, random_email, refresh, register
+from .outages import SLACK, Traffic, eventually, timed
 
 AUTH_DEADLINE = 0.25  # RATELIMIT_TIMEOUT_MS of the auth service (default)
 API_DEADLINE = 0.10  # RATELIMIT_TIMEOUT_MS of the API (default)
-# What a request may cost beyond the rate-limit deadline (HTTP round trip, a database
-# statement; no argon2, which comes after the limit on login).
-SLACK = 1.0
-RECOVERY_SECONDS = 10.0
-
-
-class Traffic(threading.Thread):
-    """``GET /v1/me`` in a loop until stopped; records (status, seconds) of each answer."""
-
-    def __init__(self, url: str, headers: dict[str, str]) -> None:
-        super().__init__(daemon=True)
-        self.url, self.headers = url, headers
-        self.answers: list[tuple[int, float]] = []
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        with httpx.Client(timeout=5.0) as client:
-            while not self.done.is_set():
-                started = time.monotonic()
-                status = client.get(self.url, headers=self.headers).status_code
-                self.answers.append((status, time.monotonic() - started))
-
-
-def _timed(call: object) -> tuple[httpx.Response, float]:
-    assert callable(call)
-    started = time.monotonic()
-    response = call()
-    assert isinstance(response, httpx.Response)
-    return response, time.monotonic() - started
-
-
-def _eventually(
-    call: Callable[[], httpx.Response], done: Callable[[httpx.Response], bool]
-) -> httpx.Response:
-    """Repeat ``call`` until ``done`` says yes of its answer, for at most RECOVERY_SECONDS;
-    return the last answer."""
-    give_up = time.monotonic() + RECOVERY_SECONDS
-    while True:
-        response = call()
-        if done(response) or time.monotonic() > give_up:
-            return response
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +45,7 @@ def test_each_endpoint_follows_its_failure_mode_and_recovers(own: RunningStack) 
 
         # Login fails closed: 503 with a Retry-After, and no limit fields.
         body = {"email": user.email, "password": user.password}
-        denied, took = _timed(lambda: httpx.post(f"{own.auth_url}/v1/auth/login", json=body))
+        denied, took = timed(lambda: httpx.post(f"{own.auth_url}/v1/auth/login", json=body))
         assert denied.status_code == 503, denied.text
         assert denied.headers["content-type"].startswith("application/problem+json")
         assert 5 <= int(denied.headers["retry-after"]) <= 6
@@ -99,13 +56,13 @@ def test_each_endpoint_follows_its_failure_mode_and_recovers(own: RunningStack) 
         new = {"email": random_email(), "password": user.password, "displayName": "Outage"}
         registered = httpx.post(f"{own.auth_url}/v1/users", json=new)  # argon2: not timed
         assert registered.status_code == 201, registered.text
-        refreshed, took = _timed(lambda: refresh(own.auth_url, str(tokens["refresh_token"]), user))
+        refreshed, took = timed(lambda: refresh(own.auth_url, str(tokens["refresh_token"]), user))
         assert refreshed.status_code == 200, refreshed.text
         assert "RateLimit" not in refreshed.headers
         assert took < AUTH_DEADLINE + SLACK
 
         # The API fails open, and answers fast.
-        served, took_api = _timed(lambda: httpx.get(me_url, headers=headers))
+        served, took_api = timed(lambda: httpx.get(me_url, headers=headers))
         assert served.status_code == 200
         assert "RateLimit" not in served.headers
         assert took_api < API_DEADLINE + SLACK
@@ -114,13 +71,13 @@ def test_each_endpoint_follows_its_failure_mode_and_recovers(own: RunningStack) 
         own.stack.start_service("ratelimit")
 
         # Back: login is limited (and answered) again within a few seconds.
-        again = _eventually(
+        again = eventually(
             lambda: httpx.post(f"{own.auth_url}/v1/auth/login", json=body),
             lambda answer: answer.status_code != 503,
         )
         assert again.status_code == 200, again.text
         assert "RateLimit" in again.headers
-        limited = _eventually(
+        limited = eventually(
             lambda: httpx.get(me_url, headers=headers), lambda answer: "RateLimit" in answer.headers
         )
         assert "RateLimit" in limited.headers
@@ -156,15 +113,15 @@ def test_a_limiter_that_does_not_answer_costs_one_deadline(own: RunningStack) ->
     pid = own.stack.pid("ratelimit")
     os.kill(pid, signal.SIGSTOP)
     try:
-        denied, took = _timed(lambda: httpx.post(f"{own.auth_url}/v1/auth/login", json=body))
+        denied, took = timed(lambda: httpx.post(f"{own.auth_url}/v1/auth/login", json=body))
         assert denied.status_code == 503, denied.text
         assert AUTH_DEADLINE * 0.9 <= took < AUTH_DEADLINE + SLACK
-        served, took = _timed(lambda: httpx.get(f"{own.api_url}/v1/me", headers=headers))
+        served, took = timed(lambda: httpx.get(f"{own.api_url}/v1/me", headers=headers))
         assert served.status_code == 200
         assert API_DEADLINE * 0.9 <= took < API_DEADLINE + SLACK
     finally:
         os.kill(pid, signal.SIGCONT)
-    again = _eventually(
+    again = eventually(
         lambda: httpx.post(f"{own.auth_url}/v1/auth/login", json=body),
         lambda answer: answer.status_code != 503,
     )

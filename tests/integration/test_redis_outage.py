@@ -19,7 +19,7 @@ from bulwark.devstack.net import free_port
 
 from .conftest import RunningStack, StackFactory
 from .helpers import bearer, login, register
-from .test_ratelimit_outage import SLACK, Traffic, _eventually, _timed
+from .outages import SLACK, Traffic, eventually, timed
 
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_DEADLINE = 0.1  # REDIS_TIMEOUT_SECONDS of the API (default; the limiter's is 0.05)
@@ -93,7 +93,7 @@ def test_redis_restart_under_traffic(own: RunningStack, throwaway_redis: Throwaw
 
         # The API: its limits fail open, but a session's revocation cannot be checked, and
         # REVOCATION_FAILURE_MODE=deny refuses, fast, with a problem body.
-        refused, took = _timed(lambda: httpx.get(me_url, headers=headers))
+        refused, took = timed(lambda: httpx.get(me_url, headers=headers))
         assert refused.status_code == 503, refused.text
         assert refused.headers["content-type"].startswith("application/problem+json")
         assert took < REDIS_DEADLINE + SLACK
@@ -101,7 +101,7 @@ def test_redis_restart_under_traffic(own: RunningStack, throwaway_redis: Throwaw
         # Login: the backoff rules fail closed (failure_mode: deny), answered within the
         # limiter's Redis deadline, before any password check: an outage, so 503 (not 429,
         # which would read as the client's fault and feed the login-failure alert).
-        denied, took = _timed(lambda: httpx.post(f"{own.auth_url}/v1/auth/login", json=body))
+        denied, took = timed(lambda: httpx.post(f"{own.auth_url}/v1/auth/login", json=body))
         assert denied.status_code == 503, denied.text
         assert denied.headers["content-type"].startswith("application/problem+json")
         assert 5 <= int(denied.headers["retry-after"]) <= 6
@@ -110,12 +110,12 @@ def test_redis_restart_under_traffic(own: RunningStack, throwaway_redis: Throwaw
         outage_answers = traffic.answers[outage_started:]
 
         throwaway_redis.start()  # same port, empty data: every service reconnects by itself
-        back = _eventually(
+        back = eventually(
             lambda: httpx.get(me_url, headers=headers), lambda answer: answer.status_code == 200
         )
         assert back.status_code == 200, back.text
         assert "RateLimit" in back.headers  # the limiter counts again
-        again = _eventually(
+        again = eventually(
             lambda: httpx.post(f"{own.auth_url}/v1/auth/login", json=body),
             lambda answer: answer.status_code == 200,
         )

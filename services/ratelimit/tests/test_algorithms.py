@@ -287,8 +287,10 @@ async def test_refund_removes_an_identity_from_the_distinct_set(call: Caller) ->
 
 
 async def test_parallel_reservations_from_one_ip_are_judged_one_by_one(call: Caller) -> None:
-    """The login race: failures reserved at check time, so parallel attempts cannot all pass
-    a check made against the same count (3 distinct identities, 3 failures per IP)."""
+    """Parallel reservations (failures counted at check time, as the login sends them) are
+    judged one after the other: 3 distinct identities and 3 failures per IP admit exactly 3.
+    That the auth service reserves at all is tested through it, in
+    tests/integration/test_login_backoff.py."""
     answers = await asyncio.gather(
         *(call(stuffing("10.0.0.10", f"user{n}@x"), IP) for n in range(20))
     )
