@@ -30,6 +30,10 @@ uv: ## install uv (into .bulwark/tools, or with pip --user) unless it is already
 
 install: uv ## install every workspace package and the dev tools into .venv (uv sync)
 	$(UV) sync --all-packages $(UV_SYNC_FLAGS)
+	@# xds-protos ships its own, older copy of opentelemetry/proto/**/*_pb2.py, and whichever
+	@# wheel is unpacked last wins; the OTLP exporter needs opentelemetry-proto's. Reinstalling
+	@# that one package alone makes its files the ones on disk, on every install.
+	$(UV) sync --all-packages $(UV_SYNC_FLAGS) --quiet --reinstall-package opentelemetry-proto
 
 # promtool checks and unit-tests deploy/prometheus/bulwark-alerts.yml (tests/test_alert_rules.py).
 # Taken from PATH, else extracted from Debian's `prometheus` package (apt-get download, which
