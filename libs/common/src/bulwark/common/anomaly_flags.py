@@ -20,6 +20,8 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
+from bulwark.common.db import Queryable
+
 FlagStatus = Literal["open", "reviewed"]
 #: Most flags one listing returns.
 MAX_LISTED = 1000
@@ -41,7 +43,7 @@ class AnomalyFlag(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def record_flag(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Queryable,
     *,
     user_id: uuid.UUID,
     kind: str,
@@ -76,7 +78,7 @@ def _flag(row: asyncpg.Record) -> AnomalyFlag:
 
 
 async def list_flags(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Queryable,
     *,
     user_id: uuid.UUID | None = None,
     kind: str | None = None,
@@ -100,7 +102,7 @@ async def list_flags(
 
 
 async def review_flag(
-    conn: asyncpg.Connection | asyncpg.Pool, flag_id: int, note: str | None = None
+    conn: Queryable, flag_id: int, note: str | None = None
 ) -> bool:
     """Mark open flag ``flag_id`` reviewed, with an optional note (cut to
     `MAX_REVIEW_NOTE` characters); False when no open flag has that id."""

@@ -1,41 +1,263 @@
-"""Postgres access: the connection pool and the migrations runner.
+"""Postgres access: the request pool with every wait bounded, and the migrations runner.
+
+`Database` is the only way request code reaches Postgres. It holds one asyncpg pool and
+keeps three promises, on every path (a sibling's exception, a client that goes away, a
+cancelled task, a timeout):
+
+- a connection is taken only inside ``async with db.transaction()`` (or ``db.connection()``,
+  or one of the single-statement helpers) and given back when that block ends, however it
+  ends; no Litestar dependency holds one, so a request refused by authentication or a rate
+  limit never takes a connection at all;
+- no task holds two connections of one pool at once (that would deadlock once every
+  connection is held by a task waiting for a second one): a nested acquire raises
+  `NestedAcquireError`, a bug the tests catch;
+- no wait is unbounded: taking a connection waits at most ``timeout_seconds``, and so does
+  each statement (client side, and ``statement_timeout`` on the server). An exhausted pool
+  or a database that is down, restarting or stalled answers `DatabaseUnavailable` (503 with
+  ``Retry-After``), logged once per outage (``bulwark.common.outages``), not per request.
+
+Postgres backs this up: ``idle_in_transaction_session_timeout`` ends a session left idle in a
+transaction by anything that slipped past the above.
 
 Migrations are numbered SQL files (``001_init.sql``, ``002_...sql``) in a service's own
 folder, applied in order, each in its own transaction, under a Postgres advisory lock so
 that any number of replicas starting at once apply each file exactly once.
 """
 
+import asyncio
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 import asyncpg
-from litestar.datastructures import State
+import asyncpg.exceptions
 
 from bulwark.common.logging import get_logger
+from bulwark.common.metrics import (
+    DatabaseUnavailableReason,
+    count_database_unavailable,
+    observe_pool,
+    unobserve_pool,
+)
+from bulwark.common.outages import OutageLog
+from bulwark.common.problems import ServiceUnavailable
 
 _log = get_logger(__name__)
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 # Key of the advisory lock held while migrating (any constant shared by all replicas).
 _MIGRATION_LOCK_KEY = 0x42_55_4C_57  # "BULW"
+#: Longest a migration statement (or the wait for another replica's migrations) may take.
+MIGRATION_TIMEOUT_SECONDS = 600
+#: ``Retry-After`` of a `DatabaseUnavailable` answer, in seconds.
+RETRY_AFTER_SECONDS = 2
+#: Failures that mean the database cannot answer now (down, restarting, stalled, out of
+#: connections), as opposed to a bug or a refused value: the request gets a 503.
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable
+    TimeoutError,  # connect, acquire or statement took longer than the timeout
+    asyncpg.exceptions.PostgresConnectionError,  # the connection was lost mid-call
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting, query cancelled
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+)
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """Open an asyncpg pool to ``dsn`` (``postgresql://...``).
+class DatabaseUnavailable(ServiceUnavailable):
+    """503 with ``Retry-After``: the database did not answer in time, or every pooled
+    connection stayed busy for the whole wait."""
 
-    Statements time out after 5 seconds server-side so a stuck query cannot hold a request.
+    def __init__(self) -> None:
+        super().__init__(
+            "The service is temporarily unavailable; retry shortly.",
+            {"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
+
+class NestedAcquireError(RuntimeError):
+    """A task asked for a second connection of a pool while holding one (a bug: under load,
+    every connection could be held by a task waiting for another, and none would return)."""
+
+
+Connection = asyncpg.Connection
+Record = asyncpg.Record
+
+
+class Database:
+    """One service's connection pool, with bounded waits and one connection per task.
+
+    Args:
+        pool: an open asyncpg pool (see `open_database`).
+        timeout_seconds: the longest wait for a connection, and for each statement.
+        name: names the pool in logs and metrics (``request``, ``detectors``).
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, timeout_seconds: float, name: str) -> None:
+        self.pool = pool
+        self.timeout_seconds = timeout_seconds
+        self.name = name
+        self._holder: ContextVar[asyncio.Task[Any] | None] = ContextVar(
+            f"bulwark_db_holder_{name}", default=None
+        )
+        self._unreachable = OutageLog("database_unavailable", "database_recovered", {"pool": name})
+        self._exhausted = OutageLog(
+            "database_pool_exhausted", "database_pool_recovered", {"pool": name}
+        )
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection outside any transaction (each statement commits alone),
+        released when the block ends on any path.
+
+        Raises:
+            DatabaseUnavailable: no connection within the timeout (pool exhausted, or the
+                database down or stalled), or the connection failed in the block (503).
+            NestedAcquireError: this task already holds a connection of this pool.
+        """
+        task = asyncio.current_task()
+        if task is not None and self._holder.get() is task:
+            raise NestedAcquireError(f"this task already holds a {self.name} connection")
+        conn = await self._acquire()
+        held = self._holder.set(task)
+        try:
+            yield conn
+        except OUTAGE_ERRORS as exc:
+            # A connection that failed mid-call is not reused: the server rolls back what
+            # it had when the connection ends.
+            conn.terminate()
+            self._outage("unreachable", type(exc).__name__)
+            raise DatabaseUnavailable from None
+        finally:
+            self._holder.reset(held)
+            # Bounded: asyncpg resets within the acquire timeout, else terminates.
+            await self.pool.release(conn)
+        self._unreachable.succeeded()
+        self._exhausted.succeeded()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection inside a transaction that commits when the block ends
+        normally and rolls back when it raises (cancellation included), so a failed request
+        writes nothing; the connection is released on every path.
+
+        Raises:
+            DatabaseUnavailable, NestedAcquireError: as `connection`.
+        """
+        async with self.connection() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                yield conn
+            except BaseException as exc:
+                if not isinstance(exc, OUTAGE_ERRORS) and not conn.is_closed():
+                    await transaction.rollback()
+                raise
+            await transaction.commit()
+
+    async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        """Run one statement on a pooled connection and return its rows (see `connection`)."""
+        async with self.connection() as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(query, *args)
+            return rows
+
+    async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
+        """Run one statement and return its first row, or None (see `connection`)."""
+        async with self.connection() as conn:
+            row: asyncpg.Record | None = await conn.fetchrow(query, *args)
+            return row
+
+    async def fetchval(self, query: str, *args: object) -> Any:
+        """Run one statement and return the first column of its first row (see
+        `connection`)."""
+        async with self.connection() as conn:
+            return await conn.fetchval(query, *args)
+
+    async def execute(self, query: str, *args: object) -> str:
+        """Run one statement and return its status (``INSERT 0 1``; see `connection`)."""
+        async with self.connection() as conn:
+            status: str = await conn.execute(query, *args)
+            return status
+
+    async def ensure_ready(self) -> None:
+        """Raise unless the database answers ``SELECT 1`` within the timeout (``/readyz``).
+
+        Raises:
+            ServiceUnavailable: any failure (503; the body names nothing internal).
+        """
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                await self.fetchval("SELECT 1")
+        except Exception:  # noqa: BLE001  # any failure means not ready
+            raise ServiceUnavailable("The database is not reachable.") from None
+
+    async def close(self) -> None:
+        """Close every connection (waiting at most the timeout for those in use)."""
+        unobserve_pool(self.name)
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                await self.pool.close()
+        except TimeoutError:
+            self.pool.terminate()
+
+    async def _acquire(self) -> asyncpg.Connection:
+        pool = self.pool
+        # Every connection was checked out when the wait began: a timeout is then the pool's
+        # size, not the database (which may be fine, only slow for the holders).
+        full = pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size()
+        try:
+            conn: asyncpg.Connection = await pool.acquire(timeout=self.timeout_seconds)
+        except TimeoutError:
+            if full:
+                self._outage("pool_exhausted", "pool_exhausted")
+            else:
+                self._outage("unreachable", "TimeoutError")
+            raise DatabaseUnavailable from None
+        except Exception as exc:  # noqa: BLE001  # any failure to connect is an outage to us
+            self._outage("unreachable", type(exc).__name__)
+            raise DatabaseUnavailable from None
+        return conn
+
+    def _outage(self, kind: DatabaseUnavailableReason, reason: str) -> None:
+        (self._exhausted if kind == "pool_exhausted" else self._unreachable).failed(reason)
+        count_database_unavailable(self.name, kind)
+
+
+#: What a query function runs on: a connection (inside a transaction the caller opened), or
+#: the `Database` itself for a single statement on a connection taken just for it.
+Queryable = asyncpg.Connection | Database
+
+
+async def open_database(
+    dsn: str, *, name: str = "request", max_size: int = 10, timeout_seconds: float = 3.0
+) -> Database:
+    """Open a pool of at most ``max_size`` connections to ``dsn`` (``postgresql://...``).
+
+    Every session gets ``statement_timeout`` = ``timeout_seconds``,
+    ``idle_in_transaction_session_timeout`` = the larger of 10 s and three times the timeout,
+    and UTC; connecting, waiting for a connection and each statement are bounded by
+    ``timeout_seconds`` on the client side too.
 
     Raises:
-        OSError, asyncpg.PostgresError: the server cannot be reached or refuses the login.
+        OSError, TimeoutError, asyncpg.PostgresError: the server cannot be reached in time
+            or refuses the login.
     """
+    timeout_ms = int(timeout_seconds * 1000)
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
-        min_size=min_size,
+        min_size=1,
         max_size=max_size,
-        command_timeout=10,
-        server_settings={"statement_timeout": "5000", "timezone": "UTC"},
+        timeout=timeout_seconds,  # connecting
+        command_timeout=timeout_seconds,
+        server_settings={
+            "statement_timeout": str(timeout_ms),
+            "idle_in_transaction_session_timeout": str(max(10_000, 3 * timeout_ms)),
+            "timezone": "UTC",
+        },
     )
-    return pool
+    database = Database(pool, timeout_seconds=timeout_seconds, name=name)
+    observe_pool(name, lambda: (pool.get_size() - pool.get_idle_size(), pool.get_idle_size()))
+    return database
 
 
 def migration_files(directory: Path) -> list[tuple[int, Path]]:
@@ -56,15 +278,20 @@ def migration_files(directory: Path) -> list[tuple[int, Path]]:
     return sorted(found.items())
 
 
-async def apply_migrations(pool: asyncpg.Pool, directory: Path) -> list[int]:
+async def apply_migrations(database: Database, directory: Path) -> list[int]:
     """Apply the not-yet-applied migrations in ``directory``; return the versions applied.
+
+    Runs on one connection without the request timeouts: waiting for another replica's
+    migrations, or a long migration, may take up to `MIGRATION_TIMEOUT_SECONDS`.
 
     Raises:
         asyncpg.PostgresError: a migration failed; it is rolled back and later ones not run.
     """
     applied_now: list[int] = []
-    async with pool.acquire() as conn:
-        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
+    timeout = MIGRATION_TIMEOUT_SECONDS
+    async with database.pool.acquire(timeout=database.timeout_seconds) as conn:
+        await conn.execute("SET statement_timeout = 0")
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY, timeout=timeout)
         try:
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -78,7 +305,7 @@ async def apply_migrations(pool: asyncpg.Pool, directory: Path) -> list[int]:
                 if version in done:
                     continue
                 async with conn.transaction():
-                    await conn.execute(path.read_text())
+                    await conn.execute(path.read_text(), timeout=timeout)
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
                         version,
@@ -88,18 +315,5 @@ async def apply_migrations(pool: asyncpg.Pool, directory: Path) -> list[int]:
                 _log.info("migration_applied", version=version, name=path.name)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
+            await conn.execute("RESET statement_timeout")
     return applied_now
-
-
-async def provide_connection(state: State) -> AsyncGenerator[asyncpg.Connection, None]:
-    """Litestar dependency: a pooled connection (``state.pool``) inside a transaction that
-    commits when the handler returns and rolls back when it raises, so a failed request
-    writes nothing."""
-    pool: asyncpg.Pool = state.pool
-    async with pool.acquire() as conn, conn.transaction():
-        yield conn
-
-
-#: Type names for handler signatures, so routes need not import asyncpg.
-Connection = asyncpg.Connection
-Record = asyncpg.Record

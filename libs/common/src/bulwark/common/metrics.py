@@ -13,6 +13,8 @@ name                                           type       labels
 ``bulwark_login_failures_total``               counter    reason
 ``bulwark_refresh_reuse_detections_total``     counter    (none)
 ``bulwark_ratelimit_decisions_total``          counter    domain, rule, result
+``bulwark_db_pool_connections``                gauge      pool, state
+``bulwark_db_unavailable_total``               counter    pool, reason
 =============================================  =========  ==================================
 
 Every label value comes from a closed set or from our own configuration (route templates,
@@ -31,12 +33,12 @@ that record metrics of their own (with raw URLs or peer addresses as attributes)
 so the endpoint exposes only the series above and prometheus_client's ``process_*`` ones.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, get_args
 
 import msgspec
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.metrics import Counter, Histogram, Meter
+from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
@@ -79,10 +81,48 @@ class MetricsEndpoint(msgspec.Struct, frozen=True):
     port: int
 
 
+#: ``reason`` of ``bulwark_db_unavailable_total``: every connection stayed busy for the whole
+#: wait, or the database did not answer (down, restarting, stalled).
+DatabaseUnavailableReason = Literal["pool_exhausted", "unreachable"]
+#: Open database pools by name (``request``, ``detectors``): a function giving the number of
+#: connections in use and idle, read at each scrape.
+_pools: dict[str, Callable[[], tuple[int, int]]] = {}
+
+
+def observe_pool(name: str, connections: Callable[[], tuple[int, int]]) -> None:
+    """Report pool ``name`` in ``bulwark_db_pool_connections``: ``connections()`` gives
+    ``(in use, idle)`` and is called at each scrape (whether or not metrics are on)."""
+    _pools[name] = connections
+
+
+def unobserve_pool(name: str) -> None:
+    """Stop reporting pool ``name`` (it was closed)."""
+    _pools.pop(name, None)
+
+
+def _pool_observations(_options: CallbackOptions) -> Iterable[Observation]:
+    for name, connections in list(_pools.items()):
+        in_use, idle = connections()
+        yield Observation(in_use, {"pool": name, "state": "in_use"})
+        yield Observation(idle, {"pool": name, "state": "idle"})
+
+
 class _Instruments:
     """The instruments of one installed ``MeterProvider``."""
 
     def __init__(self, meter: Meter) -> None:
+        meter.create_observable_gauge(
+            "bulwark.db.pool.connections",
+            callbacks=[_pool_observations],
+            unit="{connection}",
+            description="Database connections of each pool, in use (checked out by a "
+            "request) or idle.",
+        )
+        self.db_unavailable: Counter = meter.create_counter(
+            "bulwark.db.unavailable",
+            unit="{request}",
+            description="Database calls answered 503, by pool and reason.",
+        )
         self.http_requests: Counter = meter.create_counter(
             "bulwark.http.server.requests",
             unit="{request}",
@@ -204,6 +244,8 @@ def _start_counters_at_zero(service: str) -> None:
     instruments = _installed.instruments
     assert instruments is not None  # noqa: S101 - called right after install
     if service in {"auth", "api"}:
+        for reason in get_args(DatabaseUnavailableReason):
+            instruments.db_unavailable.add(0, {"pool": "request", "reason": reason})
         instruments.ratelimit_calls.add(0)
         instruments.ratelimit_unanswered.add(0, {"grpc_code": "UNAVAILABLE"})
     if service == "auth":
@@ -291,3 +333,9 @@ def count_ratelimit_unanswered(code: str) -> None:
     this counter (the limiter's own metrics cannot show that it is unreachable)."""
     if (instruments := _installed.instruments) is not None:
         instruments.ratelimit_unanswered.add(1, {"grpc_code": code})
+
+
+def count_database_unavailable(pool: str, reason: DatabaseUnavailableReason) -> None:
+    """Count one database call of pool ``pool`` answered 503 (see `DatabaseUnavailableReason`)."""
+    if (instruments := _installed.instruments) is not None:
+        instruments.db_unavailable.add(1, {"pool": pool, "reason": reason})

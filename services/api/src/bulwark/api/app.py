@@ -15,8 +15,8 @@ from bulwark.api.caller import caller
 from bulwark.api.notes.routes import NoteController
 from bulwark.api.settings import ApiSettings
 from bulwark.common.access_tokens import AccessTokenClaims, AccessTokenVerifier, JwksCache
-from bulwark.common.db import apply_migrations, create_pool, provide_connection
-from bulwark.common.health import ensure_database_ready, healthz
+from bulwark.common.db import Database, apply_migrations, open_database
+from bulwark.common.health import healthz
 from bulwark.common.http import ASGIApp, RequestContextMiddleware
 from bulwark.common.problems import ServiceUnavailable, exception_handlers
 from bulwark.common.ratelimit_client import RateLimitClient
@@ -41,8 +41,9 @@ class Me(Schema, frozen=True):
 
 @get("/readyz", operation_id="readyz", include_in_schema=False)
 async def readyz(state: State) -> dict[str, str]:
-    """Readiness: the database answers and the JWKS is cached or fetchable (503 otherwise)."""
-    await ensure_database_ready(state.pool)
+    """Readiness: the database answers and the JWKS is cached or fetchable (503 otherwise),
+    each within its own deadline."""
+    await state.db.ensure_ready()
     if not await state.jwks.ready():
         raise ServiceUnavailable("The token keys are not available.")
     return {"status": "ready"}
@@ -54,12 +55,22 @@ async def me(caller: AccessTokenClaims) -> Me:
     return Me(id=caller.sub, session_id=caller.sid, scope=caller.scope)
 
 
+def provide_database(state: State) -> Database:
+    """The request pool; routes take connections from it in ``async with`` blocks."""
+    db: Database = state.db
+    return db
+
+
 def create_app(settings: ApiSettings) -> ASGIApp:
     """The resource API as an ASGI app; pools and clients open in its lifespan."""
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = await create_pool(settings.database_url)
+        db = await open_database(
+            settings.database_url,
+            max_size=settings.database_pool_size,
+            timeout_seconds=settings.database_timeout,
+        )
         # Cached for the auth's Cache-Control max-age, at least jwks_min_refresh seconds; an
         # unknown kid refetches at most once per jwks_min_refresh (docs/keys.md).
         jwks = JwksCache(
@@ -77,13 +88,18 @@ def create_app(settings: ApiSettings) -> ASGIApp:
         )
         # The detectors have connections of their own: their lookups never queue with
         # requests for the request pool (docs/anomalies.md).
-        detector_pool = await create_pool(settings.database_url, max_size=DETECTOR_CONNECTIONS)
-        anomalies = ApiAnomalies(detector_pool, settings)
+        detector_db = await open_database(
+            settings.database_url,
+            name="detectors",
+            max_size=DETECTOR_CONNECTIONS,
+            timeout_seconds=settings.database_timeout,
+        )
+        anomalies = ApiAnomalies(detector_db, settings)
         try:
-            await apply_migrations(pool, MIGRATIONS)
+            await apply_migrations(db, MIGRATIONS)
             app.state.update(
                 settings=settings,
-                pool=pool,
+                db=db,
                 anomalies=anomalies,
                 jwks=jwks,
                 ratelimit=ratelimit,
@@ -95,16 +111,21 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             yield
         finally:
             await anomalies.aclose()
-            await detector_pool.close()
+            await detector_db.close()
             await ratelimit.close()
             await revocations.aclose()
             await jwks.aclose()
-            await pool.close()
+            await db.close()
 
     v1 = Router(
         path="/v1",
         route_handlers=[me, NoteController],
-        dependencies={"caller": Provide(caller), "conn": Provide(provide_connection)},
+        # No dependency holds a database connection: routes take one in an ``async with``
+        # block after ``caller`` has authenticated and rate-limited the request.
+        dependencies={
+            "caller": Provide(caller),
+            "db": Provide(provide_database, sync_to_thread=False),
+        },
     )
     app = Litestar(
         route_handlers=[healthz, readyz, v1],

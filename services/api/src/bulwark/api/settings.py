@@ -37,6 +37,11 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8000
     metrics: MetricsEndpoint | None = None
     database_url: str
+    #: Request-pool connections per process (``DATABASE_POOL_SIZE``).
+    database_pool_size: int = 10
+    #: Longest wait for a pooled connection and for each statement, in seconds
+    #: (``DATABASE_TIMEOUT_SECONDS``); past it the request gets a 503.
+    database_timeout: float = 3.0
     jwks_url: str
     jwks_min_refresh: int = 30
     issuer: str
@@ -92,6 +97,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
         port=port,
         metrics=env_metrics_endpoint(env, host=host, port=port),
         database_url=env_str(env, "DATABASE_URL"),
+        database_pool_size=env_int(env, "DATABASE_POOL_SIZE", 10, minimum=1),
+        database_timeout=env_float(env, "DATABASE_TIMEOUT_SECONDS", 3.0, minimum=0.1),
         jwks_url=env_str(
             env, "JWKS_URL", "http://127.0.0.1:8001/.well-known/jwks.json" if local else None
         ),

@@ -21,13 +21,14 @@ from bulwark.auth.oauth.routes import (
     on_oauth_error,
 )
 from bulwark.auth.passwords import PasswordHasher
+from bulwark.auth.sessions.ending import SessionEnder
 from bulwark.auth.sessions.revocations import resync_forever
 from bulwark.auth.sessions.routes import SessionController
 from bulwark.auth.settings import AuthSettings
 from bulwark.auth.users.routes import UserController
 from bulwark.common.access_tokens import AccessTokenVerifier
-from bulwark.common.db import apply_migrations, create_pool
-from bulwark.common.health import ensure_database_ready, healthz
+from bulwark.common.db import Database, apply_migrations, open_database
+from bulwark.common.health import healthz
 from bulwark.common.http import ASGIApp, RequestContextMiddleware
 from bulwark.common.problems import exception_handlers
 from bulwark.common.ratelimit_client import RateLimitClient
@@ -54,8 +55,9 @@ class LocalKeys:
 
 @get("/readyz", operation_id="readyz", include_in_schema=False)
 async def readyz(state: State) -> dict[str, str]:
-    """Readiness: the database answers and signing keys are loaded (503 otherwise)."""
-    await ensure_database_ready(state.pool)
+    """Readiness: the database answers within its deadline (503 otherwise); signing keys
+    are loaded before the service starts."""
+    await state.db.ensure_ready()
     return {"status": "ready"}
 
 
@@ -68,7 +70,11 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             settings.keys_dir, settings.environment, generate=settings.generates_keys
         )
         keys = key_folder.keys
-        pool = await create_pool(settings.database_url)
+        db = await open_database(
+            settings.database_url,
+            max_size=settings.database_pool_size,
+            timeout_seconds=settings.database_timeout,
+        )
         hasher = PasswordHasher(
             memory_kib=settings.argon2_memory_kib,
             time_cost=settings.argon2_time_cost,
@@ -84,16 +90,21 @@ def create_app(settings: AuthSettings) -> ASGIApp:
         )
         # The detectors have connections of their own: their lookups never queue with
         # requests for the request pool (docs/anomalies.md).
-        detector_pool = await create_pool(settings.database_url, max_size=DETECTOR_CONNECTIONS)
-        login_anomalies = LoginAnomalies(detector_pool, settings)
+        detector_db = await open_database(
+            settings.database_url,
+            name="detectors",
+            max_size=DETECTOR_CONNECTIONS,
+            timeout_seconds=settings.database_timeout,
+        )
+        login_anomalies = LoginAnomalies(detector_db, settings)
         revocation_resync: asyncio.Task[None] | None = None
         key_watcher: asyncio.Task[None] | None = None
         try:
-            await apply_migrations(pool, MIGRATIONS)
+            await apply_migrations(db, MIGRATIONS)
             # Ended sessions are listed in Redis again and again, so the API's check heals.
             revocation_resync = asyncio.create_task(
                 resync_forever(
-                    pool,
+                    db,
                     revocations,
                     access_token_ttl=settings.access_token_ttl,
                     interval_seconds=settings.revocation_resync_interval,
@@ -115,7 +126,8 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             app.state.update(
                 settings=settings,
                 signing_keys=keys,
-                pool=pool,
+                db=db,
+                session_ender=SessionEnder(db, revocations, settings.access_token_ttl),
                 password_hasher=hasher,
                 ratelimit=ratelimit,
                 revocations=revocations,
@@ -133,15 +145,23 @@ def create_app(settings: AuthSettings) -> ASGIApp:
                 revocation_resync.cancel()
                 await asyncio.gather(revocation_resync, return_exceptions=True)
             await login_anomalies.aclose()
-            await detector_pool.close()
+            await detector_db.close()
             await revocations.aclose()
             await ratelimit.close()
             hasher.close()
-            await pool.close()
+            await db.close()
 
     def provide_password_hasher(state: State) -> PasswordHasher:
         hasher: PasswordHasher = state.password_hasher
         return hasher
+
+    def provide_database(state: State) -> Database:
+        db: Database = state.db
+        return db
+
+    def provide_session_ender(state: State) -> SessionEnder:
+        ender: SessionEnder = state.session_ender
+        return ender
 
     app = Litestar(
         route_handlers=[
@@ -152,7 +172,13 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             OAuthController,
             DiscoveryController,
         ],
-        dependencies={"password_hasher": Provide(provide_password_hasher, sync_to_thread=False)},
+        # No dependency holds a database connection (Litestar would not clean up one whose
+        # sibling raised): use cases take connections in ``async with`` blocks.
+        dependencies={
+            "password_hasher": Provide(provide_password_hasher, sync_to_thread=False),
+            "db": Provide(provide_database, sync_to_thread=False),
+            "ender": Provide(provide_session_ender, sync_to_thread=False),
+        },
         before_request=strict_json_bodies(form_paths=("/oauth2/",)),
         exception_handlers={**exception_handlers, OAuthError: on_oauth_error},
         lifespan=[lifespan],

@@ -1,10 +1,13 @@
-"""Request-boundary dependencies: the authenticated caller and the client context."""
+"""Request-boundary dependencies: the authenticated caller and the client context.
+
+None of them holds a resource once it returns (Litestar does not clean up a generator
+dependency whose sibling raised): database connections are taken inside use cases.
+"""
 
 import uuid
 from collections.abc import Mapping
 from typing import Any, cast
 
-import asyncpg
 from litestar import Request
 from litestar.datastructures import State
 
@@ -17,30 +20,40 @@ from bulwark.common.access_tokens import (
     InvalidAccessToken,
     bearer_token,
 )
+from bulwark.common.db import Database
 from bulwark.common.logging import get_logger
 from bulwark.common.problems import Unauthorized
+from bulwark.common.revocations import RevocationsUnavailable, SessionRevocations
 
-Connection = asyncpg.Connection
 _log = get_logger(__name__)
 
 
 async def authenticated(request: Request[Any, Any, Any], state: State) -> AccessTokenClaims:
     """The verified claims of the caller whose session (``sid``) is still live.
 
-    The session is checked in Postgres (one statement on a pooled connection, outside the
-    request's transaction, so handlers that end sessions can commit before they answer).
+    The cheapest refusal first: the signature and claims (no I/O), then the revoked-session
+    set in Redis (one ``EXISTS``; skipped when Redis cannot answer), and only then Postgres,
+    the record (one statement on a connection taken for it alone). A token of an ended
+    session is usually refused without touching the database.
 
     Raises:
         Unauthorized: invalid token, or its session was logged out or revoked.
+        DatabaseUnavailable: Postgres cannot answer (503).
     """
     verifier: AccessTokenVerifier = state.verifier
+    revocations: SessionRevocations = state.revocations
+    db: Database = state.db
     try:
         claims = await verifier.verify(bearer_token(request))
         family_id = uuid.UUID(claims.sid)
     except (InvalidAccessToken, ValueError) as exc:
         _log.info("access_token_rejected", reason=str(exc))
         raise Unauthorized("The access token is invalid or expired.") from None
-    if not await session_queries.family_is_live(state.pool, family_id, uuid.UUID(claims.sub)):
+    try:
+        listed = await revocations.is_revoked(claims.sid, claims.kid)
+    except RevocationsUnavailable:
+        listed = False  # Postgres decides below
+    if listed or not await session_queries.family_is_live(db, family_id, uuid.UUID(claims.sub)):
         raise Unauthorized("The session has ended.")
     request.scope["state"]["user_id"] = claims.sub
     return claims

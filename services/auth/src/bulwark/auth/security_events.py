@@ -14,8 +14,7 @@ import hmac
 import uuid
 from enum import StrEnum
 
-import asyncpg
-
+from bulwark.common.db import Queryable
 from bulwark.common.logging import get_logger
 
 _log = get_logger("bulwark.security")
@@ -61,7 +60,7 @@ def email_fingerprint(key: bytes, normalised_email: str) -> str:
 
 
 async def record(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: Queryable,
     event: SecurityEvent,
     *,
     user_id: uuid.UUID | None = None,

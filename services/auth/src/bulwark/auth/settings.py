@@ -43,6 +43,11 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
     port: int = 8001
     metrics: MetricsEndpoint | None = None
     database_url: str
+    #: Request-pool connections per process (``DATABASE_POOL_SIZE``).
+    database_pool_size: int = 10
+    #: Longest wait for a pooled connection and for each statement, in seconds
+    #: (``DATABASE_TIMEOUT_SECONDS``); past it the request gets a 503.
+    database_timeout: float = 3.0
     keys_dir: Path
     issuer: str
     audience: str = "bulwark-api"
@@ -120,6 +125,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
         port=port,
         metrics=env_metrics_endpoint(env, host=host, port=port),
         database_url=env_str(env, "DATABASE_URL"),
+        database_pool_size=env_int(env, "DATABASE_POOL_SIZE", 10, minimum=1),
+        database_timeout=env_float(env, "DATABASE_TIMEOUT_SECONDS", 3.0, minimum=0.1),
         keys_dir=Path(env_str(env, "KEYS_DIR", ".bulwark/keys" if local else None)),
         issuer=issuer.rstrip("/"),
         audience=env_str(env, "AUDIENCE", "bulwark-api"),

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, cast
 
-import asyncpg
 import redis.asyncio
 from litestar import Request
 
@@ -23,6 +22,7 @@ from bulwark.common import http
 from bulwark.common.access_tokens import AccessTokenClaims
 from bulwark.common.anomaly_flags import record_flag
 from bulwark.common.background import BackgroundChecks
+from bulwark.common.db import Database
 from bulwark.common.logging import get_logger
 
 #: Kinds of the API's flags.
@@ -35,9 +35,9 @@ _log = get_logger(__name__)
 class ApiAnomalies:
     """The request-burst and foreign-note detectors of one API process."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: ApiSettings) -> None:
-        """Flags go to ``pool``'s ``anomaly_flags``; counters to ``settings.redis_url``."""
-        self._pool = pool
+    def __init__(self, db: Database, settings: ApiSettings) -> None:
+        """Flags go to ``db``'s ``anomaly_flags``; counters to ``settings.redis_url``."""
+        self._db = db
         self._settings = settings
         timeout = settings.redis_timeout
         self._redis = redis.asyncio.Redis.from_pool(
@@ -98,7 +98,7 @@ class ApiAnomalies:
     async def _check_note(
         self, user_id: str, note_id: uuid.UUID, action: str, client_ip: str | None
     ) -> None:
-        owner = await note_queries.note_owner(self._pool, note_id)
+        owner = await note_queries.note_owner(self._db, note_id)
         if owner is None or str(owner) == user_id:
             return
         target = {"note_id": str(note_id), "owner_id": str(owner), "action": action}
@@ -119,7 +119,7 @@ class ApiAnomalies:
 
     async def _flag(self, user_id: str, kind: str, evidence: dict[str, Any]) -> None:
         flag_id = await record_flag(
-            self._pool, user_id=uuid.UUID(user_id), kind=kind, evidence=evidence
+            self._db, user_id=uuid.UUID(user_id), kind=kind, evidence=evidence
         )
         _log.info("anomaly_flagged", kind=kind, user_id=user_id, flag_id=flag_id)
 

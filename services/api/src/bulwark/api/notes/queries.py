@@ -7,9 +7,11 @@ from datetime import datetime
 
 import asyncpg
 
+from bulwark.common.db import Queryable
+
 
 async def insert_note(
-    conn: asyncpg.Connection, owner_id: uuid.UUID, title: str, body: str
+    conn: Queryable, owner_id: uuid.UUID, title: str, body: str
 ) -> asyncpg.Record:
     """Create a note; return its row."""
     row: asyncpg.Record = await conn.fetchrow(
@@ -24,7 +26,7 @@ async def insert_note(
 
 
 async def get_note(
-    conn: asyncpg.Connection, owner_id: uuid.UUID, note_id: uuid.UUID
+    conn: Queryable, owner_id: uuid.UUID, note_id: uuid.UUID
 ) -> asyncpg.Record | None:
     """The owner's note, or None (also when it belongs to someone else)."""
     row: asyncpg.Record | None = await conn.fetchrow(
@@ -36,7 +38,7 @@ async def get_note(
 
 
 async def list_notes(
-    conn: asyncpg.Connection,
+    conn: Queryable,
     owner_id: uuid.UUID,
     limit: int,
     after: tuple[datetime, uuid.UUID] | None,
@@ -56,7 +58,7 @@ async def list_notes(
 
 
 async def update_note(
-    conn: asyncpg.Connection,
+    conn: Queryable,
     owner_id: uuid.UUID,
     note_id: uuid.UUID,
     title: str | None,
@@ -75,7 +77,7 @@ async def update_note(
     return row
 
 
-async def delete_note(conn: asyncpg.Connection, owner_id: uuid.UUID, note_id: uuid.UUID) -> bool:
+async def delete_note(conn: Queryable, owner_id: uuid.UUID, note_id: uuid.UUID) -> bool:
     """Delete the owner's note; True when one was deleted."""
     status: str = await conn.execute(
         "DELETE FROM notes WHERE id = $1 AND owner_id = $2", note_id, owner_id
@@ -84,7 +86,7 @@ async def delete_note(conn: asyncpg.Connection, owner_id: uuid.UUID, note_id: uu
 
 
 async def note_owner(
-    conn: asyncpg.Connection | asyncpg.Pool, note_id: uuid.UUID
+    conn: Queryable, note_id: uuid.UUID
 ) -> uuid.UUID | None:
     """Whoever owns note ``note_id``, or None when there is no such note. For the anomaly
     detector only (``bulwark.api.anomalies``): what a caller is told stays owner-filtered."""

@@ -10,8 +10,6 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
-
 from bulwark.auth.anomalies import queries
 from bulwark.auth.anomalies.rules import (
     NEW_COUNTRY_AFTER_INACTIVITY,
@@ -21,6 +19,7 @@ from bulwark.auth.anomalies.rules import (
 from bulwark.auth.settings import AuthSettings
 from bulwark.common.anomaly_flags import record_flag
 from bulwark.common.background import BackgroundChecks
+from bulwark.common.db import Database
 from bulwark.common.http import ingress_header
 from bulwark.common.logging import get_logger
 
@@ -30,10 +29,10 @@ _log = get_logger(__name__)
 class LoginAnomalies:
     """Flags a login from a new country after ``ANOMALY_INACTIVITY_DAYS`` without one."""
 
-    def __init__(self, pool: asyncpg.Pool, settings: AuthSettings) -> None:
-        """Check logins against ``pool``'s ``last_logins``, with ``settings``' header name,
+    def __init__(self, db: Database, settings: AuthSettings) -> None:
+        """Check logins against ``db``'s ``last_logins``, with ``settings``' header name,
         trusted proxies and inactivity threshold."""
-        self._pool = pool
+        self._db = db
         self._header = settings.geo_country_header.encode("latin-1")
         self._trusted = settings.trusted_proxies
         self._inactivity = timedelta(days=settings.anomaly_inactivity_days)
@@ -46,7 +45,7 @@ class LoginAnomalies:
         self._checks.spawn("login_country", self._check(user_id, country, ip))
 
     async def _check(self, user_id: uuid.UUID, country: str | None, ip: str | None) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._db.transaction() as conn:
             previous, now = await queries.swap_last_login(conn, user_id, country)
             evidence = new_country_after_inactivity(
                 previous, country, now=now, inactivity=self._inactivity, client_ip=ip

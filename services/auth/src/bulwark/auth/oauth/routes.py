@@ -13,10 +13,11 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 
 from bulwark.auth.deps import client_context
-from bulwark.auth.security_events import SecurityEvent, record
-from bulwark.auth.sessions import revocations, rules
+from bulwark.auth.sessions import rules
+from bulwark.auth.sessions.ending import SessionEnder
 from bulwark.auth.tokens import TokenResponse
 from bulwark.common import rate_limits
+from bulwark.common.db import Database
 from bulwark.common.logging import get_logger
 from bulwark.common.metrics import count_refresh_reuse
 
@@ -68,24 +69,31 @@ def _subject(access_token: str) -> str:
     return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"])
 
 
+async def _limit_per_ip(request: Request[Any, Any, State], state: State) -> None:
+    """Count the call against the token endpoint's per-IP limit (429/503 when refused)."""
+    await rate_limits.enforce(
+        state.ratelimit,
+        [[("endpoint", "token"), ("remote_address", client_context(request).ip or "unknown")]],
+        fail_open=state.settings.fails_open("token"),
+        request_state=request.scope["state"],
+    )
+
+
 class OAuthController(Controller):
     """``/oauth2``."""
 
     path = "/oauth2"
 
     @post("/token", operation_id="token", status_code=200, response_headers=NO_STORE)
-    async def token(self, request: Request[Any, Any, State], state: State) -> TokenResponse:
+    async def token(
+        self, request: Request[Any, Any, State], state: State, db: Database, ender: SessionEnder
+    ) -> TokenResponse:
         """Token endpoint; supports ``grant_type=refresh_token`` with rotation, reuse
         detection (RFC 9700 §4.14), a grace window for benign retries and device binding
         (see ``sessions.rules.rotate``). A family ended here is listed as revoked for the
         API before the answer."""
         client = client_context(request)
-        await rate_limits.enforce(
-            state.ratelimit,
-            [[("endpoint", "token"), ("remote_address", client.ip or "unknown")]],
-            fail_open=state.settings.fails_open("token"),
-            request_state=request.scope["state"],
-        )
+        await _limit_per_ip(request, state)
         params = await _form(request)
         grant_type = params.get("grant_type")
         refresh_token = params.get("refresh_token")
@@ -98,7 +106,7 @@ class OAuthController(Controller):
         if params.get("client_id", state.settings.client_id) != state.settings.client_id:
             raise OAuthError("invalid_client", "Unknown client.", status=401)
         # Committed whatever the outcome: a reuse revokes the family and records the event.
-        async with state.pool.acquire() as conn, conn.transaction():
+        async with db.transaction() as conn:
             outcome = await rules.rotate(
                 conn,
                 state.settings,
@@ -108,9 +116,7 @@ class OAuthController(Controller):
             )
         if isinstance(outcome, rules.Refusal):
             if outcome.revoked_family is not None:
-                await revocations.publish(
-                    state.revocations, state.settings.access_token_ttl, [outcome.revoked_family]
-                )
+                await ender.publish([outcome.revoked_family])
             if outcome.reason is rules.RefreshRejection.REUSED:
                 count_refresh_reuse()
             _log.info("refresh_rejected", reason=outcome.reason.value)
@@ -119,31 +125,20 @@ class OAuthController(Controller):
         return outcome
 
     @post("/revoke", operation_id="revoke", status_code=200, response_headers=NO_STORE)
-    async def revoke(self, request: Request[Any, Any, State], state: State) -> Response[bytes]:
+    async def revoke(
+        self, request: Request[Any, Any, State], state: State, ender: SessionEnder
+    ) -> Response[bytes]:
         """Revoke a refresh token and its family (RFC 7009); 200 even for unknown tokens.
 
         The family's access tokens stop working at the API before the answer (RFC 7009 §2.1:
-        access tokens of the same grant SHOULD be invalidated too)."""
+        access tokens of the same grant SHOULD be invalidated too). Counted against the
+        token endpoint's per-IP limit, before any database work."""
+        await _limit_per_ip(request, state)
         params = await _form(request)
         token = params.get("token")
         if not token:
             raise OAuthError("invalid_request", "token is required.")
-        client = client_context(request)
-        async with state.pool.acquire() as conn, conn.transaction():
-            revoked = await rules.revoke_by_refresh_token(conn, token)
-            if revoked is not None:
-                user_id, family_id = revoked
-                await record(
-                    conn,
-                    SecurityEvent.TOKEN_REVOKED,
-                    user_id=user_id,
-                    family_id=family_id,
-                    ip=client.ip,
-                )
-        if revoked is not None:
-            await revocations.publish(
-                state.revocations, state.settings.access_token_ttl, [revoked[1]]
-            )
+        await ender.revoke_refresh_token(token, client_context(request).ip)
         return Response(b"", media_type="text/plain")
 
 

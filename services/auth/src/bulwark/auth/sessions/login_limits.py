@@ -13,9 +13,11 @@ protocol in docs/ratelimit.md, "Backoff protocol"):
 `LoginLimits.check` runs before the password is verified, in one call: the attempt is
 counted and a failure is *reserved* in each failure rule (every ``hits_addend`` 1), so
 logins racing in parallel from one IP are judged one after the other by Redis, not all
-against the same count; a refusal counts nothing. A failed login keeps its reservation.
-`LoginLimits.succeeded` gives it back: it clears the identity's failures and refunds the
-IP's failure and distinct-identity entries.
+against the same count; a refusal counts nothing. The reservation becomes a failure only
+when the password check ran and failed. `LoginLimits.succeeded` gives it back and clears the
+identity's failures; `LoginLimits.abandoned` gives it back for every other ending (a server
+error, a timeout, a cancelled request), so an outage never counts against the users it
+turned away.
 """
 
 from collections.abc import MutableMapping
@@ -103,3 +105,17 @@ class LoginLimits:
             )
         except RateLimitUnavailable as exc:
             _log.warning("login_failures_not_cleared", code=exc.code.name)
+
+    async def abandoned(self) -> None:
+        """Give back the failure reserved by `check` when the login ended before its
+        password check could fail (a 5xx, a timeout, a cancellation): refund one failure of
+        the identity and of the IP, and take the identity out of the IP's distinct
+        identities (refund actions; docs/ratelimit.md, "Backoff protocol"). The attempt
+        itself stays counted. A limiter that cannot answer is logged, not raised."""
+        email_rule, ip_rule, distinct_rule = self._failure_descriptors()
+        try:
+            await self._client.should_rate_limit(
+                [[*email_rule, _REFUND], [*ip_rule, _REFUND], [*distinct_rule, _REFUND]]
+            )
+        except RateLimitUnavailable as exc:
+            _log.warning("login_failure_not_refunded", code=exc.code.name)

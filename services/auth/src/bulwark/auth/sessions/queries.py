@@ -5,6 +5,8 @@ from datetime import datetime
 
 import asyncpg
 
+from bulwark.common.db import Queryable
+
 
 async def insert_family(
     conn: asyncpg.Connection,
@@ -146,7 +148,7 @@ async def revoke_own_family(
 
 
 async def recently_revoked(
-    conn: asyncpg.Connection | asyncpg.Pool, within_seconds: int
+    conn: Queryable, within_seconds: int
 ) -> list[asyncpg.Record]:
     """Families ended in the last ``within_seconds``: id, age (seconds since revocation)."""
     rows: list[asyncpg.Record] = await conn.fetch(
@@ -158,7 +160,7 @@ async def recently_revoked(
 
 
 async def family_is_live(
-    conn: asyncpg.Connection | asyncpg.Pool, family_id: uuid.UUID, user_id: uuid.UUID
+    conn: Queryable, family_id: uuid.UUID, user_id: uuid.UUID
 ) -> bool:
     """True when the family exists, belongs to ``user_id``, is not revoked nor expired."""
     live: bool = await conn.fetchval(
@@ -170,7 +172,7 @@ async def family_is_live(
     return live
 
 
-async def live_families(conn: asyncpg.Connection, user_id: uuid.UUID) -> list[asyncpg.Record]:
+async def live_families(conn: Queryable, user_id: uuid.UUID) -> list[asyncpg.Record]:
     """The user's live sessions, newest first: id, device_id, device_name, platform,
     created_at, last_used_at, last_ip."""
     rows: list[asyncpg.Record] = await conn.fetch(

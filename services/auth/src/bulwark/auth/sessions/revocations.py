@@ -15,9 +15,8 @@ import asyncio
 import uuid
 from collections.abc import Iterable
 
-import asyncpg
-
 from bulwark.auth.sessions import queries
+from bulwark.common.db import Database
 from bulwark.common.logging import get_logger
 from bulwark.common.revocations import RevocationsUnavailable, SessionRevocations, entry_lifetime
 
@@ -44,7 +43,7 @@ async def publish(
 
 
 async def republish_recent(
-    pool: asyncpg.Pool, revocations: SessionRevocations, access_token_ttl: int
+    db: Database, revocations: SessionRevocations, access_token_ttl: int
 ) -> int:
     """List again every session ended within `entry_lifetime`, each for what remains of it;
     return how many.
@@ -54,13 +53,13 @@ async def republish_recent(
         asyncpg.PostgresError, OSError: the database failed.
     """
     lifetime = entry_lifetime(access_token_ttl)
-    rows = await queries.recently_revoked(pool, lifetime)
+    rows = await queries.recently_revoked(db, lifetime)
     await revocations.revoke([(row["id"], lifetime - int(row["age"])) for row in rows])
     return len(rows)
 
 
 async def resync_forever(
-    pool: asyncpg.Pool,
+    db: Database,
     revocations: SessionRevocations,
     *,
     access_token_ttl: int,
@@ -70,7 +69,7 @@ async def resync_forever(
     logged (``session_revocation_resync_failed``) and retried at the next interval."""
     while True:
         try:
-            await republish_recent(pool, revocations, access_token_ttl)
+            await republish_recent(db, revocations, access_token_ttl)
         except RevocationsUnavailable as exc:
             _log.warning("session_revocation_resync_failed", error=str(exc))
         except Exception:  # noqa: BLE001  # the loop must outlive any one failure; logged

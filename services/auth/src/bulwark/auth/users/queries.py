@@ -4,9 +4,11 @@ import uuid
 
 import asyncpg
 
+from bulwark.common.db import Queryable
+
 
 async def insert_user(
-    conn: asyncpg.Connection, email: str, display_name: str, password_hash: str
+    conn: Queryable, email: str, display_name: str, password_hash: str
 ) -> uuid.UUID | None:
     """Create a user; return its id, or None when the email is already registered."""
     user_id = uuid.uuid4()
@@ -22,7 +24,7 @@ async def insert_user(
 
 
 async def find_by_email(
-    conn: asyncpg.Connection | asyncpg.Pool, email: str
+    conn: Queryable, email: str
 ) -> asyncpg.Record | None:
     """The user row (id, email, display_name, password_hash) for ``email``, or None."""
     row: asyncpg.Record | None = await conn.fetchrow(

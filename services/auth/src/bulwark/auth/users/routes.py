@@ -12,6 +12,7 @@ from bulwark.auth.users import queries
 from bulwark.auth.users.rules import check_registration
 from bulwark.auth.users.schemas import User, UserCreate
 from bulwark.common import rate_limits
+from bulwark.common.db import Database
 from bulwark.common.problems import Conflict
 
 
@@ -26,6 +27,7 @@ class UserController(Controller):
         request: Request[Any, Any, State],
         data: JSONBody[UserCreate],
         state: State,
+        db: Database,
         password_hasher: PasswordHasher,
     ) -> User:
         """Register a user. 400 names invalid or unknown fields; 409 when the email is taken;
@@ -40,8 +42,7 @@ class UserController(Controller):
         email, display_name = check_registration(data.email, data.password, data.display_name)
         # Hash before taking a database connection: argon2 must not hold a pooled one.
         password_hash = await password_hasher.hash(data.password)
-        async with state.pool.acquire() as conn:
-            user_id = await queries.insert_user(conn, email, display_name, password_hash)
+        user_id = await queries.insert_user(db, email, display_name, password_hash)
         if user_id is None:
             raise Conflict("An account with this email already exists.")
         return User(id=str(user_id), email=email, display_name=display_name)

@@ -1,0 +1,121 @@
+"""The login use case: the login limits, the password check, a new device session.
+
+The order is the cheapest refusal first: the limits (one rate-limit call) before any
+database work, the user lookup on a connection taken for that one statement, argon2 with no
+connection held, and one transaction for the new session. The failure the limits reserve
+before the password check becomes a failure only when that check ran and failed; every
+other ending (the database down, a timeout, a cancelled request) gives it back
+(`LoginLimits.abandoned`), so an outage never locks out the users it turned away.
+"""
+
+import uuid
+
+import msgspec
+
+from bulwark.auth.keys import SigningKeys
+from bulwark.auth.passwords import PasswordHasher
+from bulwark.auth.security_events import SecurityEvent, email_fingerprint, record
+from bulwark.auth.sessions import rules
+from bulwark.auth.sessions.login_limits import LoginLimits
+from bulwark.auth.sessions.rules import ClientContext
+from bulwark.auth.settings import AuthSettings
+from bulwark.auth.tokens import TokenResponse
+from bulwark.auth.users import queries as user_queries
+from bulwark.common.db import Database, Record
+from bulwark.common.metrics import count_login_failure
+from bulwark.common.problems import Unauthorized
+
+
+class LoginAttempt(msgspec.Struct, frozen=True):
+    """One login: the normalised ``email``, the ``password`` as typed, the optional
+    human-readable ``device_name`` and where the request came from."""
+
+    email: str
+    password: str
+    device_name: str | None
+    client: ClientContext
+
+
+class LoggedIn(msgspec.Struct, frozen=True):
+    """A successful login: who logged in, and the RFC 6749 §5.1 token response."""
+
+    user_id: uuid.UUID
+    tokens: TokenResponse
+
+
+async def login(
+    attempt: LoginAttempt,
+    *,
+    db: Database,
+    hasher: PasswordHasher,
+    limits: LoginLimits,
+    settings: AuthSettings,
+    keys: SigningKeys,
+) -> LoggedIn:
+    """Check the password of ``attempt`` and start a device session.
+
+    Unknown email and wrong password get the same answer after the same argon2 work.
+
+    Raises:
+        TooManyRequests: over a login limit, or blocked after failures (429).
+        ServiceUnavailable: the limiter cannot answer and login fails closed, or the
+            database cannot answer (`DatabaseUnavailable`): 503, reservation given back.
+        Unauthorized: unknown email or wrong password (401; the failure is counted and
+            recorded as a ``login_failed`` security event).
+    """
+    await limits.check()
+    try:
+        user = await user_queries.find_by_email(db, attempt.email)
+        verified = await hasher.verify(
+            user["password_hash"] if user else None, attempt.password
+        )
+    except BaseException:
+        await limits.abandoned()
+        raise
+    if user is None or not verified:
+        await record(
+            db,
+            SecurityEvent.LOGIN_FAILED,
+            user_id=user["id"] if user else None,
+            ip=attempt.client.ip,
+            device_id=attempt.client.device_id,
+            email_fingerprint=email_fingerprint(settings.email_fingerprint_key, attempt.email),
+        )
+        count_login_failure("invalid_credentials")
+        raise Unauthorized("The email or password is incorrect.", error=None)
+    try:
+        tokens = await _start_session(
+            attempt, user, db=db, hasher=hasher, settings=settings, keys=keys
+        )
+    except BaseException:
+        await limits.abandoned()
+        raise
+    await limits.succeeded()
+    return LoggedIn(user_id=user["id"], tokens=tokens)
+
+
+async def _start_session(
+    attempt: LoginAttempt,
+    user: Record,
+    *,
+    db: Database,
+    hasher: PasswordHasher,
+    settings: AuthSettings,
+    keys: SigningKeys,
+) -> TokenResponse:
+    # A weaker hash is upgraded now that the password is known; argon2 runs before the
+    # connection is taken.
+    upgraded_hash = None
+    if hasher.needs_rehash(user["password_hash"]):
+        upgraded_hash = await hasher.hash(attempt.password)
+    async with db.transaction() as conn:
+        if upgraded_hash:
+            await user_queries.update_password_hash(conn, user["id"], upgraded_hash)
+        return await rules.start_session(
+            conn,
+            settings,
+            keys,
+            user_id=user["id"],
+            device_name=attempt.device_name,
+            client=attempt.client,
+        )

@@ -1,0 +1,92 @@
+"""`bulwark.common.db.Database` against a real Postgres: every path gives its connection back,
+no task holds two, and database failures become `DatabaseUnavailable` (503)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bulwark.common.db import Database, DatabaseUnavailable, NestedAcquireError, open_database
+from bulwark.common.problems import NotFound
+
+
+async def _open(url: str, size: int = 2, seconds: float = 0.5) -> Database:
+    return await open_database(url, name="test", max_size=size, timeout_seconds=seconds)
+
+
+def _in_use(db: Database) -> int:
+    return int(db.pool.get_size() - db.pool.get_idle_size())
+
+
+async def test_a_task_never_holds_two_connections(database_server_url: str) -> None:
+    db = await _open(database_server_url)
+    try:
+        async with db.transaction():
+            with pytest.raises(NestedAcquireError):
+                await db.fetchval("SELECT 1")
+        assert _in_use(db) == 0
+        # Another task may take one while this one holds one.
+        async with db.connection():
+            assert await asyncio.create_task(db.fetchval("SELECT 2")) == 2
+    finally:
+        await db.close()
+
+
+async def test_a_failed_block_rolls_back_and_gives_the_connection_back(
+    database_server_url: str,
+) -> None:
+    db = await _open(database_server_url)
+    try:
+
+        async def refused() -> None:
+            async with db.transaction() as conn:
+                await conn.execute("SELECT 1")
+                raise NotFound
+
+        with pytest.raises(NotFound):
+            await refused()
+        assert _in_use(db) == 0
+
+        async def stuck() -> None:
+            async with db.transaction() as conn:
+                await conn.execute("SELECT pg_sleep(0.3)")
+
+        task = asyncio.create_task(stuck())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert _in_use(db) == 0
+    finally:
+        await db.close()
+
+
+async def test_a_stalled_statement_and_an_exhausted_pool_are_503s_within_the_timeout(
+    database_server_url: str,
+) -> None:
+    db = await _open(database_server_url, size=1, seconds=0.3)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(DatabaseUnavailable) as slow:
+            await db.fetchval("SELECT pg_sleep(5)")
+        assert loop.time() - started < 1.5
+        assert slow.value.status == 503
+        assert slow.value.headers["Retry-After"]
+        assert _in_use(db) == 0
+
+        async def hold() -> None:
+            async with db.connection():
+                await asyncio.sleep(1)
+
+        holder = asyncio.create_task(hold())
+        await asyncio.sleep(0.05)
+        started = loop.time()
+        with pytest.raises(DatabaseUnavailable):
+            await db.fetchval("SELECT 1")  # the only connection is held
+        assert loop.time() - started < 1.0
+        await holder
+        assert await db.fetchval("SELECT 1") == 1
+    finally:
+        await db.close()
