@@ -31,6 +31,21 @@ class Traffic(threading.Thread):
                 self.answers.append((status, time.monotonic() - started))
 
 
+class TimedTraffic(Traffic):
+    """`Traffic` recording (monotonic start time, status) of each call instead."""
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        super().__init__(url, headers)
+        self.answers_started: list[tuple[float, int]] = []
+
+    def run(self) -> None:
+        with httpx.Client(timeout=5.0) as client:
+            while not self.done.is_set():
+                started = time.monotonic()
+                status = client.get(self.url, headers=self.headers).status_code
+                self.answers_started.append((started, status))
+
+
 def timed(call: object) -> tuple[httpx.Response, float]:
     """``call()`` and the seconds it took."""
     assert callable(call)

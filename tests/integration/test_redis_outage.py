@@ -19,7 +19,7 @@ from bulwark.devstack.net import free_port
 
 from .conftest import RunningStack, StackFactory
 from .helpers import bearer, login, register
-from .outages import SLACK, Traffic, eventually, timed
+from .outages import SLACK, TimedTraffic, Traffic, eventually, timed
 
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_DEADLINE = 0.1  # REDIS_TIMEOUT_SECONDS of the API (default; the limiter's is 0.05)
@@ -131,3 +131,74 @@ def test_redis_restart_under_traffic(own: RunningStack, throwaway_redis: Throwaw
     assert {status for status, _ in traffic.answers[-5:]} == {200}
     for service in ("api", "auth", "ratelimit"):
         assert "Traceback" not in own.log(service)
+
+
+def test_a_logged_out_session_stays_refused_across_a_redis_restart_that_loses_it(
+    own: RunningStack, throwaway_redis: ThrowawayRedis
+) -> None:
+    """Its revocation was in Redis only; Redis comes back empty. The API must refuse the
+    token at every moment (401, or 503 while the set cannot be trusted), never 200; once the
+    auth service has rebuilt the set from Postgres, it is a 401 again and live sessions work."""
+    ended_user = register(own.auth_url)
+    ended = bearer(login(own.auth_url, ended_user)["access_token"], ended_user)
+    assert httpx.post(f"{own.auth_url}/v1/auth/logout", headers=ended).status_code == 204
+    live_user = register(own.auth_url)
+    live = bearer(login(own.auth_url, live_user)["access_token"], live_user)
+    me_url = f"{own.api_url}/v1/me"
+    assert httpx.get(me_url, headers=ended).status_code == 401
+
+    dead_traffic, live_traffic = Traffic(me_url, ended), Traffic(me_url, live)
+    dead_traffic.start()
+    live_traffic.start()
+    try:
+        time.sleep(0.3)
+        throwaway_redis.stop()
+        time.sleep(0.3)
+        throwaway_redis.start()  # empty
+        back = eventually(lambda: httpx.get(me_url, headers=live), lambda a: a.status_code == 200)
+        assert back.status_code == 200, back.text
+        time.sleep(0.5)
+    finally:
+        dead_traffic.done.set()
+        live_traffic.done.set()
+        dead_traffic.join(timeout=10)
+        live_traffic.join(timeout=10)
+    statuses = [status for status, _ in dead_traffic.answers]
+    assert 200 not in statuses
+    assert set(statuses) <= {401, 503}
+    assert statuses[-1] == 401
+    assert httpx.get(me_url, headers=ended).status_code == 401
+
+
+def test_requests_succeed_within_a_second_of_redis_answering_again(
+    own: RunningStack, throwaway_redis: ThrowawayRedis
+) -> None:
+    """8 clients call the API while Redis restarts: once Redis answers again, stale pooled
+    connections are replaced without failing a request, the revocation set is rebuilt, and no
+    request started more than 1 s later is refused."""
+    user = register(own.auth_url)
+    headers = bearer(login(own.auth_url, user)["access_token"], user)
+    me_url = f"{own.api_url}/v1/me"
+    clients = [TimedTraffic(me_url, headers) for _ in range(8)]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(0.5)
+        throwaway_redis.stop()
+        time.sleep(0.5)
+        throwaway_redis.start()
+        answering_again = time.monotonic()
+        time.sleep(3)
+    finally:
+        for client in clients:
+            client.done.set()
+        for client in clients:
+            client.join(timeout=10)
+    late = [
+        status
+        for client in clients
+        for started, status in client.answers_started
+        if started > answering_again + 1.0
+    ]
+    assert len(late) > 20, "too little traffic after the restart"
+    assert set(late) == {200}, sorted(set(late))

@@ -12,7 +12,16 @@ while the API's JWKS cache still holds the key. The API asks Redis one ``EXISTS`
 keys per request, bounded by a short timeout.
 
 Postgres stays the record of which sessions ended; Redis holds only the recent ones, and the
-auth service re-publishes them periodically, so a lost write or a restarted Redis heals.
+auth service re-publishes them periodically, so a lost write heals.
+
+A Redis that restarts empty (or is flushed, or fails over to a replica without the set)
+would forget every revocation at once, and the tokens of ended sessions would work again.
+So the set carries a marker, ``{prefix}revoked:complete``, that the auth service writes only
+after listing every recent revocation from Postgres (`SessionRevocations.mark_complete`),
+and checks twice a second, rebuilding the set when it is gone. The API reads the marker in
+the same round trip as the entries (one ``MGET``): no marker means the set cannot be
+trusted, and the check answers as if Redis were down (``REVOCATION_FAILURE_MODE``) until the
+set is rebuilt. Redis must not evict these keys (``maxmemory-policy noeviction``).
 """
 
 import asyncio
@@ -22,8 +31,8 @@ from typing import Protocol
 
 import redis.asyncio
 import redis.exceptions
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from bulwark.common.access_tokens import LEEWAY_SECONDS
 from bulwark.common.logging import get_logger
@@ -66,8 +75,10 @@ class SessionRevocations:
             timeout=timeout_seconds,
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
-            # One immediate retry so the first call after a Redis restart reconnects; the
-            # overall timeout still bounds the call.
+            # One immediate retry on a fresh connection, so a connection that went stale
+            # in a Redis restart costs no request; the overall timeout still bounds the call.
+            # (The asyncio client needs redis.asyncio.retry.Retry: the synchronous class
+            # never awaits the call it retries, so it retried nothing.)
             retry=Retry(NoBackoff(), 1),
         )
         self._redis = redis.asyncio.Redis.from_pool(pool)
@@ -80,20 +91,71 @@ class SessionRevocations:
         """The Redis key of signing key ``kid``: ``{prefix}revoked:kid:{kid}``."""
         return f"{self._prefix}revoked:kid:{kid}"
 
+    @property
+    def marker_key(self) -> str:
+        """The key whose presence says the set is complete: ``{prefix}revoked:complete``."""
+        return f"{self._prefix}revoked:complete"
+
     async def is_revoked(self, sid: str, kid: str = "") -> bool:
         """True when session ``sid`` or signing key ``kid`` is listed as revoked (one
-        ``EXISTS`` over both keys).
+        ``MGET`` of the marker and both keys).
+
+        Raises:
+            RevocationsUnavailable: Redis failed or took longer than the timeout, or the
+                set is incomplete (no marker: Redis lost it, and the auth service has not
+                rebuilt it from Postgres yet).
+        """
+        keys = [self.marker_key, self.key(sid), *([self.kid_key(kid)] if kid else [])]
+        try:
+            async with asyncio.timeout(self._timeout):
+                marker, *entries = await self._redis.mget(keys)
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+            raise RevocationsUnavailable(type(exc).__name__) from exc
+        if any(entry is not None for entry in entries):
+            return True  # listed: revoked, complete set or not
+        if marker is None:
+            raise RevocationsUnavailable("revocation set incomplete")
+        return False
+
+    async def is_complete(self) -> bool:
+        """True when the marker is present (the set was rebuilt since Redis last lost it).
 
         Raises:
             RevocationsUnavailable: Redis failed or took longer than the timeout.
         """
-        keys = [self.key(sid), self.kid_key(kid)] if kid else [self.key(sid)]
         try:
             async with asyncio.timeout(self._timeout):
-                found: int = await self._redis.exists(*keys)
+                return bool(await self._redis.exists(self.marker_key))
         except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
             raise RevocationsUnavailable(type(exc).__name__) from exc
-        return found > 0
+
+    async def mark_complete(self) -> None:
+        """Write the marker; call only right after every recent revocation was listed.
+
+        Raises:
+            RevocationsUnavailable: Redis failed or took longer than the timeout.
+        """
+        await self._set_forever(self.marker_key)
+
+    async def mark_incomplete(self) -> None:
+        """Delete the marker (a revocation could not be listed): the API applies
+        ``REVOCATION_FAILURE_MODE`` until the set is rebuilt.
+
+        Raises:
+            RevocationsUnavailable: Redis failed or took longer than the timeout.
+        """
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._redis.delete(self.marker_key)
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+            raise RevocationsUnavailable(type(exc).__name__) from exc
+
+    async def _set_forever(self, key: str) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._redis.set(key, b"1")
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+            raise RevocationsUnavailable(type(exc).__name__) from exc
 
     async def revoke(self, entries: Sequence[tuple[str | uuid.UUID, int]]) -> None:
         """List each ``(sid, seconds)`` as revoked for ``seconds`` (``SET key 1 EX seconds``),

@@ -108,6 +108,9 @@ def create_app(settings: AuthSettings) -> ASGIApp:
                     revocations,
                     access_token_ttl=settings.access_token_ttl,
                     interval_seconds=settings.revocation_resync_interval,
+                    recent_kids=lambda: key_folder.recently_removed(
+                        entry_lifetime(settings.access_token_ttl)
+                    ),
                 ),
                 name="revocation-resync",
             )

@@ -24,9 +24,9 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.exceptions
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
-from redis.retry import Retry
 
 from bulwark.common.logging import get_logger
 from bulwark.ratelimit.limiter import Hit, LimiterUnavailableError, WindowState

@@ -7,6 +7,7 @@ not validate is logged and the previous keys stay in use.
 """
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,8 @@ class KeyFolder:
         self.keys = load_signing_keys(directory, environment, generate=generate)
         #: Kids that left the folder and are not yet listed as revoked for verifiers.
         self.removed_kids: set[str] = set()
+        # When each kid left the folder (monotonic seconds), for `recently_removed`.
+        self._removed_at: dict[str, float] = {}
 
     def check(self) -> bool:
         """Reload when the folder changed since the last check; True when new keys are in use.
@@ -171,8 +174,21 @@ class KeyFolder:
             _log.error("signing_keys_reload_failed", error=str(exc), kept=self.keys.kids)
             return False
         _log.info("signing_keys_reloaded", active_kid=self.keys.active_kid, kids=self.keys.kids)
-        self.removed_kids |= before - set(self.keys.kids)
+        removed = before - set(self.keys.kids)
+        self.removed_kids |= removed
+        self._removed_at.update(dict.fromkeys(removed, time.monotonic()))
         return True
+
+    def recently_removed(self, within_seconds: int) -> list[tuple[str, int]]:
+        """Kids that left the folder less than ``within_seconds`` ago, each with the seconds
+        left of that span (for listing them as revoked again after Redis lost them)."""
+        now = time.monotonic()
+        self._removed_at = {
+            kid: at for kid, at in self._removed_at.items() if now - at < within_seconds
+        }
+        return [
+            (kid, max(1, int(within_seconds - (now - at)))) for kid, at in self._removed_at.items()
+        ]
 
     async def watch(
         self,
