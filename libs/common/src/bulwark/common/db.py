@@ -245,7 +245,9 @@ async def open_database(
     timeout_ms = int(timeout_seconds * 1000)
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
-        min_size=1,
+        # No floor: asyncpg would reconnect to it in the background during an outage and log
+        # a traceback each second. Connections open on demand and idle ones are kept.
+        min_size=0,
         max_size=max_size,
         timeout=timeout_seconds,  # connecting
         command_timeout=timeout_seconds,

@@ -19,6 +19,8 @@ from litestar.types import ExceptionHandlersMap
 from bulwark.common.logging import get_logger
 
 PROBLEM_JSON = "application/problem+json"
+#: ``Retry-After`` of a 503 that names no other, in seconds.
+DEFAULT_RETRY_AFTER_SECONDS = 5
 _log = get_logger(__name__)
 
 
@@ -124,10 +126,16 @@ class TooManyRequests(Problem):
 
 
 class ServiceUnavailable(Problem):
-    """503: a dependency is down; the client may retry later."""
+    """503: a dependency is down; the client may retry later. Always carries ``Retry-After``
+    (`DEFAULT_RETRY_AFTER_SECONDS` unless ``headers`` give one)."""
 
     status = 503
     title = "Service Unavailable"
+
+    def __init__(self, detail: str | None = None, headers: Mapping[str, str] | None = None):
+        super().__init__(
+            detail, {"Retry-After": str(DEFAULT_RETRY_AFTER_SECONDS), **(headers or {})}
+        )
 
 
 def request_id_of(request: Request[Any, Any, Any]) -> str:

@@ -1,0 +1,213 @@
+"""Postgres stopped, restarted and stalled under running services (issue 9, item 2).
+
+The stack runs on a Postgres of its own (the embedded server, started for this module), so
+the test can stop it, start it again and freeze it with SIGSTOP without touching the
+machine's server. Expected: requests that need the database answer 503 problem+json with
+``Retry-After`` within the database timeout (never a 500, never a hang), ``/readyz`` answers
+503 within its own deadline, each service logs one warning per outage (no traceback per
+request), requests that need no database keep working, everything recovers without a
+restart, and logins refused by the outage never count as failures against their address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bulwark.devstack.databases import create_databases, unique_names
+from bulwark.devstack.embedded import EmbeddedPostgres
+
+from .conftest import RunningStack, StackFactory
+from .helpers import MobileUser, bearer, login, register
+
+DB_TIMEOUT = 1.0
+# A request that needs the database waits at most for a connection and for one statement.
+BOUND = 2 * DB_TIMEOUT + 1.0
+
+
+@pytest.fixture(scope="module")
+def postgres(embedded_dir: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(embedded_dir / "outage-pg")
+    server.start()
+    yield server
+    _resume(server)
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def own(stack_factory: StackFactory, postgres: EmbeddedPostgres) -> RunningStack:
+    names = unique_names()
+    urls = asyncio.run(create_databases(postgres.url, names.values()))
+    databases = {service: urls[name] for service, name in names.items()}
+    env = {"DATABASE_TIMEOUT_SECONDS": str(DB_TIMEOUT)}
+    return stack_factory(databases=databases, env={"auth": env, "api": env})
+
+
+def _server_pids(server: EmbeddedPostgres) -> list[int]:
+    """The postmaster and its children (every backend), read from /proc."""
+    postmaster = int((server.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    pids = [postmaster]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _stall(server: EmbeddedPostgres) -> None:
+    for pid in _server_pids(server):
+        os.kill(pid, signal.SIGSTOP)
+
+
+def _resume(server: EmbeddedPostgres) -> None:
+    try:
+        pids = _server_pids(server)
+    except OSError:
+        return
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def _timed(method: str, url: str, **kwargs: object) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = httpx.request(method, url, timeout=30, **kwargs)  # type: ignore[arg-type]
+    return response, time.monotonic() - started
+
+
+def _assert_unavailable(response: httpx.Response, took: float) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert int(response.headers["retry-after"]) >= 1
+    assert took < BOUND, took
+    for leak in ("postgres", "asyncpg", "connection", "sql", "Traceback"):
+        assert leak.lower() not in response.text.lower(), leak
+
+
+def _eventually_ok(method: str, url: str, **kwargs: object) -> httpx.Response:
+    give_up = time.monotonic() + 15
+    while True:
+        response = httpx.request(method, url, timeout=10, **kwargs)  # type: ignore[arg-type]
+        if response.status_code < 300 or time.monotonic() > give_up:
+            return response
+        time.sleep(0.2)
+
+
+def _warnings(stack: RunningStack, service: str, event: str) -> int:
+    return stack.log(service).count(f'"event":"{event}"')
+
+
+def _session(stack: RunningStack) -> tuple[MobileUser, dict[str, str]]:
+    user = register(stack.auth_url)
+    return user, bearer(login(stack.auth_url, user)["access_token"], user)
+
+
+def _check_logs_clean(stack: RunningStack) -> None:
+    for service in ("api", "auth"):
+        log = stack.log(service)
+        assert "Traceback" not in log, service
+        assert '"level":"error"' not in log, service
+        assert '"event":"unhandled_exception"' not in log, service
+
+
+def test_postgres_stopped_then_started(own: RunningStack, postgres: EmbeddedPostgres) -> None:
+    user, headers = _session(own)
+    notes_url = f"{own.api_url}/v1/notes"
+    assert httpx.post(notes_url, json={"title": "t", "body": "b"}, headers=headers).is_success
+    before = {s: _warnings(own, s, "database_unavailable") for s in ("api", "auth")}
+
+    postgres.stop()
+    try:
+        for _ in range(5):
+            _assert_unavailable(*_timed("GET", notes_url, headers=headers))
+        _assert_unavailable(*_timed("GET", f"{own.api_url}/readyz"))
+        _assert_unavailable(*_timed("GET", f"{own.auth_url}/readyz"))
+        _assert_unavailable(*_timed("GET", f"{own.auth_url}/v1/auth/sessions", headers=headers))
+        body = {"email": user.email, "password": user.password}
+        _assert_unavailable(*_timed("POST", f"{own.auth_url}/v1/auth/login", json=body))
+        # What needs no database keeps working: the token is checked against the JWKS.
+        assert httpx.get(f"{own.api_url}/v1/me", headers=headers).status_code == 200
+    finally:
+        postgres.start()
+
+    assert _eventually_ok("GET", notes_url, headers=headers).status_code == 200
+    assert _eventually_ok("GET", f"{own.auth_url}/readyz").status_code == 200
+    assert _eventually_ok("GET", f"{own.api_url}/readyz").status_code == 200
+    relogin = _eventually_ok(
+        "POST",
+        f"{own.auth_url}/v1/auth/login",
+        json={"email": user.email, "password": user.password},
+    )
+    assert relogin.status_code == 200, relogin.text
+    # One warning per service for the whole outage, not one per failed request.
+    assert _warnings(own, "api", "database_unavailable") == before["api"] + 1
+    assert _warnings(own, "auth", "database_unavailable") == before["auth"] + 1
+    _check_logs_clean(own)
+
+
+def test_postgres_stalled(own: RunningStack, postgres: EmbeddedPostgres) -> None:
+    _user, headers = _session(own)
+    notes_url = f"{own.api_url}/v1/notes"
+    assert httpx.get(notes_url, headers=headers).status_code == 200
+
+    _stall(postgres)
+    try:
+        for _ in range(3):
+            _assert_unavailable(*_timed("GET", notes_url, headers=headers))
+        _assert_unavailable(*_timed("GET", f"{own.api_url}/readyz"))
+        _assert_unavailable(*_timed("GET", f"{own.auth_url}/readyz"))
+    finally:
+        _resume(postgres)
+    assert _eventually_ok("GET", notes_url, headers=headers).status_code == 200
+    assert _eventually_ok("GET", f"{own.auth_url}/readyz").status_code == 200
+    _check_logs_clean(own)
+
+
+def test_logins_refused_by_an_outage_do_not_count_against_the_address(
+    own: RunningStack, postgres: EmbeddedPostgres
+) -> None:
+    """25 users with correct passwords log in from one address while Postgres is down (the
+    address may fail on 20 distinct emails an hour): every one is a 503, and afterwards a
+    new user from that address logs in, as do they."""
+    users = [register(own.auth_url) for _ in range(25)]
+    newcomer = register(own.auth_url)
+    answers: list[int] = []
+
+    def attempt(user: MobileUser) -> None:
+        body = {"email": user.email, "password": user.password}
+        answers.append(
+            httpx.post(f"{own.auth_url}/v1/auth/login", json=body, timeout=30).status_code
+        )
+
+    postgres.stop()
+    try:
+        for batch in range(0, len(users), 5):
+            threads = [
+                threading.Thread(target=attempt, args=(u,)) for u in users[batch : batch + 5]
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+    finally:
+        postgres.start()
+    assert answers == [503] * len(users), answers
+
+    body = {"email": newcomer.email, "password": newcomer.password}
+    answer = _eventually_ok("POST", f"{own.auth_url}/v1/auth/login", json=body)
+    assert answer.status_code == 200, answer.text
+    login(own.auth_url, users[0])
+    _check_logs_clean(own)
