@@ -15,7 +15,7 @@ def test_defaults() -> None:
     assert (settings.host, settings.port, settings.redis_key_prefix) == ("127.0.0.1", 50051, "rl:")
     assert settings.rules_path == packaged_rules_path()
     assert settings.rules_path.is_file()
-    assert settings.redis_timeout_seconds == 0.05
+    assert settings.redis_timeout_seconds == 0.5
     assert (settings.environment, settings.log_level) == ("development", "INFO")
 
 

@@ -2,7 +2,9 @@
 
 Every call reports the decision to the client in the IETF RateLimit header fields (put in
 ``scope["state"]["response_headers"]``, which ``RequestContextMiddleware`` adds to the
-response, a 429 or any other). A 429 carries ``Retry-After`` with a little jitter.
+response, a 429 or any other). A 429 carries ``Retry-After``: the limiter's exact wait, which
+is the latest reset (``t``) of the limits that refused it, never later. A 503 (the limiter
+unreachable) carries a jittered one, so clients refused together do not return together.
 
 When the rate-limit service cannot answer in time, each endpoint has its own failure mode
 (a table in its service's settings): fail open (serve the request; limits that protect
@@ -127,7 +129,8 @@ async def enforce(
         The decision, or None when the limiter was unavailable and ``fail_open`` is true.
 
     Raises:
-        TooManyRequests: a limit is exhausted (429, ``Retry-After`` with `jittered`).
+        TooManyRequests: a limit is exhausted (429; ``Retry-After`` is the limiter's wait,
+            the largest ``t`` of the refusing limits in the RateLimit field).
         ServiceUnavailable: the limiter is unreachable and ``fail_open`` is false, or its
             Redis failed and a rule's ``failure_mode`` is ``deny`` (503 either way).
     """
@@ -140,17 +143,23 @@ async def enforce(
         if fail_open:
             return None
         raise _unavailable() from None
-    if not report.decision.allowed and report.decision.failure_mode_applied:
-        # The rule chose to fail closed while the limiter's Redis is down: an outage (503),
-        # not a client that sent too much (429), and no RateLimit fields to report.
-        _log.warning("ratelimit_store_unavailable", failure_mode="deny")
+    if report.decision.failure_mode_applied:
+        # The limiter's Redis failed and the rules' failure modes answered: counted and
+        # logged whichever way they went (an allow is a request no limit judged).
+        mode = "allow" if report.decision.allowed else "deny"
+        _log.warning("ratelimit_store_unavailable", failure_mode=mode)
         count_ratelimit_unanswered("FAILURE_MODE")
-        raise _unavailable()
+        if not report.decision.allowed:
+            # Fail closed while the limiter's Redis is down: an outage (503), not a client
+            # that sent too much (429), and no RateLimit fields to report.
+            raise _unavailable()
     if request_state is not None:
         headers: dict[bytes, bytes] = request_state.setdefault("response_headers", {})
         for name, value in ratelimit_fields(descriptors, report).items():
             headers[name.lower().encode()] = value.encode()
     decision = report.decision
     if not decision.allowed:
-        raise TooManyRequests(jittered(decision.retry_after_seconds))
+        # The limiter's exact wait: the latest reset (``t``) among the refusing limits in the
+        # RateLimit field, never past it. No jitter on top: it would point past the window.
+        raise TooManyRequests(decision.retry_after_seconds)
     return decision

@@ -59,10 +59,10 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
     refresh_reuse_grace: int = 10
     redis_url: str
     redis_key_prefix: str = "bulwark:"
-    redis_timeout: float = 0.1
+    redis_timeout: float = 0.5
     revocation_resync_interval: int = 10
     ratelimit_target: str = "127.0.0.1:50051"
-    ratelimit_timeout: float = 0.25
+    ratelimit_timeout: float = 1.0
     ratelimit_failure_modes: dict[str, FailureMode] = msgspec.field(
         default_factory=lambda: dict(RATELIMIT_FAILURE_MODES)
     )
@@ -138,10 +138,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
         refresh_reuse_grace=env_int(env, "REFRESH_REUSE_GRACE_SECONDS", 10),
         redis_url=env_redis_url(env, "redis://127.0.0.1:6379/0" if local else None),
         redis_key_prefix=env_str(env, "REDIS_KEY_PREFIX", "bulwark:"),
-        redis_timeout=env_float(env, "REDIS_TIMEOUT_SECONDS", 0.1, minimum=0.001),
+        redis_timeout=env_float(env, "REDIS_TIMEOUT_SECONDS", 0.5, minimum=0.001),
         revocation_resync_interval=env_int(env, "REVOCATION_RESYNC_SECONDS", 10, minimum=1),
         ratelimit_target=env_str(env, "RATELIMIT_TARGET", "127.0.0.1:50051"),
-        ratelimit_timeout=env_int(env, "RATELIMIT_TIMEOUT_MS", 250, minimum=1) / 1000,
+        ratelimit_timeout=env_int(env, "RATELIMIT_TIMEOUT_MS", 1000, minimum=1) / 1000,
         ratelimit_failure_modes=env_failure_modes(
             env, "RATELIMIT_FAILURE_MODES", RATELIMIT_FAILURE_MODES
         ),

@@ -39,9 +39,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         redis_key_prefix: ``REDIS_KEY_PREFIX``, default ``rl:``; prepended to every key;
             no ``{`` or ``}`` (the keys' hash tags follow it).
         rules_path: ``RATELIMIT_RULES``, the YAML rules file; default the packaged one.
-        redis_timeout_seconds: ``REDIS_TIMEOUT_SECONDS``, default 0.05; bound on each Redis
-            round trip, after which each rule's ``failure_mode`` answers (or, for a rule
-            without one, the call fails with gRPC UNAVAILABLE; docs/ratelimit.md).
+        redis_timeout_seconds: ``REDIS_TIMEOUT_SECONDS``, default 0.5; bound on each Redis
+            round trip, after which each rule's ``failure_mode`` answers (docs/ratelimit.md).
+            Below the callers' deadline (1 s for Bulwark's services), so a Redis outage is
+            answered by the failure modes before they give up; long enough that CPU load
+            alone does not trip it.
         log_level: ``LOG_LEVEL``, default INFO.
         metrics: ``METRICS_HOST`` (default ``HOST``) and ``METRICS_PORT`` of the Prometheus
             endpoint; None (no endpoint) when ``METRICS_PORT`` is unset (docs/metrics.md).
@@ -85,7 +87,7 @@ def from_env(environ: Mapping[str, str]) -> Settings:
     log_level = env_str(environ, "LOG_LEVEL", "INFO").upper()
     if log_level not in _LOG_LEVELS:
         raise SettingsError(f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}")
-    timeout = env_float(environ, "REDIS_TIMEOUT_SECONDS", 0.05, minimum=0.001)
+    timeout = env_float(environ, "REDIS_TIMEOUT_SECONDS", 0.5, minimum=0.001)
     host = env_str(environ, "HOST", "127.0.0.1")
     return Settings(
         environment=env_environment(environ),

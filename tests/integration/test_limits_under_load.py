@@ -1,0 +1,72 @@
+"""Load alone, with every part up, never lets a limit be exceeded (issue 9, item 2).
+
+600 concurrent ``GET /v1/me`` of one user, from two client addresses (behind the trusted
+ingress the test plays), against the packaged limit of 300 per user per minute: at most 300
+are served. No decision may be made by a failure mode (the limiter and Redis are up, only
+busy), and every refusal's ``Retry-After`` stays inside the window its RateLimit fields
+report.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+
+import httpx
+import pytest
+
+from .conftest import RunningStack, StackFactory
+from .helpers import bearer, login, register
+from .test_metrics import scrape, value
+
+REQUESTS = 600
+CLIENTS = 48
+USER_LIMIT = 300  # per minute, services/ratelimit/src/bulwark/ratelimit/rules.yaml
+ADDRESSES = ("198.51.100.1", "198.51.100.2")
+
+
+@pytest.fixture(scope="module")
+def own(stack_factory: StackFactory) -> RunningStack:
+    return stack_factory(env={"api": {"TRUSTED_PROXIES": "127.0.0.1"}})
+
+
+def test_a_user_limit_holds_under_a_burst_from_two_addresses(own: RunningStack) -> None:
+    user = register(own.auth_url)
+    headers = bearer(login(own.auth_url, user)["access_token"], user)
+    _text, before = scrape(own, "api")
+    answers: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        forwarded = {"X-Forwarded-For": ADDRESSES[index % 2]}
+        with httpx.Client(timeout=30) as http:
+            for _ in range(REQUESTS // CLIENTS):
+                answer = http.get(f"{own.api_url}/v1/me", headers={**headers, **forwarded})
+                with lock:
+                    answers.append(answer)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+
+    statuses = Counter(answer.status_code for answer in answers)
+    assert sum(statuses.values()) == REQUESTS // CLIENTS * CLIENTS
+    assert set(statuses) <= {200, 429}, statuses
+    assert statuses[200] == USER_LIMIT, statuses
+    _text, after = scrape(own, "api")
+    unanswered = sum(
+        v for (name, _labels), v in after.items() if name == "bulwark_ratelimit_unanswered_total"
+    ) - sum(
+        v for (name, _labels), v in before.items() if name == "bulwark_ratelimit_unanswered_total"
+    )
+    assert unanswered == 0, "a decision was made by a failure mode under load alone"
+    assert value(after, "bulwark_ratelimit_calls_total") > value(
+        before, "bulwark_ratelimit_calls_total"
+    )
+    for answer in answers:
+        if answer.status_code == 429:
+            resets = [int(t) for t in re.findall(r";t=(\d+)", answer.headers["ratelimit"])]
+            assert 1 <= int(answer.headers["retry-after"]) <= max(resets), answer.headers
