@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
+import redis
+
+from bulwark.devstack.embedded import EmbeddedPostgres
+from bulwark.devstack.net import free_port
 
 # What a request may cost beyond the rate-limit deadline (HTTP round trip, a database
 # statement; no argon2, which comes after the limit on login).
 SLACK = 1.0
 RECOVERY_SECONDS = 10.0
+REDIS_SERVER = shutil.which("redis-server")
 
 
 class Traffic(threading.Thread):
@@ -66,3 +77,66 @@ def eventually(
         if done(response) or time.monotonic() > give_up:
             return response
         time.sleep(0.2)
+
+
+class ThrowawayRedis:
+    """A ``redis-server`` process without persistence on a fixed loopback port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen(  # noqa: S603 - fixed command
+            [REDIS_SERVER, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        give_up = time.monotonic() + 5
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > give_up:
+                    raise
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=5)
+            self.process = None
+
+
+def server_pids(server: EmbeddedPostgres) -> list[int]:
+    """The postmaster and its children (every backend), read from /proc."""
+    postmaster = int((server.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+    pids = [postmaster]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
+                pids.append(int(entry.name))
+    return pids
+
+
+def stall(server: EmbeddedPostgres) -> None:
+    for pid in server_pids(server):
+        os.kill(pid, signal.SIGSTOP)
+
+
+def resume(server: EmbeddedPostgres) -> None:
+    try:
+        pids = server_pids(server)
+    except OSError:
+        return
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)

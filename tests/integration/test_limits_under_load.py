@@ -18,7 +18,7 @@ import pytest
 
 from .conftest import RunningStack, StackFactory
 from .helpers import bearer, login, register
-from .test_metrics import scrape, value
+from .prometheus import scrape, value
 
 REQUESTS = 600
 CLIENTS = 48

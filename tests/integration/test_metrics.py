@@ -18,36 +18,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import RunningStack, StackFactory
 from .helpers import bearer, login, refresh, register
+from .prometheus import Series, scrape, value
 
 SERVICES = ("api", "auth", "ratelimit")
 WRONG = "Wrong-Password-1!"
 SHOULD_RATE_LIMIT = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
 ALERT_RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "bulwark-alerts.yml"
-
-Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(stack: RunningStack, service: str) -> tuple[str, Series]:
-    """The text of ``service``'s metrics endpoint and its samples by (name, labels)."""
-    url = stack.config.metrics_url(service)
-    assert url is not None, f"{service} has no metrics endpoint in the test stack"
-    response = httpx.get(url, timeout=5)
-    assert response.status_code == 200, response.text
-    series: Series = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            series[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return response.text, series
-
-
-def value(series: Series, name: str, **labels: str) -> float:
-    """The sample ``name`` with exactly ``labels`` (0 when absent: not yet recorded)."""
-    return series.get((name, frozenset(labels.items())), 0.0)
-
 
 @dataclass
 class Session:

@@ -30,7 +30,7 @@ from bulwark.auth.settings import from_env as auth_settings
 
 from .conftest import RunningStack, StackFactory
 from .helpers import MobileUser, bearer, login, register
-from .test_metrics import scrape, value
+from .prometheus import scrape, value
 
 POOL_SIZE = 3
 DB_TIMEOUT = 1.0

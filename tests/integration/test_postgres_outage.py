@@ -12,9 +12,6 @@ restart, and logins refused by the outage never count as failures against their 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +25,7 @@ from bulwark.devstack.embedded import EmbeddedPostgres
 
 from .conftest import RunningStack, StackFactory
 from .helpers import MobileUser, bearer, login, register
+from .outages import resume, stall
 
 DB_TIMEOUT = 1.0
 # A request that needs the database waits at most for a connection and for one statement.
@@ -39,7 +37,7 @@ def postgres(embedded_dir: Path) -> Iterator[EmbeddedPostgres]:
     server = EmbeddedPostgres(embedded_dir / "outage-pg")
     server.start()
     yield server
-    _resume(server)
+    resume(server)
     server.stop()
 
 
@@ -50,36 +48,6 @@ def own(stack_factory: StackFactory, postgres: EmbeddedPostgres) -> RunningStack
     databases = {service: urls[name] for service, name in names.items()}
     env = {"DATABASE_TIMEOUT_SECONDS": str(DB_TIMEOUT)}
     return stack_factory(databases=databases, env={"auth": env, "api": env})
-
-
-def _server_pids(server: EmbeddedPostgres) -> list[int]:
-    """The postmaster and its children (every backend), read from /proc."""
-    postmaster = int((server.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
-    pids = [postmaster]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
-                pids.append(int(entry.name))
-    return pids
-
-
-def _stall(server: EmbeddedPostgres) -> None:
-    for pid in _server_pids(server):
-        os.kill(pid, signal.SIGSTOP)
-
-
-def _resume(server: EmbeddedPostgres) -> None:
-    try:
-        pids = _server_pids(server)
-    except OSError:
-        return
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGCONT)
 
 
 def _timed(method: str, url: str, **kwargs: object) -> tuple[httpx.Response, float]:
@@ -163,14 +131,14 @@ def test_postgres_stalled(own: RunningStack, postgres: EmbeddedPostgres) -> None
     notes_url = f"{own.api_url}/v1/notes"
     assert httpx.get(notes_url, headers=headers).status_code == 200
 
-    _stall(postgres)
+    stall(postgres)
     try:
         for _ in range(3):
             _assert_unavailable(*_timed("GET", notes_url, headers=headers))
         _assert_unavailable(*_timed("GET", f"{own.api_url}/readyz"))
         _assert_unavailable(*_timed("GET", f"{own.auth_url}/readyz"))
     finally:
-        _resume(postgres)
+        resume(postgres)
     assert _eventually_ok("GET", notes_url, headers=headers).status_code == 200
     assert _eventually_ok("GET", f"{own.auth_url}/readyz").status_code == 200
     _check_logs_clean(own)

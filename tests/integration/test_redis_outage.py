@@ -6,56 +6,17 @@ back, without restarting a service."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import redis
-
-from bulwark.devstack.net import free_port
 
 from .conftest import RunningStack, StackFactory
 from .helpers import bearer, login, register
-from .outages import SLACK, TimedTraffic, Traffic, eventually, timed
+from .outages import REDIS_SERVER, SLACK, ThrowawayRedis, TimedTraffic, Traffic, eventually, timed
 
-REDIS_SERVER = shutil.which("redis-server")
 REDIS_DEADLINE = 0.5  # REDIS_TIMEOUT_SECONDS of the API and of the limiter (default)
-
-
-class ThrowawayRedis:
-    """A ``redis-server`` process without persistence on a fixed loopback port."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        assert REDIS_SERVER is not None
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self.process = subprocess.Popen(  # noqa: S603 - fixed command
-            [REDIS_SERVER, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        give_up = time.monotonic() + 5
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                if time.monotonic() > give_up:
-                    raise
-                time.sleep(0.05)
-        client.close()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=5)
-            self.process = None
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ that any number of replicas starting at once apply each file exactly once.
 """
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -62,6 +63,19 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting, query cancelled
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
 )
+
+
+def _lost(exc: BaseException, conn: asyncpg.Connection) -> bool:
+    """True when ``exc`` means the database or this connection is gone, not a bug: an outage
+    error, or asyncpg's interface errors on a connection that was closed under it (a
+    server shutdown it learns of at the next call: "another operation is in progress")."""
+    if isinstance(exc, OUTAGE_ERRORS):
+        return True
+    interface = (asyncpg.exceptions.InterfaceError, asyncpg.exceptions.InternalClientError)
+    if not isinstance(exc, interface):
+        return False
+    chained = exc.__cause__ or exc.__context__
+    return conn.is_closed() or (chained is not None and _lost(chained, conn))
 
 
 class DatabaseUnavailable(ServiceUnavailable):
@@ -122,7 +136,9 @@ class Database:
         held = self._holder.set(task)
         try:
             yield conn
-        except OUTAGE_ERRORS as exc:
+        except Exception as exc:
+            if not _lost(exc, conn):
+                raise
             # A connection that failed mid-call is not reused: the server rolls back what
             # it had when the connection ends.
             conn.terminate()
@@ -130,8 +146,11 @@ class Database:
             raise DatabaseUnavailable from None
         finally:
             self._holder.reset(held)
-            # Bounded: asyncpg resets within the acquire timeout, else terminates.
-            await self.pool.release(conn)
+            # Bounded: asyncpg resets the connection within the acquire timeout. A reset that
+            # fails (the server went away after the block's work was done) has terminated
+            # the connection; the block's outcome stands.
+            with contextlib.suppress(Exception):
+                await self.pool.release(conn)
         self._unreachable.succeeded()
         self._exhausted.succeeded()
 
@@ -150,7 +169,7 @@ class Database:
             try:
                 yield conn
             except BaseException as exc:
-                if not isinstance(exc, OUTAGE_ERRORS) and not conn.is_closed():
+                if not _lost(exc, conn):
                     await transaction.rollback()
                 raise
             await transaction.commit()
