@@ -3,6 +3,7 @@ counted again without a restart."""
 
 import asyncio
 import shutil
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -59,10 +60,13 @@ class ThrowawayRedis:
 
 
 @pytest.fixture
-async def throwaway_redis(free_port: int) -> AsyncIterator[ThrowawayRedis]:
+async def throwaway_redis() -> AsyncIterator[ThrowawayRedis]:
     if REDIS_SERVER is None:
         pytest.skip("redis-server is not on PATH")
-    instance = ThrowawayRedis(free_port)
+    with socket.socket() as sock:  # free a moment ago; redis-server binds it at once
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    instance = ThrowawayRedis(port)
     await instance.start()
     yield instance
     await instance.stop()
