@@ -128,13 +128,13 @@ def assert_cancelled_quietly(lines: list[dict[str, Any]]) -> None:
     assert not any("exception" in line for line in lines), lines
 
 
-@pytest.mark.parametrize("stalled", [True, False], ids=["answer-after-deadline", "held-answer"])
+@pytest.mark.parametrize("scene", ["answer-after-deadline", "held-answer", "caller-gone"])
 async def test_a_call_cancelled_while_redis_answers_is_one_quiet_cancelled_line(
     start_server: ServerFactory,
     relay: Relay,
     redis_url: str,
     log_stream: io.StringIO,
-    stalled: bool,
+    scene: str,
 ) -> None:
     """``answer-after-deadline``: Redis answers just before the caller's deadline, but the
     event loop is busy (a stall: CPU starvation, a long collection) until after it. The
@@ -143,6 +143,7 @@ async def test_a_call_cancelled_while_redis_answers_is_one_quiet_cancelled_line(
     cancelled was logged at error with an ExecuteBatchError traceback.
     ``held-answer``: Redis answers after the deadline; the handler is cancelled while it
     waits, and redis-py closes the connection that still owes the answer.
+    ``caller-gone``: the same, the caller cancelling its call instead of a deadline.
     """
     server = await relayed_server(start_server, relay, redis_url)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -153,23 +154,28 @@ async def test_a_call_cancelled_while_redis_answers_is_one_quiet_cancelled_line(
         log_stream.seek(0)
         log_stream.truncate()
         sent = time.monotonic()
-        call = asyncio.ensure_future(stub.ShouldRateLimit(request(), timeout=DEADLINE))
+        call = stub.ShouldRateLimit(request(), timeout=DEADLINE)
         await asyncio.wait_for(relay.replied.wait(), 5)  # Redis has answered the server
         assert time.monotonic() - sent < DEADLINE / 2, "too slow a machine to set the scene"
-        if stalled:
+        if scene == "answer-after-deadline":
             relay.release()  # the answer reaches the server's socket at once ...
             # ... but its event loop (this one) is busy until after the deadline.
             time.sleep(DEADLINE + 0.2)  # noqa: ASYNC251 - the stall is the point
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await call
-        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        if scene == "caller-gone":
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        else:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert_cancelled_quietly(await logged_after(log_stream, server))
 
         relay.hold = False
-        relay.release()  # the late answer of the held case, to a connection now closed
+        relay.release()  # a late answer, to a connection now closed
         reply = await stub.ShouldRateLimit(request(), timeout=5)
         assert reply.overall_code == rls_pb2.RateLimitResponse.OK
-        if stalled:  # the answer was read: the connection went back to the pool, and is reused
-            assert (relay.accepted, relay.closed_by_client) == (1, 0)
+        if scene == "answer-after-deadline":  # the answer was read: the connection went
+            assert (relay.accepted, relay.closed_by_client) == (1, 0)  # back to the pool
         else:  # the connection that owed an answer was closed, not put back
             assert (relay.accepted, relay.closed_by_client) == (2, 1)
