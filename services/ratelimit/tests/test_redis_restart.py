@@ -44,6 +44,11 @@ class ThrowawayRedis:
                         raise
                     await asyncio.sleep(0.05)
                 else:
+                    # The port was free a moment ago: make sure it is this process answering.
+                    server = await probe.info("server")
+                    assert server["process_id"] == self.process.pid, (
+                        f"port {self.port} was taken by another Redis"
+                    )
                     return
         finally:
             await probe.aclose()
