@@ -522,8 +522,10 @@ def test_a_flood_of_unknown_kids_costs_one_jwks_fetch_per_cooldown(
 
     counts = [jwks_requests(flood_stack.log("auth"))]
     started = time.monotonic()
-    for _wave in range(2):
+    for wave in range(2):
         responses = asyncio.run(flood(url, headers))
+        if wave == 0:
+            first_wave = time.monotonic() - started
         assert {r.status_code for r in responses} == {401}
         assert all(r.headers["content-type"].startswith(PROBLEM_JSON) for r in responses)
         time.sleep(0.3)  # the auth process writes its access line after answering
@@ -531,7 +533,10 @@ def test_a_flood_of_unknown_kids_costs_one_jwks_fetch_per_cooldown(
     elapsed = time.monotonic() - started
 
     first, second = counts[1] - counts[0], counts[2] - counts[1]
-    assert first == 1, f"first wave: {first} JWKS fetches for {FLOOD_REQUESTS} requests"
+    # One fetch per cooldown: a first wave that outlasts the cooldown (a loaded machine takes
+    # more than 5 s for 1000 requests) may refetch once more per cooldown, never per request.
+    most = 1 + int(first_wave // JWKS_COOLDOWN_SECONDS)
+    assert 1 <= first <= most, f"first wave: {first} JWKS fetches in {first_wave:.1f} s"
     if elapsed < JWKS_COOLDOWN_SECONDS:  # on a very slow machine the cooldown may run out
         assert second == 0, f"second wave, within the cooldown: {second} JWKS fetches"
     assert api_rejections(flood_stack.log("api"), "unknown kid") == 2 * FLOOD_REQUESTS

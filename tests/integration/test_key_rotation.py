@@ -26,6 +26,7 @@ import pytest
 
 from bulwark.auth.cli import main
 from bulwark.auth.keys import read_keys
+from bulwark.auth.keys.files import StoredKey, generate_key, write_key
 
 from .conftest import RunningStack, StackFactory
 from .helpers import MobileUser, bearer, login, refresh, register
@@ -52,6 +53,15 @@ def keys_command(directory: Path, *args: str) -> tuple[int, str]:
     with redirect_stdout(output), redirect_stderr(output):
         status = main(argv)
     return status, output.getvalue()
+
+
+def key_whose_kid_begins_with(prefix: str, environment: str) -> StoredKey:
+    """An active ES256 key whose kid (its RFC 7638 thumbprint) begins with ``prefix``."""
+    for _ in range(100_000):  # one thumbprint in 64 begins with "-"
+        key = generate_key(environment)
+        if key.kid.startswith(prefix):
+            return key
+    raise AssertionError(f"no kid beginning with {prefix!r}")
 
 
 def kid_of(token: object) -> str:
@@ -192,16 +202,16 @@ def test_revoking_the_active_key_stops_its_tokens_at_the_api(
 ) -> None:
     # The API caches the JWKS for the default 5 minutes: the revoked-key set in Redis, not
     # the cache, must stop the key. (Its unknown-kid cooldown is short, so the promoted key,
-    # new to the API, is fetched quickly after.)
-    stack = stack_factory(
-        keys_dir=tmp_path_factory.mktemp("revoking") / "keys",
-        env={"api": {"JWKS_MIN_REFRESH_SECONDS": "2"}},
-    )
-    keys_dir = stack.config.keys_dir
+    # new to the API, is fetched quickly after.) The compromised key's kid begins with "-",
+    # as one in 64 does: `keys revoke -AbC…` must take it (this test used to fail at random).
+    keys_dir = tmp_path_factory.mktemp("revoking") / "keys"
+    write_key(keys_dir, key_whose_kid_begins_with("-", "test"))
+    stack = stack_factory(keys_dir=keys_dir, env={"api": {"JWKS_MIN_REFRESH_SECONDS": "2"}})
     assert keys_command(keys_dir, "generate", "--env", "test")[0] == 0
     user = register(stack.auth_url)
     tokens = login(stack.auth_url, user)
     revoked = kid_of(tokens["access_token"])
+    assert revoked.startswith("-")
     assert states(keys_dir)[revoked] == "active"
     assert me(stack, tokens["access_token"], user) == 200
 

@@ -11,6 +11,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,6 +118,12 @@ def incident(stack_factory: StackFactory) -> dict[str, Any]:
         request_id = f"{label}-{secrets.token_hex(6)}"
         response = client.call(method, url, headers={"X-Request-ID": request_id}, **kwargs)
         assert 400 <= response.status_code < 500, response.text
+        # The access line (and its ts) is written just after the answer: wait for it, or the
+        # window's bounds, read from the clock here, could fall before it.
+        give_up = time.monotonic() + 5
+        while request_id not in (stack.log_dir / "api.log").read_text():
+            assert time.monotonic() < give_up, f"no access line for {request_id}"
+            time.sleep(0.02)
         return request_id
 
     anonymous = Client(stack, IP_C)

@@ -1,15 +1,17 @@
 """``bulwark-auth keys ...`` against a real folder, with an injected clock."""
 
-import argparse
 import io
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from bulwark.auth.cli import main
 from bulwark.auth.keys import read_keys
 from bulwark.auth.keys.commands import add_parser, run
+from bulwark.auth.keys.files import StoredKey, generate_key, write_key
+from bulwark.common.command_line import CommandParser
 
 T0 = 1_800_000_000
 ENV = {"BULWARK_ENV": "production", "JWKS_MAX_AGE_SECONDS": "60", "ACCESS_TOKEN_TTL_SECONDS": "300"}
@@ -19,7 +21,7 @@ RETIRE_WAIT = 1 + 300 + 60 + 60 + 1
 
 def keys_cli(directory: Path, *argv: str, now: int) -> tuple[int, str]:
     """Run ``bulwark-auth keys <argv> --dir directory`` at ``now``; (status, output)."""
-    parser = argparse.ArgumentParser()
+    parser = CommandParser()  # as bulwark-auth's: a kid may begin with "-"
     add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["keys", *argv, "--dir", str(directory)])
     out = io.StringIO()
@@ -29,6 +31,16 @@ def keys_cli(directory: Path, *argv: str, now: int) -> tuple[int, str]:
 
 def states(directory: Path) -> dict[str, str]:
     return {key.kid: key.state for key in read_keys(directory)}
+
+
+def key_whose_kid_begins_with(prefix: str, *, now: int) -> StoredKey:
+    """An active ES256 key whose kid (its RFC 7638 thumbprint, base64url) begins with
+    ``prefix``: one key in 64 has a kid that begins with "-", one in 4096 with "--"."""
+    for _ in range(200_000):
+        key = generate_key("production", now=now)
+        if key.kid.startswith(prefix):
+            return key
+    raise AssertionError(f"no kid beginning with {prefix!r}")  # odds: below 1e-20
 
 
 def test_a_full_life_cycle(tmp_path: Path) -> None:
@@ -79,6 +91,33 @@ def test_revoke_removes_the_key_file_at_once(tmp_path: Path) -> None:
     assert not (tmp_path / f"{active}.json").exists()
     assert list(states(tmp_path).values()) == ["active"]
     assert keys_cli(tmp_path, "revoke", active, now=T0 + 2)[0] == 1
+
+
+@pytest.mark.parametrize("prefix", ["-", "--"])
+def test_revoke_takes_a_kid_that_begins_with_a_dash(tmp_path: Path, prefix: str) -> None:
+    """The key-compromise procedure, whatever the kid: ``keys revoke -AbC…``."""
+    compromised = key_whose_kid_begins_with(prefix, now=T0)
+    write_key(tmp_path, compromised)
+    status, output = keys_cli(tmp_path, "revoke", compromised.kid, now=T0 + 1)
+    assert status == 0, output
+    assert compromised.kid not in states(tmp_path)
+    assert list(states(tmp_path).values()) == ["active"]  # its successor
+
+
+def test_the_entry_point_revokes_a_kid_that_begins_with_a_dash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    active = key_whose_kid_begins_with("-", now=T0)
+    upcoming = msgspec.structs.replace(
+        key_whose_kid_begins_with("-", now=T0), state="next", activated_at=None
+    )
+    write_key(tmp_path, active)
+    write_key(tmp_path, upcoming)
+    assert main(["keys", "revoke", active.kid, "--dir", str(tmp_path)]) == 0
+    assert states(tmp_path) == {upcoming.kid: "active"}
+    assert main(["keys", "revoke", "--dir", str(tmp_path), "--", upcoming.kid]) == 0
+    assert upcoming.kid not in states(tmp_path)
+    assert f"revoked {active.kid}" in capsys.readouterr().out
 
 
 def test_generate_binds_the_key_to_the_environment(tmp_path: Path) -> None:

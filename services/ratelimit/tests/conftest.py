@@ -69,12 +69,17 @@ async def key_prefix(redis_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (closed right after picking it)."""
+def free_port() -> Iterator[int]:
+    """A TCP port on 127.0.0.1 that nothing listens on: connections to it are refused.
+
+    The port stays bound (without listening) for the whole test: released at once, it could be
+    taken in between by any server that binds port 0 (another test's rate limiter, a Redis),
+    and the test would be talking to that server instead of to nothing.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
-    return port
+        yield port
 
 
 @pytest.fixture

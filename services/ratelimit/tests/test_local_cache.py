@@ -66,6 +66,10 @@ async def throwaway() -> AsyncIterator[redis.asyncio.Redis]:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.05)
+        # The port was free a moment ago; had another server taken it since, this test would
+        # count (and shut down) someone else's Redis.
+        server = await client.info("server")
+        assert server["process_id"] == process.pid, f"port {port} was taken by another Redis"
         yield client
     finally:
         await client.aclose()

@@ -3,6 +3,7 @@ counted again without a restart."""
 
 import asyncio
 import shutil
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -43,6 +44,11 @@ class ThrowawayRedis:
                         raise
                     await asyncio.sleep(0.05)
                 else:
+                    # The port was free a moment ago: make sure it is this process answering.
+                    server = await probe.info("server")
+                    assert server["process_id"] == self.process.pid, (
+                        f"port {self.port} was taken by another Redis"
+                    )
                     return
         finally:
             await probe.aclose()
@@ -59,10 +65,13 @@ class ThrowawayRedis:
 
 
 @pytest.fixture
-async def throwaway_redis(free_port: int) -> AsyncIterator[ThrowawayRedis]:
+async def throwaway_redis() -> AsyncIterator[ThrowawayRedis]:
     if REDIS_SERVER is None:
         pytest.skip("redis-server is not on PATH")
-    instance = ThrowawayRedis(free_port)
+    with socket.socket() as sock:  # free a moment ago; redis-server binds it at once
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    instance = ThrowawayRedis(port)
     await instance.start()
     yield instance
     await instance.stop()

@@ -28,6 +28,7 @@ from bulwark.common.anomaly_flags import (
     list_flags,
     review_flag,
 )
+from bulwark.common.command_line import CommandParser
 from bulwark.common.settings import env_str
 
 
@@ -39,8 +40,9 @@ def _listed_count(text: str) -> int:
     return count
 
 
-def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add the ``flags`` command and its actions to a service's subcommands."""
+def add_parser(commands: "argparse._SubParsersAction[CommandParser]") -> None:
+    """Add the ``flags`` command and its actions to a service's subcommands (a
+    `CommandParser`'s, so that ids, kinds and notes may begin with ``-``)."""
     parser = commands.add_parser("flags", help="list and review anomaly flags")
     actions = parser.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="list flags, newest first")

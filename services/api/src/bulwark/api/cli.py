@@ -4,13 +4,13 @@ bulwark-api serve                    run the HTTP service (default)
 bulwark-api flags list|review ...    the anomaly flags in DATABASE_URL (docs/anomalies.md)
 """
 
-import argparse
 import os
 import sys
 
 from bulwark.api.app import create_app
 from bulwark.api.settings import from_env
 from bulwark.common import flag_commands
+from bulwark.common.command_line import CommandParser
 from bulwark.common.http import serve
 from bulwark.common.logging import configure_logging
 from bulwark.common.metrics import MetricsBindError, start_metrics
@@ -34,7 +34,7 @@ def _serve() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bulwark-api`` command; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="bulwark-api")
+    parser = CommandParser(prog="bulwark-api")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the HTTP service")
     flag_commands.add_parser(commands)

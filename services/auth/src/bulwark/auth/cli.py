@@ -6,7 +6,6 @@ bulwark-auth keys generate|list|rotate|retire|revoke KID
 bulwark-auth flags list|review ...   the anomaly flags in DATABASE_URL (docs/anomalies.md)
 """
 
-import argparse
 import os
 import sys
 
@@ -15,6 +14,7 @@ from bulwark.auth.app import create_app
 from bulwark.auth.keys import commands as key_commands
 from bulwark.auth.settings import from_env
 from bulwark.common import flag_commands
+from bulwark.common.command_line import CommandParser
 from bulwark.common.http import serve
 from bulwark.common.logging import configure_logging
 from bulwark.common.metrics import MetricsBindError, start_metrics
@@ -41,7 +41,7 @@ def _serve() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bulwark-auth`` command; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="bulwark-auth")
+    parser = CommandParser(prog="bulwark-auth")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the HTTP service")
     key_commands.add_parser(commands)

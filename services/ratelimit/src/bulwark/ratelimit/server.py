@@ -104,6 +104,20 @@ def _peer_ip(peer: str) -> str | None:
     return None
 
 
+def _past_deadline(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
+    """Whether the caller's deadline has passed (False for a call without one).
+
+    gRPC's core cancels such a call by itself, but tells the handler only at its next
+    ``await``, and only if the news is processed before what the handler awaits: an answer
+    from Redis that arrives just before the deadline, read after it (a busy event loop),
+    ends the handler normally on a cancelled call. Sending that answer then fails in core,
+    and grpc.aio logs the failure at error with an ``ExecuteBatchError`` traceback unless its
+    own cancellation notice happened to be handled first.
+    """
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
+
+
 def _logged(method: str, behavior: _Behavior) -> _Behavior:
     async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         start = time.perf_counter()
@@ -111,15 +125,25 @@ def _logged(method: str, behavior: _Behavior) -> _Behavior:
         cancelled = False
         unbind = structlog.contextvars.bind_contextvars(request_id=_request_id(context))
         try:
-            response = await behavior(request, context)
+            answer = await behavior(request, context)
         except asyncio.CancelledError:
             cancelled = True  # the caller's deadline passed, or it went away
             raise
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # noqa: BLE001 - every error becomes a status, see _status_for
-            await context.abort(*_status_for(exc, method))
+            status = _status_for(exc, method)
+            if _past_deadline(context):
+                cancelled = True  # as below: a status would not be sent either
+                raise asyncio.CancelledError from None
+            await context.abort(*status)
         else:
+            if _past_deadline(context):
+                # Nobody waits for the answer: end as a cancelled call does, so that grpc.aio
+                # sends nothing (a CancelledError from a handler is logged at debug only).
+                cancelled = True
+                raise asyncio.CancelledError
+            response = answer
             return response
         finally:
             code = grpc.StatusCode.CANCELLED if cancelled else context.code() or grpc.StatusCode.OK

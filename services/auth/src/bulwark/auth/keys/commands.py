@@ -31,14 +31,16 @@ from bulwark.auth.keys.lifecycle import (
     plan_revoke,
     plan_rotate,
 )
+from bulwark.common.command_line import CommandParser
 from bulwark.common.settings import ENVIRONMENTS, env_environment, env_int
 
 
-def add_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add the ``keys`` command and its actions to ``bulwark-auth``'s subcommands."""
+def add_parser(commands: "argparse._SubParsersAction[CommandParser]") -> None:
+    """Add the ``keys`` command and its actions to ``bulwark-auth``'s subcommands (a
+    `CommandParser`'s: a KID may begin with ``-``, as about one thumbprint in 64 does)."""
     parser = commands.add_parser("keys", help="manage signing keys (docs/keys.md)")
     actions = parser.add_subparsers(dest="action", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = CommandParser(add_help=False)
     common.add_argument("--dir", help="key folder (default: $KEYS_DIR, else .bulwark/keys)")
     common.add_argument("--jwks-max-age", type=int, help="seconds (default $JWKS_MAX_AGE_SECONDS)")
     common.add_argument(
