@@ -13,6 +13,7 @@ within a few requests and a wait that should be bounded cannot hide.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -238,24 +239,47 @@ def test_an_exhausted_pool_answers_503_with_retry_after_and_logs_once(
     assert '"event":"unhandled_exception"' not in stack.log("api")
 
 
+def _raw_request(method: str, path: str, token: str, body: dict[str, str] | None) -> bytes:
+    text = json.dumps(body) if body is not None else ""
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: bulwark\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(text.encode())}\r\n\r\n{text}"
+    ).encode()
+
+
+def _send_and_hang_up(url: str, requests: list[bytes], wait: float) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    sockets = []
+    for request in requests:
+        sock = socket.create_connection((host, int(port)), timeout=5)
+        sock.sendall(request)
+        sockets.append(sock)
+    time.sleep(wait)
+    for sock in sockets:
+        sock.close()
+
+
+@pytest.mark.parametrize("route", AUTHENTICATED_ROUTES, ids=lambda r: f"{r[1]} {r[2]}")
 def test_requests_abandoned_mid_flight_give_their_connections_back(
+    stack: RunningStack, users: Users, route: tuple[str, str, str, dict[str, str] | None]
+) -> None:
+    """2 x pool size clients of a live session send a request and hang up before the answer:
+    afterwards the pools are idle, nothing is idle in a transaction, a live user is served."""
+    service, method, path, body = route
+    user = register(stack.auth_url)  # its own session: the route may end it
+    token = str(login(stack.auth_url, user)["access_token"])
+    request = _raw_request(method, path, token, body)
+    _send_and_hang_up(_url(stack, service, ""), [request] * (2 * POOL_SIZE), wait=0.05)
+    _assert_pools_idle_and_serving(stack, users.live, users.live_token)
+
+
+def test_requests_abandoned_while_holding_connections_give_them_back(
     stack: RunningStack, users: Users
 ) -> None:
-    """Clients that send a request needing the database and hang up while it waits: the
-    connections come back, nothing is left idle in a transaction, the API serves again."""
-    body = '{"title":"t","body":"gone"}'
-    request = (
-        f"POST /v1/notes HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {users.live_token}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
-    ).encode()
-    host, port = stack.api_url.removeprefix("http://").split(":")
+    """The hard case: clients hang up while their requests hold every connection (stuck on a
+    lock) and others wait for one. All come back; the API serves again."""
+    request = _raw_request("POST", "/v1/notes", users.live_token, {"title": "t", "body": "gone"})
     with NotesLocked(stack.databases["api"]):
-        sockets = []
-        for _ in range(2 * POOL_SIZE):
-            sock = socket.create_connection((host, int(port)), timeout=5)
-            sock.sendall(request)
-            sockets.append(sock)
-        time.sleep(0.3)  # the first POOL_SIZE hold connections, the others wait for one
-        for sock in sockets:
-            sock.close()
+        # The first POOL_SIZE hold connections, the others wait for one.
+        _send_and_hang_up(stack.api_url, [request] * (2 * POOL_SIZE), wait=0.3)
     _assert_pools_idle_and_serving(stack, users.live, users.live_token)
