@@ -12,7 +12,7 @@ UV ?= $(shell command -v uv 2>/dev/null \
 # --locked: fail if uv.lock is out of date with the pyproject files instead of rewriting it.
 UV_SYNC_FLAGS ?= $(if $(wildcard uv.lock),--locked,)
 
-.PHONY: help uv install promtool jq run demo test lint bench bench-ratelimit proto clean
+.PHONY: help uv install promtool jq run stop demo test lint bench bench-ratelimit proto clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -35,47 +35,63 @@ install: uv ## install every workspace package and the dev tools into .venv (uv 
 	@# that one package alone makes its files the ones on disk, on every install.
 	$(UV) sync --all-packages $(UV_SYNC_FLAGS) --quiet --reinstall-package opentelemetry-proto
 
-# promtool checks and unit-tests deploy/prometheus/bulwark-alerts.yml (tests/test_alert_rules.py).
-# Taken from PATH, else extracted from Debian's `prometheus` package (apt-get download, which
-# verifies it against the signed archive index) without installing the package, which would
-# start a Prometheus daemon.
-PROMTOOL := .bulwark/tools/bin/promtool
+# `make test` runs two command-line tools besides Python: promtool (it checks and unit-tests
+# deploy/prometheus/bulwark-alerts.yml, tests/test_alert_rules.py) and jq (it runs the one-liners
+# of docs/queries.md against real logs, tests/integration/test_log_queries.py). Each is taken
+# from PATH, else fetched: promtool extracted from Debian's `prometheus` package (apt-get
+# download, which verifies it against the signed archive index; the package is not installed,
+# which would start a Prometheus daemon), jq with `apt-get install jq`, which needs root.
+# Where that cannot be done, the target stops with one line saying what to install; apt's own
+# output goes to .bulwark/tools/<tool>-install.log.
+TOOLS := .bulwark/tools
+PROMTOOL := $(TOOLS)/bin/promtool
 
-promtool: ## install promtool into .bulwark/tools/bin (from Debian's prometheus package)
+promtool: ## install promtool into .bulwark/tools/bin unless on PATH (from Debian's prometheus package)
 	@if [ -x $(PROMTOOL) ] || command -v promtool >/dev/null 2>&1; then exit 0; fi; \
-	if ! command -v apt-get >/dev/null 2>&1; then \
-		echo "promtool: not on PATH, and no apt-get to fetch it; install Prometheus's promtool" >&2; \
-		exit 1; \
-	fi; \
+	mkdir -p $(TOOLS); log=$(TOOLS)/promtool-install.log; \
+	fail() { echo "promtool: not on PATH and $$1; install Prometheus's promtool (Debian and Ubuntu: apt-get install prometheus; elsewhere: https://prometheus.io/download/)" >&2; exit 1; }; \
+	command -v apt-get >/dev/null 2>&1 || fail "no apt-get here to fetch it"; \
+	echo "promtool: not on PATH; extracting it from Debian's prometheus package (apt-get download)"; \
 	tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
 	download() { (cd "$$tmp" && apt-get download -q prometheus); }; \
-	download || { [ "$$(id -u)" = 0 ] && apt-get update -q && download; } || exit 1; \
-	dpkg-deb -x "$$tmp"/prometheus_*.deb "$$tmp/root" || exit 1; \
+	{ download || { [ "$$(id -u)" = 0 ] && apt-get update -q && download; }; } >$$log 2>&1 \
+		|| fail "apt-get download prometheus failed (see $$log)"; \
+	dpkg-deb -x "$$tmp"/prometheus_*.deb "$$tmp/root" >>$$log 2>&1 \
+		|| fail "its package could not be unpacked (see $$log)"; \
 	mkdir -p $(dir $(PROMTOOL)); \
 	install -m 0755 "$$tmp/root/usr/bin/promtool" $(PROMTOOL); \
 	echo "promtool installed: $(PROMTOOL) ($$($(PROMTOOL) --version 2>&1 | head -n 1))"
 
-# jq runs the one-liners of docs/queries.md against real logs (tests/integration/test_log_queries.py).
-jq: ## install jq from Debian's packages unless it is on PATH (needs root and apt-get)
+jq: ## install jq unless it is on PATH (apt-get install jq, which needs root)
 	@if command -v jq >/dev/null 2>&1; then exit 0; fi; \
-	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
-		echo "jq: not on PATH; install it (Debian and Ubuntu: apt-get install jq)" >&2; exit 1; \
-	fi; \
-	apt-get install -y -q jq || { apt-get update -q && apt-get install -y -q jq; }
+	mkdir -p $(TOOLS); log=$(TOOLS)/jq-install.log; \
+	fail() { echo "jq: not on PATH and $$1; install jq (Debian and Ubuntu: apt-get install jq; macOS: brew install jq)" >&2; exit 1; }; \
+	command -v apt-get >/dev/null 2>&1 || fail "no apt-get here to install it"; \
+	[ "$$(id -u)" = 0 ] || fail "installing it with apt-get needs root"; \
+	echo "jq: not on PATH; installing it (apt-get install jq)"; \
+	{ apt-get install -y -q jq || { apt-get update -q && apt-get install -y -q jq; }; } >$$log 2>&1 \
+		|| fail "apt-get install jq failed (see $$log)"
 
-# RUN_ARGS, e.g. "--api-port 18000 --auth-port 18001 --ratelimit-port 15051", for other ports.
-run: install ## run the stack on 127.0.0.1 (api :8000, auth :8001, ratelimit :50051) until Ctrl-C
-	$(UV) run bulwark-dev run $(RUN_ARGS)
+# The stack runs from .venv/bin directly (not through `uv run`), so that `bulwark-dev` is
+# make's own child: signals reach it without a process in between.
+VENV_BIN := .venv/bin
 
-demo: install ## play a scripted mobile session against a running stack (make run first)
-	$(UV) run bulwark-dev demo
+# RUN_ARGS, e.g. "--api-port 28000 --auth-port 28001 --ratelimit-port 25051", "--free-ports"
+# or "--replace" (see `.venv/bin/bulwark-dev run --help`).
+run: install ## run the stack on 127.0.0.1 (api :8000, auth :8001, ratelimit :50051), restarting a service that exits, until Ctrl-C
+	$(VENV_BIN)/bulwark-dev run $(RUN_ARGS)
 
-# Without promtool (no apt-get here), the alert-rule tests are skipped, unless CI is set.
-test: install ## run every test (unit and integration)
-	@$(MAKE) --no-print-directory promtool || { [ -z "$${CI:-}" ] \
-		&& echo "make test: no promtool: the alert-rule tests will be skipped" >&2; }
-	@$(MAKE) --no-print-directory jq || { [ -z "$${CI:-}" ] \
-		&& echo "make test: no jq: the log-query tests will fail" >&2; }
+stop: ## stop what an earlier `make run` of this checkout left running
+	@test -x $(VENV_BIN)/bulwark-dev || { echo "stop: nothing installed, so nothing runs"; exit 0; }; \
+	$(VENV_BIN)/bulwark-dev stop
+
+# DEMO_ARGS, e.g. "--api http://127.0.0.1:28000 --auth http://127.0.0.1:28001"; by default the
+# URLs of the stack `make run` is running (.bulwark/run/stack.json), else the default ports.
+demo: install ## play a scripted mobile session against the running stack (make run first)
+	$(VENV_BIN)/bulwark-dev demo $(DEMO_ARGS)
+
+test: install ## run every test (unit and integration); needs jq and promtool, fetched when missing (jq: apt-get as root)
+	@$(MAKE) --no-print-directory --keep-going promtool jq
 	$(UV) run pytest
 
 lint: install ## ruff and mypy (strict)

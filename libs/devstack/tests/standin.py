@@ -1,8 +1,9 @@
-"""A stand-in service for the Stack tests: ``serve PORT``, ``crash`` or ``stubborn``.
+"""A stand-in service for the Stack tests: ``serve PORT``, ``lone PORT``, ``crash`` or
+``stubborn``.
 
 ``serve`` answers 200 on every GET, writes a line to stdout and stderr and leaves a grandchild
 running (a ``sleep``) whose pid it prints, so tests can check the whole group is stopped.
-``stubborn`` ignores SIGTERM and is never ready.
+``lone`` serves the same without a grandchild. ``stubborn`` ignores SIGTERM and is never ready.
 """
 
 import http.server
@@ -32,8 +33,9 @@ def main() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("ignoring SIGTERM", flush=True)
         time.sleep(300)
-    child = subprocess.Popen(["sleep", "300"])  # noqa: S607
-    print(f"grandchild {child.pid}", flush=True)
+    if mode == "serve":
+        child = subprocess.Popen(["sleep", "300"])  # noqa: S607
+        print(f"grandchild {child.pid}", flush=True)
     print("to stderr", file=sys.stderr, flush=True)
     http.server.HTTPServer(("127.0.0.1", int(sys.argv[2])), _Ok).serve_forever()
 

@@ -2,14 +2,24 @@
 
 import io
 import os
+import signal
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bulwark.devstack.net import free_port, http_ok
-from bulwark.devstack.stack import ServiceSpec, Stack, StackConfig, StackError, bulwark_services
+from bulwark.devstack.stack import (
+    Backoff,
+    ServiceSpec,
+    Stack,
+    StackConfig,
+    StackError,
+    bulwark_services,
+)
 
 STANDIN = str(Path(__file__).with_name("standin.py"))
 
@@ -24,11 +34,13 @@ def _alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split()[2] == "Z")
 
 
-def _serving(name: str, env: dict[str, str] | None = None) -> tuple[ServiceSpec, int]:
+def _serving(
+    name: str, env: dict[str, str] | None = None, mode: str = "serve"
+) -> tuple[ServiceSpec, int]:
     port = free_port()
     spec = ServiceSpec(
         name=name,
-        argv=[sys.executable, STANDIN, "serve", str(port)],
+        argv=[sys.executable, STANDIN, mode, str(port)],
         env=env or {},
         ready=lambda: http_ok(f"http://127.0.0.1:{port}/readyz"),
         ready_timeout=10,
@@ -125,3 +137,120 @@ def test_one_service_stops_and_starts_again_while_the_others_run(tmp_path: Path)
             stack.start_service("third")
     assert not http_ok(f"http://127.0.0.1:{first_port}/")
     assert not http_ok(f"http://127.0.0.1:{second_port}/")
+
+
+def test_backoff_doubles_up_to_its_cap() -> None:
+    backoff = Backoff(first=0.5, cap=30.0)
+    assert [backoff.delay(n) for n in range(1, 9)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+
+
+def _supervise_until(stack: Stack, done: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        stack.supervise()
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(60)
+def test_a_killed_service_is_restarted_with_backoff_while_the_other_serves(
+    tmp_path: Path,
+) -> None:
+    first, first_port = _serving("first", mode="lone")
+    second, second_port = _serving("second", mode="lone")
+    events: list[str] = []
+    backoff = Backoff(first=0.2, cap=0.4, stable_after=2.0)
+    with Stack(
+        [first, second], tmp_path, stop_grace=2.0, backoff=backoff, notify=events.append
+    ) as stack:
+        second_pid = stack.pid("second")
+        # Three exits in a row wait 0.2, 0.4 and 0.4 s (the cap); after two seconds up, the
+        # next one waits 0.2 s again.
+        for delay, pause in ((0.2, 0.0), (0.4, 0.0), (0.4, 0.0), (0.2, 2.1)):
+            time.sleep(pause)
+            old = stack.pid("first")
+            killed_at = time.monotonic()
+            os.kill(old, signal.SIGKILL)
+            second_answered: list[bool] = []
+
+            def first_is_back(old: int = old, answers: list[bool] = second_answered) -> bool:
+                answers.append(http_ok(f"http://127.0.0.1:{second_port}/"))
+                return stack.pids().get("first", old) != old
+
+            _supervise_until(stack, first_is_back)
+            assert time.monotonic() - killed_at >= delay
+            _supervise_until(stack, lambda: http_ok(f"http://127.0.0.1:{first_port}/"))
+            assert all(second_answered)
+            assert stack.pid("second") == second_pid
+        _supervise_until(stack, lambda: any("serving again" in e for e in events[-2:]))
+    assert not http_ok(f"http://127.0.0.1:{first_port}/")
+    assert stack.pids() == {}
+    waits = [e.split("restarting it in ")[1] for e in events if "restarting it in" in e]
+    assert waits == [
+        "0.2 s (exit 1 in a row)",
+        "0.4 s (exit 2 in a row)",
+        "0.4 s (exit 3 in a row)",
+        "0.2 s (exit 1 in a row)",
+    ]
+    assert events[0].startswith("first exited with code -9 after ")
+    assert any(e.startswith("first restarted (pid ") for e in events)
+
+
+def test_a_service_stopped_while_waiting_for_its_restart_stays_stopped(tmp_path: Path) -> None:
+    first, first_port = _serving("first", mode="lone")
+    events: list[str] = []
+    with Stack([first], tmp_path, backoff=Backoff(first=0.3), notify=events.append) as stack:
+        os.kill(stack.pid("first"), signal.SIGKILL)
+        _supervise_until(stack, lambda: bool(events))
+        stack.stop_service("first")
+        deadline = time.monotonic() + 0.6
+        while time.monotonic() < deadline:
+            stack.supervise()
+            time.sleep(0.05)
+        assert stack.pids() == {}
+        with pytest.raises(KeyError):
+            stack.stop_service("first")
+    assert not http_ok(f"http://127.0.0.1:{first_port}/")
+
+
+# A runner: starts one stand-in service with a Stack, prints its pid, then waits to be killed.
+_RUNNER = """
+import sys, time
+from pathlib import Path
+from bulwark.devstack.net import http_ok
+from bulwark.devstack.stack import ServiceSpec, Stack
+standin, port, logs = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+url = f"http://127.0.0.1:{port}/"
+spec = ServiceSpec("lone", [sys.executable, standin, "lone", port], {}, lambda: http_ok(url), 10)
+stack = Stack([spec], logs).start()
+print(stack.pid("lone"), flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.timeout(30)
+def test_services_die_with_a_runner_killed_by_sigkill(tmp_path: Path) -> None:
+    port = free_port()
+    runner = subprocess.Popen(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", _RUNNER, STANDIN, str(port), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    service = 0
+    try:
+        assert runner.stdout is not None
+        service = int(runner.stdout.readline())
+        assert http_ok(f"http://127.0.0.1:{port}/")
+        runner.kill()
+        runner.wait()
+        deadline = time.monotonic() + 3
+        while _alive(service) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(service), "the service outlived its runner"
+        assert not http_ok(f"http://127.0.0.1:{port}/")
+    finally:
+        runner.kill()
+        runner.wait()
+        if service and _alive(service):
+            os.killpg(service, signal.SIGKILL)

