@@ -1,4 +1,5 @@
-"""The strict JSON body check: every hostile body is a 4xx problem, never anything else."""
+"""The strict JSON body and query string checks: every hostile body or query is a 4xx
+problem, never anything else."""
 
 import json
 import sys
@@ -11,10 +12,12 @@ from hypothesis import strategies as st
 from bulwark.common.problems import BadRequest, Problem, UnsupportedMediaType, ValidationFailed
 from bulwark.common.request_bodies import (
     BODY_LIMITS,
+    MAX_QUERY_FIELDS,
     DuplicateKeyError,
     JsonLimits,
     RefusedJsonError,
     check_json_body,
+    check_query_string,
     loads_bounded,
 )
 
@@ -182,3 +185,51 @@ def test_fuzz_a_body_passes_or_is_a_4xx_problem(body: bytes) -> None:
     except Problem as refused:
         problem = refused
     assert problem is None or 400 <= problem.status < 500
+
+
+# --- query strings ------------------------------------------------------------------------
+
+
+def test_ordinary_query_strings_pass() -> None:
+    for query in (b"", b"limit=20", b"cursor=WyIy&limit=100", b"x=%C3%A9&y=&z", b"a+b=c+d"):
+        check_query_string(query)
+    check_query_string(b"&".join(b"p%d=1" % i for i in range(MAX_QUERY_FIELDS)))
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        b"\xff",
+        b"cursor=\xe9",
+        b"cursor=%FF",
+        b"cursor=%ED%A0%80",
+        b"&".join(b"p%d=1" % i for i in range(MAX_QUERY_FIELDS + 1)),
+        b"&" * 10_000,
+        b"n" * 65 + b"=1",
+        b"cursor=" + b"a" * 1025,
+    ],
+)
+def test_hostile_query_strings_are_400(query: bytes) -> None:
+    with pytest.raises(BadRequest):
+        check_query_string(query)
+
+
+@pytest.mark.parametrize("query", [b"limit=1&limit=2", b"limit=1&x=0&limit=1", b"x&x="])
+def test_a_parameter_given_twice_is_named(query: bytes) -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        check_query_string(query)
+    assert len(refused.value.errors) == 1
+    assert refused.value.errors[0].message == "appears more than once"
+
+
+@FUZZ
+@given(
+    st.binary(max_size=300) | st.from_regex(rb"([a-z%0-9A-F+]{0,8}=?[a-z0-9%A-F+]{0,12}&?){0,40}")
+)
+def test_fuzz_a_query_string_passes_or_is_a_400(query: bytes) -> None:
+    problem: Problem | None = None
+    try:
+        check_query_string(query)
+    except Problem as refused:
+        problem = refused
+    assert problem is None or problem.status == 400

@@ -1,4 +1,5 @@
-"""Strict request bodies: JSON only, UTF-8, bounded, and no key given twice.
+"""Strict request bodies and query strings: JSON only, UTF-8, bounded, and no key or
+parameter given twice.
 
 Run before every handler (Litestar ``before_request``). msgspec would take the last of two
 duplicate keys (a proxy or WAF reading the first would see another request) and hits the
@@ -15,6 +16,7 @@ import math
 import re
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, NamedTuple
+from urllib.parse import parse_qsl
 
 from litestar import Request
 
@@ -215,14 +217,58 @@ def check_json_body(body: bytes, media_type: str, params: dict[str, str]) -> Non
         raise BadRequest(f"The JSON body {refused.reason}.") from None
 
 
+#: Query strings: Bulwark's routes take a couple of short parameters (``cursor``: 200).
+MAX_QUERY_FIELDS = 32
+MAX_QUERY_NAME_LENGTH = 64
+MAX_QUERY_VALUE_LENGTH = 1024
+
+
+def check_query_string(query: bytes) -> None:
+    """Check a raw query string (``scope["query_string"]``) before the router reads it.
+
+    A parameter given twice is refused like a duplicate JSON key: the framework would take
+    one of them, and a proxy or WAF may read the other.
+
+    Raises:
+        ValidationFailed: a parameter appears twice (400, names it).
+        BadRequest: bytes outside ASCII, percent-escapes that are not UTF-8, more than
+            `MAX_QUERY_FIELDS` parameters, or a name or value too long (400).
+    """
+    if not query:
+        return
+    if query.count(b"&") >= MAX_QUERY_FIELDS:
+        raise BadRequest(f"The query string has more than {MAX_QUERY_FIELDS} parameters.")
+    try:
+        pairs = parse_qsl(
+            query.decode("ascii"),
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_QUERY_FIELDS,
+        )
+    except ValueError:  # UnicodeError included
+        raise BadRequest("The query string is not percent-encoded UTF-8.") from None
+    seen: set[str] = set()
+    for name, value in pairs:
+        if len(name) > MAX_QUERY_NAME_LENGTH or len(value) > MAX_QUERY_VALUE_LENGTH:
+            raise BadRequest("A query parameter's name or value is too long.")
+        if name in seen:
+            raise ValidationFailed([FieldError(name, "appears more than once")])
+        seen.add(name)
+
+
 def strict_json_bodies(
     *, form_paths: tuple[str, ...] = ()
 ) -> Callable[[Request[Any, Any, Any]], Coroutine[Any, Any, None]]:
-    """A ``before_request`` hook applying ``check_json_body`` to every request with a body,
-    except under ``form_paths`` (OAuth endpoints, which take forms and check them themselves)."""
+    """A ``before_request`` hook applying `check_query_string` to every request and
+    `check_json_body` to every request with a body, except under ``form_paths`` (OAuth
+    endpoints, which take forms, check them themselves and never read the query)."""
 
     async def hook(request: Request[Any, Any, Any]) -> None:
-        if request.method not in _BODY_METHODS or request.url.path.startswith(form_paths):
+        if request.url.path.startswith(form_paths):
+            return
+        check_query_string(request.scope.get("query_string", b""))
+        if request.method not in _BODY_METHODS:
             return
         body = await request.body()
         if body:
