@@ -43,6 +43,9 @@ LEEWAY_SECONDS = 60
 SUPPORTED_ALGORITHMS = frozenset({"ES256", "RS256"})
 #: Longest token accepted, in bytes; anything longer is rejected before parsing.
 MAX_TOKEN_BYTES = 4096
+#: Bounds of a fetched JWKS document (RFC 7517): a few keys; RSA moduli and ``x5c``
+#: certificates are the longest strings. A document beyond them is a failed fetch.
+JWKS_JSON_LIMITS = JsonLimits(max_depth=8, max_values=4096, max_string=16384, max_number=32)
 _FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
 _KID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
@@ -180,7 +183,7 @@ class JwksCache:
         try:
             response = await self._client.get(self._url)
             response.raise_for_status()
-            keys = self._parse(response.json())
+            keys = self._parse(loads_bounded(response.content, JWKS_JSON_LIMITS))
         except (httpx.HTTPError, ValueError, TypeError) as exc:
             # Keep serving the last good set; try again only after the backoff.
             _log.warning("jwks_fetch_failed", url=self._url, error=type(exc).__name__)
