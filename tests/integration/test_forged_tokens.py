@@ -346,6 +346,57 @@ def _real_key_payload(payload: bytes) -> Forge:
     return forge
 
 
+def _raw(header: Callable[[Genuine], bytes], payload: Callable[[Genuine], bytes]) -> Forge:
+    """Raw header and payload bytes (a callable gets the genuine token), signed with the REAL
+    key: only the parsing of these bytes can reject the token. Kept under the 4 KB token
+    cap, so that its size is not what rejects it."""
+
+    def forge(g: Genuine, _a: ec.EllipticCurvePrivateKey, _s: KeyServer) -> str:
+        signing_input = f"{b64url(header(g))}.{b64url(payload(g))}"
+        token = f"{signing_input}.{b64url(es256_signature(g.real_key, signing_input))}"
+        assert len(token) <= 4096, len(token)
+        return token
+
+    return forge
+
+
+def _header_with(extra: str) -> Callable[[Genuine], bytes]:
+    def header(g: Genuine) -> bytes:
+        return json.dumps(g.header, separators=(",", ":")).encode()[:-1] + extra.encode() + b"}"
+
+    return header
+
+
+def _claims_with(extra: str) -> Callable[[Genuine], bytes]:
+    def payload(g: Genuine) -> bytes:
+        claims = json.dumps(g.valid_claims(), separators=(",", ":")).encode()
+        return claims[:-1] + extra.encode() + b"}"
+
+    return payload
+
+
+def _genuine_header(g: Genuine) -> bytes:
+    return json.dumps(g.header, separators=(",", ":")).encode()
+
+
+def _genuine_claims(g: Genuine) -> bytes:
+    return json.dumps(g.valid_claims(), separators=(",", ":")).encode()
+
+
+def _lifetime(seconds_over: int, *, issued_ago: int = 0) -> Forge:
+    """Signed with the REAL key, living ``seconds_over`` longer than the genuine token's
+    lifetime (the issuer's ``ACCESS_TOKEN_TTL_SECONDS``), issued ``issued_ago`` seconds ago."""
+
+    def forge(g: Genuine, _a: ec.EllipticCurvePrivateKey, _s: KeyServer) -> str:
+        iat = int(time.time()) - issued_ago
+        lifetime = int(g.claims["exp"]) - int(g.claims["iat"])
+        return es256(
+            g.real_key, g.header, g.valid_claims(iat=iat, exp=iat + lifetime + seconds_over)
+        )
+
+    return forge
+
+
 def _without(claim: str) -> Forge:
     def forge(g: Genuine, _a: ec.EllipticCurvePrivateKey, _s: KeyServer) -> str:
         claims = g.valid_claims()
@@ -409,6 +460,54 @@ FORGERIES: dict[str, Forge] = {
     "no exp (real key)": _without("exp"),
     "no sub (real key)": _without("sub"),
     "no sid (real key)": _without("sid"),
+    # Parsers meet a token before its signature is known (issue 9): a deep or huge header
+    # or claim is a 401, never a RecursionError answered 500.
+    "header nesting 1000 arrays (real key)": _raw(
+        _header_with(',"x":' + "[" * 1000 + "]" * 1000), _genuine_claims
+    ),
+    "header nesting 1000 objects (real key)": _raw(
+        _header_with(',"x":' + '{"a":' * 400 + "1" + "}" * 400), _genuine_claims
+    ),
+    "header of 2000 open brackets": lambda g, _a, _s: (
+        f"{b64url(b'[' * 2000)}.{g.segments[1]}.{g.segments[2]}"
+    ),
+    "claim nesting 1000 arrays (real key)": _raw(
+        _genuine_header, _claims_with(',"x":' + "[" * 1000 + "]" * 1000)
+    ),
+    "claim nesting 20 arrays (real key)": _raw(
+        _genuine_header, _claims_with(',"x":' + "[" * 20 + "]" * 20)
+    ),
+    "claims of 2000 open brackets (real key)": _raw(_genuine_header, lambda _g: b"[" * 2000),
+    "claim array of 500 numbers (real key)": _raw(
+        _genuine_header, _claims_with(',"x":[' + ",".join(["0"] * 500) + "]")
+    ),
+    "claim number of 1000 digits (real key)": _raw(
+        _genuine_header, _claims_with(',"x":' + "9" * 1000)
+    ),
+    "claim 1e999999 (real key)": _raw(_genuine_header, _claims_with(',"x":1e999999')),
+    "exp NaN (real key)": _raw(_genuine_header, _claims_with(',"exp":NaN')),
+    "claim with a lone surrogate (real key)": _raw(_genuine_header, _claims_with(',"x":"\\udc00"')),
+    "claims not UTF-8 (real key)": _raw(
+        _genuine_header, lambda g: _genuine_claims(g)[:-1] + b',"x":"\xff"}'
+    ),
+    "claims with a BOM (real key)": _raw(
+        _genuine_header, lambda g: b"\xef\xbb\xbf" + _genuine_claims(g)
+    ),
+    "sub given twice (real key)": _raw(
+        _genuine_header, _claims_with(',"sub":"00000000-0000-0000-0000-000000000000"')
+    ),
+    "typ given twice (real key)": _raw(_header_with(',"typ":"JWT"'), _genuine_claims),
+    "header base64 with padding (real key)": lambda g, _a, _s: (
+        f"{b64url(_genuine_header(g))}==.{g.segments[1]}.{g.segments[2]}"
+    ),
+    # The verifier accepts no lifetime longer than the issuer's (issue 9): a leaked key
+    # cannot mint tokens that outlast its rotation.
+    "valid for a year (real key)": _lifetime(365 * 86400),
+    "valid for a day (real key)": _lifetime(86400),
+    "lifetime one second past the leeway (real key)": _lifetime(LEEWAY_SECONDS + 1),
+    "issued a month ago, expiring in a minute (real key)": _lifetime(
+        30 * 86400, issued_ago=30 * 86400 - 60
+    ),
 }
 
 
@@ -444,6 +543,35 @@ def test_forged_token_is_401_problem_json(
     response = httpx.get(f"{stack.api_url}/v1/me", headers=bearer(forged, genuine.user))
     assert_401_problem(response, case)
     assert key_server.hits == [], f"{case}: the API fetched {key_server.hits}"
+
+
+@pytest.mark.parametrize("case", list(FORGERIES))
+def test_forged_token_is_401_problem_json_at_the_auth_service(
+    stack: RunningStack,
+    genuine: Genuine,
+    attacker: ec.EllipticCurvePrivateKey,
+    key_server: KeyServer,
+    case: str,
+) -> None:
+    """The auth service verifies access tokens too (logout, sessions): the same forgeries
+    get the same answer there."""
+    forged = FORGERIES[case](genuine, attacker, key_server)
+    response = httpx.get(f"{stack.auth_url}/v1/auth/sessions", headers=bearer(forged, genuine.user))
+    assert_401_problem(response, case)
+    assert key_server.hits == [], f"{case}: the auth service fetched {key_server.hits}"
+
+
+def test_a_token_just_inside_the_lifetime_and_leeway_is_accepted(
+    stack: RunningStack,
+    genuine: Genuine,
+    attacker: ec.EllipticCurvePrivateKey,
+    key_server: KeyServer,
+) -> None:
+    """The control of the lifetime cases: the issuer's lifetime plus the leeway is allowed."""
+    token = _lifetime(LEEWAY_SECONDS)(genuine, attacker, key_server)
+    for url in (f"{stack.api_url}/v1/me", f"{stack.auth_url}/v1/auth/sessions"):
+        response = httpx.get(url, headers=bearer(token, genuine.user))
+        assert response.status_code == 200, response.text
 
 
 def test_token_in_the_query_string_is_401_even_when_genuine(

@@ -140,3 +140,28 @@ async def test_private_parts_and_foreign_algorithms_are_ignored(clock: Clock) ->
     )
     assert await cache.get("private") is None
     assert await cache.get("hmac") is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"[" * 5000, b'{"keys": [' + b"[" * 2000 + b"]" * 2000 + b"]}", b'{"keys": [], "keys": []}'],
+)
+async def test_a_hostile_jwks_document_is_a_failed_fetch(clock: Clock, content: bytes) -> None:
+    """A deep or ambiguous document (a JWKS URL pointing somewhere hostile) is a failed fetch
+    that keeps the last good set, never a RecursionError in every request."""
+    server = AuthServer()
+    hostile = False
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if hostile:
+            return httpx.Response(200, content=content, headers={"Cache-Control": "max-age=30"})
+        return await server.handle(request)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handle))
+    cache = JwksCache("http://auth/.well-known/jwks.json", client=client, clock=clock)
+    kid = str(server.keys[0].kid)
+    assert await cache.get(kid) is not None
+    hostile = True
+    clock.now += 301
+    assert await cache.get(kid) is not None  # the last good set, stale but served
+    assert await cache.get("unknown") is None

@@ -41,3 +41,11 @@ def test_rate_limiter_failure_mode_table_and_trusted_proxies() -> None:
     assert [str(n) for n in denied.trusted_proxies] == ["::1/128"]
     with pytest.raises(SettingsError, match="unknown endpoint"):
         from_env({**BASE, "RATELIMIT_FAILURE_MODES": "login=deny"})
+
+
+def test_the_longest_access_token_lifetime_is_the_auth_services_setting() -> None:
+    assert from_env(BASE).access_token_ttl == 900
+    assert from_env({**BASE, "ACCESS_TOKEN_TTL_SECONDS": "300"}).access_token_ttl == 300
+    for bad in ("59", "3601", "soon"):
+        with pytest.raises(SettingsError, match="ACCESS_TOKEN_TTL_SECONDS"):
+            from_env({**BASE, "ACCESS_TOKEN_TTL_SECONDS": bad})

@@ -65,5 +65,7 @@ async def test_an_rs256_active_key_signs_rs256_tokens_the_verifier_accepts(tmp_p
         lifetime=900,
     )
     assert jwt.decode(token, keys.private_key, algorithms=["RS256"]).header["alg"] == "RS256"
-    verifier = AccessTokenVerifier(Source(), issuer="https://auth.example", audience="bulwark-api")
+    verifier = AccessTokenVerifier(
+        Source(), issuer="https://auth.example", audience="bulwark-api", max_lifetime=900
+    )
     assert (await verifier.verify(token)).client_id == "app"

@@ -4,12 +4,16 @@ The verifier trusts only keys from the auth service's JWKS (RFC 7517), fetched o
 cached. The algorithm comes from the key (its JWK ``alg``), never from the token header; only
 ES256 and RS256 keys are usable, so ``none`` and HMAC tokens can never verify. Headers that
 point at other keys (``jku``, ``x5u``, ``jwk``, ``x5c``) and any ``crit`` header are rejected.
+
+Everything in a token is client input until the signature says otherwise: the header and
+the claims are decoded here with bounded parsers (size, nesting, member count) before joserfc
+sees them, so a hostile token is an ``InvalidAccessToken`` (401), never a crash. A validly
+signed token is refused too when it claims to live longer than the issuer's lifetime.
 """
 
 import asyncio
 import base64
 import binascii
-import json
 import re
 import time
 from collections.abc import Callable
@@ -17,13 +21,19 @@ from typing import Annotated, Any, Protocol
 
 import httpx
 import msgspec
-from joserfc import jwt
+from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 from litestar import Request
 
 from bulwark.common.logging import get_logger
 from bulwark.common.problems import BadRequest, Unauthorized
+from bulwark.common.request_bodies import (
+    DuplicateKeyError,
+    JsonLimits,
+    RefusedJsonError,
+    loads_bounded,
+)
 
 _log = get_logger(__name__)
 
@@ -33,8 +43,18 @@ LEEWAY_SECONDS = 60
 SUPPORTED_ALGORITHMS = frozenset({"ES256", "RS256"})
 #: Longest token accepted, in bytes; anything longer is rejected before parsing.
 MAX_TOKEN_BYTES = 4096
+#: Bounds of a fetched JWKS document (RFC 7517): a few keys; RSA moduli and ``x5c``
+#: certificates are the longest strings. A document beyond them is a failed fetch.
+JWKS_JSON_LIMITS = JsonLimits(max_depth=8, max_values=4096, max_string=16384, max_number=32)
 _FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
-_KID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_KID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+#: Bounds of a decoded JOSE header or claims set, checked before any other parser sees them
+#: (joserfc's would recurse into a deeply nested one and fail with a RecursionError). Ours
+#: are flat objects of a dozen strings and numbers; ``aud`` may be a list.
+TOKEN_JSON_LIMITS = JsonLimits(
+    max_depth=4, max_values=128, max_string=MAX_TOKEN_BYTES, max_number=24
+)
 
 
 class InvalidAccessToken(Exception):  # noqa: N818  # RFC 6750 error code "invalid_token"
@@ -62,14 +82,21 @@ class AccessTokenClaims(msgspec.Struct, frozen=True):
     kid: str = ""
 
 
-def _b64url_json(segment: str) -> dict[str, object]:
-    padded = segment + "=" * (-len(segment) % 4)
+def _segment_json(segment: str, what: str) -> dict[str, object]:
+    """A JOSE header or claims segment: strict base64url (RFC 7515 §2, no padding) of a JSON
+    object within `TOKEN_JSON_LIMITS`, parsed without recursion."""
+    if not _BASE64URL.fullmatch(segment) or len(segment) % 4 == 1:
+        raise InvalidAccessToken(f"{what} is not base64url")
     try:
-        value = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
-    except (binascii.Error, ValueError, UnicodeError):
-        raise InvalidAccessToken("header is not base64url JSON") from None
+        value = loads_bounded(
+            base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)), TOKEN_JSON_LIMITS
+        )
+    except DuplicateKeyError:
+        raise InvalidAccessToken(f"{what} gives a member twice") from None
+    except (RefusedJsonError, binascii.Error) as refused:
+        raise InvalidAccessToken(f"{what} is refused: {refused}") from None
     if not isinstance(value, dict):
-        raise InvalidAccessToken("header is not a JSON object")
+        raise InvalidAccessToken(f"{what} is not a JSON object")
     return value
 
 
@@ -156,7 +183,7 @@ class JwksCache:
         try:
             response = await self._client.get(self._url)
             response.raise_for_status()
-            keys = self._parse(response.json())
+            keys = self._parse(loads_bounded(response.content, JWKS_JSON_LIMITS))
         except (httpx.HTTPError, ValueError, TypeError) as exc:
             # Keep serving the last good set; try again only after the backoff.
             _log.warning("jwks_fetch_failed", url=self._url, error=type(exc).__name__)
@@ -192,20 +219,29 @@ class JwksCache:
 
 
 class AccessTokenVerifier:
-    """Verifies access tokens for one issuer and audience against a ``KeySource``."""
+    """Verifies access tokens for one issuer and audience against a ``KeySource``.
 
-    def __init__(self, jwks: KeySource, *, issuer: str, audience: str) -> None:
+    ``max_lifetime`` is the longest ``exp - iat`` accepted, in seconds: the issuer's
+    access-token lifetime (``ACCESS_TOKEN_TTL_SECONDS``). A token claiming to live longer,
+    even one validly signed, is refused: a leaked signing key cannot mint tokens that
+    outlast its rotation by more than this.
+    """
+
+    def __init__(self, jwks: KeySource, *, issuer: str, audience: str, max_lifetime: int) -> None:
         self._jwks = jwks
         self._issuer = issuer
         self._audience = audience
+        self._max_lifetime = max_lifetime
 
     async def verify(self, token: str) -> AccessTokenClaims:
         """Verify ``token`` (JWS compact form) and return its claims.
 
-        Checks, in order: size and shape; header ``typ`` is ``at+jwt`` (RFC 9068 §4);
-        no ``jku``/``x5u``/``jwk``/``x5c``/``crit``; ``kid`` is in the JWKS; ``alg`` equals
-        the key's own ``alg``; the signature; ``iss`` and ``aud`` exactly; ``exp``, ``nbf``,
-        ``iat`` with ``LEEWAY_SECONDS``; the claims Bulwark requires.
+        Checks, in order: size and shape; the header and claims are base64url JSON objects
+        within `TOKEN_JSON_LIMITS`, no member given twice; header ``typ`` is ``at+jwt``
+        (RFC 9068 §4); no ``jku``/``x5u``/``jwk``/``x5c``/``crit``; ``kid`` is in the JWKS;
+        ``alg`` equals the key's own ``alg``; the signature; ``iss`` and ``aud`` exactly;
+        ``exp``, ``nbf``, ``iat`` with ``LEEWAY_SECONDS``; ``exp - iat`` at most
+        ``max_lifetime + LEEWAY_SECONDS``; the claims Bulwark requires.
 
         Raises:
             InvalidAccessToken: any check failed.
@@ -213,14 +249,18 @@ class AccessTokenVerifier:
         """
         if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
             raise InvalidAccessToken("not a compact JWS of acceptable size")
-        header = _b64url_json(token.split(".", 1)[0])
+        header_segment, claims_segment, _ = token.split(".")
+        header = _segment_json(header_segment, "header")
+        # Parsed here, before the signature is checked, so that a hostile payload costs a
+        # bounded parse and nothing else; these are the claims used once it verifies.
+        raw_claims = _segment_json(claims_segment, "claims")
         typ = header.get("typ")
         if not isinstance(typ, str) or typ.lower() not in {"at+jwt", "application/at+jwt"}:
             raise InvalidAccessToken("typ is not at+jwt")
         if _FORBIDDEN_HEADERS & header.keys():
             raise InvalidAccessToken("header names a key source or crit")
         kid = header.get("kid")
-        if not isinstance(kid, str) or not _KID.match(kid):
+        if not isinstance(kid, str) or not _KID.fullmatch(kid):
             raise InvalidAccessToken("kid missing or malformed")
         key = await self._jwks.get(kid)
         if key is None:
@@ -229,14 +269,18 @@ class AccessTokenVerifier:
         if header.get("alg") != algorithm:
             raise InvalidAccessToken("alg does not match the key")
         try:
-            decoded = jwt.decode(token, key, algorithms=[str(algorithm)])
-            self._registry().validate(decoded.claims)
-            claims = msgspec.convert({**decoded.claims, "kid": kid}, AccessTokenClaims)
+            jws.deserialize_compact(token, key, algorithms=[str(algorithm)])
+            self._registry().validate(raw_claims)
+            claims = msgspec.convert({**raw_claims, "kid": kid}, AccessTokenClaims)
         except (JoseError, ValueError, TypeError, msgspec.ValidationError) as exc:
             raise InvalidAccessToken(f"rejected: {type(exc).__name__}") from None
         audiences = [claims.aud] if isinstance(claims.aud, str) else claims.aud
         if self._audience not in audiences:
             raise InvalidAccessToken("wrong audience")
+        if claims.iat > time.time() + LEEWAY_SECONDS:
+            raise InvalidAccessToken("issued in the future")
+        if claims.exp - claims.iat > self._max_lifetime + LEEWAY_SECONDS:
+            raise InvalidAccessToken("lifetime longer than accepted")
         return claims
 
     def _registry(self) -> jwt.JWTClaimsRegistry:

@@ -1,13 +1,22 @@
-"""Strict request bodies: JSON only, UTF-8, shallow, and no key given twice.
+"""Strict request bodies and query strings: JSON only, UTF-8, bounded, and no key or
+parameter given twice.
 
 Run before every handler (Litestar ``before_request``). msgspec would take the last of two
 duplicate keys (a proxy or WAF reading the first would see another request) and hits the
-recursion limit on deeply nested input; both are refused here with a 4xx before decoding.
+recursion limit on deeply nested input; both are refused here with a 4xx before decoding,
+as are documents too wide, strings or numbers too long, non-finite numbers, lone surrogates,
+a byte order mark and bytes that are not UTF-8 (RFC 8259 §8.1).
+
+`loads_bounded` is the parser; the access-token verifier uses it for JOSE headers and claims
+with tighter `JsonLimits`.
 """
 
 import json
-from collections.abc import Callable, Coroutine
-from typing import Any
+import math
+import re
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, NamedTuple
+from urllib.parse import parse_qsl
 
 from litestar import Request
 
@@ -18,66 +27,248 @@ from bulwark.common.problems import (
     ValidationFailed,
 )
 
-#: Deepest nesting of arrays and objects accepted; Bulwark's bodies need three levels.
-MAX_JSON_DEPTH = 16
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-class _DuplicateKeyError(ValueError):
+class JsonLimits(NamedTuple):
+    """Bounds of a JSON document. Depth counts containers (``{}`` is 1, ``{"a": []}`` is 2);
+    ``max_values`` counts every value, containers included, and every object key; lengths are
+    in characters (a number's length is that of its literal)."""
+
+    max_depth: int
+    max_values: int
+    max_string: int
+    max_number: int
+
+
+#: Request bodies: Bulwark's need three levels, a few fields and at most 10 000 characters
+#: in one string (a note's body).
+BODY_LIMITS = JsonLimits(max_depth=16, max_values=1024, max_string=16384, max_number=40)
+#: Deepest nesting of arrays and objects accepted in a request body.
+MAX_JSON_DEPTH = BODY_LIMITS.max_depth
+
+
+class RefusedJsonError(ValueError):
+    """The document is not JSON within its `JsonLimits`. ``reason`` completes the sentence
+    "The JSON body ..." and names nothing internal."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DuplicateKeyError(RefusedJsonError):
+    """An object gives ``key`` twice (RFC 8259 §4: names SHOULD be unique; we insist)."""
+
     def __init__(self, key: str) -> None:
-        super().__init__(key)
+        super().__init__("gives a key more than once")
         self.key = key
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise _DuplicateKeyError(key)
-        seen[key] = value
-    return seen
+# A string literal (possessive, so an unterminated one costs one linear scan, not a
+# quadratic search) or a bracket: the brackets outside strings give the nesting.
+_STRING_OR_BRACKET = re.compile(r'"(?:[^"\\]|\\.)*+"?|[\[\]{}]', re.DOTALL)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _depth(value: Any, limit: int) -> int:
-    if limit < 0:
-        return 0
-    if isinstance(value, dict):
-        return 1 + max((_depth(item, limit - 1) for item in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(item, limit - 1) for item in value), default=0)
-    return 0
+def _check_nesting(text: str, max_depth: int) -> None:
+    if text.count("[") + text.count("{") <= max_depth:
+        return  # the common case: no need to look closer
+    depth = 0
+    for match in _STRING_OR_BRACKET.finditer(text):
+        char = match.group()
+        if char in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise RefusedJsonError(f"is nested deeper than {max_depth} levels")
+        elif char in "]}":
+            depth -= 1
+
+
+def loads_bounded(data: bytes | str, limits: JsonLimits) -> Any:
+    """Parse ``data`` (UTF-8 JSON text, RFC 8259) within ``limits``.
+
+    Nesting is measured on the text before the parser runs, so a deep document never
+    reaches a recursive parser; numbers and objects are checked as they are parsed, arrays
+    right after.
+
+    Raises:
+        DuplicateKeyError: an object gives a key twice.
+        RefusedJsonError: not UTF-8, a byte order mark, not JSON (trailing data included),
+            ``NaN``/``Infinity`` or a number that overflows to infinity, or a limit exceeded.
+    """
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RefusedJsonError("is not valid UTF-8") from None
+    if data.startswith("\ufeff"):
+        raise RefusedJsonError("starts with a byte order mark")
+    _check_nesting(data, limits.max_depth)
+    counter = _Counter(limits)
+    try:
+        document = json.loads(
+            data,
+            object_pairs_hook=counter.on_object,
+            parse_int=counter.on_int,
+            parse_float=counter.on_float,
+            parse_constant=_refuse_constant,
+        )
+    except RefusedJsonError:
+        raise
+    except (ValueError, RecursionError):
+        # No RecursionError can come from below the nesting bound; kept as a last line.
+        raise RefusedJsonError("is not valid JSON") from None
+    counter.arrays(document)
+    return document
+
+
+def _refuse_constant(name: str) -> None:
+    raise RefusedJsonError(f"has {name}, which is not JSON")
+
+
+class _Counter:
+    """Counts values for `loads_bounded`: every value (containers included) and every key
+    counts one. Numbers count as the parser meets them, objects as they are built (their
+    keys and their string, boolean and null members), arrays after parsing."""
+
+    def __init__(self, limits: JsonLimits) -> None:
+        self.limits = limits
+        self.values = 0
+
+    def add(self, values: int) -> None:
+        self.values += values
+        if self.values > self.limits.max_values:
+            raise RefusedJsonError(f"has more than {self.limits.max_values} values")
+
+    def _literal(self, literal: str) -> None:
+        self.add(1)
+        if len(literal) > self.limits.max_number:
+            raise RefusedJsonError(f"has a number longer than {self.limits.max_number} characters")
+
+    def on_int(self, literal: str) -> int:
+        self._literal(literal)
+        return int(literal)
+
+    def on_float(self, literal: str) -> float:
+        self._literal(literal)
+        value = float(literal)
+        if not math.isfinite(value):
+            raise RefusedJsonError("has a number too large to represent")
+        return value
+
+    def _check_string(self, value: str) -> None:
+        if len(value) > self.limits.max_string:
+            raise RefusedJsonError(f"has a string longer than {self.limits.max_string} characters")
+        if _LONE_SURROGATE.search(value):
+            raise RefusedJsonError("has a string that is not Unicode text (a lone surrogate)")
+
+    def _scalars(self, items: Iterable[object]) -> int:
+        """How many of ``items`` are strings, booleans or null (checking the strings)."""
+        scalars = 0
+        for item in items:
+            if isinstance(item, str):
+                self._check_string(item)
+            if item is None or isinstance(item, str | bool):
+                scalars += 1
+        return scalars
+
+    def on_object(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        self.add(1 + len(pairs) + self._scalars(value for _, value in pairs))
+        document: dict[str, Any] = {}
+        for key, value in pairs:
+            self._check_string(key)
+            if key in document:
+                raise DuplicateKeyError(key)
+            document[key] = value
+        return document
+
+    def arrays(self, document: object) -> None:
+        """Count and check every array (iteratively; the depth is bounded already), and a
+        document that is a lone string."""
+        if isinstance(document, str):
+            self._check_string(document)
+        stack = [document]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, dict):
+                stack.extend(item for item in value.values() if isinstance(item, list | dict))
+            elif isinstance(value, list):
+                self.add(1 + self._scalars(value))
+                stack.extend(item for item in value if isinstance(item, list | dict))
 
 
 def check_json_body(body: bytes, media_type: str, params: dict[str, str]) -> None:
-    """Check a request body before it is decoded.
+    """Check a request body before it is decoded (limits: `BODY_LIMITS`).
 
     Raises:
         UnsupportedMediaType: the body is not ``application/json`` in UTF-8 (415).
         ValidationFailed: a key appears twice in one object (400, names the key).
-        BadRequest: not JSON, or nested deeper than ``MAX_JSON_DEPTH`` (400).
+        BadRequest: not UTF-8 JSON, or beyond a limit: nesting, values, string or number
+            length, a non-finite number, a lone surrogate (400, says which).
     """
     if media_type != "application/json" or params.get("charset", "utf-8").lower() != "utf-8":
         raise UnsupportedMediaType("Send the body as application/json in UTF-8.")
     try:
-        document = json.loads(body, object_pairs_hook=_no_duplicates)
-    except _DuplicateKeyError as duplicate:
+        loads_bounded(body, BODY_LIMITS)
+    except DuplicateKeyError as duplicate:
         raise ValidationFailed([FieldError(duplicate.key[:64], "appears more than once")]) from None
-    except RecursionError:
-        raise BadRequest("The JSON body is nested too deeply.") from None
-    except ValueError:
-        raise BadRequest("The body is not valid JSON.") from None
-    if _depth(document, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        raise BadRequest("The JSON body is nested too deeply.")
+    except RefusedJsonError as refused:
+        raise BadRequest(f"The JSON body {refused.reason}.") from None
+
+
+#: Query strings: Bulwark's routes take a couple of short parameters (``cursor``: 200).
+MAX_QUERY_FIELDS = 32
+MAX_QUERY_NAME_LENGTH = 64
+MAX_QUERY_VALUE_LENGTH = 1024
+
+
+def check_query_string(query: bytes) -> None:
+    """Check a raw query string (``scope["query_string"]``) before the router reads it.
+
+    A parameter given twice is refused like a duplicate JSON key: the framework would take
+    one of them, and a proxy or WAF may read the other.
+
+    Raises:
+        ValidationFailed: a parameter appears twice (400, names it).
+        BadRequest: bytes outside ASCII, percent-escapes that are not UTF-8, more than
+            `MAX_QUERY_FIELDS` parameters, or a name or value too long (400).
+    """
+    if not query:
+        return
+    if query.count(b"&") >= MAX_QUERY_FIELDS:
+        raise BadRequest(f"The query string has more than {MAX_QUERY_FIELDS} parameters.")
+    try:
+        pairs = parse_qsl(
+            query.decode("ascii"),
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_QUERY_FIELDS,
+        )
+    except ValueError:  # UnicodeError included
+        raise BadRequest("The query string is not percent-encoded UTF-8.") from None
+    seen: set[str] = set()
+    for name, value in pairs:
+        if len(name) > MAX_QUERY_NAME_LENGTH or len(value) > MAX_QUERY_VALUE_LENGTH:
+            raise BadRequest("A query parameter's name or value is too long.")
+        if name in seen:
+            raise ValidationFailed([FieldError(name, "appears more than once")])
+        seen.add(name)
 
 
 def strict_json_bodies(
     *, form_paths: tuple[str, ...] = ()
 ) -> Callable[[Request[Any, Any, Any]], Coroutine[Any, Any, None]]:
-    """A ``before_request`` hook applying ``check_json_body`` to every request with a body,
-    except under ``form_paths`` (OAuth endpoints, which take forms and check them themselves)."""
+    """A ``before_request`` hook applying `check_query_string` to every request and
+    `check_json_body` to every request with a body, except under ``form_paths`` (OAuth
+    endpoints, which take forms, check them themselves and never read the query)."""
 
     async def hook(request: Request[Any, Any, Any]) -> None:
-        if request.method not in _BODY_METHODS or request.url.path.startswith(form_paths):
+        if request.url.path.startswith(form_paths):
+            return
+        check_query_string(request.scope.get("query_string", b""))
+        if request.method not in _BODY_METHODS:
             return
         body = await request.body()
         if body:

@@ -105,7 +105,10 @@ def create_app(settings: ApiSettings) -> ASGIApp:
                 ratelimit=ratelimit,
                 revocations=revocations,
                 verifier=AccessTokenVerifier(
-                    jwks, issuer=settings.issuer, audience=settings.audience
+                    jwks,
+                    issuer=settings.issuer,
+                    audience=settings.audience,
+                    max_lifetime=settings.access_token_ttl,
                 ),
             )
             yield

@@ -48,6 +48,9 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     jwks_min_refresh: int = 30
     issuer: str
     audience: str = "bulwark-api"
+    #: The longest access-token lifetime (``exp - iat``) accepted, in seconds: the auth
+    #: service's ``ACCESS_TOKEN_TTL_SECONDS``, under the same name.
+    access_token_ttl: int = 900
     ratelimit_target: str = "127.0.0.1:50051"
     ratelimit_timeout: float = 1.0
     ratelimit_failure_modes: dict[str, FailureMode] = msgspec.field(
@@ -72,6 +75,14 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
         """Whether ``endpoint`` (a key of `RATELIMIT_FAILURE_MODES`) is served when the
         rate-limit service cannot answer. Raises KeyError for an endpoint not in the table."""
         return self.ratelimit_failure_modes[endpoint] == "allow"
+
+
+def _access_token_ttl(env: Mapping[str, str]) -> int:
+    """``ACCESS_TOKEN_TTL_SECONDS``: 60 to 3600, as at the auth service."""
+    ttl = env_int(env, "ACCESS_TOKEN_TTL_SECONDS", 900, minimum=60)
+    if ttl > 3600:
+        raise SettingsError("ACCESS_TOKEN_TTL_SECONDS must be at most 3600")
+    return ttl
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
@@ -107,6 +118,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
         jwks_min_refresh=env_int(env, "JWKS_MIN_REFRESH_SECONDS", 30, minimum=1),
         issuer=env_str(env, "ISSUER", "http://127.0.0.1:8001" if local else None).rstrip("/"),
         audience=env_str(env, "AUDIENCE", "bulwark-api"),
+        access_token_ttl=_access_token_ttl(env),
         ratelimit_target=env_str(env, "RATELIMIT_TARGET", "127.0.0.1:50051"),
         ratelimit_timeout=env_int(env, "RATELIMIT_TIMEOUT_MS", 1000, minimum=1) / 1000,
         ratelimit_failure_modes=env_failure_modes(

@@ -136,7 +136,10 @@ def create_app(settings: AuthSettings) -> ASGIApp:
                 revocations=revocations,
                 login_anomalies=login_anomalies,
                 verifier=AccessTokenVerifier(
-                    LocalKeys(keys), issuer=settings.issuer, audience=settings.audience
+                    LocalKeys(keys),
+                    issuer=settings.issuer,
+                    audience=settings.audience,
+                    max_lifetime=settings.access_token_ttl,
                 ),
             )
             yield

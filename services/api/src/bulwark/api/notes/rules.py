@@ -2,6 +2,7 @@
 
 import base64
 import binascii
+import re
 import uuid
 from datetime import UTC, datetime
 
@@ -11,6 +12,9 @@ from bulwark.common.problems import FieldError, ValidationFailed
 from bulwark.common.schemas import has_control_characters
 
 _ALLOWED_CONTROLS = frozenset({"\n", "\t"})
+#: Longest cursor accepted, in characters (ours are about 80).
+MAX_CURSOR_LENGTH = 200
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def check_text(field: str, value: str, *, multiline: bool) -> str:
@@ -28,7 +32,7 @@ def check_text(field: str, value: str, *, multiline: bool) -> str:
     return text
 
 
-class Cursor(msgspec.Struct, array_like=True, frozen=True):
+class Cursor(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
     """Position after the last note of a page: its ``created_at`` and ``id``."""
 
     created_at: datetime
@@ -41,18 +45,27 @@ def encode_cursor(cursor: Cursor) -> str:
 
 
 def decode_cursor(raw: str) -> Cursor:
-    """Parse a cursor from ``encode_cursor``.
+    """Parse a cursor from ``encode_cursor``: at most `MAX_CURSOR_LENGTH` characters of
+    unpadded base64url holding exactly ``[created_at, id]``, with a zone and within the years
+    Postgres holds. The typed decoder stops at the first unexpected token, so a deep or wide
+    forgery costs nothing.
 
     Raises:
         ValidationFailed: the cursor is not one we issued (field ``cursor``).
     """
+    if len(raw) > MAX_CURSOR_LENGTH or not _BASE64URL.fullmatch(raw) or len(raw) % 4 == 1:
+        raise _not_a_cursor()
     try:
         padded = raw + "=" * (-len(raw) % 4)
         cursor = msgspec.json.decode(base64.urlsafe_b64decode(padded), type=Cursor)
         # A time Postgres cannot hold (year 0 or 10000 once in UTC) is not one we issued.
         in_utc = cursor.created_at.astimezone(UTC)
     except (ValueError, OverflowError, binascii.Error, msgspec.DecodeError):
-        raise ValidationFailed([FieldError("cursor", "is not a valid cursor")]) from None
+        raise _not_a_cursor() from None
     if cursor.created_at.tzinfo is None or not 1 <= in_utc.year <= 9999:
-        raise ValidationFailed([FieldError("cursor", "is not a valid cursor")])
+        raise _not_a_cursor()
     return cursor
+
+
+def _not_a_cursor() -> ValidationFailed:
+    return ValidationFailed([FieldError("cursor", "is not a valid cursor")])

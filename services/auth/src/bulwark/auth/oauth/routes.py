@@ -8,6 +8,7 @@ because OAuth client libraries parse that shape.
 import base64
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
@@ -20,6 +21,7 @@ from bulwark.common import rate_limits
 from bulwark.common.db import Database
 from bulwark.common.logging import get_logger
 from bulwark.common.metrics import count_refresh_reuse
+from bulwark.common.schemas import has_control_characters
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _FORM = "application/x-www-form-urlencoded"
@@ -44,22 +46,57 @@ def on_oauth_error(_request: Request[Any, Any, Any], exc: Exception) -> Response
     )
 
 
-async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
-    """The form parameters, each present at most once (RFC 6749 §3.2).
+#: Form limits (RFC 6749 requests have a handful of short parameters; refresh tokens are
+#: 48 characters). Beyond any of them the request is ``invalid_request``.
+MAX_FORM_FIELDS = 16
+MAX_FORM_NAME_LENGTH = 64
+MAX_FORM_VALUE_LENGTH = 2048
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    """The parameters of an ``application/x-www-form-urlencoded`` body (UTF-8 after
+    percent-decoding, RFC 6749 Appendix B), each present at most once (RFC 6749 §3.2).
 
     Raises:
-        OAuthError: ``invalid_request`` when the body is not a form or repeats a parameter.
+        OAuthError: ``invalid_request`` when the body is not such a form (raw bytes outside
+            ASCII, percent-escapes that are not UTF-8), has more than `MAX_FORM_FIELDS`
+            fields, a name or value too long, an empty name, a control character, or a
+            parameter given twice.
     """
-    if request.content_type[0] != _FORM:
-        raise OAuthError("invalid_request", f"The body must be {_FORM}.")
-    form = await request.form()
+    if body.count(b"&") >= MAX_FORM_FIELDS:
+        raise OAuthError("invalid_request", f"At most {MAX_FORM_FIELDS} parameters.")
+    try:
+        pairs = parse_qsl(
+            body.decode("ascii"),
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FORM_FIELDS,
+        )
+    except ValueError:  # UnicodeError included
+        raise OAuthError("invalid_request", "The body is not a UTF-8 form.") from None
     params: dict[str, str] = {}
-    for name in form:
-        values = form.getall(name)
-        if len(values) != 1 or not isinstance(values[0], str):
+    for name, value in pairs:
+        if not 0 < len(name) <= MAX_FORM_NAME_LENGTH or len(value) > MAX_FORM_VALUE_LENGTH:
+            raise OAuthError("invalid_request", "A parameter name or value is too long.")
+        if has_control_characters(name) or has_control_characters(value):
+            raise OAuthError("invalid_request", "Parameters must not hold control characters.")
+        if name in params:
             raise OAuthError("invalid_request", "Each parameter must appear once.")
-        params[name] = values[0]
+        params[name] = value
     return params
+
+
+async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """The form parameters (`parse_form`) of a form-encoded request in UTF-8.
+
+    Raises:
+        OAuthError: ``invalid_request`` when the body is not such a form.
+    """
+    media_type, media_params = request.content_type
+    if media_type != _FORM or media_params.get("charset", "utf-8").lower() != "utf-8":
+        raise OAuthError("invalid_request", f"The body must be {_FORM} in UTF-8.")
+    return parse_form(await request.body())
 
 
 def _subject(access_token: str) -> str:

@@ -1,7 +1,8 @@
 """Rules for user input: email, password and display-name policies.
 
 Each ``check_*`` returns the normalised value or raises ``ValidationFailed`` naming the field
-as the client sent it (``email``, ``password``, ``displayName``).
+as the client sent it (``email``, ``password``, ``displayName``). ``normalise_email`` is the
+one email rule, called by registration and login alike.
 """
 
 import unicodedata
@@ -11,37 +12,71 @@ from email_validator import EmailNotValidError, validate_email
 from bulwark.common.problems import FieldError, ValidationFailed
 from bulwark.common.schemas import has_control_characters
 
-MAX_EMAIL_LENGTH = 255
+#: RFC 5321 §4.5.3.1.3: a path is at most 256 octets with its angle brackets, so an
+#: address is at most 254 (in UTF-8, RFC 6531).
+MAX_EMAIL_OCTETS = 254
+#: RFC 5321 §4.5.3.1.1: a local part is at most 64 octets.
+MAX_LOCAL_PART_OCTETS = 64
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 128
 MAX_DISPLAY_NAME_LENGTH = 100
+# Never in an address, wherever they stand: controls (NUL, newlines), format characters
+# (zero-width spaces and joiners, bidi overrides, soft hyphens, BOM), surrogates, private
+# use, unassigned code points, line and paragraph separators.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def _refuse(message: str) -> ValidationFailed:
+    return ValidationFailed([FieldError("email", message)])
 
 
 def normalise_email(raw: str) -> str:
-    """The key an email is stored, compared and rate-limited by: NFKC, trimmed, lower-cased,
-    and in email-validator's normal form when it is valid (an IDNA ``xn--`` domain and its
-    Unicode spelling are one address, so they can be neither two accounts nor two buckets)."""
+    """The one form of an email address: the key it is stored, compared and rate-limited
+    by, used alike by registration and login so that both accept and refuse the same inputs
+    the same way.
+
+    NFKC, trimmed, lower-cased, then email-validator's normal form, lower-cased (an IDNA
+    ``xn--`` domain and its Unicode spelling are one address, so they can be neither two
+    accounts nor two buckets). Not ``casefold()``: ``straße@`` and ``strasse@`` stay two.
+
+    Raises:
+        ValidationFailed: on the ``email`` field (400): an invisible, control or unassigned
+            character anywhere (before or after normalisation); a local part over 64 octets
+            or an address over 254 (RFC 5321); or not an address (no DNS lookups).
+    """
+    if len(raw) > 4 * MAX_EMAIL_OCTETS:
+        raise _refuse(f"must be at most {MAX_EMAIL_OCTETS} octets")
+    if any(unicodedata.category(char) in _REFUSED_CATEGORIES for char in raw):
+        raise _refuse("must not contain control, format or invisible characters")
     email = unicodedata.normalize("NFKC", raw).strip().lower()
+    if not email:
+        raise _refuse("is required")
     try:
-        return validate_email(email, check_deliverability=False).normalized.lower()
+        valid = validate_email(
+            email,
+            check_deliverability=False,
+            allow_smtputf8=True,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            allow_display_name=False,
+            allow_empty_local=False,
+        )
     except EmailNotValidError:
-        return email
+        raise _refuse("is not a valid email address") from None
+    normalised = unicodedata.normalize("NFKC", valid.normalized).lower()
+    local, _, _ = normalised.rpartition("@")
+    if len(local.encode()) > MAX_LOCAL_PART_OCTETS:
+        raise _refuse(f"must have at most {MAX_LOCAL_PART_OCTETS} octets before the @")
+    if len(normalised.encode()) > MAX_EMAIL_OCTETS:
+        raise _refuse(f"must be at most {MAX_EMAIL_OCTETS} octets")
+    if any(unicodedata.category(char) in _REFUSED_CATEGORIES for char in normalised):
+        raise _refuse("must not contain control, format or invisible characters")
+    return normalised
 
 
 def check_email(raw: str) -> str:
-    """Return the normalised email if it is syntactically valid (no DNS lookups).
-
-    Raises:
-        ValidationFailed: on the ``email`` field.
-    """
-    email = normalise_email(raw)
-    if not email or len(email) > MAX_EMAIL_LENGTH:
-        raise ValidationFailed([FieldError("email", "must be 1 to 255 characters")])
-    try:
-        validate_email(email, check_deliverability=False)
-    except EmailNotValidError:
-        raise ValidationFailed([FieldError("email", "is not a valid email address")]) from None
-    return email
+    """`normalise_email` under the name of the other ``check_*`` rules."""
+    return normalise_email(raw)
 
 
 def password_problems(password: str) -> list[str]:
