@@ -6,6 +6,7 @@ against the real services."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import json
 from typing import Any
@@ -195,7 +196,6 @@ def test_the_uvicorn_we_subclass_is_the_one_we_know() -> None:
     for name in (
         "data_received",
         "on_message_begin",
-        "on_url",
         "on_headers_complete",
         "on_body",
         "on_message_complete",
@@ -216,6 +216,9 @@ def test_the_uvicorn_we_subclass_is_the_one_we_know() -> None:
         "more_body",
     }
     assert cycle_flags <= set(RequestResponseCycle.__init__.__code__.co_names)
+    # The method of a refused request is read from the parser once the target has started.
+    assert "self.url += url" in inspect.getsource(HttpToolsProtocol.on_url)
+    assert 'self.url = b""' in inspect.getsource(HttpToolsProtocol.on_message_begin)
 
 
 async def test_protocol_attributes_we_read_exist() -> None:
@@ -334,6 +337,10 @@ async def test_malformed_framing_is_400_closed_and_logged_once(kind: str) -> Non
     (line,) = server.lines()
     assert_refused_line(line, 400, "invalid_request", bytes(server.transport.written))
     assert not server.other_lines()  # no uvicorn warning without request id
+    if kind == "unknown method":
+        assert line["method"] is None  # never parsed
+    elif kind == "control byte in a header":
+        assert line["method"] == "GET"
     await server.send(get())  # the connection reads nothing more
     assert server.transport.statuses() == [400]
 

@@ -126,6 +126,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # Connection state.
         self._input_closed = False  # refused or upgraded: later input is read and dropped
         self._deferred: bytes | None = None  # a refusal waiting for earlier responses
+        # The header timeout: a deadline (None while no head is awaited) and one timer per
+        # connection that checks it, re-armed only when it fires early: starting and
+        # stopping the clock on every request costs no timer operation.
+        self._head_deadline: float | None = None
         self._head_timer: TimerHandle | None = None
         self._body_timer: TimerHandle | None = None
         self._active: RequestResponseCycle | None = None  # the cycle whose app runs
@@ -135,7 +139,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_counted = True  # whether _head_bytes counts this head from its start
         self._message_begun = False
         self._started = time.perf_counter()
-        self._method: str | None = None
         self._message_cycle: RequestResponseCycle | None = None  # its cycle, once it has one
         self._chunk_open = False  # its body is inside a chunk (size line read)
         self._chunk_unchecked = False  # a chunk-size line was read and not yet checked
@@ -209,25 +212,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._message_begun = True
         self._started = time.perf_counter()
-        self._method = None
         self._message_cycle = None
         self._chunk_open = self._chunk_unchecked = False
-        self._arm_head_timer()
-
-    def on_url(self, url: bytes) -> None:
-        """Keep the method: llhttp parsed it before the target."""
-        if self._method is None:
-            self._method = self.parser.get_method().decode("ascii", "replace")
-        super().on_url(url)
+        if self._head_deadline is None:
+            self._arm_head_timer()
 
     def on_headers_complete(self) -> None:
         """Refuse a head over the limits before uvicorn starts the application."""
         self._in_head = False
-        self._cancel_head_timer()
-        refusal = self._head_refusal(too_big=False)
-        if refusal is not None:
-            self._refuse(refusal)
-            raise _RefusedError
+        self._head_deadline = None  # stop the header clock
+        if len(self.headers) > self.limits.max_headers or not self._head_counted:
+            refusal = self._head_refusal(too_big=False)
+            if refusal is not None:
+                self._refuse(refusal)
+                raise _RefusedError
         super().on_headers_complete()
         if self.cycle is not None and self.cycle.scope is self.scope:
             self._message_cycle = self.cycle
@@ -273,8 +271,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._deferred is not None:
             if not self._busy():
                 self._answer(self._deferred)
-            return
-        if self._in_head and self.timeout_keep_alive_task is not None:
+        elif self._in_head and self._head_deadline is None and self.timeout_keep_alive_task:
             self._arm_head_timer()
 
     def _busy(self) -> bool:
@@ -322,22 +319,31 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # Timers -------------------------------------------------------------------------------
 
     def _arm_head_timer(self) -> None:
-        if self._head_timer is None and not self._input_closed:
-            self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timeout)
+        """Start the header clock, unless it runs already."""
+        if self._head_deadline is not None or self._input_closed:
+            return
+        self._head_deadline = self.loop.time() + self.limits.header_timeout
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_at(self._head_deadline, self._head_timeout)
 
-    def _cancel_head_timer(self) -> None:
+    def _cancel_timers(self) -> None:
+        self._head_deadline = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-
-    def _cancel_timers(self) -> None:
-        self._cancel_head_timer()
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
 
     def _head_timeout(self) -> None:
         self._head_timer = None
+        if self._head_deadline is None:
+            return  # the head came in time; the clock is stopped
+        if self.loop.time() < self._head_deadline:
+            # The clock was restarted since this timer was set: wait for its deadline.
+            self._head_timer = self.loop.call_at(self._head_deadline, self._head_timeout)
+            return
+        self._head_deadline = None
         if self._message_begun and self._in_head:
             self._refuse(Refusal(408, "header_timeout"))
         elif not self._busy() and not self.transport.is_closing():
@@ -436,10 +442,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _log(self, refusal: Refusal, request_id: str, response_bytes: int) -> None:
         headers = self.headers if self._message_begun and self.headers is not None else []
         forwarded_for = [v.decode("latin-1") for n, v in headers if n == b"x-forwarded-for"]
+        # The method was parsed if the target was started (llhttp reads the method first).
+        target: bytes = getattr(self, "url", b"")
+        started = self._message_begun and bool(target)
+        method = self.parser.get_method().decode("ascii", "replace") if started else None
         log_access(
             {"headers": headers},
             request_id=request_id,
-            method=self._method,
+            method=method,
             route=UNPARSED_ROUTE,
             status=refusal.status,
             seconds=time.perf_counter() - self._started,
