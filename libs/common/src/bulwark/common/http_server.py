@@ -7,12 +7,12 @@ chunk sizes and terminators are all parse errors. What uvicorn lacks is what a h
 client needs (issue 9): no limit on the request head (a 1 MiB header was served), no
 timeout while a head or body is incomplete (slowloris connections stayed open for good), a
 chunk size of 2^63 waited for its data forever, and a refused request left only a warning
-without request id or client address. Granian and Hypercorn have head limits and timeouts
-of their own, but reject malformed requests below the ASGI app with no hook, so they could
-not write our access line for them, and Granian's limits are not per-field; switching
-servers would also change the hot path that a later issue measures. So `serve()` keeps
-uvicorn and httptools and gives it `protocol_class`, a subclass of uvicorn's
-``HttpToolsProtocol`` that adds, without new work per byte on a well-formed request:
+without request id or client address. Granian and Hypercorn were considered, not adopted:
+they too refuse a malformed request below the ASGI app, so our access line for it would
+need hooks into their own logging, and a new server would change the hot path that a later
+issue measures (neither was measured here). So `serve()` keeps uvicorn and httptools and
+gives it `protocol_class`, a subclass of uvicorn's ``HttpToolsProtocol`` that adds, at a
+few microseconds per well-formed request:
 
 - a limit on the request head (request line and header fields, `HttpLimits`): the parser
   is never fed more than the limit while a head is incomplete, so a 1 MiB header costs
