@@ -130,7 +130,7 @@ async def test_access_line_has_the_span_of_the_response_and_checked_mobile_heade
             (b"x-platform", b"iOS"),
             (b"x-app-version", b"1.4.2 \r\n{}"),
             (b"x-device-id", b"bad id\x85"),
-            (b"user-agent", b"Bulwark/1.4.2 " + b"x" * 400),
+            (b"user-agent", b"Bulwark/1.4.2 " + b"x" * 300),
         ],
     }
     await RequestContextMiddleware(traced_app)(scope, receive, send)  # type: ignore[arg-type]

@@ -9,6 +9,13 @@ The client address is resolved once per request (see `resolve_client_ip`) and ke
 ``scope["state"]["client_ip"]``; `client_ip` reads it. Headers that code below the router
 puts in ``scope["state"]["response_headers"]`` (say, the rate-limit fields) are added to
 whatever response the request ends with, errors included.
+
+Requests the HTTP server refuses before the application runs (a malformed request, a head
+over the limits, a timeout: see `bulwark.common.http_server`) get the same access line,
+written by the server with `log_access`; ``route`` is then `UNPARSED_ROUTE` and ``refused``
+says why. When the server refuses a request the application is already serving (a framing
+error or a timeout in its body), it records the refusal in ``scope["state"]`` under
+`REFUSAL_STATE` and the middleware's line reports that status and reason.
 """
 
 import ipaddress
@@ -16,12 +23,13 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
+import msgspec
 import structlog
 
 from bulwark.common.logging import current_trace_ids, get_logger
-from bulwark.common.metrics import record_http_request
+from bulwark.common.metrics import UNMATCHED_ROUTE, record_http_request
 from bulwark.common.redaction import redact_text
 
 Scope = MutableMapping[str, Any]
@@ -34,6 +42,15 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _access_log = get_logger("bulwark.access")
 # User-Agent is copied into the access line cut to this many characters.
 _MAX_LOGGED_USER_AGENT = 256
+# Characters of User-Agent redacted to produce those 256: beyond the cut, so a secret that
+# crosses it (a card number in groups, an SSN, ``password=...``) is seen whole and masked.
+_USER_AGENT_WINDOW = _MAX_LOGGED_USER_AGENT + 128
+_WHITESPACE = re.compile(r"\s")
+#: ``route`` of the access line of a request refused before it was routed (docs/logs.md).
+UNPARSED_ROUTE = "<unparsed>"
+#: Key of ``scope["state"]`` where the server records a `Refusal` of a request the
+#: application is serving; `RequestContextMiddleware` logs its status and reason.
+REFUSAL_STATE = "bulwark.refusal"
 _APP_VERSION = re.compile(r"^[0-9A-Za-z.+_-]{1,32}$")
 #: Logged in place of a mobile header that is present but malformed (docs/logs.md).
 INVALID = "invalid"
@@ -58,8 +75,24 @@ def request_id_or_none(value: str | None) -> str | None:
     return value if redact_text(value) == value else None
 
 
-def _logged_user_agent(value: str | None) -> str | None:
-    return redact_text(value)[:_MAX_LOGGED_USER_AGENT] if value else None
+def logged_user_agent(value: str | None) -> str | None:
+    """What the access line records of ``User-Agent``: its first 256 characters, redacted.
+
+    The cost is bounded whatever the header's length: only the first 384 characters are
+    redacted (`redact_text` is linear, but the header may be as long as the server's head
+    limit and this runs on every request). A secret that starts before character 256 and
+    ends within 384 is seen whole; one that runs past 384 would be seen only in part, so
+    when the value is longer than the window its last, cut, whitespace-free token is
+    dropped before redaction: JWTs, bearer credentials, refresh tokens and URL passwords
+    hold no whitespace, and the quoted and ``name=value`` forms are masked to their end.
+    """
+    if not value:
+        return None
+    window = value[:_USER_AGENT_WINDOW]
+    if len(value) > len(window) and not value[len(window)].isspace():
+        last_space = _WHITESPACE.search(window[::-1])
+        window = window[: len(window) - last_space.start() - 1] if last_space else ""
+    return redact_text(window)[:_MAX_LOGGED_USER_AGENT]
 
 
 def _checked(value: str | None, valid: str | None) -> str | None:
@@ -70,6 +103,45 @@ def _checked(value: str | None, valid: str | None) -> str | None:
 
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _PLATFORMS = frozenset({"ios", "android", "web"})
+
+
+class Refusal(NamedTuple):
+    """A request the HTTP server refused: the status it answered (or would have), a fixed
+    reason logged as ``refused`` (docs/http-limits.md lists them), and the body bytes of
+    the server's answer (None when the application's response was sent instead)."""
+
+    status: int
+    reason: str
+    response_bytes: int | None = None
+
+
+class RequestRefusedError(BaseException):
+    """Raised by `RequestContextMiddleware` into the application when it reads the body of a
+    request the server has refused and answered (a framing error, a body timeout): the
+    application stops there, and its access line reports the refusal. A BaseException, so
+    no error handler of the application turns it into a 500 (it is not an error of ours)."""
+
+
+class HttpLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """What the HTTP server accepts of a request head, and how long it waits for a request
+    (``HTTP_*`` settings; docs/http-limits.md).
+
+    Attributes:
+        max_header_bytes: the largest request head, request line and header fields
+            together, in bytes; a larger one is answered 431 (414 when the request target
+            alone is larger) and the connection closed.
+        max_headers: the most header fields in one request; more is answered 431.
+        header_timeout: seconds a connection may wait, from its start or from the end of
+            its previous response, until a request head is complete; then 408 (or a plain
+            close when nothing of a next request was sent).
+        body_timeout: seconds from the end of a request head until its body is complete;
+            then 408 (or a close when the response was already sent).
+    """
+
+    max_header_bytes: int = 16 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -186,6 +258,49 @@ def platform(scope: Mapping[str, Any]) -> str | None:
     return value if value in _PLATFORMS else None
 
 
+def log_access(
+    scope: Mapping[str, Any],
+    *,
+    request_id: str,
+    method: str | None,
+    route: str,
+    status: int,
+    seconds: float,
+    request_bytes: int,
+    response_bytes: int,
+    client_ip: str | None,
+    user_id: str | None = None,
+    refused: str | None = None,
+    trace_ids: Mapping[str, str] | None = None,
+) -> None:
+    """Write the access line of one request (docs/logs.md) and count it in the metrics.
+
+    ``scope`` supplies the request's headers (``scope["headers"]``, ASGI pairs: those
+    parsed so far for a refused request) for the mobile fields and the User-Agent; the
+    other fields are given. ``refused`` (a `Refusal` reason) is written only when set.
+    """
+    record_http_request({"method": method or "", "path_template": route}, status, seconds)
+    refusal = {"refused": refused} if refused is not None else {}
+    _access_log.info(
+        "request",
+        request_id=request_id,
+        user_id=user_id,
+        method=method,
+        route=route,
+        status=status,
+        latency_ms=round(seconds * 1000, 2),
+        request_bytes=request_bytes,
+        response_bytes=response_bytes,
+        app_version=_checked(_header(scope, b"x-app-version"), app_version(scope)),
+        platform=_checked(_header(scope, b"x-platform"), platform(scope)),
+        device_id=_checked(_header(scope, b"x-device-id"), device_id(scope)),
+        user_agent=logged_user_agent(_header(scope, b"user-agent")),
+        client_ip=client_ip,
+        **refusal,
+        **(trace_ids or {}),
+    )
+
+
 class RequestContextMiddleware:
     """Outermost ASGI wrapper: request id, client address, structlog context, the access log.
 
@@ -208,8 +323,13 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = request_id_or_none(_header(scope, b"x-request-id")) or uuid.uuid4().hex
         state: dict[str, Any] = scope.setdefault("state", {})
+        # The server may have given the request an id already, when it refused it early.
+        request_id = (
+            request_id_or_none(_header(scope, b"x-request-id"))
+            or state.get("request_id")
+            or uuid.uuid4().hex
+        )
         state["request_id"] = request_id
         client = scope.get("client")
         state["client_ip"] = resolve_client_ip(
@@ -227,6 +347,8 @@ class RequestContextMiddleware:
 
         async def counting_receive() -> Message:
             message = await receive()
+            if message["type"] == "http.disconnect" and REFUSAL_STATE in state:
+                raise RequestRefusedError
             if message["type"] == "http.request":
                 counters["request_bytes"] += len(message.get("body", b""))
             return message
@@ -246,36 +368,54 @@ class RequestContextMiddleware:
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await self.app(scope, counting_receive, tagging_send)
+            except RequestRefusedError:
+                pass  # the server has answered; the line below says so
             finally:
-                record_http_request(scope, counters["status"], time.perf_counter() - started)
-                _access_log.info(
-                    "request",
+                refusal: Refusal | None = state.get(REFUSAL_STATE)
+                log_access(
+                    scope,
+                    request_id=request_id,
                     user_id=state.get("user_id"),
                     method=scope["method"],
-                    route=scope.get("path_template") or "<unmatched>",
-                    status=counters["status"],
-                    latency_ms=round((time.perf_counter() - started) * 1000, 2),
+                    route=scope.get("path_template") or UNMATCHED_ROUTE,
+                    status=refusal.status if refusal else counters["status"],
+                    seconds=time.perf_counter() - started,
                     request_bytes=counters["request_bytes"],
-                    response_bytes=counters["response_bytes"],
-                    app_version=_checked(_header(scope, b"x-app-version"), app_version(scope)),
-                    platform=_checked(_header(scope, b"x-platform"), platform(scope)),
-                    device_id=_checked(_header(scope, b"x-device-id"), device_id(scope)),
-                    # Redacted before it is cut: a secret across the cut would not be seen.
-                    user_agent=_logged_user_agent(_header(scope, b"user-agent")),
+                    response_bytes=counters["response_bytes"]
+                    if refusal is None or refusal.response_bytes is None
+                    else refusal.response_bytes,
                     client_ip=client_ip(scope),
-                    **trace_ids,
+                    refused=refusal.reason if refusal else None,
+                    trace_ids=trace_ids,
                 )
 
 
-def serve(app: ASGIApp, host: str, port: int) -> None:
+def serve(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    limits: HttpLimits | None = None,
+    trusted_proxies: TrustedProxies = (),
+) -> None:
     """Run ``app`` under uvicorn until SIGINT/SIGTERM, with our logging left in charge
-    (no uvicorn access log, no ``Server`` header, no trust in forwarded headers)."""
+    (no uvicorn access log, no ``Server`` header, no trust in forwarded headers), and
+    HTTP/1.1 served by `bulwark.common.http_server` under ``limits`` (default `HttpLimits`).
+
+    ``trusted_proxies`` resolves the client address of the requests the server refuses
+    itself, as `RequestContextMiddleware` does for the others. No WebSocket: an upgrade
+    request is answered as a plain request and its connection closed.
+    """
     import uvicorn  # noqa: PLC0415  # only the serving processes need it
+
+    from bulwark.common.http_server import protocol_class  # noqa: PLC0415  # imports uvicorn
 
     uvicorn.run(
         app,
         host=host,
         port=port,
+        http=protocol_class(limits or HttpLimits(), trusted_proxies),
+        ws="none",
         log_config=None,
         access_log=False,
         server_header=False,

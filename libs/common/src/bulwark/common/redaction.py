@@ -15,6 +15,7 @@ and then redacted, so its ``str`` or its fields can never reach the output unred
 import dataclasses
 import datetime
 import decimal
+import itertools
 import re
 import uuid
 from typing import Any
@@ -59,33 +60,49 @@ _SECRET_FIELD_PARTS = (
 # "company", "pin" "pinned").
 _SECRET_FIELD_NAMES = frozenset({"pan", "pin", "cvv2", "jwt", "dsn"})
 
-# A pattern of secret field names (not a password itself).
-_SENSITIVE_NAME = (
-    r"[A-Za-z_-]*(?:password|passwd|passphrase|secret|token|authorization|auth_?code|cookie"
+# Secret field names inside a name (not a password itself).
+_SENSITIVE_PART = (
+    r"(?:password|passwd|passphrase|secret|token|authorization|auth_?code|cookie"
     r"|api[_-]?key|access[_-]?key|private[_-]?key|credential|card[_-]?number|cvv|cvc|ssn"
-    r"|code_?verifier|device_?code|user_?code)[A-Za-z_-]*"
+    r"|code_?verifier|device_?code|user_?code)"
 )
-_VALUE_PATTERNS = (
-    # JWS and JWE compact serialisations (JWTs): base64url segments, header starting '{"'.
-    re.compile(r"eyJ[A-Za-z0-9_-]{2,}(?:\.[A-Za-z0-9_-]*){2,4}"),
+# Every pattern below does work linear in the length of the text, whatever the text: a
+# match is only tried where a run of the characters it starts with begins (a lookbehind),
+# the first viable start inside that run is found once (an atomic group), runs are consumed
+# possessively, and a quoted or bracketed value that is not closed is masked to the end
+# (of the line, for a list) instead of failing (a failed scan, retried at each later start,
+# is what made them quadratic or cubic: 16 KiB of "password-password-..." took minutes).
+# Where a match may start inside a run, the part before it is captured as ``name`` and
+# written back unchanged.
+_VALUE_PATTERNS: tuple[re.Pattern[str], ...] = (
+    # JWS and JWE compact serialisations (JWTs): base64url segments, header starting '{"'
+    # (base64url "eyJ"), from the first "eyJ" of a run.
+    re.compile(
+        r"(?P<name>(?<![A-Za-z0-9_-])(?>[A-Za-z0-9_-]*?(?=eyJ)))"
+        r"(?P<value>eyJ[A-Za-z0-9_-]{2,}+(?:\.[A-Za-z0-9_-]*+){2,4})"
+    ),
     # Bearer, Basic, Digest credentials (RFC 6750 §2.1, RFC 7617, RFC 7616).
-    re.compile(r"(?i)\b(?:bearer|basic|digest)\s+[A-Za-z0-9._~+/=,\"-]+"),
+    re.compile(r"(?i)\b(?:bearer|basic|digest)\s++[A-Za-z0-9._~+/=,\"-]++"),
     # Bulwark refresh tokens: 'brt_' + 43 base64url characters (256 bits); shorter runs too,
     # in case one is cut.
-    re.compile(r"brt_[A-Za-z0-9_-]{8,}"),
+    re.compile(r"brt_[A-Za-z0-9_-]{8,}+"),
     # A Cookie or Set-Cookie header line: every cookie in it, up to the end of the line.
     re.compile(r"(?i)(?P<name>\b(?:set-)?cookie\s*:\s*)(?!\[REDACTED\])(?P<value>[^\r\n\"]+)"),
     # ``name=value`` / ``name: value`` / ``"name": "value"`` / ``'name': 'value'`` inside free
-    # text (query strings, form bodies, dict reprs, JSON quoted inside a message).
+    # text (query strings, form bodies, dict reprs, JSON quoted inside a message). The name
+    # is a run of letters, ``_`` and ``-`` holding a secret part after a word boundary.
     re.compile(
-        r"(?i)(?P<name>\b" + _SENSITIVE_NAME + r"\\?[\"']?\s*[:=]\s*)"
-        r"(?!\[REDACTED\])(?P<value>\[[^\]\r\n]*\]|\\\"(?:[^\"\\]|\\[^\"])*\\\""
-        r"|b?\"(?:[^\"\\]|\\.)*\"|b?'(?:[^'\\]|\\.)*'"
-        r"|[^\s&,;}\]\"'\\]+)"
+        r"(?i)(?P<name>(?<![A-Za-z_-])(?>[A-Za-z_-]*?\b)(?>[A-Za-z_-]*?" + _SENSITIVE_PART + r")"
+        r"[A-Za-z_-]*+\\?[\"']?\s*+[:=]\s*+)"
+        r"(?!\[REDACTED\])(?P<value>\[[^\]\r\n]*+\]?|\\\"(?:[^\"\\]|\\[^\"])*+(?:\\\"|[^\r\n]*+)"
+        r"|b?\"(?:[^\"\\]|\\.)*+\"?|b?'(?:[^'\\]|\\.)*+'?"
+        r"|[^\s&,;}\]\"'\\]++)"
     ),
     # The password of a URL's userinfo (RFC 3986 §3.2.1): postgresql://user:PASSWORD@host.
+    # The scheme starts at a word boundary inside a run of scheme characters.
     re.compile(
-        r"(?i)(?P<name>\b[a-z][a-z0-9+.-]*://[^\s:/@]*:)(?!\[REDACTED\])(?P<value>[^\s@/]+)(?=@)"
+        r"(?i)(?P<name>(?<![a-z0-9+.-])(?>(?:(?<!\w)|[a-z0-9+.-]*?[+.-])(?=[a-z]))"
+        r"[a-z0-9+.-]*+://[^\s:/@]*+:)(?!\[REDACTED\])(?P<value>[^\s@/]++)(?=@)"
     ),
     # US social security numbers: 3-2-4 digits, dashes or spaces.
     re.compile(r"(?<!\d)\d{3}[ -]\d{2}[ -]\d{4}(?!\d)"),
@@ -97,6 +114,7 @@ _VALUE_PATTERNS = (
 _DIGIT_GROUPS = re.compile(r"(?<![0-9A-Za-z])\d+(?:[ \t-]{1,3}\d+)*(?![0-9A-Za-z])")
 _UUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 _SEPARATOR = re.compile(r"[ \t-]{1,3}")
+_ANY_DIGIT = re.compile(r"\d")
 _CARD_DIGITS = range(13, 20)  # ISO/IEC 7812 primary account numbers: 13 to 19 digits
 
 # Values msgspec renders without calling str(): safe to keep as they are.
@@ -121,16 +139,45 @@ def is_secret_field(name: object) -> bool:
     )
 
 
-def _luhn_valid(digits: str) -> bool:
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = int(char)
-        if index % 2 == 1:
-            value *= 2
-            if value > 9:
-                value -= 9
-        total += value
-    return total % 10 == 0
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # a Luhn digit doubled, 9 subtracted above 9
+
+
+def _luhn_sums(digits: str) -> tuple[tuple[list[int], ...], tuple[list[int], ...]]:
+    """Prefix sums of ``digits`` by index parity, plain and doubled: ``plain[p][k]`` sums
+    the digits of parity ``p`` at indexes below ``k``. With them, whether ``digits[a:b]``
+    passes the Luhn check costs constant time (`_card_groups`)."""
+    values = [int(char) for char in digits]
+    even = [value if index % 2 == 0 else 0 for index, value in enumerate(values)]
+    odd = [value - plain for value, plain in zip(values, even, strict=True)]
+    plain = tuple(list(itertools.accumulate(part, initial=0)) for part in (even, odd))
+    doubled = tuple(
+        list(itertools.accumulate((_DOUBLED[value] for value in part), initial=0))
+        for part in (even, odd)
+    )
+    return plain, doubled
+
+
+def _card_groups(groups: list[str]) -> list[bool]:
+    """Which of ``groups`` (runs of digits) belong to a run of consecutive groups that is
+    a Luhn-valid 13-19 digit number. Linear: at most 7 runs of 13 to 19 digits start at
+    each group, and each is checked in constant time."""
+    plain, doubled = _luhn_sums("".join(groups))
+    offsets = list(itertools.accumulate((len(group) for group in groups), initial=0))
+    masked = [False] * len(groups)
+    lowest = highest = 0
+    for first, start in enumerate(offsets[:-1]):
+        # groups[first:end] holds 13 to 19 digits for lowest <= end < highest.
+        while lowest < len(offsets) and offsets[lowest] < start + _CARD_DIGITS.start:
+            lowest += 1
+        while highest < len(offsets) and offsets[highest] < start + _CARD_DIGITS.stop:
+            highest += 1
+        for end in range(lowest, highest):
+            stop = offsets[end]
+            # Counted from the right, every second digit is doubled: those of stop's parity.
+            twice, once = doubled[stop % 2], plain[1 - stop % 2]
+            if (twice[stop] - twice[start] + once[stop] - once[start]) % 10 == 0:
+                masked[first:end] = [True] * (end - first)
+    return masked
 
 
 def _redact_cards(match: re.Match[str]) -> str:
@@ -138,18 +185,12 @@ def _redact_cards(match: re.Match[str]) -> str:
     number; other groups are kept (``"qty 2 4111 1111 1111 1111"`` keeps ``2``)."""
     text = match.group(0)
     groups = _SEPARATOR.split(text)
-    separators = _SEPARATOR.findall(text)
-    masked = [False] * len(groups)
-    for first in range(len(groups)):
-        digits = ""
-        for last in range(first, len(groups)):
-            digits += groups[last]
-            if len(digits) > _CARD_DIGITS.stop - 1:
-                break
-            if len(digits) in _CARD_DIGITS and _luhn_valid(digits):
-                masked[first : last + 1] = [True] * (last + 1 - first)
+    if sum(len(group) for group in groups) < _CARD_DIGITS.start:
+        return text
+    masked = _card_groups(groups)
     if not any(masked):
         return text
+    separators = _SEPARATOR.findall(text)
     out: list[str] = []
     for index, group in enumerate(groups):
         if masked[index]:
@@ -173,7 +214,7 @@ def redact_text(text: str) -> str:
     separated by spaces or dashes)."""
     for pattern in _VALUE_PATTERNS:
         text = pattern.sub(_redact_pair if "value" in pattern.groupindex else REDACTED, text)
-    if not any(char.isdigit() for char in text):
+    if not _ANY_DIGIT.search(text):
         return text
     # Card numbers are looked for between UUIDs: a UUID of decimal digits only is an id.
     parts: list[str] = []

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Literal, get_args
 
-from bulwark.common.http import TrustedProxies, parse_trusted_proxies
+from bulwark.common.http import HttpLimits, TrustedProxies, parse_trusted_proxies
 from bulwark.common.metrics import MetricsEndpoint
 
 Environment = Literal["development", "test", "staging", "production"]
@@ -171,3 +171,27 @@ def env_metrics_endpoint(
     if metrics_port != 0 and metrics_port == port:
         raise SettingsError("METRICS_PORT must differ from PORT: /metrics is never public")
     return MetricsEndpoint(host=env_str(environ, "METRICS_HOST", host), port=metrics_port)
+
+
+def env_http_limits(environ: Mapping[str, str]) -> HttpLimits:
+    """Return the HTTP server's limits (`HttpLimits`, docs/http-limits.md):
+    ``HTTP_MAX_HEADER_BYTES`` (default 16384, at least 1024), ``HTTP_MAX_HEADERS`` (100, at
+    least 16), ``HTTP_HEADER_TIMEOUT_SECONDS`` (10, at least 0.1) and
+    ``HTTP_BODY_TIMEOUT_SECONDS`` (30, at least 0.1).
+
+    Raises:
+        SettingsError: a value is malformed or below its minimum.
+    """
+    default = HttpLimits()
+    return HttpLimits(
+        max_header_bytes=env_int(
+            environ, "HTTP_MAX_HEADER_BYTES", default.max_header_bytes, minimum=1024
+        ),
+        max_headers=env_int(environ, "HTTP_MAX_HEADERS", default.max_headers, minimum=16),
+        header_timeout=env_float(
+            environ, "HTTP_HEADER_TIMEOUT_SECONDS", default.header_timeout, minimum=0.1
+        ),
+        body_timeout=env_float(
+            environ, "HTTP_BODY_TIMEOUT_SECONDS", default.body_timeout, minimum=0.1
+        ),
+    )

@@ -26,7 +26,13 @@ def _serve() -> int:
         start_metrics("api", settings.metrics)
     tracing = start_tracing(tracing_config, "bulwark-api", settings.environment, postgres=True)
     try:
-        serve(tracing.asgi(create_app(settings)), settings.host, settings.port)
+        serve(
+            tracing.asgi(create_app(settings)),
+            settings.host,
+            settings.port,
+            limits=settings.http,
+            trusted_proxies=settings.trusted_proxies,
+        )
     finally:
         tracing.shutdown()  # export the spans still queued
     return 0

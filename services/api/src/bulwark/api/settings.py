@@ -6,7 +6,7 @@ from typing import Literal
 
 import msgspec
 
-from bulwark.common.http import TrustedProxies
+from bulwark.common.http import HttpLimits, TrustedProxies
 from bulwark.common.metrics import MetricsEndpoint
 from bulwark.common.rate_limits import FailureMode
 from bulwark.common.settings import (
@@ -15,6 +15,7 @@ from bulwark.common.settings import (
     env_environment,
     env_failure_modes,
     env_float,
+    env_http_limits,
     env_int,
     env_metrics_endpoint,
     env_redis_url,
@@ -57,6 +58,7 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
         default_factory=lambda: dict(RATELIMIT_FAILURE_MODES)
     )
     trusted_proxies: TrustedProxies = ()
+    http: HttpLimits = HttpLimits()  # the HTTP server's limits (HTTP_*)
     redis_url: str
     redis_key_prefix: str = "bulwark:"
     redis_timeout: float = 0.5
@@ -125,6 +127,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
             env, "RATELIMIT_FAILURE_MODES", RATELIMIT_FAILURE_MODES
         ),
         trusted_proxies=env_trusted_proxies(env),
+        http=env_http_limits(env),
         redis_url=env_redis_url(env, "redis://127.0.0.1:6379/0" if local else None),
         redis_key_prefix=env_str(env, "REDIS_KEY_PREFIX", "bulwark:"),
         redis_timeout=env_float(env, "REDIS_TIMEOUT_SECONDS", 0.5, minimum=0.001),

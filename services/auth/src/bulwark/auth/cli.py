@@ -33,7 +33,13 @@ def _serve() -> int:
     )
     tracing = start_tracing(tracing_config, "bulwark-auth", settings.environment, postgres=True)
     try:
-        serve(tracing.asgi(create_app(settings)), settings.host, settings.port)
+        serve(
+            tracing.asgi(create_app(settings)),
+            settings.host,
+            settings.port,
+            limits=settings.http,
+            trusted_proxies=settings.trusted_proxies,
+        )
     finally:
         tracing.shutdown()  # export the spans still queued
     return 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import msgspec
 
-from bulwark.common.http import TrustedProxies
+from bulwark.common.http import HttpLimits, TrustedProxies
 from bulwark.common.metrics import MetricsEndpoint
 from bulwark.common.rate_limits import FailureMode
 from bulwark.common.settings import (
@@ -16,6 +16,7 @@ from bulwark.common.settings import (
     env_failure_modes,
     env_float,
     env_header_name,
+    env_http_limits,
     env_int,
     env_metrics_endpoint,
     env_redis_url,
@@ -67,6 +68,7 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
         default_factory=lambda: dict(RATELIMIT_FAILURE_MODES)
     )
     trusted_proxies: TrustedProxies = ()
+    http: HttpLimits = HttpLimits()  # the HTTP server's limits (HTTP_*)
     geo_country_header: str = "cloudfront-viewer-country"
     anomaly_inactivity_days: int = 30
     argon2_memory_kib: int = 19456
@@ -146,6 +148,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
             env, "RATELIMIT_FAILURE_MODES", RATELIMIT_FAILURE_MODES
         ),
         trusted_proxies=env_trusted_proxies(env),
+        http=env_http_limits(env),
         geo_country_header=env_header_name(env, "GEO_COUNTRY_HEADER", "CloudFront-Viewer-Country"),
         anomaly_inactivity_days=env_int(env, "ANOMALY_INACTIVITY_DAYS", 30, minimum=1),
         argon2_memory_kib=env_int(env, "ARGON2_MEMORY_KIB", 19456, minimum=19456),
