@@ -47,7 +47,7 @@ from bulwark.common.outages import OutageLog
 from bulwark.common.problems import ServiceUnavailable
 
 _log = get_logger(__name__)
-_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql\Z")
 # Key of the advisory lock held while migrating (any constant shared by all replicas).
 _MIGRATION_LOCK_KEY = 0x42_55_4C_57  # "BULW"
 #: Longest a migration statement (or the wait for another replica's migrations) may take.

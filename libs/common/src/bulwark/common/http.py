@@ -38,7 +38,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 _access_log = get_logger("bulwark.access")
 # User-Agent is copied into the access line cut to this many characters.
 _MAX_LOGGED_USER_AGENT = 256
@@ -51,7 +51,7 @@ UNPARSED_ROUTE = "<unparsed>"
 #: Key of ``scope["state"]`` where the server records a `Refusal` of a request the
 #: application is serving; `RequestContextMiddleware` logs its status and reason.
 REFUSAL_STATE = "bulwark.refusal"
-_APP_VERSION = re.compile(r"^[0-9A-Za-z.+_-]{1,32}$")
+_APP_VERSION = re.compile(r"^[0-9A-Za-z.+_-]{1,32}\Z")
 #: Logged in place of a mobile header that is present but malformed (docs/logs.md).
 INVALID = "invalid"
 
@@ -101,7 +101,7 @@ def _checked(value: str | None, valid: str | None) -> str | None:
     return valid if value is None or valid is not None else INVALID
 
 
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 _PLATFORMS = frozenset({"ios", "android", "web"})
 
 

@@ -120,7 +120,7 @@ def env_failure_modes(
 
 
 # An HTTP field name is a token (RFC 9110 §5.1, §5.6.2).
-_FIELD_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
+_FIELD_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}\Z")
 
 
 def env_header_name(environ: Mapping[str, str], name: str, default: str) -> str:

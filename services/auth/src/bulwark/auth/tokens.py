@@ -19,7 +19,7 @@ from joserfc import jwt
 from bulwark.auth.keys import SigningKeys
 
 REFRESH_TOKEN_PREFIX = "brt_"  # noqa: S105  # a format prefix, not a secret
-_REFRESH_TOKEN = re.compile(r"^brt_[A-Za-z0-9_-]{43}$")
+_REFRESH_TOKEN = re.compile(r"^brt_[A-Za-z0-9_-]{43}\Z")
 DEFAULT_SCOPE = "api"
 
 

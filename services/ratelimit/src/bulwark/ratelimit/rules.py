@@ -42,7 +42,7 @@ import yaml
 
 Entries = Sequence[tuple[str, str]]
 
-_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
+_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+\Z")]
 MAX_WINDOW_SECONDS = 31 * 86400
 MAX_REQUESTS = 100_000  # the sliding log keeps one sorted-set member per counted hit
 MAX_FAILURES = 1000  # a backoff rule keeps its failures' times in one hash field

@@ -13,7 +13,7 @@ import msgspec
 
 #: The ``kind`` of this detector's flags.
 NEW_COUNTRY_AFTER_INACTIVITY = "new_country_after_inactivity"
-_ALPHA_2 = re.compile(r"^[A-Za-z]{2}$")
+_ALPHA_2 = re.compile(r"^[A-Za-z]{2}\Z")
 # Not a place: Cloudflare's and others' "unknown" (XX) and ISO's "unknown territory" (ZZ).
 _UNKNOWN = frozenset({"XX", "ZZ"})
 
