@@ -261,6 +261,31 @@ def test_a_body_that_stalls_is_408_within_the_body_timeout(
     assert line["route"] == BODY_ROUTE[service].decode()  # the app's own line
 
 
+def test_a_client_gone_mid_body_is_one_info_line_not_a_500(
+    limited: RunningStack, service: str
+) -> None:
+    """The client sends half its body and hangs up: the service logs one access line (499,
+    ``client_disconnected``) and no error, where Litestar used to log a 500 with a
+    traceback for every such client."""
+    request_id = f"gone-{service}-{time.monotonic_ns()}"
+    head = post(
+        f"X-Request-ID: {request_id}\r\nContent-Length: 100\r\n".encode(),
+        b'{"email": "',
+        BODY_ROUTE[service],
+    )
+    host, port = _address(url_of(limited, service))
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(head)
+        time.sleep(0.3)
+    time.sleep(0.5)
+    lines = access_lines(limited, service, request_id)
+    assert len(lines) == 1, lines
+    assert lines[0]["status"] == 499
+    assert lines[0]["refused"] == "client_disconnected"
+    log = limited.log(service)
+    assert request_id not in "".join(line for line in log.splitlines() if '"level":"error"' in line)
+
+
 # Framing ---------------------------------------------------------------------------------
 
 MALFORMED = {

@@ -115,6 +115,11 @@ class Refusal(NamedTuple):
     response_bytes: int | None = None
 
 
+#: Status logged for a request whose client went away before sending its whole body
+#: (nginx's "client closed request"; never sent: there is no one to send it to).
+CLIENT_CLOSED_REQUEST = 499
+
+
 class RequestRefusedError(BaseException):
     """Raised by `RequestContextMiddleware` into the application when it reads the body of a
     request the server has refused and answered (a framing error, a body timeout): the
@@ -345,12 +350,21 @@ class RequestContextMiddleware:
         trace_ids: dict[str, str] = {}
         started = time.perf_counter()
 
+        body_done = False
+
         async def counting_receive() -> Message:
+            nonlocal body_done
             message = await receive()
-            if message["type"] == "http.disconnect" and REFUSAL_STATE in state:
-                raise RequestRefusedError
+            if message["type"] == "http.disconnect":
+                if REFUSAL_STATE not in state and not body_done:
+                    # The client left before sending its whole body: nothing to answer, and
+                    # no error of ours (Litestar would log a 500 with a traceback).
+                    state[REFUSAL_STATE] = Refusal(CLIENT_CLOSED_REQUEST, "client_disconnected", 0)
+                if REFUSAL_STATE in state:
+                    raise RequestRefusedError
             if message["type"] == "http.request":
                 counters["request_bytes"] += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
             return message
 
         async def tagging_send(message: Message) -> None:
