@@ -33,6 +33,8 @@ from bulwark.devstack.embedded import EmbeddedPostgres, EmbeddedRedis
 from bulwark.devstack.net import free_port
 from bulwark.devstack.stack import SERVICE_ORDER, Stack, StackConfig, bulwark_services
 
+from .outages import REDIS_SERVER, ThrowawayRedis, resume
+
 _DOCKER_TIMEOUT = 5.0
 
 
@@ -222,6 +224,36 @@ def stack_factory(
             stack.stop()
         if created:
             asyncio.run(drop_databases(database_server_url, created))
+
+
+@pytest.fixture(scope="module")
+def throwaway_redis() -> Iterator[ThrowawayRedis]:
+    """A Redis of the test module's own (no persistence), that it may stop and start."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not on PATH")
+    server = ThrowawayRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def throwaway_postgres(embedded_dir: Path) -> Iterator[EmbeddedPostgres]:
+    """A Postgres of the test module's own (the embedded server), that it may stop, start
+    or freeze (`outages.stall`)."""
+    server = EmbeddedPostgres(embedded_dir / f"pg-{secrets.token_hex(4)}")
+    server.start()
+    yield server
+    resume(server)
+    server.stop()
+
+
+def databases_on(server_url: str) -> dict[str, str]:
+    """Fresh auth and api databases on the Postgres at ``server_url``: ``{"auth": url, ...}``,
+    for ``stack_factory(databases=...)``."""
+    names = unique_names()
+    urls = asyncio.run(create_databases(server_url, names.values()))
+    return {service: urls[name] for service, name in names.items()}
 
 
 @pytest.fixture(scope="session")

@@ -10,22 +10,18 @@ with a 500; once all is back, every client is served again.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
 
-from bulwark.devstack.databases import create_databases, unique_names
 from bulwark.devstack.embedded import EmbeddedPostgres
 
-from .conftest import RunningStack, StackFactory
+from .conftest import RunningStack, StackFactory, databases_on
 from .helpers import MobileUser, bearer, login, register
-from .outages import REDIS_SERVER, ThrowawayRedis
+from .outages import ThrowawayRedis
 
 CLIENTS = 6
 # No answer may take longer: the longest wait a request has is one database timeout for a
@@ -76,40 +72,23 @@ class Client(threading.Thread):
 
 
 @pytest.fixture(scope="module")
-def redis_server() -> Iterator[ThrowawayRedis]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not on PATH")
-    server = ThrowawayRedis()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def postgres(embedded_dir: Path) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(embedded_dir / "chaos-pg")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def own(
-    stack_factory: StackFactory, redis_server: ThrowawayRedis, postgres: EmbeddedPostgres
+    stack_factory: StackFactory,
+    throwaway_redis: ThrowawayRedis,
+    throwaway_postgres: EmbeddedPostgres,
 ) -> RunningStack:
-    names = unique_names()
-    urls = asyncio.run(create_databases(postgres.url, names.values()))
-    redis_env = {"REDIS_URL": redis_server.url}
+    redis_env = {"REDIS_URL": throwaway_redis.url}
     db_env = {**redis_env, "DATABASE_TIMEOUT_SECONDS": "1", "TRUSTED_PROXIES": "127.0.0.1"}
     return stack_factory(
-        databases={service: urls[name] for service, name in names.items()},
+        databases=databases_on(throwaway_postgres.url),
         env={"ratelimit": redis_env, "auth": db_env, "api": db_env},
     )
 
 
 def test_restarts_of_redis_postgres_and_the_limiter_under_load(
-    own: RunningStack, redis_server: ThrowawayRedis, postgres: EmbeddedPostgres
+    own: RunningStack, throwaway_redis: ThrowawayRedis, throwaway_postgres: EmbeddedPostgres
 ) -> None:
+    redis_server, postgres = throwaway_redis, throwaway_postgres
     clients = []
     for index in range(CLIENTS):
         user = register(own.auth_url)

@@ -11,19 +11,15 @@ restart, and logins refused by the outage never count as failures against their 
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from bulwark.devstack.databases import create_databases, unique_names
 from bulwark.devstack.embedded import EmbeddedPostgres
 
-from .conftest import RunningStack, StackFactory
+from .conftest import RunningStack, StackFactory, databases_on
 from .helpers import MobileUser, bearer, login, register
 from .outages import resume, stall
 
@@ -33,21 +29,14 @@ BOUND = 2 * DB_TIMEOUT + 1.0
 
 
 @pytest.fixture(scope="module")
-def postgres(embedded_dir: Path) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(embedded_dir / "outage-pg")
-    server.start()
-    yield server
-    resume(server)
-    server.stop()
+def postgres(throwaway_postgres: EmbeddedPostgres) -> EmbeddedPostgres:
+    return throwaway_postgres
 
 
 @pytest.fixture(scope="module")
 def own(stack_factory: StackFactory, postgres: EmbeddedPostgres) -> RunningStack:
-    names = unique_names()
-    urls = asyncio.run(create_databases(postgres.url, names.values()))
-    databases = {service: urls[name] for service, name in names.items()}
     env = {"DATABASE_TIMEOUT_SECONDS": str(DB_TIMEOUT)}
-    return stack_factory(databases=databases, env={"auth": env, "api": env})
+    return stack_factory(databases=databases_on(postgres.url), env={"auth": env, "api": env})
 
 
 def _timed(method: str, url: str, **kwargs: object) -> tuple[httpx.Response, float]:

@@ -7,26 +7,15 @@ back, without restarting a service."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from .conftest import RunningStack, StackFactory
 from .helpers import bearer, login, register
-from .outages import REDIS_SERVER, SLACK, ThrowawayRedis, TimedTraffic, Traffic, eventually, timed
+from .outages import SLACK, ThrowawayRedis, TimedTraffic, Traffic, eventually, timed
 
 REDIS_DEADLINE = 0.5  # REDIS_TIMEOUT_SECONDS of the API and of the limiter (default)
-
-
-@pytest.fixture(scope="module")
-def throwaway_redis() -> Iterator[ThrowawayRedis]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not on PATH")
-    server = ThrowawayRedis()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +125,7 @@ def test_requests_succeed_within_a_second_of_redis_answering_again(
 ) -> None:
     """8 clients call the API while Redis restarts: once Redis answers again, stale pooled
     connections are replaced without failing a request, the revocation set is rebuilt, and no
-    request started more than 1 s later is refused."""
+    request started more than 1 s later gets a 503."""
     user = register(own.auth_url)
     headers = bearer(login(own.auth_url, user)["access_token"], user)
     me_url = f"{own.api_url}/v1/me"
@@ -162,4 +151,7 @@ def test_requests_succeed_within_a_second_of_redis_answering_again(
         if started > answering_again + 1.0
     ]
     assert len(late) > 20, "too little traffic after the restart"
-    assert set(late) == {200}, sorted(set(late))
+    # Served, or refused by a limit that works again (8 clients of one user at full speed
+    # outrun its 300 a minute); never a 503.
+    assert set(late) <= {200, 429}, sorted(set(late))
+    assert 200 in late

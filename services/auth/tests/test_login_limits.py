@@ -86,3 +86,24 @@ async def test_an_unreachable_limiter_after_the_password_check_is_logged_not_rai
     client = StandIn(down=True)
     await _limits(client).succeeded()
     assert len(client.calls) == 1
+    await _limits(client).abandoned()
+    assert len(client.calls) == 2
+
+
+async def test_an_abandoned_login_refunds_its_reservation_and_keeps_earlier_failures() -> None:
+    """A login that ended before its password check could fail (the database down, a
+    cancelled request) gives back what `check` reserved: a refund, never a reset."""
+    client = StandIn()
+    await _limits(client).abandoned()
+    failure = ("endpoint", "login_failure")
+    ip, email = ("remote_address", "203.0.113.7"), ("email", "ann@example.com")
+    assert client.calls == [
+        (
+            [
+                [failure, email, ("backoff", "refund")],
+                [failure, ip, ("backoff", "refund")],
+                [failure, ip, email, ("backoff", "refund")],
+            ],
+            1,
+        )
+    ]

@@ -223,38 +223,74 @@ MAX_QUERY_NAME_LENGTH = 64
 MAX_QUERY_VALUE_LENGTH = 1024
 
 
-def check_query_string(query: bytes) -> None:
-    """Check a raw query string (``scope["query_string"]``) before the router reads it.
+class RefusedPairsError(ValueError):
+    """A query string or form `urlencoded_pairs` refuses; the message says why (safe to show
+    a client). ``name`` is the parameter given twice, when that is the reason."""
 
-    A parameter given twice is refused like a duplicate JSON key: the framework would take
-    one of them, and a proxy or WAF may read the other.
+    def __init__(self, reason: str, name: str | None = None) -> None:
+        super().__init__(reason)
+        self.name = name
+
+
+def urlencoded_pairs(
+    raw: bytes, *, max_fields: int, max_name: int, max_value: int
+) -> dict[str, str]:
+    """The parameters of ``raw`` in ``application/x-www-form-urlencoded`` syntax (query
+    strings and forms), percent-decoded as UTF-8, each name given once.
+
+    Args:
+        raw: the undecoded bytes (``scope["query_string"]``, a form body).
+        max_fields: most parameters; counted on the raw bytes before any decoding.
+        max_name, max_value: longest name and value, in characters once decoded.
 
     Raises:
-        ValidationFailed: a parameter appears twice (400, names it).
-        BadRequest: bytes outside ASCII, percent-escapes that are not UTF-8, more than
-            `MAX_QUERY_FIELDS` parameters, or a name or value too long (400).
+        RefusedPairsError: bytes outside ASCII, percent-escapes that are not UTF-8, more than
+            ``max_fields`` parameters, a name or value too long, or a name given twice (a
+            proxy or WAF may read the other one than the framework would).
     """
-    if not query:
-        return
-    if query.count(b"&") >= MAX_QUERY_FIELDS:
-        raise BadRequest(f"The query string has more than {MAX_QUERY_FIELDS} parameters.")
+    if raw.count(b"&") >= max_fields:
+        raise RefusedPairsError(f"more than {max_fields} parameters")
     try:
         pairs = parse_qsl(
-            query.decode("ascii"),
+            raw.decode("ascii"),
             keep_blank_values=True,
             encoding="utf-8",
             errors="strict",
-            max_num_fields=MAX_QUERY_FIELDS,
+            max_num_fields=max_fields,
         )
     except ValueError:  # UnicodeError included
-        raise BadRequest("The query string is not percent-encoded UTF-8.") from None
-    seen: set[str] = set()
+        raise RefusedPairsError("not percent-encoded UTF-8") from None
+    params: dict[str, str] = {}
     for name, value in pairs:
-        if len(name) > MAX_QUERY_NAME_LENGTH or len(value) > MAX_QUERY_VALUE_LENGTH:
-            raise BadRequest("A query parameter's name or value is too long.")
-        if name in seen:
-            raise ValidationFailed([FieldError(name, "appears more than once")])
-        seen.add(name)
+        if len(name) > max_name or len(value) > max_value:
+            raise RefusedPairsError("a parameter's name or value is too long")
+        if name in params:
+            raise RefusedPairsError("a parameter appears more than once", name)
+        params[name] = value
+    return params
+
+
+def check_query_string(query: bytes) -> None:
+    """Check a raw query string (``scope["query_string"]``) before the router reads it
+    (`urlencoded_pairs` with the ``MAX_QUERY_*`` limits).
+
+    Raises:
+        ValidationFailed: a parameter appears twice (400, names it).
+        BadRequest: any other refusal of `urlencoded_pairs` (400, says which).
+    """
+    if not query:
+        return
+    try:
+        urlencoded_pairs(
+            query,
+            max_fields=MAX_QUERY_FIELDS,
+            max_name=MAX_QUERY_NAME_LENGTH,
+            max_value=MAX_QUERY_VALUE_LENGTH,
+        )
+    except RefusedPairsError as refused:
+        if refused.name is not None:
+            raise ValidationFailed([FieldError(refused.name, "appears more than once")]) from None
+        raise BadRequest(f"The query string: {refused}.") from None
 
 
 def strict_json_bodies(

@@ -8,7 +8,6 @@ because OAuth client libraries parse that shape.
 import base64
 import json
 from typing import Any
-from urllib.parse import parse_qsl
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
@@ -21,6 +20,7 @@ from bulwark.common import rate_limits
 from bulwark.common.db import Database
 from bulwark.common.logging import get_logger
 from bulwark.common.metrics import count_refresh_reuse
+from bulwark.common.request_bodies import RefusedPairsError, urlencoded_pairs
 from bulwark.common.schemas import has_control_characters
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -63,27 +63,20 @@ def parse_form(body: bytes) -> dict[str, str]:
             fields, a name or value too long, an empty name, a control character, or a
             parameter given twice.
     """
-    if body.count(b"&") >= MAX_FORM_FIELDS:
-        raise OAuthError("invalid_request", f"At most {MAX_FORM_FIELDS} parameters.")
     try:
-        pairs = parse_qsl(
-            body.decode("ascii"),
-            keep_blank_values=True,
-            encoding="utf-8",
-            errors="strict",
-            max_num_fields=MAX_FORM_FIELDS,
+        params = urlencoded_pairs(
+            body,
+            max_fields=MAX_FORM_FIELDS,
+            max_name=MAX_FORM_NAME_LENGTH,
+            max_value=MAX_FORM_VALUE_LENGTH,
         )
-    except ValueError:  # UnicodeError included
-        raise OAuthError("invalid_request", "The body is not a UTF-8 form.") from None
-    params: dict[str, str] = {}
-    for name, value in pairs:
-        if not 0 < len(name) <= MAX_FORM_NAME_LENGTH or len(value) > MAX_FORM_VALUE_LENGTH:
-            raise OAuthError("invalid_request", "A parameter name or value is too long.")
+    except RefusedPairsError as refused:
+        raise OAuthError("invalid_request", f"The form: {refused}.") from None
+    for name, value in params.items():
+        if not name:
+            raise OAuthError("invalid_request", "A parameter has no name.")
         if has_control_characters(name) or has_control_characters(value):
             raise OAuthError("invalid_request", "Parameters must not hold control characters.")
-        if name in params:
-            raise OAuthError("invalid_request", "Each parameter must appear once.")
-        params[name] = value
     return params
 
 

@@ -98,13 +98,7 @@ class LoginLimits:
         raised."""
         if self._request_state is not None:
             rate_limits.drop_fields(self._request_state, "login_failure-")
-        email_rule, ip_rule, distinct_rule = self._failure_descriptors()
-        try:
-            await self._client.should_rate_limit(
-                [[*email_rule, _RESET], [*ip_rule, _REFUND], [*distinct_rule, _REFUND]]
-            )
-        except RateLimitUnavailable as exc:
-            _log.warning("login_failures_not_cleared", code=exc.code.name)
+        await self._give_back(_RESET, unanswered_event="login_failures_not_cleared")
 
     async def abandoned(self) -> None:
         """Give back the failure reserved by `check` when the login ended before its
@@ -112,10 +106,15 @@ class LoginLimits:
         the identity and of the IP, and take the identity out of the IP's distinct
         identities (refund actions; docs/ratelimit.md, "Backoff protocol"). The attempt
         itself stays counted. A limiter that cannot answer is logged, not raised."""
+        await self._give_back(_REFUND, unanswered_event="login_failure_not_refunded")
+
+    async def _give_back(self, identity_action: tuple[str, str], *, unanswered_event: str) -> None:
+        """One call: ``identity_action`` on the identity's failures, a refund of the IP's
+        reservation and of its distinct-identity entry."""
         email_rule, ip_rule, distinct_rule = self._failure_descriptors()
         try:
             await self._client.should_rate_limit(
-                [[*email_rule, _REFUND], [*ip_rule, _REFUND], [*distinct_rule, _REFUND]]
+                [[*email_rule, identity_action], [*ip_rule, _REFUND], [*distinct_rule, _REFUND]]
             )
         except RateLimitUnavailable as exc:
-            _log.warning("login_failure_not_refunded", code=exc.code.name)
+            _log.warning(unanswered_event, code=exc.code.name)
