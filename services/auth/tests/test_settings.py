@@ -67,6 +67,7 @@ def test_rate_limiter_failure_modes_are_one_table_per_endpoint() -> None:
         "login": "deny",
         "register": "allow",
         "token": "allow",
+        "sessions": "allow",
     }
     assert not settings.fails_open("login")
     assert settings.fails_open("register")
@@ -75,6 +76,7 @@ def test_rate_limiter_failure_modes_are_one_table_per_endpoint() -> None:
         "login": "allow",
         "register": "allow",
         "token": "deny",
+        "sessions": "allow",
     }
     with pytest.raises(SettingsError, match="unknown endpoint 'logout'"):
         from_env({**base, "RATELIMIT_FAILURE_MODES": "logout=deny"})

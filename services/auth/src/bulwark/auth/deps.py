@@ -13,7 +13,7 @@ from litestar.datastructures import State
 
 from bulwark.auth.sessions import queries as session_queries
 from bulwark.auth.sessions.rules import ClientContext
-from bulwark.common import http
+from bulwark.common import http, rate_limits
 from bulwark.common.access_tokens import (
     AccessTokenClaims,
     AccessTokenVerifier,
@@ -32,12 +32,15 @@ async def authenticated(request: Request[Any, Any, Any], state: State) -> Access
     """The verified claims of the caller whose session (``sid``) is still live.
 
     The cheapest refusal first: the signature and claims (no I/O), then the revoked-session
-    set in Redis (one ``EXISTS``; skipped when Redis cannot answer), and only then Postgres,
-    the record (one statement on a connection taken for it alone). A token of an ended
-    session is usually refused without touching the database.
+    set in Redis (one ``MGET``; skipped when Redis cannot answer), then one rate-limit call
+    (``endpoint=sessions`` per client IP and, unless the set lists the session as ended, per
+    user), and only then Postgres, the record (one statement on a connection taken for it
+    alone). A token of an ended session, or a flood of valid ones, is refused without
+    touching the database.
 
     Raises:
         Unauthorized: invalid token, or its session was logged out or revoked.
+        TooManyRequests: the IP or the user is over its limit (429).
         DatabaseUnavailable: Postgres cannot answer (503).
     """
     verifier: AccessTokenVerifier = state.verifier
@@ -53,6 +56,16 @@ async def authenticated(request: Request[Any, Any, Any], state: State) -> Access
         listed = await revocations.is_revoked(claims.sid, claims.kid)
     except RevocationsUnavailable:
         listed = False  # Postgres decides below
+    ip = http.client_ip(cast("Mapping[str, Any]", request.scope)) or "unknown"
+    descriptors = [[("endpoint", "sessions"), ("remote_address", ip)]]
+    if not listed:  # an ended session's token counts per IP only, never against its victim
+        descriptors.append([("endpoint", "sessions"), ("user_id", claims.sub)])
+    await rate_limits.enforce(
+        state.ratelimit,
+        descriptors,
+        fail_open=state.settings.fails_open("sessions"),
+        request_state=request.scope["state"],
+    )
     if listed or not await session_queries.family_is_live(db, family_id, uuid.UUID(claims.sub)):
         raise Unauthorized("The session has ended.")
     request.scope["state"]["user_id"] = claims.sub

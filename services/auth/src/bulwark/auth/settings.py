@@ -29,10 +29,12 @@ from bulwark.common.settings import (
 #: closed (503): an unlimited login window is an open door to credential stuffing.
 #: Registration and the token endpoint fail open: their limits protect capacity, and a
 #: limiter outage should neither stop sign-ups nor log every app out at its next refresh.
+#: ``sessions`` (the routes of a signed-in caller: logout, the session list) fail open too.
 RATELIMIT_FAILURE_MODES: Mapping[str, FailureMode] = {
     "login": "deny",
     "register": "allow",
     "token": "allow",
+    "sessions": "allow",
 }
 
 
