@@ -92,14 +92,18 @@ async def test_an_unreachable_limiter_after_the_password_check_is_logged_not_rai
 
 async def test_an_abandoned_login_refunds_its_reservation_and_keeps_earlier_failures() -> None:
     """A login that ended before its password check could fail (the database down, a
-    cancelled request) gives back what `check` reserved: a refund, never a reset."""
+    cancelled request) gives back all that `check` counted, the attempt too: refunds, never
+    a reset (the identity's earlier failures stay)."""
     client = StandIn()
     await _limits(client).abandoned()
     failure = ("endpoint", "login_failure")
     ip, email = ("remote_address", "203.0.113.7"), ("email", "ann@example.com")
+    attempt = ("endpoint", "login")
     assert client.calls == [
         (
             [
+                [attempt, email, ("backoff", "refund")],
+                [attempt, ip, ("backoff", "refund")],
                 [failure, email, ("backoff", "refund")],
                 [failure, ip, ("backoff", "refund")],
                 [failure, ip, email, ("backoff", "refund")],

@@ -258,12 +258,28 @@ async def test_success_resets_the_identity_but_not_the_ip(call: Caller) -> None:
 
 
 async def test_actions_on_other_rules_are_unlimited(call: Caller) -> None:
-    for action in ("reset", "refund", "other"):
-        answer = await call([("log", "x"), ("backoff", action)])
+    unsupported = [("log", "reset"), ("log", "other"), *(("counter", a) for a in ACTIONS)]
+    for key, action in unsupported:
+        answer = await call([(key, "x"), ("backoff", action)])
         assert answer.overall_code == OK
         assert not answer.statuses[0].HasField("current_limit")
     # and count nothing
     assert (await call([("log", "x")], hits=0)).statuses[0].limit_remaining == 2
+    assert (await call([("counter", "x")], hits=0)).statuses[0].limit_remaining == 3
+
+
+async def test_refund_gives_back_the_newest_hit_of_a_sliding_log(call: Caller) -> None:
+    """An attempt that was never judged (the login's database was down) is taken back."""
+    assert await codes(call, [("log", "x")], 3) == [OK, OK, OVER]
+    assert (await call([("log", "x"), ("backoff", "refund")])).overall_code == OK
+    assert (await call([("log", "x")], hits=0)).statuses[0].limit_remaining == 1
+    assert (await call([("log", "x")])).overall_code == OK
+    for _ in range(3):  # more refunds than hits: the log empties, never below
+        assert (await call([("log", "x"), ("backoff", "refund")])).overall_code == OK
+    assert (await call([("log", "x")], hits=0)).statuses[0].limit_remaining == 2
+
+
+ACTIONS = ("reset", "refund", "other")
 
 
 async def test_refund_gives_back_one_reserved_failure(call: Caller) -> None:

@@ -66,7 +66,7 @@ def test_reset_action_only_on_backoff_rules() -> None:
     assert rules.resolve("d", [("email", "x@y"), ("backoff", "unknown")]) is None
 
 
-def test_refund_action_only_on_backoff_and_distinct_rules() -> None:
+def test_refund_action_only_on_backoff_distinct_and_sliding_log_rules() -> None:
     rules = load_rules(packaged_rules_path())
     failure = [("endpoint", "login_failure")]
     for entries in (
@@ -78,7 +78,11 @@ def test_refund_action_only_on_backoff_and_distinct_rules() -> None:
         assert refund is not None
         assert refund.action == "refund"
     attempts = [("endpoint", "login"), ("email", "a@x"), ("backoff", "refund")]
-    assert rules.resolve("bulwark-auth", attempts) is None
+    refund = rules.resolve("bulwark-auth", attempts)
+    assert refund is not None
+    assert refund.action == "refund"
+    api = rules.resolve("bulwark-api", [("user_id", "u"), ("backoff", "reset")])
+    assert api is None  # a reset stays a backoff rule's action
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,9 @@ number of replicas behave as one. Per descriptor, by its rule's kind (docs/ratel
   last sight; a value already in the set is always admitted, a new one only while there is room.
 - ``backoff``: a hash holding the failures' times, the current block's end and the strike count.
 - reset: deletes a ``backoff`` key (a reset action); never over.
-- refund: gives back one counted failure, the newest failure time of a ``backoff`` key or the
-  value of a ``distinct`` key (a refund action); never over.
+- refund: gives back one counted hit: the newest failure time of a ``backoff`` key, the
+  value of a ``distinct`` key, the newest hit of a ``sliding_log`` key (a refund action);
+  never over.
 """
 
 import asyncio
@@ -142,6 +143,8 @@ for i, key in ipairs(KEYS) do
     redis.call('DEL', key)
   elseif k == 6 and ARGV[7 * i] == '3' then
     redis.call('ZREM', key, ARGV[7 * i - 1])
+  elseif k == 6 and ARGV[7 * i] == '1' then
+    redis.call('ZPOPMAX', key)
   elseif k == 6 then
     local f = redis.call('HGET', key, 'f')
     if f and f ~= '' then

@@ -25,8 +25,8 @@ in `IDENTITY_KEYS` are always normalised with `normalize_identity`, values of
 
 A descriptor whose last entry is ``backoff=reset`` and whose other entries reach a ``backoff``
 rule is a reset action on that rule's key; one ending in ``backoff=refund`` that reaches a
-``backoff`` or ``distinct`` rule is a refund action (`Match.action`; docs/ratelimit.md,
-"Backoff protocol").
+``backoff``, ``distinct`` or ``sliding_log`` rule is a refund action (`Match.action`;
+docs/ratelimit.md, "Backoff protocol").
 """
 
 import hashlib
@@ -56,7 +56,7 @@ ACTION_KEY = "backoff"
 Action = Literal["reset", "refund"]
 _ACTION_KINDS: dict[str, frozenset[str]] = {
     "reset": frozenset({"backoff"}),
-    "refund": frozenset({"backoff", "distinct"}),
+    "refund": frozenset({"backoff", "distinct", "sliding_log"}),
 }
 
 Algorithm = Literal["sliding_log", "sliding_counter", "distinct"]

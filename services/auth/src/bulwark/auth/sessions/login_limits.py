@@ -15,9 +15,9 @@ counted and a failure is *reserved* in each failure rule (every ``hits_addend`` 
 logins racing in parallel from one IP are judged one after the other by Redis, not all
 against the same count; a refusal counts nothing. The reservation becomes a failure only
 when the password check ran and failed. `LoginLimits.succeeded` gives it back and clears the
-identity's failures; `LoginLimits.abandoned` gives it back for every other ending (a server
-error, a timeout, a cancelled request), so an outage never counts against the users it
-turned away.
+identity's failures; `LoginLimits.abandoned` gives it back, the attempt too, for every
+other ending (a server error, a timeout, a cancelled request), so an outage never counts
+against the users it turned away.
 """
 
 from collections.abc import MutableMapping
@@ -53,6 +53,12 @@ class LoginLimits:
         self._fail_open = fail_open
         self._request_state = request_state
 
+    def _attempt_descriptors(self) -> list[list[tuple[str, str]]]:
+        return [
+            [("endpoint", "login"), ("email", self._email)],
+            [("endpoint", "login"), ("remote_address", self._ip)],
+        ]
+
     def _failure_descriptors(self) -> list[list[tuple[str, str]]]:
         return [
             [("endpoint", "login_failure"), ("email", self._email)],
@@ -69,11 +75,7 @@ class LoginLimits:
                 on too many identities (429; nothing counted unless a block started).
             ServiceUnavailable: the limiter cannot answer and login fails closed (503).
         """
-        attempts = [
-            [("endpoint", "login"), ("email", self._email)],
-            [("endpoint", "login"), ("remote_address", self._ip)],
-        ]
-        descriptors = [*attempts, *self._failure_descriptors()]
+        descriptors = [*self._attempt_descriptors(), *self._failure_descriptors()]
         try:
             await rate_limits.enforce(
                 self._client,
@@ -101,20 +103,29 @@ class LoginLimits:
         await self._give_back(_RESET, unanswered_event="login_failures_not_cleared")
 
     async def abandoned(self) -> None:
-        """Give back the failure reserved by `check` when the login ended before its
-        password check could fail (a 5xx, a timeout, a cancellation): refund one failure of
-        the identity and of the IP, and take the identity out of the IP's distinct
-        identities (refund actions; docs/ratelimit.md, "Backoff protocol"). The attempt
-        itself stays counted. A limiter that cannot answer is logged, not raised."""
-        await self._give_back(_REFUND, unanswered_event="login_failure_not_refunded")
+        """Give back all that `check` counted when the login ended before its password
+        check could fail (a 5xx, a timeout, a cancellation): the attempt at the email and at
+        the IP, one failure of each, and the identity's entry among the IP's distinct
+        identities (refund actions; docs/ratelimit.md, "Backoff protocol"). A user who
+        retries through an outage is not locked out after it. A limiter that cannot answer
+        is logged, not raised."""
+        attempts = [[*entries, _REFUND] for entries in self._attempt_descriptors()]
+        await self._give_back(
+            _REFUND, also=attempts, unanswered_event="login_failure_not_refunded"
+        )
 
-    async def _give_back(self, identity_action: tuple[str, str], *, unanswered_event: str) -> None:
+    async def _give_back(
+        self,
+        identity_action: tuple[str, str],
+        *,
+        also: list[list[tuple[str, str]]] | None = None,
+        unanswered_event: str,
+    ) -> None:
         """One call: ``identity_action`` on the identity's failures, a refund of the IP's
-        reservation and of its distinct-identity entry."""
+        reservation and of its distinct-identity entry, and the actions in ``also``."""
         email_rule, ip_rule, distinct_rule = self._failure_descriptors()
+        actions = [[*email_rule, identity_action], [*ip_rule, _REFUND], [*distinct_rule, _REFUND]]
         try:
-            await self._client.should_rate_limit(
-                [[*email_rule, identity_action], [*ip_rule, _REFUND], [*distinct_rule, _REFUND]]
-            )
+            await self._client.should_rate_limit([*(also or []), *actions])
         except RateLimitUnavailable as exc:
             _log.warning(unanswered_event, code=exc.code.name)
