@@ -1,5 +1,6 @@
 """Client address resolution behind trusted proxies, and the middleware's use of it."""
 
+import asyncio
 import io
 import json
 from typing import Any
@@ -186,3 +187,51 @@ async def test_a_secret_shaped_request_id_is_replaced() -> None:
     assert line["request_id"] == answered
     line, answered = await _access_line([(b"x-request-id", b"req-123.abc")])
     assert (answered, line["request_id"]) == ("req-123.abc", "req-123.abc")
+
+
+async def test_past_max_concurrency_a_request_is_shed_with_503_before_any_work() -> None:
+    """Two requests in flight with ``max_concurrency=2``: a third is answered 503
+    problem+json with Retry-After at once, never reaching the app; /healthz still is; once
+    one finishes, requests are admitted again."""
+    release = asyncio.Event()
+    reached: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+        if scope["path"] == "/slow":
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    def request(path: str) -> tuple[dict[str, Any], list[Message]]:
+        scope = {"type": "http", "method": "GET", "path": path, "client": ("1.2.3.4", 1)}
+        return scope, []
+
+    middleware = RequestContextMiddleware(app, max_concurrency=2)  # type: ignore[arg-type]
+
+    async def call(path: str) -> list[Message]:
+        scope, sent = request(path)
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        await middleware(scope, receive, send)  # type: ignore[arg-type]
+        return sent
+
+    slow = [asyncio.create_task(call("/slow")) for _ in range(2)]
+    await asyncio.sleep(0)
+    shed = await asyncio.wait_for(call("/v1/notes"), 1)
+    health = await asyncio.wait_for(call("/healthz"), 1)
+    assert reached == ["/slow", "/slow", "/healthz"]
+    start, body = shed
+    assert start["status"] == 503
+    assert (b"retry-after", b"1") in start["headers"]
+    assert (b"content-type", b"application/problem+json") in start["headers"]
+    assert json.loads(body["body"])["status"] == 503
+    assert health[0]["status"] == 200
+    release.set()
+    await asyncio.gather(*slow)
+    assert (await call("/v1/notes"))[0]["status"] == 200

@@ -30,6 +30,7 @@ import structlog
 
 from bulwark.common.logging import current_trace_ids, get_logger
 from bulwark.common.metrics import UNMATCHED_ROUTE, record_http_request
+from bulwark.common.outages import OutageLog
 from bulwark.common.redaction import redact_text
 
 Scope = MutableMapping[str, Any]
@@ -141,12 +142,16 @@ class HttpLimits(msgspec.Struct, frozen=True, kw_only=True):
             close when nothing of a next request was sent).
         body_timeout: seconds from the end of a request head until its body is complete;
             then 408 (or a close when the response was already sent).
+        max_concurrency: the most requests one process works on at once; more are answered
+            503 with ``Retry-After`` before any work (``/healthz`` and ``/readyz`` excepted),
+            so that overload slows no decision past its deadline (`RequestContextMiddleware`).
     """
 
     max_header_bytes: int = 16 * 1024
     max_headers: int = 100
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    max_concurrency: int = 256
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -306,8 +311,23 @@ def log_access(
     )
 
 
+#: Paths answered even when the process is at its concurrency limit: liveness must not fail
+#: under load (a restart would only add to it), and readiness reports the dependencies.
+_ALWAYS_ADMITTED = frozenset({"/healthz", "/readyz"})
+#: ``Retry-After`` of a 503 for an overloaded process, in seconds.
+OVERLOADED_RETRY_AFTER_SECONDS = 1
+
+
 class RequestContextMiddleware:
-    """Outermost ASGI wrapper: request id, client address, structlog context, the access log.
+    """Outermost ASGI wrapper: request id, client address, structlog context, the access log,
+    and admission control.
+
+    Admission: at most ``max_concurrency`` requests are worked on at once; one more is
+    answered 503 problem+json with ``Retry-After`` at once, its access line saying
+    ``refused: "overloaded"``, and a warning (``overloaded``) is logged once per burst. Past
+    that point more concurrency would only lengthen every request's turn on the event loop
+    until deadlines expire for reasons of our own: the rate-limit call (whose endpoint may
+    then fail open, letting load switch the limits off) and the revocation check (503s).
 
     The access line (``"event": "request"``, schema in docs/logs.md) has: request_id,
     trace_id and span_id (of the current span when the response starts), user_id (from
@@ -318,10 +338,34 @@ class RequestContextMiddleware:
     ``trusted_proxies``, see `resolve_client_ip`).
     """
 
-    def __init__(self, app: ASGIApp, trusted_proxies: Sequence[IPNetwork] = ()) -> None:
-        """Wrap ``app``; ``X-Forwarded-For`` is believed only from ``trusted_proxies``."""
+    def __init__(
+        self,
+        app: ASGIApp,
+        trusted_proxies: Sequence[IPNetwork] = (),
+        max_concurrency: int = HttpLimits().max_concurrency,
+    ) -> None:
+        """Wrap ``app``; ``X-Forwarded-For`` is believed only from ``trusted_proxies``; at
+        most ``max_concurrency`` requests at once."""
         self.app = app
         self.trusted_proxies: TrustedProxies = tuple(trusted_proxies)
+        self.max_concurrency = max_concurrency
+        self._in_flight = 0
+        self._overload = OutageLog("overloaded", "overload_ended")
+
+    async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the application on this request, or answer 503 when it would be one request
+        more than ``max_concurrency`` (see the class docstring)."""
+        if self._in_flight >= self.max_concurrency and scope["path"] not in _ALWAYS_ADMITTED:
+            self._overload.failed("max_concurrency")
+            scope["state"][REFUSAL_STATE] = Refusal(503, "overloaded")
+            await _answer_overloaded(scope, send)
+            return
+        self._overload.succeeded()
+        self._in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self._in_flight -= 1
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point; non-HTTP scopes (lifespan) pass straight through."""
@@ -381,7 +425,7 @@ class RequestContextMiddleware:
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
-                await self.app(scope, counting_receive, tagging_send)
+                await self._admit(scope, counting_receive, tagging_send)
             except RequestRefusedError:
                 pass  # the server has answered; the line below says so
             finally:
@@ -402,6 +446,32 @@ class RequestContextMiddleware:
                     refused=refusal.reason if refusal else None,
                     trace_ids=trace_ids,
                 )
+
+
+async def _answer_overloaded(scope: Scope, send: Send) -> None:
+    """503 problem+json (RFC 9457) with ``Retry-After``, before any work on the request."""
+    body = msgspec.json.encode(
+        {
+            "type": "about:blank",
+            "title": "Service Unavailable",
+            "status": 503,
+            "detail": "The service is busy; retry shortly.",
+            "instance": str(scope.get("path", "")),
+            "request_id": scope["state"]["request_id"],
+        }
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(OVERLOADED_RETRY_AFTER_SECONDS).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def serve(

@@ -176,8 +176,9 @@ def env_metrics_endpoint(
 def env_http_limits(environ: Mapping[str, str]) -> HttpLimits:
     """Return the HTTP server's limits (`HttpLimits`, docs/http-limits.md):
     ``HTTP_MAX_HEADER_BYTES`` (default 16384, at least 1024), ``HTTP_MAX_HEADERS`` (100, at
-    least 16), ``HTTP_HEADER_TIMEOUT_SECONDS`` (10, at least 0.1) and
-    ``HTTP_BODY_TIMEOUT_SECONDS`` (30, at least 0.1).
+    least 16), ``HTTP_HEADER_TIMEOUT_SECONDS`` (10, at least 0.1),
+    ``HTTP_BODY_TIMEOUT_SECONDS`` (30, at least 0.1) and ``HTTP_MAX_CONCURRENCY`` (256, at
+    least 1).
 
     Raises:
         SettingsError: a value is malformed or below its minimum.
@@ -193,5 +194,8 @@ def env_http_limits(environ: Mapping[str, str]) -> HttpLimits:
         ),
         body_timeout=env_float(
             environ, "HTTP_BODY_TIMEOUT_SECONDS", default.body_timeout, minimum=0.1
+        ),
+        max_concurrency=env_int(
+            environ, "HTTP_MAX_CONCURRENCY", default.max_concurrency, minimum=1
         ),
     )

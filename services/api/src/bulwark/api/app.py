@@ -143,4 +143,6 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             else None
         ),
     )
-    return RequestContextMiddleware(cast("ASGIApp", app), settings.trusted_proxies)
+    return RequestContextMiddleware(
+        cast("ASGIApp", app), settings.trusted_proxies, settings.http.max_concurrency
+    )

@@ -196,4 +196,6 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             else None
         ),
     )
-    return RequestContextMiddleware(cast("ASGIApp", app), settings.trusted_proxies)
+    return RequestContextMiddleware(
+        cast("ASGIApp", app), settings.trusted_proxies, settings.http.max_concurrency
+    )
