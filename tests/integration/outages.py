@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -80,16 +81,22 @@ def eventually(
 
 
 class ThrowawayRedis:
-    """A ``redis-server`` process without persistence on a fixed loopback port."""
+    """A ``redis-server`` process on a fixed loopback port that writes nothing by itself; it
+    keeps a snapshot only when told to (`snapshot`), and loads it only when restarted with
+    ``from_snapshot`` (as a Redis with persistence comes back after a crash)."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
+        self._dir = Path(tempfile.mkdtemp(prefix="throwaway-redis-"))
 
-    def start(self) -> None:
+    def start(self, *, from_snapshot: bool = False) -> None:
         assert REDIS_SERVER is not None
+        if not from_snapshot:
+            (self._dir / "dump.rdb").unlink(missing_ok=True)
         args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args += ["--dir", str(self._dir), "--dbfilename", "dump.rdb"]
         self.process = subprocess.Popen(  # noqa: S603 - fixed command
             [REDIS_SERVER, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -99,11 +106,23 @@ class ThrowawayRedis:
             try:
                 client.ping()
                 break
-            except redis.exceptions.ConnectionError:
+            except (redis.exceptions.ConnectionError, redis.exceptions.BusyLoadingError):
                 if time.monotonic() > give_up:
                     raise
                 time.sleep(0.05)
         client.close()
+
+    def snapshot(self) -> None:
+        """Write the data set to disk now (``SAVE``)."""
+        with redis.Redis(port=self.port) as client:
+            client.save()
+
+    def crash(self) -> None:
+        """SIGKILL: no shutdown, nothing saved."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+            self.process = None
 
     def stop(self) -> None:
         if self.process is not None:

@@ -155,3 +155,38 @@ def test_requests_succeed_within_a_second_of_redis_answering_again(
     # outrun its 300 a minute); never a 503.
     assert set(late) <= {200, 429}, sorted(set(late))
     assert 200 in late
+
+
+def test_a_logged_out_session_stays_refused_when_redis_comes_back_from_an_older_snapshot(
+    own: RunningStack, throwaway_redis: ThrowawayRedis
+) -> None:
+    """Redis is snapshotted, a user logs out, Redis crashes and comes back from the snapshot:
+    the marker is back but the revocation is not (as after a failover to a lagging replica).
+    The API must refuse the token at every moment (401, or 503 while the set is behind),
+    never 200."""
+    user = register(own.auth_url)
+    me_url = f"{own.api_url}/v1/me"
+    token = bearer(login(own.auth_url, user)["access_token"], user)
+    live_user = register(own.auth_url)
+    live = bearer(login(own.auth_url, live_user)["access_token"], live_user)
+    assert httpx.get(me_url, headers=token).status_code == 200
+    throwaway_redis.snapshot()
+    assert httpx.post(f"{own.auth_url}/v1/auth/logout", headers=token).status_code == 204
+    assert httpx.get(me_url, headers=token).status_code == 401
+
+    traffic = Traffic(me_url, token)
+    traffic.start()
+    try:
+        time.sleep(0.2)
+        throwaway_redis.crash()
+        throwaway_redis.start(from_snapshot=True)
+        back = eventually(lambda: httpx.get(me_url, headers=live), lambda a: a.status_code == 200)
+        assert back.status_code == 200, back.text
+        time.sleep(0.5)
+    finally:
+        traffic.done.set()
+        traffic.join(timeout=10)
+    statuses = [status for status, _ in traffic.answers]
+    assert 200 not in statuses
+    assert set(statuses) <= {401, 503}
+    assert httpx.get(me_url, headers=token).status_code == 401

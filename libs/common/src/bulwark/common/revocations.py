@@ -14,14 +14,19 @@ keys per request, bounded by a short timeout.
 Postgres stays the record of which sessions ended; Redis holds only the recent ones, and the
 auth service re-publishes them periodically, so a lost write heals.
 
-A Redis that restarts empty (or is flushed, or fails over to a replica without the set)
-would forget every revocation at once, and the tokens of ended sessions would work again.
-So the set carries a marker, ``{prefix}revoked:complete``, that the auth service writes only
+A Redis that restarts empty (or is flushed) would forget every revocation at once, and one
+that comes back from a snapshot, or fails over to a replica that lags, would forget the
+latest ones; the tokens of those ended sessions would work again. So the set carries a
+marker, ``{prefix}revoked:complete``, holding an *epoch*: written by the auth service only
 after listing every recent revocation from Postgres (`SessionRevocations.mark_complete`),
-and checks twice a second, rebuilding the set when it is gone. The API reads the marker in
-the same round trip as the entries (one ``MGET``): no marker means the set cannot be
-trusted, and the check answers as if Redis were down (``REVOCATION_FAILURE_MODE``) until the
-set is rebuilt. Redis must not evict these keys (``maxmemory-policy noeviction``).
+and raised by every revocation written after that, in the same transaction (never below
+Redis's clock in milliseconds, so a rebuild always lands past every epoch written before).
+The API reads it in the same round trip as the entries (one ``MGET``) and remembers the
+highest epoch it has seen: no marker, or an epoch lower than one seen before (Redis went
+back in time), means the set cannot be trusted, and the check answers as if Redis were down
+(``REVOCATION_FAILURE_MODE``) until the set is rebuilt. The auth service checks the marker
+twice a second and rebuilds the set when it is gone or has gone back. Redis must not evict
+these keys (``maxmemory-policy noeviction``).
 """
 
 import asyncio
@@ -43,6 +48,18 @@ _log = get_logger(__name__)
 MAX_CONNECTIONS = 64
 #: Entries written per round trip when many sessions end at once.
 _BATCH = 500
+# Raises the marker's epoch to max(epoch + 1, Redis time in ms, ARGV[1]); creates it only
+# when ARGV[2] is "1" (a rebuild), so revocations written into a set that lost its marker
+# leave it incomplete. Returns the new epoch, or 0 when there is no marker.
+_RAISE_EPOCH = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '')
+if current == nil and ARGV[2] ~= '1' then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local epoch = math.max((current or 0) + 1, now, tonumber(ARGV[1]))
+redis.call('SET', KEYS[1], string.format('%d', epoch))
+return epoch
+"""
 
 
 class RevocationsUnavailable(Exception):  # noqa: N818  # reads as a state, like JwksUnavailable
@@ -82,6 +99,9 @@ class SessionRevocations:
             retry=Retry(NoBackoff(), 1),
         )
         self._redis = redis.asyncio.Redis.from_pool(pool)
+        self._raise_epoch = self._redis.register_script(_RAISE_EPOCH)
+        #: The highest epoch this process has seen; a lower one means Redis went back.
+        self.epoch_seen = 0
 
     def key(self, sid: str | uuid.UUID) -> str:
         """The Redis key of session ``sid``: ``{prefix}revoked:sid:{sid}``."""
@@ -93,8 +113,17 @@ class SessionRevocations:
 
     @property
     def marker_key(self) -> str:
-        """The key whose presence says the set is complete: ``{prefix}revoked:complete``."""
+        """The key holding the set's epoch: ``{prefix}revoked:complete``."""
         return f"{self._prefix}revoked:complete"
+
+    def _current(self, marker: bytes | str | None) -> bool:
+        """True when ``marker`` (the marker's value) is present and not behind an epoch
+        seen before; remembers it."""
+        epoch = int(marker) if marker is not None and marker.isdigit() else 0
+        if epoch == 0 or epoch < self.epoch_seen:
+            return False
+        self.epoch_seen = epoch
+        return True
 
     async def is_revoked(self, sid: str, kid: str = "") -> bool:
         """True when session ``sid`` or signing key ``kid`` is listed as revoked (one
@@ -102,8 +131,9 @@ class SessionRevocations:
 
         Raises:
             RevocationsUnavailable: Redis failed or took longer than the timeout, or the
-                set is incomplete (no marker: Redis lost it, and the auth service has not
-                rebuilt it from Postgres yet).
+                set is incomplete (no marker, or an epoch lower than one seen before: Redis
+                lost revocations, and the auth service has not rebuilt the set from Postgres
+                yet).
         """
         keys = [self.marker_key, self.key(sid), *([self.kid_key(kid)] if kid else [])]
         try:
@@ -111,31 +141,42 @@ class SessionRevocations:
                 marker, *entries = await self._redis.mget(keys)
         except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
             raise RevocationsUnavailable(type(exc).__name__) from exc
+        current = self._current(marker)  # every answer teaches this process the epoch
         if any(entry is not None for entry in entries):
             return True  # listed: revoked, complete set or not
-        if marker is None:
+        if not current:
             raise RevocationsUnavailable("revocation set incomplete")
         return False
 
-    async def is_complete(self) -> bool:
-        """True when the marker is present (the set was rebuilt since Redis last lost it).
+    async def is_current(self) -> bool:
+        """True when the marker is present and not behind an epoch this process has seen
+        (the set holds every recent revocation).
 
         Raises:
             RevocationsUnavailable: Redis failed or took longer than the timeout.
         """
         try:
             async with asyncio.timeout(self._timeout):
-                return bool(await self._redis.exists(self.marker_key))
+                marker = await self._redis.get(self.marker_key)
         except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
             raise RevocationsUnavailable(type(exc).__name__) from exc
+        return self._current(marker)
 
     async def mark_complete(self) -> None:
-        """Write the marker; call only right after every recent revocation was listed.
+        """Write the marker with an epoch past every one seen; call only right after every
+        recent revocation was listed.
 
         Raises:
             RevocationsUnavailable: Redis failed or took longer than the timeout.
         """
-        await self._set_forever(self.marker_key)
+        try:
+            async with asyncio.timeout(self._timeout):
+                epoch = await self._raise_epoch(
+                    keys=[self.marker_key], args=[self.epoch_seen + 1, "1"]
+                )
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+            raise RevocationsUnavailable(type(exc).__name__) from exc
+        self.epoch_seen = max(self.epoch_seen, int(epoch))
 
     async def mark_incomplete(self) -> None:
         """Delete the marker (a revocation could not be listed): the API applies
@@ -147,13 +188,6 @@ class SessionRevocations:
         try:
             async with asyncio.timeout(self._timeout):
                 await self._redis.delete(self.marker_key)
-        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
-            raise RevocationsUnavailable(type(exc).__name__) from exc
-
-    async def _set_forever(self, key: str) -> None:
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._redis.set(key, b"1")
         except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
             raise RevocationsUnavailable(type(exc).__name__) from exc
 
@@ -175,15 +209,21 @@ class SessionRevocations:
         await self._set([(self.kid_key(kid), seconds) for kid in kids])
 
     async def _set(self, entries: Sequence[tuple[str, int]]) -> None:
+        """Write ``(key, seconds)`` entries, each batch in one transaction that also raises
+        the epoch (when the set has its marker)."""
         for start in range(0, len(entries), _BATCH):
             try:
                 async with asyncio.timeout(self._timeout):
-                    async with self._redis.pipeline(transaction=False) as pipe:
+                    async with self._redis.pipeline(transaction=True) as pipe:
                         for key, seconds in entries[start : start + _BATCH]:
                             pipe.set(key, b"1", ex=max(1, seconds))
-                        await pipe.execute()
+                        await self._raise_epoch(
+                            keys=[self.marker_key], args=[self.epoch_seen + 1, "0"], client=pipe
+                        )
+                        *_, epoch = await pipe.execute()
             except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
                 raise RevocationsUnavailable(type(exc).__name__) from exc
+            self.epoch_seen = max(self.epoch_seen, int(epoch))
 
     async def aclose(self) -> None:
         """Close the connections."""

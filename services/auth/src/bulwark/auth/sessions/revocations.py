@@ -10,8 +10,10 @@ the sessions ended in the last `entry_lifetime` seconds, written:
   set's completeness marker is deleted, so the API applies ``REVOCATION_FAILURE_MODE``
   instead of trusting a set that misses the session;
 - in full by every replica (`resync_forever`): every ``REVOCATION_RESYNC_SECONDS``, and at
-  once when the marker is gone (Redis restarted empty, was flushed or failed over, or a
-  publication failed), then the marker is written again. The marker is checked every
+  once when the marker is gone (Redis restarted empty or was flushed, or a publication
+  failed) or has gone back to an epoch lower than one this replica wrote or saw (Redis came
+  back from a snapshot or failed over to a replica that lags); then the marker is written
+  again with an epoch past every earlier one. The marker is checked every
   `MARKER_CHECK_SECONDS`, so the API refuses no valid token for much longer than that once
   Redis is back.
 
@@ -99,7 +101,7 @@ async def resync_forever(
     outage = OutageLog("session_revocation_resync_failed", "session_revocation_resync_recovered")
     while True:
         try:
-            if loop.time() >= next_rebuild or not await revocations.is_complete():
+            if loop.time() >= next_rebuild or not await revocations.is_current():
                 count = await rebuild(db, revocations, access_token_ttl, recent_kids)
                 if loop.time() < next_rebuild:
                     _log.warning("revocation_set_rebuilt", sessions=count)
