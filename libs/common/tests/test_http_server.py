@@ -402,12 +402,31 @@ async def test_a_chunk_line_longer_than_the_limit_is_400() -> None:
 
 async def test_well_formed_chunked_bodies_are_served() -> None:
     server = Server()
-    body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nABCDEF0: 1\r\n\r\n"
+    body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n"
     await server.send(CHUNKED + body[:9], body[9:20], body[20:])
     assert server.transport.statuses() == [200]
     assert server.transport.written.endswith(b"hello world")
     await server.send(CHUNKED + b"100000\r\n" + b"c" * 0x100000 + b"\r\n0\r\n\r\n")
     assert server.transport.statuses() == [200, 200]
+
+
+async def test_a_trailer_field_is_refused_never_added_to_the_headers() -> None:
+    """uvicorn appends trailer fields to the request's headers, where the application would
+    read an ``Authorization`` no proxy in front saw: a trailer is a 400."""
+    server = Server()
+    await server.send(CHUNKED + b"2\r\n{}\r\n0\r\nAuthorization: Bearer smuggled\r\n\r\n")
+    assert server.transport.statuses() == [400]
+    (line,) = server.lines()
+    assert line["refused"] == "trailer_refused"
+
+
+async def test_the_bytes_after_a_head_are_bounded() -> None:
+    """A body phase past 1 MiB (a trailer that never ends, say) is a 413, read no further."""
+    server = Server()
+    await server.send(CHUNKED + b"2\r\n{}\r\n0\r\nX-T: ", *([b"a" * 65536] * 20))
+    assert server.transport.statuses() == [413]
+    (line,) = server.lines()
+    assert line["refused"] == "body_too_large"
 
 
 # Timeouts ----------------------------------------------------------------------------------

@@ -72,6 +72,10 @@ MAX_CHUNK_BYTES = 1024 * 1024
 #: Longest chunk-size line (size and extensions) accepted; RFC 9112 §7.1.1 asks servers to
 #: limit extensions. A longer one is a 400.
 MAX_CHUNK_LINE = 1024
+#: Most bytes read after a request's head and before its end (its body, chunk-size lines and
+#: anything else of the message), counted per read; more is answered 413. Bulwark's bodies are
+#: at most 64 KiB; this bounds what any request may make the parser hold or the server read.
+MAX_BODY_PHASE_BYTES = 1024 * 1024
 #: Seconds a refused connection is kept half-closed, its input read and dropped, so the
 #: client receives the answer before the connection is closed.
 LINGER_SECONDS = 2.0
@@ -107,6 +111,8 @@ _DETAILS = {
     "body_timeout": "The request body was not received in time.",
     "chunk_too_large": "A chunk of the request body is larger than the server accepts.",
     "chunk_line_too_long": "A chunk-size line of the request body is too long.",
+    "body_too_large": "The request body is larger than the server accepts.",
+    "trailer_refused": "The request carries trailer fields, which the server does not accept.",
 }
 
 
@@ -144,6 +150,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._chunk_unchecked = False  # a chunk-size line was read and not yet checked
         self._chunk_got = 0  # bytes of that chunk read in the same read
         self._tail = b""  # last bytes read of a body, for a chunk-size line across reads
+        self._body_bytes = 0  # bytes read after the head of the message being read
 
     # Connection life cycle ------------------------------------------------------------
 
@@ -163,23 +170,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._input_closed:
             return
         self._unset_keepalive_if_required()
-        rest = data
         if self._in_head and not self._message_begun:
             self._head_bytes, self._head_counted = 0, True
-        if self._in_head:
-            room = max(self.limits.max_header_bytes - self._head_bytes, 0)
-            if len(data) > room:
-                # Only what may still be head: if the head does not end in it, it is too big.
-                if not self._feed(data[:room]):
-                    return
-                if self._in_head:
-                    too_big = self._head_refusal(too_big=True)
-                    self._refuse(too_big or Refusal(431, "header_too_large"))
-                    return
-                rest = data[room:]
-            else:
-                self._head_bytes += len(data)
-        if not self._feed(rest):
+        if self._over_body_budget(data):
+            return
+        rest = self._feed_head(data) if self._in_head else data
+        if rest is None or not self._feed(rest):
             return
         if self._in_head and self._message_begun and len(self.headers) > self.limits.max_headers:
             self._refuse(Refusal(431, "too_many_headers"))
@@ -193,6 +189,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 self._body_timer = self.loop.call_later(
                     self.limits.body_timeout, self._body_timeout
                 )
+
+    def _feed_head(self, data: bytes) -> bytes | None:
+        """While a head is incomplete, feed no more of ``data`` than may still be head;
+        return what remains to feed, or None when the connection was refused."""
+        room = max(self.limits.max_header_bytes - self._head_bytes, 0)
+        if len(data) <= room:
+            self._head_bytes += len(data)
+            return data
+        # Only what may still be head: if the head does not end in it, it is too big.
+        if not self._feed(data[:room]):
+            return None
+        if self._in_head:
+            too_big = self._head_refusal(too_big=True)
+            self._refuse(too_big or Refusal(431, "header_too_large"))
+            return None
+        return data[room:]
+
+    def _over_body_budget(self, data: bytes) -> bool:
+        """Count ``data`` against `MAX_BODY_PHASE_BYTES` when it comes after a head; True
+        (and the request refused 413) past the budget."""
+        if not self._message_begun or self._in_head:
+            return False
+        self._body_bytes += len(data)
+        if self._body_bytes <= MAX_BODY_PHASE_BYTES:
+            return False
+        self._refuse(Refusal(413, "body_too_large"))
+        return True
 
     def _feed(self, data: bytes) -> bool:
         """Parse ``data``; False when the connection was refused or stopped reading."""
@@ -211,6 +234,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """A request starts: its head is timed from now if no wait is timed already."""
         super().on_message_begin()
         self._message_begun = True
+        self._body_bytes = 0
         self._started = time.perf_counter()
         self._message_cycle = None
         self._chunk_open = self._chunk_unchecked = False
@@ -230,6 +254,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None and self.cycle.scope is self.scope:
             self._message_cycle = self.cycle
         self._tail = b""
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """A header field, as uvicorn; a trailer field (after the head, at the end of a
+        chunked body) is refused: uvicorn would append it to the request's headers, where
+        the application could take it for a field of the head (an ``Authorization`` or
+        ``X-Forwarded-For`` that no proxy in front saw)."""
+        if not self._in_head:
+            self._refuse(Refusal(400, "trailer_refused"))
+            raise _RefusedError
+        super().on_header(name, value)
 
     def on_chunk_header(self) -> None:
         """A chunk-size line was read: check it once this read is parsed."""
