@@ -136,6 +136,12 @@ class Database:
         held = self._holder.set(task)
         try:
             yield conn
+        except asyncio.CancelledError:
+            # Cancelled mid-call (a deadline, a shutdown): the connection's state is unknown,
+            # and a graceful reset would wait on a server that may be stalled. Terminate it;
+            # the server rolls back what it had.
+            conn.terminate()
+            raise
         except Exception as exc:
             if not _lost(exc, conn):
                 raise
@@ -169,7 +175,7 @@ class Database:
             try:
                 yield conn
             except BaseException as exc:
-                if not _lost(exc, conn):
+                if not isinstance(exc, asyncio.CancelledError) and not _lost(exc, conn):
                     await transaction.rollback()
                 raise
             await transaction.commit()
