@@ -633,7 +633,12 @@ def test_a_flood_of_unknown_kids_costs_one_jwks_fetch_per_cooldown(
     flood_stack = stack_factory(
         env={
             "ratelimit": {"RATELIMIT_RULES": str(rules)},
-            "api": {"JWKS_MIN_REFRESH_SECONDS": str(JWKS_COOLDOWN_SECONDS)},
+            # Every request of a wave in flight at once: the waves test the JWKS cache, not
+            # the admission control (HTTP_MAX_CONCURRENCY) that would shed part of them.
+            "api": {
+                "JWKS_MIN_REFRESH_SECONDS": str(JWKS_COOLDOWN_SECONDS),
+                "HTTP_MAX_CONCURRENCY": str(2 * FLOOD_REQUESTS),
+            },
         }
     )
     ready_at = time.monotonic()  # the API fetched the JWKS for /readyz just before

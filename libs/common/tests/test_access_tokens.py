@@ -39,6 +39,10 @@ class Keys:
         return self.keys.get(kid)
 
 
+USER = "3f2a5c1e-9b7d-4e21-8c3a-0d6f5e4b3a21"
+SESSION = "8a6c2f1e-1d2c-4b3a-9e8f-7a6b5c4d3e2f"
+
+
 def _key() -> ECKey:
     return ECKey.generate_key("P-256", parameters={"alg": "ES256"}, auto_kid=True)
 
@@ -48,12 +52,12 @@ def _claims(**overrides: object) -> dict[str, object]:
     claims: dict[str, object] = {
         "iss": ISSUER,
         "aud": AUDIENCE,
-        "sub": "user-1",
+        "sub": USER,
         "client_id": "app",
         "iat": now,
         "exp": now + 900,
         "jti": "j",
-        "sid": "s",
+        "sid": SESSION,
         "scope": "api",
     }
     claims.update(overrides)
@@ -80,8 +84,8 @@ def verifier(key: ECKey) -> AccessTokenVerifier:
 
 async def test_a_genuine_token_verifies(key: ECKey, verifier: AccessTokenVerifier) -> None:
     claims = await verifier.verify(_sign(key, _claims()))
-    assert claims.sub == "user-1"
-    assert claims.sid == "s"
+    assert claims.sub == USER
+    assert claims.sid == SESSION
 
 
 async def test_leeway_is_sixty_seconds(key: ECKey, verifier: AccessTokenVerifier) -> None:
@@ -100,6 +104,14 @@ async def test_leeway_is_sixty_seconds(key: ECKey, verifier: AccessTokenVerifier
         {"aud": "another-api"},
         {"sub": None},
         {"sid": None},
+        # Signed, but not the shape Bulwark's issuer writes: the routes parse these as UUIDs.
+        {"sub": "not-a-uuid"},
+        {"sub": USER.upper()},
+        {"sub": USER + "\n"},
+        {"sub": "\u0000"},
+        {"sid": "not-a-uuid"},
+        {"sid": "{" + SESSION + "}"},
+        {"client_id": "c" * 1025},
     ],
 )
 async def test_claims_must_match_exactly(
@@ -398,4 +410,4 @@ def test_fuzz_validly_signed_hostile_members_are_invalid_or_verify(
         _claims_bytes()[:-1] + b',"x":' + raw(claim) + b"}",
     )
     verified = _verify(token)
-    assert verified is None or verified.sub == "user-1"
+    assert verified is None or verified.sub == USER

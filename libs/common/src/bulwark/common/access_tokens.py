@@ -66,18 +66,29 @@ class JwksUnavailable(Exception):  # noqa: N818  # reads as a state, like RFC 67
     """No key set could be fetched and no earlier one is cached."""
 
 
-class AccessTokenClaims(msgspec.Struct, frozen=True):
-    """Claims of a verified access token (RFC 9068 §2.2); times are Unix seconds."""
+#: A canonical, lower-case UUID, as Bulwark's auth service writes ``sub`` and ``sid``.
+_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z"
+_Uuid = Annotated[str, msgspec.Meta(pattern=_UUID)]
+_Text = Annotated[str, msgspec.Meta(max_length=1024)]
 
-    iss: str
-    sub: str
-    aud: str | list[str]
+
+class AccessTokenClaims(msgspec.Struct, frozen=True):
+    """Claims of a verified access token (RFC 9068 §2.2); times are Unix seconds.
+
+    ``sub`` (the user) and ``sid`` (the device session) are canonical UUIDs, as Bulwark's
+    auth service issues them: a token whose signature holds but whose claims have another
+    shape (a leaked key, a foreign issuer sharing it) is refused like any invalid token.
+    """
+
+    iss: _Text
+    sub: _Uuid
+    aud: _Text | list[_Text]
     exp: Annotated[int, msgspec.Meta(ge=0, le=2**53)]
     iat: Annotated[int, msgspec.Meta(ge=0, le=2**53)]
-    jti: str
-    client_id: str
-    sid: str
-    scope: str = ""
+    jti: _Text
+    client_id: _Text
+    sid: _Uuid
+    scope: _Text = ""
     #: Not a claim: the ``kid`` of the JOSE header the token was verified with.
     kid: str = ""
 
