@@ -11,6 +11,7 @@ from .conftest import RunningStack, StackFactory
 from .helpers import bearer, login, register
 
 USER_LIMIT = 120  # endpoint=sessions, user_id: services/ratelimit/src/bulwark/ratelimit/rules.yaml
+IP_LIMIT = 600  # endpoint=sessions, remote_address
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +44,17 @@ def test_an_ended_sessions_token_never_spends_its_owners_limit(own: RunningStack
             assert answer.status_code == 401, answer.text
     fresh = bearer(login(own.auth_url, user)["access_token"], user)
     assert httpx.get(f"{own.auth_url}/v1/auth/sessions", headers=fresh).status_code == 200
+
+
+def test_forged_tokens_count_against_the_address(stack_factory: StackFactory) -> None:
+    """A flood of forged tokens from one address reaches the per-IP limit (600 a minute) and
+    is refused by it, before any database work; the API does the same."""
+    own = stack_factory(services=["ratelimit", "auth"])
+    forged = {"Authorization": "Bearer eyJhbGciOiJFUzI1NiJ9.e30.AAAA"}
+    with httpx.Client(timeout=10) as client:
+        statuses = [
+            client.get(f"{own.auth_url}/v1/auth/sessions", headers=forged).status_code
+            for _ in range(IP_LIMIT + 1)
+        ]
+    assert statuses[:IP_LIMIT] == [401] * IP_LIMIT
+    assert statuses[IP_LIMIT] == 429

@@ -36,7 +36,7 @@ async def authenticated(request: Request[Any, Any, Any], state: State) -> Access
     (``endpoint=sessions`` per client IP and, unless the set lists the session as ended, per
     user), and only then Postgres, the record (one statement on a connection taken for it
     alone). A token of an ended session, or a flood of valid ones, is refused without
-    touching the database.
+    touching the database; missing, forged and ended tokens count against the IP's limit.
 
     Raises:
         Unauthorized: invalid token, or its session was logged out or revoked.
@@ -46,27 +46,35 @@ async def authenticated(request: Request[Any, Any, Any], state: State) -> Access
     verifier: AccessTokenVerifier = state.verifier
     revocations: SessionRevocations = state.revocations
     db: Database = state.db
-    try:
-        claims = await verifier.verify(bearer_token(request))
-        family_id = uuid.UUID(claims.sid)
-    except (InvalidAccessToken, ValueError) as exc:
-        _log.info("access_token_rejected", reason=str(exc))
-        raise Unauthorized("The access token is invalid or expired.") from None
-    try:
-        listed = await revocations.is_revoked(claims.sid, claims.kid)
-    except RevocationsUnavailable:
-        listed = False  # Postgres decides below
     ip = http.client_ip(cast("Mapping[str, Any]", request.scope)) or "unknown"
     descriptors = [[("endpoint", "sessions"), ("remote_address", ip)]]
-    if not listed:  # an ended session's token counts per IP only, never against its victim
-        descriptors.append([("endpoint", "sessions"), ("user_id", claims.sub)])
+    claims: AccessTokenClaims | None = None
+    rejection = Unauthorized("The access token is invalid or expired.")
+    try:
+        claims = await verifier.verify(bearer_token(request))
+    except Unauthorized as missing:  # no bearer token at all
+        rejection = missing
+    except InvalidAccessToken as exc:
+        _log.info("access_token_rejected", reason=str(exc))
+    listed = False
+    if claims is not None:
+        try:
+            listed = await revocations.is_revoked(claims.sid, claims.kid)
+        except RevocationsUnavailable:
+            listed = False  # Postgres decides below
+        if not listed:  # an ended session's token counts per IP only, never against its victim
+            descriptors.append([("endpoint", "sessions"), ("user_id", claims.sub)])
+    # Forged and ended tokens are counted too: per IP, before any database work.
     await rate_limits.enforce(
         state.ratelimit,
         descriptors,
         fail_open=state.settings.fails_open("sessions"),
         request_state=request.scope["state"],
     )
-    if listed or not await session_queries.family_is_live(db, family_id, uuid.UUID(claims.sub)):
+    if claims is None:
+        raise rejection
+    sid, sub = uuid.UUID(claims.sid), uuid.UUID(claims.sub)
+    if listed or not await session_queries.family_is_live(db, sid, sub):
         raise Unauthorized("The session has ended.")
     request.scope["state"]["user_id"] = claims.sub
     return claims

@@ -101,9 +101,10 @@ async def resync_forever(
     outage = OutageLog("session_revocation_resync_failed", "session_revocation_resync_recovered")
     while True:
         try:
-            if loop.time() >= next_rebuild or not await revocations.is_current():
+            current = await revocations.is_current()
+            if not current or loop.time() >= next_rebuild:
                 count = await rebuild(db, revocations, access_token_ttl, recent_kids)
-                if loop.time() < next_rebuild:
+                if not current:  # Redis lost revocations: say so, whatever the schedule
                     _log.warning("revocation_set_rebuilt", sessions=count)
                 next_rebuild = loop.time() + interval_seconds
             outage.succeeded()
