@@ -410,6 +410,29 @@ async def test_well_formed_chunked_bodies_are_served() -> None:
     assert server.transport.statuses() == [200, 200]
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
+    ],
+)
+async def test_an_http_1_1_request_needs_exactly_one_host(head: bytes) -> None:
+    """RFC 9112 §3.2: no Host in HTTP/1.1, or more than one Host, is a 400."""
+    server = Server()
+    await server.send(head)
+    assert server.transport.statuses() == [400]
+    (line,) = server.lines()
+    assert line["refused"] == "invalid_host"
+
+
+async def test_an_http_1_0_request_may_omit_host() -> None:
+    server = Server()
+    await server.send(b"GET / HTTP/1.0\r\n\r\n")
+    assert server.transport.statuses() == [200]
+
+
 async def test_a_trailer_field_is_refused_never_added_to_the_headers() -> None:
     """uvicorn appends trailer fields to the request's headers, where the application would
     read an ``Authorization`` no proxy in front saw: a trailer is a 400."""

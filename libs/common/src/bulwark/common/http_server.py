@@ -113,6 +113,7 @@ _DETAILS = {
     "chunk_line_too_long": "A chunk-size line of the request body is too long.",
     "body_too_large": "The request body is larger than the server accepts.",
     "trailer_refused": "The request carries trailer fields, which the server does not accept.",
+    "invalid_host": "The request needs exactly one Host header field.",
 }
 
 
@@ -242,14 +243,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._arm_head_timer()
 
     def on_headers_complete(self) -> None:
-        """Refuse a head over the limits before uvicorn starts the application."""
+        """Refuse a head over the limits, or without exactly one Host field in HTTP/1.1 (RFC
+        9112 §3.2: a server MUST answer 400), before uvicorn starts the application."""
         self._in_head = False
         self._head_deadline = None  # stop the header clock
+        refusal = None
         if len(self.headers) > self.limits.max_headers or not self._head_counted:
             refusal = self._head_refusal(too_big=False)
-            if refusal is not None:
-                self._refuse(refusal)
-                raise _RefusedError
+        hosts = sum(1 for name, _ in self.headers if name == b"host")
+        if refusal is None and (
+            hosts > 1 or (hosts == 0 and self.parser.get_http_version() == "1.1")
+        ):
+            refusal = Refusal(400, "invalid_host")
+        if refusal is not None:
+            self._refuse(refusal)
+            raise _RefusedError
         super().on_headers_complete()
         if self.cycle is not None and self.cycle.scope is self.scope:
             self._message_cycle = self.cycle
