@@ -1,8 +1,8 @@
 """Load alone, with every part up, never lets a limit be exceeded (issue 9, item 2).
 
-Past ``HTTP_MAX_CONCURRENCY`` requests in flight a process sheds the excess with an explicit
-503 (``overloaded``), so no decision it does make is late.
-
+Past ``HTTP_MAX_CONCURRENCY`` requests in flight the others wait their turn (a request's
+deadlines start with it), and past ``HTTP_QUEUE_TIMEOUT_SECONDS`` of waiting they are shed
+with an explicit 503 (``overloaded``): no decision the service does make is late.
 
 600 concurrent ``GET /v1/me`` of one user, from two client addresses (behind the trusted
 ingress the test plays), against the packaged limit of 300 per user per minute: at most 300

@@ -9,6 +9,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from bulwark.common.http import (
+    HttpLimits,
     Message,
     RequestContextMiddleware,
     client_ip,
@@ -189,10 +190,11 @@ async def test_a_secret_shaped_request_id_is_replaced() -> None:
     assert (answered, line["request_id"]) == ("req-123.abc", "req-123.abc")
 
 
-async def test_past_max_concurrency_a_request_is_shed_with_503_before_any_work() -> None:
-    """Two requests in flight with ``max_concurrency=2``: a third is answered 503
-    problem+json with Retry-After at once, never reaching the app; /healthz still is; once
-    one finishes, requests are admitted again."""
+async def test_past_max_concurrency_requests_wait_their_turn_then_are_shed() -> None:
+    """Two requests in flight with ``max_concurrency=2``: a third waits for a turn (its app
+    does not start), /healthz does not wait; when none frees within the queue timeout the
+    third is answered 503 problem+json with Retry-After, never reaching the app; one that
+    waits while a slot frees is served."""
     release = asyncio.Event()
     reached: list[str] = []
 
@@ -206,14 +208,12 @@ async def test_past_max_concurrency_a_request_is_shed_with_503_before_any_work()
     async def receive() -> Message:
         return {"type": "http.request", "body": b""}
 
-    def request(path: str) -> tuple[dict[str, Any], list[Message]]:
-        scope = {"type": "http", "method": "GET", "path": path, "client": ("1.2.3.4", 1)}
-        return scope, []
-
-    middleware = RequestContextMiddleware(app, max_concurrency=2)  # type: ignore[arg-type]
+    limits = HttpLimits(max_concurrency=2, queue_timeout=0.2)
+    middleware = RequestContextMiddleware(app, limits=limits)  # type: ignore[arg-type]
 
     async def call(path: str) -> list[Message]:
-        scope, sent = request(path)
+        scope = {"type": "http", "method": "GET", "path": path, "client": ("1.2.3.4", 1)}
+        sent: list[Message] = []
 
         async def send(message: Message) -> None:
             sent.append(message)
@@ -223,8 +223,8 @@ async def test_past_max_concurrency_a_request_is_shed_with_503_before_any_work()
 
     slow = [asyncio.create_task(call("/slow")) for _ in range(2)]
     await asyncio.sleep(0)
-    shed = await asyncio.wait_for(call("/v1/notes"), 1)
     health = await asyncio.wait_for(call("/healthz"), 1)
+    shed = await asyncio.wait_for(call("/v1/notes"), 1)
     assert reached == ["/slow", "/slow", "/healthz"]
     start, body = shed
     assert start["status"] == 503
@@ -232,6 +232,9 @@ async def test_past_max_concurrency_a_request_is_shed_with_503_before_any_work()
     assert (b"content-type", b"application/problem+json") in start["headers"]
     assert json.loads(body["body"])["status"] == 503
     assert health[0]["status"] == 200
+    waiting = asyncio.create_task(call("/v1/notes"))
+    await asyncio.sleep(0.05)
+    assert reached[-1] == "/healthz"  # still waiting for its turn
     release.set()
+    assert (await asyncio.wait_for(waiting, 1))[0]["status"] == 200
     await asyncio.gather(*slow)
-    assert (await call("/v1/notes"))[0]["status"] == 200

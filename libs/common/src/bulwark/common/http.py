@@ -18,6 +18,7 @@ error or a timeout in its body), it records the refusal in ``scope["state"]`` un
 `REFUSAL_STATE` and the middleware's line reports that status and reason.
 """
 
+import asyncio
 import ipaddress
 import re
 import time
@@ -142,16 +143,20 @@ class HttpLimits(msgspec.Struct, frozen=True, kw_only=True):
             close when nothing of a next request was sent).
         body_timeout: seconds from the end of a request head until its body is complete;
             then 408 (or a close when the response was already sent).
-        max_concurrency: the most requests one process works on at once; more are answered
-            503 with ``Retry-After`` before any work (``/healthz`` and ``/readyz`` excepted),
-            so that overload slows no decision past its deadline (`RequestContextMiddleware`).
+        max_concurrency: the most requests one process works on at once; more wait their
+            turn (first come, first served), ``/healthz`` and ``/readyz`` excepted, so that
+            overload slows no decision past its deadline (`RequestContextMiddleware`).
+        queue_timeout: the longest a request waits for its turn, in seconds; then it is
+            answered 503 with ``Retry-After``, as is one that finds `MAX_QUEUED_PER_SLOT`
+            times ``max_concurrency`` requests waiting already.
     """
 
     max_header_bytes: int = 16 * 1024
     max_headers: int = 100
     header_timeout: float = 10.0
     body_timeout: float = 30.0
-    max_concurrency: int = 256
+    max_concurrency: int = 64
+    queue_timeout: float = 2.0
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -316,56 +321,76 @@ def log_access(
 _ALWAYS_ADMITTED = frozenset({"/healthz", "/readyz"})
 #: ``Retry-After`` of a 503 for an overloaded process, in seconds.
 OVERLOADED_RETRY_AFTER_SECONDS = 1
+#: Requests allowed to wait for a turn, per request worked on (`HttpLimits.max_concurrency`).
+MAX_QUEUED_PER_SLOT = 16
 
 
 class RequestContextMiddleware:
     """Outermost ASGI wrapper: request id, client address, structlog context, the access log,
     and admission control.
 
-    Admission: at most ``max_concurrency`` requests are worked on at once; one more is
-    answered 503 problem+json with ``Retry-After`` at once, its access line saying
-    ``refused: "overloaded"``, and a warning (``overloaded``) is logged once per burst. Past
-    that point more concurrency would only lengthen every request's turn on the event loop
-    until deadlines expire for reasons of our own: the rate-limit call (whose endpoint may
-    then fail open, letting load switch the limits off) and the revocation check (503s).
-
-    The access line (``"event": "request"``, schema in docs/logs.md) has: request_id,
-    trace_id and span_id (of the current span when the response starts), user_id (from
-    ``scope["state"]["user_id"]`` when the route authenticated the caller), method, route
-    (the route template, never the raw path), status, latency_ms, request_bytes,
-    response_bytes, app_version, platform, device_id (validated; ``"invalid"`` when
-    malformed), user_agent (cut to 256 characters), client_ip (resolved with
-    ``trusted_proxies``, see `resolve_client_ip`).
+    Admission: at most ``max_concurrency`` requests are worked on at once; the others wait
+    for their turn, first come first served, for at most ``queue_timeout`` seconds (and at
+    most `MAX_QUEUED_PER_SLOT` per slot may wait), then are answered 503 problem+json with
+    ``Retry-After``, their access line saying ``refused: "overloaded"``, with one warning
+    (``overloaded``) per burst. A request's deadlines (database, Redis, the rate limiter)
+    start when its turn comes. Without the bound, a burst would lengthen every request's
+    turn on the event loop until those deadlines expired for reasons of our own: the
+    rate-limit call (whose endpoint may then fail open, letting load switch the limits off)
+    and the revocation check (503s).
     """
 
     def __init__(
         self,
         app: ASGIApp,
         trusted_proxies: Sequence[IPNetwork] = (),
-        max_concurrency: int = HttpLimits().max_concurrency,
+        limits: HttpLimits | None = None,
     ) -> None:
-        """Wrap ``app``; ``X-Forwarded-For`` is believed only from ``trusted_proxies``; at
-        most ``max_concurrency`` requests at once."""
+        """Wrap ``app``; ``X-Forwarded-For`` is believed only from ``trusted_proxies``;
+        ``limits`` gives the admission bounds (`HttpLimits`)."""
         self.app = app
         self.trusted_proxies: TrustedProxies = tuple(trusted_proxies)
-        self.max_concurrency = max_concurrency
-        self._in_flight = 0
+        limits = limits or HttpLimits()
+        self._queue_timeout = limits.queue_timeout
+        self._max_waiting = MAX_QUEUED_PER_SLOT * limits.max_concurrency
+        self._turns = asyncio.Semaphore(limits.max_concurrency)
+        self._waiting = 0
         self._overload = OutageLog("overloaded", "overload_ended")
 
     async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the application on this request, or answer 503 when it would be one request
-        more than ``max_concurrency`` (see the class docstring)."""
-        if self._in_flight >= self.max_concurrency and scope["path"] not in _ALWAYS_ADMITTED:
+        """Run the application on this request when its turn comes, or answer 503 when it
+        waited too long or too many are waiting (see the class docstring)."""
+        if scope["path"] in _ALWAYS_ADMITTED:
+            await self.app(scope, receive, send)
+            return
+        if not await self._take_turn():
             self._overload.failed("max_concurrency")
             scope["state"][REFUSAL_STATE] = Refusal(503, "overloaded")
             await _answer_overloaded(scope, send)
             return
         self._overload.succeeded()
-        self._in_flight += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self._in_flight -= 1
+            self._turns.release()
+
+    async def _take_turn(self) -> bool:
+        """Wait for a free slot; False when none came within the queue timeout, or the
+        queue is full."""
+        if not self._turns.locked():
+            await self._turns.acquire()  # free now: no wait
+            return True
+        if self._waiting >= self._max_waiting:
+            return False
+        self._waiting += 1
+        try:
+            async with asyncio.timeout(self._queue_timeout):
+                await self._turns.acquire()
+        except TimeoutError:
+            return False
+        finally:
+            self._waiting -= 1
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point; non-HTTP scopes (lifespan) pass straight through."""

@@ -177,8 +177,8 @@ def env_http_limits(environ: Mapping[str, str]) -> HttpLimits:
     """Return the HTTP server's limits (`HttpLimits`, docs/http-limits.md):
     ``HTTP_MAX_HEADER_BYTES`` (default 16384, at least 1024), ``HTTP_MAX_HEADERS`` (100, at
     least 16), ``HTTP_HEADER_TIMEOUT_SECONDS`` (10, at least 0.1),
-    ``HTTP_BODY_TIMEOUT_SECONDS`` (30, at least 0.1) and ``HTTP_MAX_CONCURRENCY`` (256, at
-    least 1).
+    ``HTTP_BODY_TIMEOUT_SECONDS`` (30, at least 0.1), ``HTTP_MAX_CONCURRENCY`` (64, at
+    least 1) and ``HTTP_QUEUE_TIMEOUT_SECONDS`` (2, at least 0).
 
     Raises:
         SettingsError: a value is malformed or below its minimum.
@@ -197,5 +197,8 @@ def env_http_limits(environ: Mapping[str, str]) -> HttpLimits:
         ),
         max_concurrency=env_int(
             environ, "HTTP_MAX_CONCURRENCY", default.max_concurrency, minimum=1
+        ),
+        queue_timeout=env_float(
+            environ, "HTTP_QUEUE_TIMEOUT_SECONDS", default.queue_timeout, minimum=0.0
         ),
     )

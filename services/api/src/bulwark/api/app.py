@@ -144,5 +144,5 @@ def create_app(settings: ApiSettings) -> ASGIApp:
         ),
     )
     return RequestContextMiddleware(
-        cast("ASGIApp", app), settings.trusted_proxies, settings.http.max_concurrency
+        cast("ASGIApp", app), settings.trusted_proxies, settings.http
     )

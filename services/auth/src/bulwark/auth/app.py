@@ -197,5 +197,5 @@ def create_app(settings: AuthSettings) -> ASGIApp:
         ),
     )
     return RequestContextMiddleware(
-        cast("ASGIApp", app), settings.trusted_proxies, settings.http.max_concurrency
+        cast("ASGIApp", app), settings.trusted_proxies, settings.http
     )
