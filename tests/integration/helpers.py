@@ -26,6 +26,12 @@ class MobileUser:
         return {"X-App-Version": "1.4.2", "X-Platform": "ios", "X-Device-Id": self.device_id}
 
 
+def new_request_id(label: str) -> str:
+    """A fresh ``X-Request-ID`` the services keep as sent: letters only after ``label``, since
+    an id with a long run of digits can look like a card number and is then replaced."""
+    return f"{label}-" + secrets.token_hex(8).translate(str.maketrans("0123456789", "ghijklmnop"))
+
+
 def random_email() -> str:
     """A fresh address, so tests never share a user or a rate-limit bucket."""
     return f"user-{secrets.token_hex(6)}@example.com"

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import time
@@ -23,7 +22,7 @@ import pytest
 from bulwark.auth.settings import DEVELOPMENT_EMAIL_FINGERPRINT_KEY
 
 from .conftest import RunningStack, StackFactory
-from .helpers import MobileUser, random_email
+from .helpers import MobileUser, new_request_id, random_email
 
 QUERIES = Path(__file__).parents[2] / "docs" / "queries.md"
 _BLOCK = re.compile(r"<!-- query: ([a-z-]+) -->\s*```sh\n(.+?)\n```", re.DOTALL)
@@ -115,7 +114,7 @@ def incident(stack_factory: StackFactory) -> dict[str, Any]:
 
     # 4xx before, inside and after a window; their request ids tell them apart.
     def client_error(label: str, method: str, url: str, client: Client, **kwargs: Any) -> str:
-        request_id = f"{label}-{secrets.token_hex(6)}"
+        request_id = new_request_id(label)
         response = client.call(method, url, headers={"X-Request-ID": request_id}, **kwargs)
         assert 400 <= response.status_code < 500, response.text
         # The access line (and its ts) is written just after the answer: wait for it, or the

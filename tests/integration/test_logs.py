@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from .conftest import RunningStack
-from .helpers import bearer, login, random_email, refresh, register
+from .helpers import bearer, login, new_request_id, random_email, refresh, register
 
 ACCESS_FIELDS = {
     "request_id",
@@ -144,7 +144,7 @@ def test_the_rate_limit_call_of_a_request_has_its_own_line_with_the_request_id(
 ) -> None:
     user = register(stack.auth_url)
     token = login(stack.auth_url, user)["access_token"]
-    request_id = "rl-" + secrets.token_hex(8)
+    request_id = new_request_id("rl")
     response = httpx.get(
         f"{stack.api_url}/v1/me", headers={**bearer(token, user), "X-Request-ID": request_id}
     )

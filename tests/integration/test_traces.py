@@ -9,7 +9,6 @@ has been stopped: every span found therefore also proves the flush at shutdown.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from .conftest import RunningStack, StackFactory
-from .helpers import bearer, login, register
+from .helpers import bearer, login, new_request_id, register
 from .otlp_receiver import OtlpReceiver, ReceivedSpan
 
 # What a hostile (or merely instrumented) app sends: W3C trace context of its own choosing,
@@ -70,7 +69,7 @@ def session(stack_factory: StackFactory) -> Iterator[Session]:
         running: RunningStack = stack_factory(env={"ratelimit": otel, "auth": otel, "api": otel})
         try:
             user = register(running.auth_url)
-            login_request_id = f"login-{uuid.uuid4().hex}"
+            login_request_id = new_request_id("login")
             response = httpx.post(
                 f"{running.auth_url}/v1/auth/login",
                 json={"email": user.email, "password": user.password},
@@ -97,7 +96,7 @@ def session(stack_factory: StackFactory) -> Iterator[Session]:
             assert read.status_code == 200, read.text
             # A token in the query string (refused: 401) must not reach a span either.
             httpx.get(f"{running.api_url}/v1/me", params={"access_token": again["access_token"]})
-            list_request_id = f"list-{uuid.uuid4().hex}"
+            list_request_id = new_request_id("list")
             listed = httpx.get(
                 f"{running.api_url}/v1/notes",
                 params={"limit": "5"},
@@ -218,7 +217,7 @@ def test_without_an_exporter_the_limiter_still_logs_the_requests_trace_id(
     """The default stack exports nothing; spans are still made, and propagated."""
     user = register(stack.auth_url)
     tokens = login(stack.auth_url, user)
-    request_id = f"me-{uuid.uuid4().hex}"
+    request_id = new_request_id("me")
     headers = {**bearer(tokens["access_token"], user), "X-Request-ID": request_id}
     assert httpx.get(f"{stack.api_url}/v1/me", headers=headers).status_code == 200
     api = [json.loads(raw) for raw in stack.log("api").splitlines() if raw.startswith("{")]
