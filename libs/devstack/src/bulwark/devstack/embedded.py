@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import Self
 
 from bulwark.devstack.net import free_port, redis_pings
-from bulwark.devstack.procs import die_with_parent, stop_process_group
+from bulwark.devstack.procs import die_with_parent, pid_alive, stop_process_group
 
 LOOPBACK = "127.0.0.1"
 PG_SUPERUSER = "postgres"
@@ -59,16 +59,6 @@ def _package_dir(name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedServerError(f"the {name!r} package is not installed")
     return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _OwnerFile:
@@ -96,12 +86,12 @@ class _OwnerFile:
         if owner is None:
             return None
         owner_pid, server_pid = owner
-        if owner_pid != os.getpid() and _pid_alive(owner_pid) and _pid_alive(server_pid):
+        if owner_pid != os.getpid() and pid_alive(owner_pid) and pid_alive(server_pid):
             raise EmbeddedServerError(
                 f"the embedded {what} in {self.path.parent} is in use by process {owner_pid}; "
                 "stop that bulwark-dev first (or set DATABASE_URL / REDIS_URL)"
             )
-        return server_pid if _pid_alive(server_pid) else None
+        return server_pid if pid_alive(server_pid) else None
 
 
 class EmbeddedPostgres:
@@ -226,7 +216,7 @@ class EmbeddedPostgres:
         leftover = self._owner.check_not_in_use("Postgres")
         self._prepare(account)
         if leftover is not None or (
-            (pid := self._postmaster_pid()) is not None and _pid_alive(pid)
+            (pid := self._postmaster_pid()) is not None and pid_alive(pid)
         ):
             self._pg_ctl_stop(account)
         if self.port is None:
@@ -269,12 +259,12 @@ class EmbeddedPostgres:
             )
         except (EmbeddedServerError, subprocess.TimeoutExpired):
             pid = self._postmaster_pid()
-            if pid is not None and _pid_alive(pid):
+            if pid is not None and pid_alive(pid):
                 os.kill(pid, signal.SIGQUIT)  # immediate shutdown
                 deadline = time.monotonic() + 5
-                while _pid_alive(pid) and time.monotonic() < deadline:
+                while pid_alive(pid) and time.monotonic() < deadline:
                     time.sleep(0.1)
-                if _pid_alive(pid):
+                if pid_alive(pid):
                     os.kill(pid, signal.SIGKILL)
 
     def stop_leftover(self) -> int | None:
