@@ -24,6 +24,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from http import HTTPStatus
 from typing import Any, NamedTuple, cast
 
 import msgspec
@@ -473,17 +474,28 @@ class RequestContextMiddleware:
                 )
 
 
+def problem_body(status: int, detail: str, request_id: str, instance: str | None = None) -> bytes:
+    """An RFC 9457 problem+json body for answers written below the application (server
+    refusals, overload), in the shape of `bulwark.common.problems`' (``instance``, the path,
+    when one was parsed)."""
+    problem: dict[str, object] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if instance is not None:
+        problem["instance"] = instance
+    return msgspec.json.encode({**problem, "request_id": request_id})
+
+
 async def _answer_overloaded(scope: Scope, send: Send) -> None:
     """503 problem+json (RFC 9457) with ``Retry-After``, before any work on the request."""
-    body = msgspec.json.encode(
-        {
-            "type": "about:blank",
-            "title": "Service Unavailable",
-            "status": 503,
-            "detail": "The service is busy; retry shortly.",
-            "instance": str(scope.get("path", "")),
-            "request_id": scope["state"]["request_id"],
-        }
+    body = problem_body(
+        503,
+        "The service is busy; retry shortly.",
+        scope["state"]["request_id"],
+        instance=str(scope.get("path", "")),
     )
     await send(
         {

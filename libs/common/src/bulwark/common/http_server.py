@@ -49,7 +49,6 @@ import uuid
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import httptools
-import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from bulwark.common.http import (
@@ -59,6 +58,7 @@ from bulwark.common.http import (
     Refusal,
     TrustedProxies,
     log_access,
+    problem_body,
     request_id_or_none,
     resolve_client_ip,
 )
@@ -88,18 +88,6 @@ _REQUEST_LINE_SLACK = 32  # method, version, spaces and CRLF around the request 
 class _RefusedError(Exception):
     """Raised from a parser callback to stop parsing a request that is refused (httptools
     turns it into an ``HttpParserCallbackError``)."""
-
-
-def _problem(status: int, detail: str, request_id: str) -> bytes:
-    return msgspec.json.encode(
-        {
-            "type": "about:blank",
-            "title": http.HTTPStatus(status).phrase,
-            "status": status,
-            "detail": detail,
-            "request_id": request_id,
-        }
-    )
 
 
 _DETAILS = {
@@ -457,7 +445,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return uuid.uuid4().hex
 
     def _response(self, refusal: Refusal, request_id: str) -> tuple[bytes, int]:
-        body = _problem(refusal.status, _DETAILS[refusal.reason], request_id)
+        body = problem_body(refusal.status, _DETAILS[refusal.reason], request_id)
         phrase = http.HTTPStatus(refusal.status).phrase
         head = [f"HTTP/1.1 {refusal.status} {phrase}\r\n".encode()]
         head.extend(b"%s: %s\r\n" % pair for pair in self.server_state.default_headers)
