@@ -4,6 +4,7 @@ None of them holds a resource once it returns (Litestar does not clean up a gene
 dependency whose sibling raised): database connections are taken inside use cases.
 """
 
+import contextlib
 import uuid
 from collections.abc import Mapping
 from typing import Any, cast
@@ -58,10 +59,8 @@ async def authenticated(request: Request[Any, Any, Any], state: State) -> Access
         _log.info("access_token_rejected", reason=str(exc))
     listed = False
     if claims is not None:
-        try:
+        with contextlib.suppress(RevocationsUnavailable):  # then Postgres decides below
             listed = await revocations.is_revoked(claims.sid, claims.kid)
-        except RevocationsUnavailable:
-            listed = False  # Postgres decides below
         if not listed:  # an ended session's token counts per IP only, never against its victim
             descriptors.append([("endpoint", "sessions"), ("user_id", claims.sub)])
     # Forged and ended tokens are counted too: per IP, before any database work.
