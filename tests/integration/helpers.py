@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import httpx
 
 PASSWORD = "Correct-Horse-9!"
+PROBLEM = "application/problem+json"
 
 
 @dataclass
@@ -74,3 +75,13 @@ def refresh(auth_url: str, refresh_token: str, user: MobileUser) -> httpx.Respon
 def bearer(token: object, user: MobileUser | None = None) -> dict[str, str]:
     """Authorization header (plus the user's mobile headers)."""
     return {**(user.headers if user else {}), "Authorization": f"Bearer {token}"}
+
+
+def assert_problem(response: httpx.Response, *statuses: int) -> dict[str, object]:
+    """Assert ``response`` is an RFC 9457 problem with one of ``statuses`` and a request id;
+    return its body."""
+    assert response.status_code in statuses, (response.status_code, response.text[:300])
+    assert response.headers["content-type"].startswith(PROBLEM), response.headers
+    body: dict[str, object] = response.json()
+    assert body["request_id"]
+    return body

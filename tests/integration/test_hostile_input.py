@@ -13,17 +13,7 @@ import httpx
 import pytest
 
 from .conftest import RunningStack
-from .helpers import PASSWORD, bearer, login, random_email, register
-
-PROBLEM = "application/problem+json"
-
-
-def _assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM)
-    body: dict[str, object] = response.json()
-    assert body["request_id"]
-    return body
+from .helpers import PASSWORD, assert_problem, bearer, login, random_email, register
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +32,7 @@ def headers(stack: RunningStack) -> dict[str, str]:
     ],
 )
 def test_nul_characters_are_400(stack: RunningStack, path: str, body: dict[str, str]) -> None:
-    _assert_problem(httpx.post(f"{stack.auth_url}{path}", json=body), 400)
+    assert_problem(httpx.post(f"{stack.auth_url}{path}", json=body), 400)
 
 
 def test_device_names_with_control_characters_are_400(stack: RunningStack) -> None:
@@ -52,7 +42,7 @@ def test_device_names_with_control_characters_are_400(stack: RunningStack) -> No
             f"{stack.auth_url}/v1/auth/login",
             json={"email": user.email, "password": user.password, "device": device},
         )
-        errors = _assert_problem(response, 400)["errors"]
+        errors = assert_problem(response, 400)["errors"]
         assert [e["field"] for e in errors] == ["device"]  # type: ignore[union-attr,index]
 
 
@@ -71,11 +61,11 @@ def test_deeply_nested_json_is_400(
             content=f'{{"title": "t", "x": {nested}}}'.encode(),
             headers={**extra, "Content-Type": "application/json"},
         )
-        _assert_problem(response, 400)
+        assert_problem(response, 400)
         only_open = httpx.post(
             url, content=b"[" * depth, headers={**extra, "Content-Type": "application/json"}
         )
-        _assert_problem(only_open, 400)
+        assert_problem(only_open, 400)
 
 
 def test_duplicate_json_keys_are_400_naming_the_key(stack: RunningStack) -> None:
@@ -84,7 +74,7 @@ def test_duplicate_json_keys_are_400_naming_the_key(stack: RunningStack) -> None
     response = httpx.post(
         f"{stack.auth_url}/v1/users", content=body, headers={"Content-Type": "application/json"}
     )
-    errors = _assert_problem(response, 400)["errors"]
+    errors = assert_problem(response, 400)["errors"]
     assert errors == [{"field": "password", "message": "appears more than once"}]
     # Nothing was created.
     fresh = {"email": email, "password": PASSWORD, "displayName": "A"}
@@ -108,13 +98,13 @@ def test_json_endpoints_refuse_other_media_types(
     response = httpx.post(
         f"{stack.api_url}/v1/notes", content=body, headers={**headers, "Content-Type": content_type}
     )
-    _assert_problem(response, 415)
+    assert_problem(response, 415)
     missing = httpx.post(
         f"{stack.auth_url}/v1/auth/login",
         content=json.dumps({"email": "a@b.co", "password": "x"}).encode(),
         headers={"Content-Type": ""},
     )
-    _assert_problem(missing, 415)
+    assert_problem(missing, 415)
 
 
 @pytest.mark.parametrize(
@@ -126,7 +116,7 @@ def test_forged_cursors_are_400(
     raw = json.dumps([created_at, str(uuid.uuid4())]).encode()
     cursor = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
     response = httpx.get(f"{stack.api_url}/v1/notes", params={"cursor": cursor}, headers=headers)
-    errors = _assert_problem(response, 400)["errors"]
+    errors = assert_problem(response, 400)["errors"]
     assert [e["field"] for e in errors] == ["cursor"]  # type: ignore[union-attr,index]
 
 
@@ -137,14 +127,14 @@ def test_two_authorization_headers_are_400(stack: RunningStack, headers: dict[st
             f"{stack.api_url}/v1/me",
             headers=httpx.Headers([("Authorization", pair[0]), ("Authorization", pair[1])]),
         )
-        _assert_problem(response, 400)
+        assert_problem(response, 400)
 
 
 def test_an_empty_body_names_no_internal_parameter(
     stack: RunningStack, headers: dict[str, str]
 ) -> None:
     response = httpx.post(f"{stack.api_url}/v1/notes", headers=headers)
-    errors = _assert_problem(response, 400)["errors"]
+    errors = assert_problem(response, 400)["errors"]
     assert errors == [{"field": "body", "message": "a JSON body is required"}]
 
 
@@ -153,7 +143,7 @@ def test_one_mailbox_in_two_spellings_is_one_account(stack: RunningStack) -> Non
     unicode_form = {"email": f"{local}@exämple.com", "password": PASSWORD, "displayName": "A"}
     idna_form = {**unicode_form, "email": f"{local}@xn--exmple-cua.com"}
     assert httpx.post(f"{stack.auth_url}/v1/users", json=unicode_form).status_code == 201
-    _assert_problem(httpx.post(f"{stack.auth_url}/v1/users", json=idna_form), 409)
+    assert_problem(httpx.post(f"{stack.auth_url}/v1/users", json=idna_form), 409)
     logged_in = httpx.post(
         f"{stack.auth_url}/v1/auth/login",
         json={"email": idna_form["email"], "password": PASSWORD},

@@ -15,17 +15,7 @@ import httpx
 import pytest
 
 from .conftest import RunningStack
-from .helpers import PASSWORD, bearer, login, random_email, register
-
-PROBLEM = "application/problem+json"
-
-
-def _assert_problem(response: httpx.Response, *statuses: int) -> dict[str, object]:
-    assert response.status_code in statuses, (response.status_code, response.text[:300])
-    assert response.headers["content-type"].startswith(PROBLEM), response.headers
-    body: dict[str, object] = response.json()
-    assert body["request_id"]
-    return body
+from .helpers import PASSWORD, assert_problem, bearer, login, random_email, register
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +61,8 @@ def test_an_email_is_refused_the_same_way_at_registration_and_login(
     logged_in = httpx.post(
         f"{stack.auth_url}/v1/auth/login", json={"email": email, "password": PASSWORD}
     )
-    at_registration = _assert_problem(registered, 400)
-    at_login = _assert_problem(logged_in, 400)
+    at_registration = assert_problem(registered, 400)
+    at_login = assert_problem(logged_in, 400)
     assert at_registration["errors"] == at_login["errors"], case
     assert [e["field"] for e in at_login["errors"]] == ["email"]  # type: ignore[attr-defined,index]
 
@@ -108,7 +98,7 @@ def test_lookalike_spellings_reach_one_account_at_both(stack: RunningStack) -> N
             f"{stack.auth_url}/v1/users",
             json={"email": spelling, "password": PASSWORD, "displayName": "Ann"},
         )
-        _assert_problem(again, 409)
+        assert_problem(again, 409)
 
 
 # --- JSON bodies --------------------------------------------------------------------------
@@ -152,7 +142,7 @@ def test_hostile_json_bodies_are_a_4xx_problem(
         ("POST", f"{stack.auth_url}/v1/auth/login", {}),
     ):
         response = httpx.request(method, url, content=body, headers={**extra, **json_headers})
-        _assert_problem(response, 400, 404, 413, 415, 422)
+        assert_problem(response, 400, 404, 413, 415, 422)
 
 
 # --- OAuth forms --------------------------------------------------------------------------
@@ -244,7 +234,7 @@ def test_hostile_query_strings_are_a_4xx_problem(
         assert response.status_code == 200, response.text
         assert "items" in response.json()
     else:
-        _assert_problem(response, status)
+        assert_problem(response, status)
 
 
 def test_raw_bytes_outside_ascii_in_a_query_string_are_a_4xx(
@@ -272,7 +262,7 @@ def test_hostile_authorization_headers_are_401(stack: RunningStack, case: str) -
     value = HOSTILE_AUTHORIZATION[case]
     for url in (f"{stack.api_url}/v1/me", f"{stack.auth_url}/v1/auth/sessions"):
         response = httpx.get(url, headers=httpx.Headers([("Authorization", value)], "latin-1"))
-        _assert_problem(response, 401)
+        assert_problem(response, 401)
 
 
 def test_hostile_mobile_and_forwarding_headers_do_not_break_a_request(
@@ -296,7 +286,7 @@ def test_hostile_mobile_and_forwarding_headers_do_not_break_a_request(
         json={"email": random_email(), "password": PASSWORD},
         headers=httpx.Headers({"X-Device-Id": "\u00ff" * 200}, "latin-1"),
     )
-    _assert_problem(login_with_bad_device, 400)
+    assert_problem(login_with_bad_device, 400)
 
 
 def _raw_get(base_url: str, target: bytes, headers: dict[str, str]) -> int:
