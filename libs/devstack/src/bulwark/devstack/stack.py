@@ -36,6 +36,8 @@ SERVICE_VARIABLES = frozenset(
         "PORT",
         "LOG_LEVEL",
         "DATABASE_URL",
+        "DATABASE_READ_URL",
+        "READ_YOUR_WRITES_SECONDS",
         "REDIS_URL",
         "REDIS_KEY_PREFIX",
         "REDIS_TIMEOUT_SECONDS",

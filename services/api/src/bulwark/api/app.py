@@ -13,7 +13,9 @@ from litestar.openapi import OpenAPIConfig
 from bulwark.api.anomalies.checks import ApiAnomalies
 from bulwark.api.caller import caller
 from bulwark.api.notes.routes import NoteController
+from bulwark.api.replica import NotesDatabases
 from bulwark.api.settings import ApiSettings
+from bulwark.api.write_positions import WritePositions
 from bulwark.common.access_tokens import AccessTokenClaims, AccessTokenVerifier, JwksCache
 from bulwark.common.db import Database, apply_migrations, open_database
 from bulwark.common.health import healthz
@@ -55,10 +57,32 @@ async def me(caller: AccessTokenClaims) -> Me:
     return Me(id=caller.sub, session_id=caller.sid, scope=caller.scope)
 
 
-def provide_database(state: State) -> Database:
-    """The request pool; routes take connections from it in ``async with`` blocks."""
-    db: Database = state.db
-    return db
+def provide_databases(state: State) -> NotesDatabases:
+    """The request pools (the primary, and the read replica when configured); routes take
+    connections from them for one statement at a time."""
+    databases: NotesDatabases = state.databases
+    return databases
+
+
+async def open_replica(settings: ApiSettings) -> tuple[Database | None, WritePositions | None]:
+    """The read replica's pool (the primary's size and timeouts) and the write positions
+    kept for read-your-writes, or ``(None, None)`` without ``DATABASE_READ_URL``. Connects
+    nothing: a replica that is down at start-up only sends reads to the primary."""
+    if settings.database_read_url is None:
+        return None, None
+    replica = await open_database(
+        settings.database_read_url,
+        name="replica",
+        max_size=settings.database_pool_size,
+        timeout_seconds=settings.database_timeout,
+    )
+    positions = WritePositions(
+        settings.redis_url,
+        key_prefix=settings.redis_key_prefix,
+        timeout_seconds=settings.redis_timeout,
+        ttl_seconds=settings.read_your_writes_seconds,
+    )
+    return replica, positions
 
 
 def create_app(settings: ApiSettings) -> ASGIApp:
@@ -95,11 +119,13 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             timeout_seconds=settings.database_timeout,
         )
         anomalies = ApiAnomalies(detector_db, settings)
+        replica, positions = await open_replica(settings)
         try:
             await apply_migrations(db, MIGRATIONS)
             app.state.update(
                 settings=settings,
                 db=db,
+                databases=NotesDatabases(db, replica, positions),
                 anomalies=anomalies,
                 jwks=jwks,
                 ratelimit=ratelimit,
@@ -115,6 +141,10 @@ def create_app(settings: ApiSettings) -> ASGIApp:
         finally:
             await anomalies.aclose()
             await detector_db.close()
+            if positions is not None:
+                await positions.aclose()
+            if replica is not None:
+                await replica.close()
             await ratelimit.close()
             await revocations.aclose()
             await jwks.aclose()
@@ -127,7 +157,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
         # block after ``caller`` has authenticated and rate-limited the request.
         dependencies={
             "caller": Provide(caller),
-            "db": Provide(provide_database, sync_to_thread=False),
+            "db": Provide(provide_databases, sync_to_thread=False),
         },
     )
     app = Litestar(
@@ -143,6 +173,4 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             else None
         ),
     )
-    return RequestContextMiddleware(
-        cast("ASGIApp", app), settings.trusted_proxies, settings.http
-    )
+    return RequestContextMiddleware(cast("ASGIApp", app), settings.trusted_proxies, settings.http)
