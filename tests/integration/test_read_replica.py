@@ -12,7 +12,9 @@ API reads from the standby. Replay is paused on the standby to open a visible la
   kind of write on its own pause, so each must keep its own position);
 - with the standby stopped, reads still answer 200 from the primary, the replica's outage
   is logged once and each read sent to the primary is counted; once the standby is back,
-  reads return to it.
+  reads return to it;
+- a stalled standby (SIGSTOP) costs one read the database timeout, then reads skip it for
+  ``REPLICA_RETRY_SECONDS``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from bulwark.devstack.databases import create_databases, database_url
 
 from .conftest import RunningStack, StackFactory
 from .helpers import MobileUser, bearer, login, register
+from .outages import resume, stall
 from .prometheus import scrape, value
 from .streaming_replica import StreamingReplica
 
@@ -201,3 +204,22 @@ def test_a_dead_replica_sends_reads_to_the_primary_logged_once_and_counted(
         assert _replica_outages(own, "database_recovered") == 1
     finally:
         cluster.resume_replay()
+
+
+def test_a_stalled_replica_costs_one_timeout_then_is_skipped(
+    own: RunningStack, cluster: StreamingReplica
+) -> None:
+    user = Client(own)
+    user.create("stalled")
+    cluster.wait_caught_up()
+    stall(cluster.standby)
+    try:
+        started = time.monotonic()
+        assert user.titles() == {"stalled"}  # the replica timed out; the primary answered
+        assert DB_TIMEOUT <= time.monotonic() - started < 2 * DB_TIMEOUT + 1
+        for _ in range(3):  # within REPLICA_RETRY_SECONDS: straight to the primary
+            started = time.monotonic()
+            assert user.titles() == {"stalled"}
+            assert time.monotonic() - started < DB_TIMEOUT / 2
+    finally:
+        resume(cluster.standby)
