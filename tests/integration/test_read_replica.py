@@ -86,16 +86,16 @@ class Client:
         return note_id
 
 
-def _insert_on_primary(cluster: StreamingReplica, stack: RunningStack, owner: str) -> str:
-    """A note for ``owner`` written straight into the primary; its title."""
-    title = f"written elsewhere {secrets.token_hex(4)}"
+def _insert_on_primary(stack: RunningStack, owner: str) -> tuple[str, str]:
+    """A note for ``owner`` written straight into the primary; its id and title."""
+    note_id, title = uuid.uuid4(), f"written elsewhere {secrets.token_hex(4)}"
 
     async def insert() -> None:
         conn = await asyncpg.connect(stack.databases["api"], timeout=10)
         try:
             await conn.execute(
                 "INSERT INTO notes (id, owner_id, title, body) VALUES ($1, $2, $3, '')",
-                uuid.uuid4(),
+                note_id,
                 uuid.UUID(owner),
                 title,
             )
@@ -103,7 +103,7 @@ def _insert_on_primary(cluster: StreamingReplica, stack: RunningStack, owner: st
             await conn.close(timeout=10)
 
     asyncio.run(insert())
-    return title
+    return str(note_id), title
 
 
 def _eventually(check: object) -> bool:
@@ -125,9 +125,10 @@ def test_reads_run_on_the_replica_and_writers_read_their_writes(
 
     cluster.pause_replay()
     try:
-        elsewhere = _insert_on_primary(cluster, own, reader.user.user_id)
+        elsewhere_id, elsewhere = _insert_on_primary(own, reader.user.user_id)
         # Routing: the replica has not replayed it, and the reader kept no write position.
         assert elsewhere not in reader.titles()
+        assert reader.call("GET", f"/{elsewhere_id}").status_code == 404
         # Read-your-writes, a delete: the replica still has the note.
         assert writer.call("DELETE", f"/{doomed}").status_code == 204
         assert writer.call("GET", f"/{doomed}").status_code == 404
@@ -135,6 +136,7 @@ def test_reads_run_on_the_replica_and_writers_read_their_writes(
     finally:
         cluster.resume_replay()
     assert _eventually(lambda: elsewhere in reader.titles()), "the replica never showed it"
+    assert reader.call("GET", f"/{elsewhere_id}").status_code == 200
     cluster.wait_caught_up()
 
     cluster.pause_replay()
@@ -155,7 +157,7 @@ def test_reads_run_on_the_replica_and_writers_read_their_writes(
         assert writer.call("GET", f"/{fresh}").status_code == 200
         assert writer.titles() == {"kept, renamed", "fresh"}
         # Another user's lag is still there: the reader's reads stay on the paused replica.
-        later = _insert_on_primary(cluster, own, reader.user.user_id)
+        _, later = _insert_on_primary(own, reader.user.user_id)
         assert later not in reader.titles()
     finally:
         cluster.resume_replay()
@@ -199,7 +201,7 @@ def test_a_dead_replica_sends_reads_to_the_primary_logged_once_and_counted(
     time.sleep(REPLICA_RETRY_SECONDS + 0.5)
     cluster.pause_replay()
     try:
-        elsewhere = _insert_on_primary(cluster, own, user.user.user_id)
+        _, elsewhere = _insert_on_primary(own, user.user.user_id)
         assert elsewhere not in user.titles()
         assert _replica_outages(own, "database_recovered") == 1
     finally:
