@@ -49,3 +49,16 @@ def test_the_longest_access_token_lifetime_is_the_auth_services_setting() -> Non
     for bad in ("59", "3601", "soon"):
         with pytest.raises(SettingsError, match="ACCESS_TOKEN_TTL_SECONDS"):
             from_env({**BASE, "ACCESS_TOKEN_TTL_SECONDS": bad})
+
+
+def test_read_replica_is_optional() -> None:
+    settings = from_env(BASE)
+    assert settings.database_read_url is None  # every read on the primary
+    assert settings.read_your_writes_seconds == 60
+    replica = from_env(
+        {**BASE, "DATABASE_READ_URL": "postgresql://replica/y", "READ_YOUR_WRITES_SECONDS": "5"}
+    )
+    assert replica.database_read_url == "postgresql://replica/y"
+    assert replica.read_your_writes_seconds == 5
+    with pytest.raises(SettingsError, match="READ_YOUR_WRITES_SECONDS"):
+        from_env({**BASE, "READ_YOUR_WRITES_SECONDS": "0"})
