@@ -14,7 +14,9 @@ API reads from the standby. Replay is paused on the standby to open a visible la
   is logged once and each read sent to the primary is counted; once the standby is back,
   reads return to it;
 - a stalled standby (SIGSTOP) costs one read the database timeout, then reads skip it for
-  ``REPLICA_RETRY_SECONDS``.
+  ``REPLICA_RETRY_SECONDS``;
+- with Redis down (no write position can be read), a writer's reads go to the primary and
+  still see their write.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from bulwark.devstack.databases import create_databases, database_url
 
 from .conftest import RunningStack, StackFactory
 from .helpers import MobileUser, bearer, login, register
-from .outages import resume, stall
+from .outages import ThrowawayRedis, resume, stall
 from .prometheus import scrape, value
 from .streaming_replica import StreamingReplica
 
@@ -59,6 +61,27 @@ def own(stack_factory: StackFactory, cluster: StreamingReplica) -> Iterator[Runn
     stack = stack_factory(databases={"api": primary_url}, env={"api": env})
     yield stack
     stack.stack.stop()  # before the module's Postgres servers stop
+
+
+@pytest.fixture(scope="module")
+def redis_stack(
+    stack_factory: StackFactory, own: RunningStack, throwaway_redis: ThrowawayRedis
+) -> Iterator[RunningStack]:
+    """A second stack on the same API database and replica, whose services use a Redis the
+    test may stop; the API serves while the revocation check cannot be made."""
+    redis_env = {"REDIS_URL": throwaway_redis.url}
+    api_env = {
+        **redis_env,
+        "REVOCATION_FAILURE_MODE": "allow",
+        "DATABASE_TIMEOUT_SECONDS": str(DB_TIMEOUT),
+        "DATABASE_READ_URL": own.env["api"]["DATABASE_READ_URL"],
+    }
+    stack = stack_factory(
+        databases={"api": own.databases["api"]},
+        env={"ratelimit": redis_env, "auth": redis_env, "api": api_env},
+    )
+    yield stack
+    stack.stack.stop()
 
 
 class Client:
@@ -225,3 +248,28 @@ def test_a_stalled_replica_costs_one_timeout_then_is_skipped(
             assert time.monotonic() - started < DB_TIMEOUT / 2
     finally:
         resume(cluster.standby)
+
+
+def test_without_redis_a_writers_reads_go_to_the_primary(
+    redis_stack: RunningStack, cluster: StreamingReplica, throwaway_redis: ThrowawayRedis
+) -> None:
+    writer = Client(redis_stack)
+    cluster.wait_caught_up()
+    _, series = scrape(redis_stack, "api")
+    before = value(series, "bulwark_db_replica_fallbacks_total", reason="positions_unavailable")
+    cluster.pause_replay()
+    try:
+        fresh = writer.create("written before Redis went")
+        throwaway_redis.stop()
+        try:
+            assert writer.call("GET", f"/{fresh}").status_code == 200
+            assert writer.titles() == {"written before Redis went"}
+            _, series = scrape(redis_stack, "api")
+            after = value(
+                series, "bulwark_db_replica_fallbacks_total", reason="positions_unavailable"
+            )
+            assert after >= before + 2
+        finally:
+            throwaway_redis.start()
+    finally:
+        cluster.resume_replay()
