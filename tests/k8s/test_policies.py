@@ -276,3 +276,29 @@ def test_the_ingress_routes_auth_paths_to_auth_and_the_rest_of_v1_to_the_api(
             "/.well-known": auth,
             "/v1": ("Prefix", "bulwark-api"),
         }
+
+
+def test_the_first_deploy_step_holds_what_the_migrations_need_and_no_service(
+    rendered: dict[str, Objects],
+) -> None:
+    # deploy/k8s/README.md applies `-l 'app.kubernetes.io/component notin (auth,api,ratelimit)'`
+    # first, waits for the Jobs, then applies the rest.
+    for overlay in OVERLAYS:
+        first = [
+            o
+            for o in rendered[overlay]
+            if o["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+            not in {"auth", "api", "ratelimit"}
+        ]
+        names = {policies.name_of(o) for o in first}
+        assert not any(o["kind"] == "Deployment" for o in first)
+        assert f"Namespace/bulwark-{overlay}" in names
+        jobs = [o for o in first if o["kind"] == "Job"]
+        assert len(jobs) == 2
+        for job in jobs:
+            spec = job["spec"]["template"]["spec"]
+            assert f"ServiceAccount/{spec['serviceAccountName']}" in names
+            for source in spec["containers"][0]["envFrom"]:
+                assert f"ConfigMap/{source['configMapRef']['name']}" in names
+        if overlay == "development":
+            assert {"StatefulSet/bulwark-postgres", "StatefulSet/bulwark-redis"} <= names
