@@ -60,9 +60,7 @@ async def test_what_envoy_asks_for_is_a_rule_the_limiter_enforces(
     assert limit_filter.rate_limit_service.grpc_service.envoy_grpc.cluster_name == "ratelimit"
     (host,) = manager.route_config.virtual_hosts
     (limit,) = host.rate_limits
-    assert [action.WhichOneof("action_specifier") for action in limit.actions] == [
-        "remote_address"
-    ]
+    assert [action.WhichOneof("action_specifier") for action in limit.actions] == ["remote_address"]
     server: RateLimitServer = await start_server(RATELIMIT_RULES=str(packaged_rules_path()))
     # Envoy's remote_address action sends the entry ("remote_address", <client IP>).
     request = rls_pb2.RateLimitRequest(domain=limit_filter.domain)
