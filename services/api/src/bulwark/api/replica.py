@@ -53,8 +53,7 @@ class NotesDatabases:
     Args:
         primary: the request pool of ``DATABASE_URL``.
         replica: the pool of ``DATABASE_READ_URL``, or None (everything on the primary).
-        positions: where write positions are kept; unused without a replica.
-        clock: seconds, monotonic (injectable for tests).
+        positions: where write positions are kept; required with a replica.
     """
 
     def __init__(
@@ -62,12 +61,10 @@ class NotesDatabases:
         primary: Database,
         replica: Database | None,
         positions: WritePositions | None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if replica is not None and positions is None:
             raise ValueError("a replica needs write positions for read-your-writes")
         self.primary, self.replica, self.positions = primary, replica, positions
-        self._clock = clock
         self._skip_replica_until = 0.0
         self._unrecorded = OutageLog("write_position_unrecorded", "write_position_recorded")
 
@@ -100,7 +97,7 @@ class NotesDatabases:
         replica, positions = self.replica, self.positions
         if replica is None or positions is None:
             return await query(self.primary)
-        if self._clock() < self._skip_replica_until:
+        if time.monotonic() < self._skip_replica_until:
             return await self._on_primary("replica_unavailable", query)
         try:
             position = await positions.last(user_id)
@@ -112,7 +109,7 @@ class NotesDatabases:
                     return await query(conn)
         except DatabaseUnavailable:
             # Logged once per outage and counted by the replica's pool; retried below.
-            self._skip_replica_until = self._clock() + REPLICA_RETRY_SECONDS
+            self._skip_replica_until = time.monotonic() + REPLICA_RETRY_SECONDS
             return await self._on_primary("replica_unavailable", query)
         return await self._on_primary("replica_behind", query)
 
