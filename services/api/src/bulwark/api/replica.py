@@ -36,6 +36,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import asyncpg
+
 from bulwark.api.write_positions import WritePositions, WritePositionsUnavailable
 from bulwark.common.db import Database, DatabaseUnavailable, Queryable
 from bulwark.common.metrics import ReplicaFallbackReason, count_replica_fallback
@@ -111,6 +113,10 @@ class NotesDatabases:
             # Logged once per outage and counted by the replica's pool; retried below.
             self._skip_replica_until = time.monotonic() + REPLICA_RETRY_SECONDS
             return await self._on_primary("replica_unavailable", query)
+        except asyncpg.TransactionRollbackError:
+            # SQLSTATE 40001 "conflict with recovery": the standby's replay cancelled the
+            # read (max_standby_streaming_delay). The primary has the rows; not an outage.
+            pass
         return await self._on_primary("replica_behind", query)
 
     async def _on_primary(
