@@ -7,7 +7,7 @@ from typing import cast
 
 from litestar import Litestar, Router, get
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
 
 from bulwark.api.anomalies.checks import ApiAnomalies
@@ -54,7 +54,7 @@ async def readyz(state: State) -> dict[str, str]:
 
 
 @get("/me", operation_id="getMe")
-async def me(caller: AccessTokenClaims) -> Me:
+async def me(caller: NamedDependency[AccessTokenClaims]) -> Me:
     """The caller's identity (the API knows users only by ``sub``)."""
     return Me(id=caller.sub, session_id=caller.sid, scope=caller.scope)
 

@@ -13,7 +13,8 @@ import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, patch, post
-from litestar.params import JSONBody, Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, Parameter
 
 from bulwark.api.anomalies.checks import note_not_found
 from bulwark.api.notes import queries
@@ -44,7 +45,10 @@ class NoteController(Controller):
 
     @post(operation_id="createNote", status_code=201)
     async def create(
-        self, data: JSONBody[NoteCreate], db: NotesDatabases, caller: AccessTokenClaims
+        self,
+        data: JSONBody[NoteCreate],
+        db: NamedDependency[NotesDatabases],
+        caller: NamedDependency[AccessTokenClaims],
     ) -> Note:
         """Create a note owned by the caller."""
         title = check_text("title", data.title, multiline=False)
@@ -57,8 +61,8 @@ class NoteController(Controller):
     @get(operation_id="listNotes")
     async def list_notes(
         self,
-        db: NotesDatabases,
-        caller: AccessTokenClaims,
+        db: NamedDependency[NotesDatabases],
+        caller: NamedDependency[AccessTokenClaims],
         cursor: Annotated[str | None, Parameter(max_length=200)] = None,
         limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE)] = 20,
     ) -> NotePage:
@@ -79,9 +83,9 @@ class NoteController(Controller):
     async def read(
         self,
         request: Request[Any, Any, Any],
-        note_id: uuid.UUID,
-        db: NotesDatabases,
-        caller: AccessTokenClaims,
+        note_id: FromPath[uuid.UUID],
+        db: NamedDependency[NotesDatabases],
+        caller: NamedDependency[AccessTokenClaims],
     ) -> Note:
         """One of the caller's notes (404 for anyone else's)."""
         owner = uuid.UUID(caller.sub)
@@ -95,10 +99,10 @@ class NoteController(Controller):
     async def update(
         self,
         request: Request[Any, Any, Any],
-        note_id: uuid.UUID,
+        note_id: FromPath[uuid.UUID],
         data: JSONBody[NoteUpdate],
-        db: NotesDatabases,
-        caller: AccessTokenClaims,
+        db: NamedDependency[NotesDatabases],
+        caller: NamedDependency[AccessTokenClaims],
     ) -> Note:
         """Change the title and/or body of one of the caller's notes."""
         if data.title is None and data.body is None:
@@ -118,9 +122,9 @@ class NoteController(Controller):
     async def remove(
         self,
         request: Request[Any, Any, Any],
-        note_id: uuid.UUID,
-        db: NotesDatabases,
-        caller: AccessTokenClaims,
+        note_id: FromPath[uuid.UUID],
+        db: NamedDependency[NotesDatabases],
+        caller: NamedDependency[AccessTokenClaims],
     ) -> None:
         """Delete one of the caller's notes."""
         owner = uuid.UUID(caller.sub)

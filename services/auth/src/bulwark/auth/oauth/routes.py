@@ -11,6 +11,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from bulwark.auth.deps import client_context
 from bulwark.auth.sessions import rules
@@ -116,7 +117,11 @@ class OAuthController(Controller):
 
     @post("/token", operation_id="token", status_code=200, response_headers=NO_STORE)
     async def token(
-        self, request: Request[Any, Any, State], state: State, db: Database, ender: SessionEnder
+        self,
+        request: Request[Any, Any, State],
+        state: State,
+        db: NamedDependency[Database],
+        ender: NamedDependency[SessionEnder],
     ) -> TokenResponse:
         """Token endpoint; supports ``grant_type=refresh_token`` with rotation, reuse
         detection (RFC 9700 §4.14), a grace window for benign retries and device binding
@@ -156,7 +161,7 @@ class OAuthController(Controller):
 
     @post("/revoke", operation_id="revoke", status_code=200, response_headers=NO_STORE)
     async def revoke(
-        self, request: Request[Any, Any, State], state: State, ender: SessionEnder
+        self, request: Request[Any, Any, State], state: State, ender: NamedDependency[SessionEnder]
     ) -> Response[bytes]:
         """Revoke a refresh token and its family (RFC 7009); 200 even for unknown tokens.
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
-from litestar.di import Provide
-from litestar.params import JSONBody
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody
 
 from bulwark.auth.deps import authenticated, client_context
 from bulwark.auth.oauth.routes import NO_STORE
@@ -41,8 +41,8 @@ class SessionController(Controller):
         request: Request[Any, Any, State],
         data: JSONBody[LoginRequest],
         state: State,
-        db: Database,
-        password_hasher: PasswordHasher,
+        db: NamedDependency[Database],
+        password_hasher: NamedDependency[PasswordHasher],
     ) -> TokenResponse:
         """Check the password and start a device session; the body is RFC 6749 §5.1.
 
@@ -83,7 +83,10 @@ class SessionController(Controller):
 
     @post("/logout", operation_id="logout", status_code=204)
     async def logout(
-        self, request: Request[Any, Any, State], ender: SessionEnder, claims: AccessTokenClaims
+        self,
+        request: Request[Any, Any, State],
+        ender: NamedDependency[SessionEnder],
+        claims: NamedDependency[AccessTokenClaims],
     ) -> None:
         """End this device's session (the access token's ``sid``)."""
         ip = client_context(request).ip
@@ -91,7 +94,10 @@ class SessionController(Controller):
 
     @post("/logout-all", operation_id="logoutAll", status_code=204)
     async def logout_all(
-        self, request: Request[Any, Any, State], ender: SessionEnder, claims: AccessTokenClaims
+        self,
+        request: Request[Any, Any, State],
+        ender: NamedDependency[SessionEnder],
+        claims: NamedDependency[AccessTokenClaims],
     ) -> None:
         """End every session of the caller, on every device."""
         await ender.logout_all(uuid.UUID(claims.sub), client_context(request).ip)
@@ -100,9 +106,9 @@ class SessionController(Controller):
     async def delete_session(
         self,
         request: Request[Any, Any, State],
-        ender: SessionEnder,
-        claims: AccessTokenClaims,
-        session_id: str,
+        ender: NamedDependency[SessionEnder],
+        claims: NamedDependency[AccessTokenClaims],
+        session_id: FromPath[str],
     ) -> None:
         """End one of the caller's own live sessions (the current one included).
 
@@ -119,7 +125,9 @@ class SessionController(Controller):
             raise NotFound("No such session.")
 
     @get("/sessions", operation_id="listSessions", response_headers=NO_STORE)
-    async def sessions(self, db: Database, claims: AccessTokenClaims) -> SessionList:
+    async def sessions(
+        self, db: NamedDependency[Database], claims: NamedDependency[AccessTokenClaims]
+    ) -> SessionList:
         """The caller's live sessions, newest first (at most 100)."""
         rows = await queries.live_families(db, uuid.UUID(claims.sub))
         return SessionList(

@@ -4,6 +4,7 @@ from typing import Any
 
 from litestar import Controller, Request, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
 from bulwark.auth.deps import client_context
@@ -27,8 +28,8 @@ class UserController(Controller):
         request: Request[Any, Any, State],
         data: JSONBody[UserCreate],
         state: State,
-        db: Database,
-        password_hasher: PasswordHasher,
+        db: NamedDependency[Database],
+        password_hasher: NamedDependency[PasswordHasher],
     ) -> User:
         """Register a user. 400 names invalid or unknown fields; 409 when the email is taken;
         429 when this IP registers too fast (by default fails open if the limiter is down)."""
