@@ -15,9 +15,10 @@ from bulwark.api.caller import caller
 from bulwark.api.notes.routes import NoteController
 from bulwark.api.settings import ApiSettings
 from bulwark.common.access_tokens import AccessTokenClaims, AccessTokenVerifier, JwksCache
-from bulwark.common.db import Database, apply_migrations, open_database
+from bulwark.common.db import Database, open_database
 from bulwark.common.health import healthz
 from bulwark.common.http import ASGIApp, RequestContextMiddleware
+from bulwark.common.migrations import SchemaCheck
 from bulwark.common.problems import ServiceUnavailable, exception_handlers
 from bulwark.common.ratelimit_client import RateLimitClient
 from bulwark.common.request_bodies import strict_json_bodies
@@ -41,9 +42,10 @@ class Me(Schema, frozen=True):
 
 @get("/readyz", operation_id="readyz", include_in_schema=False)
 async def readyz(state: State) -> dict[str, str]:
-    """Readiness: the database answers and the JWKS is cached or fetchable (503 otherwise),
-    each within its own deadline."""
+    """Readiness: the database answers, its schema is current (``bulwark-api migrate`` has
+    run) and the JWKS is cached or fetchable (503 otherwise), each within its own deadline."""
     await state.db.ensure_ready()
+    await state.schema.ensure_current()
     if not await state.jwks.ready():
         raise ServiceUnavailable("The token keys are not available.")
     return {"status": "ready"}
@@ -96,9 +98,9 @@ def create_app(settings: ApiSettings) -> ASGIApp:
         )
         anomalies = ApiAnomalies(detector_db, settings)
         try:
-            await apply_migrations(db, MIGRATIONS)
             app.state.update(
                 settings=settings,
+                schema=SchemaCheck(db, MIGRATIONS),
                 db=db,
                 anomalies=anomalies,
                 jwks=jwks,
@@ -143,6 +145,4 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             else None
         ),
     )
-    return RequestContextMiddleware(
-        cast("ASGIApp", app), settings.trusted_proxies, settings.http
-    )
+    return RequestContextMiddleware(cast("ASGIApp", app), settings.trusted_proxies, settings.http)
