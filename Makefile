@@ -120,7 +120,7 @@ REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 images: ## build the bulwark-auth, -api and -ratelimit images, tagged TAG (default dev)
 	@set -e; created=$$(date -u +%Y-%m-%dT%H:%M:%SZ); for service in $(IMAGE_SERVICES); do \
 		echo "building bulwark-$$service:$(TAG)"; \
-		docker build -q -f deploy/docker/Dockerfile --build-arg PACKAGE=bulwark-$$service \
+		docker build -q --force-rm -f deploy/docker/Dockerfile --build-arg PACKAGE=bulwark-$$service \
 			--build-arg REVISION=$(REVISION) --build-arg CREATED=$$created \
 			-t bulwark-$$service:$(TAG) . >/dev/null; \
 	done
