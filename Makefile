@@ -138,7 +138,8 @@ compose-keys: ## generate the compose stack's signing keys (BULWARK_ENV of .env)
 		-v "$(abspath $(KEYS_HOST_DIR)):/keys" --entrypoint /bin/sh bulwark-auth:$(TAG) \
 		-c 'bulwark-auth keys generate --dir /keys && chown -R 10001:10001 /keys && chmod 700 /keys'
 
-# The container test (tests/containers, ~N min): builds the images, brings docker-compose.yml
+# The container test (tests/containers; about 2 minutes on a 2-core machine, images and
+# stand-ins built from scratch): builds the images, brings docker-compose.yml
 # up with stand-ins for the official postgres/redis/nginx images (tests/containers/standins.yml:
 # no registry is reachable on our CI machines), plays the demo through nginx, inspects the
 # images, and tears everything down. Needs Docker and docker-compose (on CI:

@@ -19,7 +19,9 @@ import pytest
 
 from tests.containers.conftest import INGRESS, ROOT, Stack, run
 
-pytestmark = pytest.mark.containers
+# The whole module shares one stack; its start (the stand-ins built on a first run) counts
+# against the first test, so the default 120 s per test is too short.
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
 
 SERVICES = ("auth", "api", "ratelimit")
 BASE = "python:3.11-slim-bookworm"
