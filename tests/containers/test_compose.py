@@ -94,6 +94,16 @@ def test_services_run_as_non_root_on_a_read_only_root(stack: Stack, service: str
     write = run(["docker", "exec", stack.container(service), "touch", "/app/written"])
     assert write.returncode != 0
     assert "Read-only file system" in write.stderr
+    # Serving (the demo ran first) changed nothing in the container's own layer but the
+    # mount points docker made for the volumes (/run/secrets/bulwark-keys and its parents).
+    mounts = [Path(mount["Destination"]) for mount in container["Mounts"]]
+    changed = [
+        line.split(" ", 1)[1]
+        for line in run(["docker", "diff", container["Id"]]).stdout.splitlines()
+    ]
+    assert [
+        path for path in changed if not any(Path(path) in (m, *m.parents) for m in mounts)
+    ] == []
 
 
 def _private_key_values(keys_dir: Path) -> list[bytes]:
@@ -111,6 +121,7 @@ def test_no_key_password_or_build_leftover_is_in_the_image(stack: Stack, service
     needles = [value.encode() for value in stack.secrets.values()]
     needles += _private_key_values(stack.keys_dir)
     assert len(needles) > len(stack.secrets)  # the generated key's private part is looked for
+    needles += _tokens(stack)
     history = run(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image])
     metadata = (history.stdout + run(["docker", "image", "inspect", image]).stdout).encode()
     assert not [n for n in needles if n in metadata], "a secret in the image's configuration"
@@ -122,6 +133,20 @@ def test_no_key_password_or_build_leftover_is_in_the_image(stack: Stack, service
     assert not {"app/venv/bin/uv", "app/venv/bin/pip"} & set(names)
     assert not any(name.endswith((".env", ".key")) for name in names)  # PEM: by content
     assert any(name.startswith("app/venv/") for name in names)  # the layers were read
+
+
+def _tokens(stack: Stack) -> list[bytes]:
+    """The access and refresh tokens of a new account's login through the ingress."""
+    email = f"layers-{secrets.token_hex(4)}@example.com"
+    device = {"X-Platform": "ios", "X-App-Version": "1.0.0", "X-Device-Id": "layers-check"}
+    account = {"email": email, "password": "Correct-Horse-9!", "displayName": "Layers"}
+    with httpx.Client(base_url=stack.url, headers=device, timeout=10) as client:
+        assert client.post("/v1/users", json=account).status_code == 201
+        login = client.post(
+            "/v1/auth/login", json={"email": email, "password": account["password"]}
+        )
+    assert login.status_code == 200, login.text
+    return [login.json()["access_token"].encode(), login.json()["refresh_token"].encode()]
 
 
 def _base_layers() -> int:
