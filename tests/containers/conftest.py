@@ -37,6 +37,7 @@ class Stack:
     project: str
     compose: tuple[str, ...]
     url: str
+    prometheus_url: str
     tag: str
     secrets: dict[str, str]
     keys_dir: Path
@@ -63,12 +64,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _env_file(directory: Path, tag: str, port: int) -> dict[str, str]:
+def _env_file(directory: Path, tag: str, port: int, prometheus_port: int) -> dict[str, str]:
     """Write ``directory/.env`` from .env.example with fresh secrets; return the secrets."""
     values = {name: secrets.token_hex(24) for name in SECRET_NAMES}
     values |= {
         "BULWARK_TAG": tag,
         "BULWARK_PORT": str(port),
+        "PROMETHEUS_PORT": str(prometheus_port),
         "BULWARK_SUBNET": SUBNET,
         "INGRESS_ADDRESS": INGRESS,
         "KEYS_HOST_DIR": str(directory / "keys"),
@@ -103,7 +105,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         if run(["docker", "image", "inspect", f"bulwark-{service}:{tag}"]).returncode != 0:
             pytest.fail(f"no image bulwark-{service}:{tag}: run `make test-containers`")
     directory = tmp_path_factory.mktemp("compose")
-    port = _free_port()
+    port, prometheus_port = _free_port(), _free_port()
     project = f"bulwarktest{secrets.token_hex(3)}"
     env_file = directory / ".env"
     compose = ("docker-compose", "--project-name", project, "--env-file", str(env_file))
@@ -111,8 +113,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         project=project,
         compose=(*compose, "--file", "docker-compose.yml", "--file", STANDINS),
         url=f"http://127.0.0.1:{port}",
+        prometheus_url=f"http://127.0.0.1:{prometheus_port}",
         tag=tag,
-        secrets=_env_file(directory, tag, port),
+        secrets=_env_file(directory, tag, port, prometheus_port),
         keys_dir=directory / "keys",
     )
     try:
@@ -125,6 +128,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             pytest.fail(f"docker-compose up failed:\n{up.stderr[-3000:]}\n{logs[-6000:]}")
         yield stack
     finally:
-        down = stack.run("down", "--volumes", "--remove-orphans", "--timeout", "20")
+        # --profile: prometheus too, when a test started it.
+        files = ("--profile", "observability", "--file", "docker-compose.yml", "--file", STANDINS)
+        down = run([*compose, *files, "down", "--volumes", "--remove-orphans", "--timeout", "20"])
         _remove_keys(directory, tag)
         assert down.returncode == 0, down.stderr

@@ -187,6 +187,27 @@ def _member(archive: tarfile.TarFile, name: str) -> IO[bytes]:
     return handle
 
 
+def test_prometheus_of_the_observability_profile_scrapes_every_service(stack: Stack) -> None:
+    profile = [*stack.compose, "--profile", "observability"]
+    up = run([*profile, "up", "--detach", "--build", "--no-deps", "prometheus"], timeout=300)
+    assert up.returncode == 0, up.stderr
+    jobs: dict[str, str] = {}
+    deadline = time.monotonic() + 60  # the first scrape comes within scrape_interval (15 s)
+    with httpx.Client(base_url=stack.prometheus_url, timeout=5) as client:
+        while time.monotonic() < deadline:
+            try:
+                targets = client.get("/api/v1/targets").json()["data"]["activeTargets"]
+                jobs = {target["labels"]["job"]: target["health"] for target in targets}
+            except httpx.HTTPError:
+                pass  # not listening yet
+            if len(jobs) == 3 and set(jobs.values()) == {"up"}:
+                break
+            time.sleep(1)
+        rules = client.get("/api/v1/rules").json()["data"]["groups"]
+    assert jobs == dict.fromkeys(("bulwark-api", "bulwark-auth", "bulwark-ratelimit"), "up")
+    assert any(rule["name"] == "BulwarkRefreshTokenReuse" for g in rules for rule in g["rules"])
+
+
 def test_each_service_stops_gracefully_on_sigterm_as_pid_1(stack: Stack) -> None:
     # Last in this module: it stops the stack's services (the fixture tears down anyway).
     for service in ("nginx", "api", "auth", "ratelimit"):
