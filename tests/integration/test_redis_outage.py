@@ -10,8 +10,9 @@ import time
 
 import httpx
 import pytest
+import yaml
 
-from .conftest import RunningStack, StackFactory
+from .conftest import RunningStack, StackFactory, packaged_rules
 from .helpers import bearer, login, register
 from .outages import SLACK, ThrowawayRedis, TimedTraffic, Traffic, eventually, timed
 
@@ -19,10 +20,30 @@ REDIS_DEADLINE = 0.5  # REDIS_TIMEOUT_SECONDS of the API and of the limiter (def
 
 
 @pytest.fixture(scope="module")
-def own(stack_factory: StackFactory, throwaway_redis: ThrowawayRedis) -> RunningStack:
-    """A stack whose every service uses the throwaway Redis."""
+def own(
+    stack_factory: StackFactory,
+    throwaway_redis: ThrowawayRedis,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> RunningStack:
+    """A stack whose every service uses the throwaway Redis, with the API's limits raised
+    (its clients run at full speed: the packaged 300 a minute per user would refuse them
+    all within a second on a fast machine, hiding whether Redis answers again)."""
+    rules = packaged_rules(tmp_path_factory.mktemp("rules") / "rules.yaml")
+    assert rules is not None
+    loaded = yaml.safe_load(rules.read_text())
+    for domain in loaded["domains"]:
+        if domain["domain"] == "bulwark-api":
+            for descriptor in domain["descriptors"]:
+                descriptor["rate_limit"]["requests"] = 100_000
+    rules.write_text(yaml.safe_dump(loaded))
     redis_env = {"REDIS_URL": throwaway_redis.url}
-    return stack_factory(env={"ratelimit": redis_env, "auth": redis_env, "api": redis_env})
+    return stack_factory(
+        env={
+            "ratelimit": {**redis_env, "RATELIMIT_RULES": str(rules)},
+            "auth": redis_env,
+            "api": redis_env,
+        }
+    )
 
 
 def test_redis_restart_under_traffic(own: RunningStack, throwaway_redis: ThrowawayRedis) -> None:
@@ -151,10 +172,8 @@ def test_requests_succeed_within_a_second_of_redis_answering_again(
         if started > answering_again + 1.0
     ]
     assert len(late) > 20, "too little traffic after the restart"
-    # Served, or refused by a limit that works again (8 clients of one user at full speed
-    # outrun its 300 a minute); never a 503.
-    assert set(late) <= {200, 429}, sorted(set(late))
-    assert 200 in late
+    # Served (the limits are raised out of reach); never a 503.
+    assert set(late) == {200}, sorted(set(late))
 
 
 def test_a_logged_out_session_stays_refused_when_redis_comes_back_from_an_older_snapshot(
