@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+import yaml
 
 from bulwark.devstack.cli import repo_root
 from bulwark.devstack.databases import create_databases, drop_databases, unique_names
@@ -114,6 +115,21 @@ def packaged_rules(destination: Path) -> Path | None:
         return None
     destination.write_bytes(source.read_bytes())
     return destination
+
+
+def raised_api_limits(destination: Path) -> Path:
+    """The packaged rules with the API's limits raised out of a test's reach, written to
+    ``destination``: for a test whose clients call the API at full speed and must be served
+    (the packaged 300 a minute per user runs out within a second on a fast machine)."""
+    rules = packaged_rules(destination)
+    assert rules is not None, "bulwark.ratelimit ships no rules.yaml"
+    loaded = yaml.safe_load(rules.read_text())
+    for domain in loaded["domains"]:
+        if domain["domain"] == "bulwark-api":
+            for descriptor in domain["descriptors"]:
+                descriptor["rate_limit"]["requests"] = 100_000
+    rules.write_text(yaml.safe_dump(loaded))
+    return rules
 
 
 @dataclass

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from .conftest import RunningStack, StackFactory
+from .conftest import RunningStack, StackFactory, raised_api_limits
 from .helpers import bearer, login, random_email, refresh, register
 from .outages import SLACK, Traffic, eventually, timed
 
@@ -21,9 +21,11 @@ API_DEADLINE = 1.0  # RATELIMIT_TIMEOUT_MS of the API (default)
 
 
 @pytest.fixture(scope="module")
-def own(stack_factory: StackFactory) -> RunningStack:
-    """A stack of its own: its limiter is stopped and paused."""
-    return stack_factory()
+def own(stack_factory: StackFactory, tmp_path_factory: pytest.TempPathFactory) -> RunningStack:
+    """A stack of its own: its limiter is stopped and paused. The API's limits are raised:
+    a client calls it at full speed throughout and must be served."""
+    rules = raised_api_limits(tmp_path_factory.mktemp("rules") / "rules.yaml")
+    return stack_factory(env={"ratelimit": {"RATELIMIT_RULES": str(rules)}})
 
 
 def test_each_endpoint_follows_its_failure_mode_and_recovers(own: RunningStack) -> None:

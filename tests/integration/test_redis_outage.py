@@ -10,9 +10,8 @@ import time
 
 import httpx
 import pytest
-import yaml
 
-from .conftest import RunningStack, StackFactory, packaged_rules
+from .conftest import RunningStack, StackFactory, raised_api_limits
 from .helpers import bearer, login, register
 from .outages import SLACK, ThrowawayRedis, TimedTraffic, Traffic, eventually, timed
 
@@ -26,16 +25,8 @@ def own(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> RunningStack:
     """A stack whose every service uses the throwaway Redis, with the API's limits raised
-    (its clients run at full speed: the packaged 300 a minute per user would refuse them
-    all within a second on a fast machine, hiding whether Redis answers again)."""
-    rules = packaged_rules(tmp_path_factory.mktemp("rules") / "rules.yaml")
-    assert rules is not None
-    loaded = yaml.safe_load(rules.read_text())
-    for domain in loaded["domains"]:
-        if domain["domain"] == "bulwark-api":
-            for descriptor in domain["descriptors"]:
-                descriptor["rate_limit"]["requests"] = 100_000
-    rules.write_text(yaml.safe_dump(loaded))
+    (its clients run at full speed, and must be served once Redis answers again)."""
+    rules = raised_api_limits(tmp_path_factory.mktemp("rules") / "rules.yaml")
     redis_env = {"REDIS_URL": throwaway_redis.url}
     return stack_factory(
         env={
