@@ -28,6 +28,7 @@ WRONG = "Wrong-Password-1!"
 SHOULD_RATE_LIMIT = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
 ALERT_RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "bulwark-alerts.yml"
 
+
 @dataclass
 class Session:
     """What the module's scenario did, and the endpoints before and after it."""

@@ -101,9 +101,7 @@ async def list_flags(
     return [_flag(row) for row in rows]
 
 
-async def review_flag(
-    conn: Queryable, flag_id: int, note: str | None = None
-) -> bool:
+async def review_flag(conn: Queryable, flag_id: int, note: str | None = None) -> bool:
     """Mark open flag ``flag_id`` reviewed, with an optional note (cut to
     `MAX_REVIEW_NOTE` characters); False when no open flag has that id."""
     row = await conn.fetchrow(

@@ -7,4 +7,3 @@ from litestar import get
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
-

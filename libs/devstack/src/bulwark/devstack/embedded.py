@@ -215,9 +215,7 @@ class EmbeddedPostgres:
         account = self._account()
         leftover = self._owner.check_not_in_use("Postgres")
         self._prepare(account)
-        if leftover is not None or (
-            (pid := self._postmaster_pid()) is not None and pid_alive(pid)
-        ):
+        if leftover is not None or ((pid := self._postmaster_pid()) is not None and pid_alive(pid)):
             self._pg_ctl_stop(account)
         if self.port is None:
             self.port = free_port(LOOPBACK)

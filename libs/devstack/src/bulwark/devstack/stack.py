@@ -36,6 +36,7 @@ SERVICE_VARIABLES = frozenset(
         "PORT",
         "LOG_LEVEL",
         "DATABASE_URL",
+        "DATABASE_POOL_MODE",
         "REDIS_URL",
         "REDIS_KEY_PREFIX",
         "REDIS_TIMEOUT_SECONDS",

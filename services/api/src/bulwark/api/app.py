@@ -70,6 +70,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             settings.database_url,
             max_size=settings.database_pool_size,
             timeout_seconds=settings.database_timeout,
+            pool_mode=settings.database_pool_mode,
         )
         # Cached for the auth's Cache-Control max-age, at least jwks_min_refresh seconds; an
         # unknown kid refetches at most once per jwks_min_refresh (docs/keys.md).
@@ -93,6 +94,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             name="detectors",
             max_size=DETECTOR_CONNECTIONS,
             timeout_seconds=settings.database_timeout,
+            pool_mode=settings.database_pool_mode,
         )
         anomalies = ApiAnomalies(detector_db, settings)
         try:
@@ -143,6 +145,4 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             else None
         ),
     )
-    return RequestContextMiddleware(
-        cast("ASGIApp", app), settings.trusted_proxies, settings.http
-    )
+    return RequestContextMiddleware(cast("ASGIApp", app), settings.trusted_proxies, settings.http)

@@ -74,6 +74,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             settings.database_url,
             max_size=settings.database_pool_size,
             timeout_seconds=settings.database_timeout,
+            pool_mode=settings.database_pool_mode,
         )
         hasher = PasswordHasher(
             memory_kib=settings.argon2_memory_kib,
@@ -95,6 +96,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             name="detectors",
             max_size=DETECTOR_CONNECTIONS,
             timeout_seconds=settings.database_timeout,
+            pool_mode=settings.database_pool_mode,
         )
         login_anomalies = LoginAnomalies(detector_db, settings)
         revocation_resync: asyncio.Task[None] | None = None
@@ -196,6 +198,4 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             else None
         ),
     )
-    return RequestContextMiddleware(
-        cast("ASGIApp", app), settings.trusted_proxies, settings.http
-    )
+    return RequestContextMiddleware(cast("ASGIApp", app), settings.trusted_proxies, settings.http)

@@ -85,9 +85,7 @@ async def delete_note(conn: Queryable, owner_id: uuid.UUID, note_id: uuid.UUID) 
     return status == "DELETE 1"
 
 
-async def note_owner(
-    conn: Queryable, note_id: uuid.UUID
-) -> uuid.UUID | None:
+async def note_owner(conn: Queryable, note_id: uuid.UUID) -> uuid.UUID | None:
     """Whoever owns note ``note_id``, or None when there is no such note. For the anomaly
     detector only (``bulwark.api.anomalies``): what a caller is told stays owner-filtered."""
     owner: uuid.UUID | None = await conn.fetchval(

@@ -66,9 +66,7 @@ async def login(
     await limits.check()
     try:
         user = await user_queries.find_by_email(db, attempt.email)
-        verified = await hasher.verify(
-            user["password_hash"] if user else None, attempt.password
-        )
+        verified = await hasher.verify(user["password_hash"] if user else None, attempt.password)
     except BaseException:
         await limits.abandoned()
         raise

@@ -110,9 +110,7 @@ class LoginLimits:
         retries through an outage is not locked out after it. A limiter that cannot answer
         is logged, not raised."""
         attempts = [[*entries, _REFUND] for entries in self._attempt_descriptors()]
-        await self._give_back(
-            _REFUND, also=attempts, unanswered_event="login_failure_not_refunded"
-        )
+        await self._give_back(_REFUND, also=attempts, unanswered_event="login_failure_not_refunded")
 
     async def _give_back(
         self,

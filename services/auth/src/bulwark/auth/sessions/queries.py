@@ -147,9 +147,7 @@ async def revoke_own_family(
     return row is not None
 
 
-async def recently_revoked(
-    conn: Queryable, within_seconds: int
-) -> list[asyncpg.Record]:
+async def recently_revoked(conn: Queryable, within_seconds: int) -> list[asyncpg.Record]:
     """Families ended in the last ``within_seconds``: id, age (seconds since revocation)."""
     rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT id, extract(epoch FROM now() - revoked_at)::float8 AS age FROM refresh_families"
@@ -159,9 +157,7 @@ async def recently_revoked(
     return rows
 
 
-async def family_is_live(
-    conn: Queryable, family_id: uuid.UUID, user_id: uuid.UUID
-) -> bool:
+async def family_is_live(conn: Queryable, family_id: uuid.UUID, user_id: uuid.UUID) -> bool:
     """True when the family exists, belongs to ``user_id``, is not revoked nor expired."""
     live: bool = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM refresh_families WHERE id = $1 AND user_id = $2"

@@ -23,9 +23,7 @@ async def insert_user(
     return inserted
 
 
-async def find_by_email(
-    conn: Queryable, email: str
-) -> asyncpg.Record | None:
+async def find_by_email(conn: Queryable, email: str) -> asyncpg.Record | None:
     """The user row (id, email, display_name, password_hash) for ``email``, or None."""
     row: asyncpg.Record | None = await conn.fetchrow(
         "SELECT id, email, display_name, password_hash FROM users WHERE lower(email) = $1",
