@@ -49,3 +49,11 @@ def test_the_longest_access_token_lifetime_is_the_auth_services_setting() -> Non
     for bad in ("59", "3601", "soon"):
         with pytest.raises(SettingsError, match="ACCESS_TOKEN_TTL_SECONDS"):
             from_env({**BASE, "ACCESS_TOKEN_TTL_SECONDS": bad})
+
+
+def test_database_pool_mode() -> None:
+    assert from_env(BASE).database_pool_mode == "session"
+    pooled = from_env({**BASE, "DATABASE_POOL_MODE": "transaction"})
+    assert pooled.database_pool_mode == "transaction"
+    with pytest.raises(SettingsError, match="DATABASE_POOL_MODE"):
+        from_env({**BASE, "DATABASE_POOL_MODE": "statement"})
