@@ -132,8 +132,9 @@ test: install ## run every test (unit and integration); needs jq, promtool, ngin
 	@$(MAKE) --no-print-directory --keep-going promtool jq nginx pgbouncer
 	$(UV) run pytest
 
-lint: install ## ruff and mypy (strict)
+lint: install ## ruff (lint and format) and mypy (strict)
 	$(UV) run ruff check .
+	$(UV) run ruff format --check .
 	$(UV) run mypy libs/*/src services/*/src
 
 # BENCH_ARGS, e.g. "--login-clients 32 --duration 20" or "--auth http://127.0.0.1:8001 --api ...".

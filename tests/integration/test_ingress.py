@@ -8,11 +8,12 @@ client to ``X-Forwarded-For``.
 
 Each auth and API replica names one rate limiter (``RATELIMIT_TARGET``): those of the first
 stack the first limiter, those of the second the second, the third API replica the first.
-That is what a Kubernetes Service gives gRPC clients (each replica's one HTTP/2 connection
-is pinned to one limiter pod), and it makes the login-limit test meaningful: its attempts
-alternate between the auth replicas, so between the limiters, which agree only because
-they share Redis. (Balancing each call over both limiters, nginx ``grpc_pass``, was tried:
-round robin then sent every login's per-email check to the same limiter.)
+In production each replica spreads its calls over every limiter (a headless Service and
+gRPC round robin, services/ratelimit/tests/test_replicas.py); here each is pinned so that
+the login-limit test can fail: its attempts alternate between the auth replicas, hence
+between the limiters, which agree only because they share Redis. (Spread per call, a
+login's per-email check can land on the same limiter every time, as it did with nginx
+balancing each gRPC call, which was tried first.)
 
 What must hold with any number of replicas: the per-email login limit is exact whichever
 replica answers; refresh reuse and logout take effect on every replica at once; a revoked

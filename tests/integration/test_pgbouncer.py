@@ -5,8 +5,8 @@ things a direct connection gives for free: session settings (PgBouncer refuses o
 ``statement_timeout`` as a startup parameter) and prepared statements (PgBouncer 1.18, the one
 Debian bookworm ships, cannot carry them between transactions, and asyncpg caches one per
 query). ``DATABASE_POOL_MODE=transaction`` (`bulwark.common.db`) turns the statement cache off
-and sets the timeouts in every transaction; these tests show the timeouts still hold and a
-whole mobile session, many users at once, works through it.
+and sets the timeouts in every transaction; these tests show the timeouts still hold, and
+that the migrations and a whole mobile session, many users at once, work through it.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
-from bulwark.api.app import MIGRATIONS as API_MIGRATIONS
-from bulwark.auth.app import MIGRATIONS as AUTH_MIGRATIONS
-from bulwark.common.db import MigrationsPendingError, apply_migrations, open_database
+from bulwark.common.db import open_database
 from bulwark.devstack.databases import create_databases, drop_databases, unique_names
 
 from .conftest import StackFactory
@@ -39,33 +37,14 @@ def bouncer(database_server_url: str) -> Iterator[PgBouncer]:
 
 
 @pytest.fixture(scope="module")
-def server_databases(database_server_url: str) -> Iterator[dict[str, str]]:
-    """Fresh auth and api databases (``{"auth": url, "api": url}``, unmigrated) and a
-    third, ``"spare"``; dropped at the end of the module."""
-    names = {**unique_names(), "spare": unique_names()["api"]}
+def databases(database_server_url: str) -> Iterator[dict[str, str]]:
+    """Fresh, empty auth and api databases (``{"auth": url, "api": url}``) on the test
+    Postgres; dropped at the end of the module."""
+    names = unique_names()
     urls = asyncio.run(create_databases(database_server_url, names.values()))
     yield {service: urls[name] for service, name in names.items()}
     # PgBouncer may still hold server connections to them: drop_databases ends those.
     asyncio.run(drop_databases(database_server_url, names.values()))
-
-
-@pytest.fixture(scope="module")
-def databases(server_databases: dict[str, str]) -> dict[str, str]:
-    """The auth and api databases, migrated over a direct connection (as a deployer's
-    migration job does: a session advisory lock cannot be held through a transaction
-    pooler)."""
-    urls = {service: server_databases[service] for service in ("auth", "api")}
-
-    async def migrate() -> None:
-        for service, folder in (("auth", AUTH_MIGRATIONS), ("api", API_MIGRATIONS)):
-            db = await open_database(urls[service], name="migrate")
-            try:
-                await apply_migrations(db, folder)
-            finally:
-                await db.close()
-
-    asyncio.run(migrate())
-    return urls
 
 
 async def test_the_statement_timeout_holds_behind_pgbouncer(
@@ -117,17 +96,6 @@ async def test_many_tasks_share_few_server_connections(
         await db.close()
 
 
-async def test_migrations_refuse_to_run_through_a_transaction_pooler(
-    bouncer: PgBouncer, server_databases: dict[str, str]
-) -> None:
-    db = await open_database(bouncer.url(server_databases["spare"]), pool_mode="transaction")
-    try:
-        with pytest.raises(MigrationsPendingError):
-            await apply_migrations(db, API_MIGRATIONS)
-    finally:
-        await db.close()
-
-
 def _session(auth_url: str, api_url: str) -> None:
     """One user's whole session; asserts every step."""
     user = register(auth_url)
@@ -162,6 +130,8 @@ def test_mobile_sessions_through_pgbouncer(
     bouncer: PgBouncer, databases: dict[str, str], stack_factory: StackFactory
 ) -> None:
     pooled = {"DATABASE_POOL_MODE": "transaction"}
+    # The stack runs `bulwark-auth migrate` and `bulwark-api migrate` first, through PgBouncer
+    # too (each migration's advisory lock is its transaction's).
     stack = stack_factory(
         databases={service: bouncer.url(url) for service, url in databases.items()},
         env={"auth": pooled, "api": pooled},

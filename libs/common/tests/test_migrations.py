@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bulwark.common.db import migration_files
+from bulwark.common.migrations import migration_files
 
 
 def test_files_are_ordered_by_version(tmp_path: Path) -> None:

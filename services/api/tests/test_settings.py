@@ -57,3 +57,16 @@ def test_database_pool_mode() -> None:
     assert pooled.database_pool_mode == "transaction"
     with pytest.raises(SettingsError, match="DATABASE_POOL_MODE"):
         from_env({**BASE, "DATABASE_POOL_MODE": "statement"})
+
+
+def test_read_replica_is_optional() -> None:
+    settings = from_env(BASE)
+    assert settings.database_read_url is None  # every read on the primary
+    assert settings.read_your_writes_seconds == 60
+    replica = from_env(
+        {**BASE, "DATABASE_READ_URL": "postgresql://replica/y", "READ_YOUR_WRITES_SECONDS": "5"}
+    )
+    assert replica.database_read_url == "postgresql://replica/y"
+    assert replica.read_your_writes_seconds == 5
+    with pytest.raises(SettingsError, match="READ_YOUR_WRITES_SECONDS"):
+        from_env({**BASE, "READ_YOUR_WRITES_SECONDS": "0"})

@@ -6,11 +6,14 @@ from typing import Any
 
 import grpc
 import pytest
+import redis.asyncio.cluster
+from redis.asyncio.connection import SSLConnection
 from redis.crc import key_slot
 
 from bulwark.common.ratelimit_client import RateLimitClient
 from bulwark.common.settings import SettingsError
 from bulwark.ratelimit._generated.v1 import operator_pb2, operator_pb2_grpc
+from bulwark.ratelimit.cluster import open_redis
 from bulwark.ratelimit.rules import redis_key
 from bulwark.ratelimit.server import RateLimitServer
 from bulwark.ratelimit.settings import from_env
@@ -34,12 +37,27 @@ domains:
 
 def test_cluster_from_scheme_or_flag() -> None:
     assert from_env({"REDIS_URL": "redis+cluster://10.0.0.1:7000"}).redis_cluster
+    assert from_env({"REDIS_URL": "rediss+cluster://10.0.0.1:7000"}).redis_cluster
     assert from_env({**REDIS, "REDIS_CLUSTER": "true"}).redis_cluster
     assert not from_env(REDIS).redis_cluster
     with pytest.raises(SettingsError, match="REDIS_CLUSTER"):
         from_env({**REDIS, "REDIS_CLUSTER": "maybe"})
     with pytest.raises(SettingsError, match="REDIS_KEY_PREFIX"):
         from_env({**REDIS, "REDIS_KEY_PREFIX": "rl:{x}:"})
+
+
+@pytest.mark.parametrize(
+    ("url", "cluster", "tls"),
+    [
+        ("rediss://10.0.0.1:7000", True, True),
+        ("rediss+cluster://10.0.0.1:7000", False, True),
+        ("redis+cluster://10.0.0.1:7000", False, False),
+    ],
+)
+def test_a_cluster_url_keeps_its_tls(url: str, cluster: bool, tls: bool) -> None:
+    client = open_redis(url, cluster, timeout_seconds=1.0)
+    assert isinstance(client, redis.asyncio.cluster.RedisCluster)
+    assert (client.connection_kwargs["connection_class"] is SSLConnection) is tls
 
 
 def test_a_bucket_and_its_derived_keys_share_one_slot() -> None:

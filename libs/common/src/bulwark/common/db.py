@@ -1,4 +1,4 @@
-"""Postgres access: the request pool with every wait bounded, and the migrations runner.
+"""Postgres access: the request pool with every wait bounded.
 
 `Database` is the only way request code reaches Postgres. It holds one asyncpg pool and
 keeps three promises, on every path (a sibling's exception, a client that goes away, a
@@ -27,18 +27,15 @@ transaction to the next. In that mode asyncpg's statement cache is off, every bl
 single-statement helpers included) runs in a transaction, and each transaction sets both
 timeouts with ``set_config(..., is_local => true)``, which end with it.
 
-Migrations are numbered SQL files (``001_init.sql``, ``002_...sql``) in a service's own
-folder, applied in order, each in its own transaction, under a Postgres advisory lock so
-that any number of replicas starting at once apply each file exactly once.
+Migrations are applied by their own command, never by a serving process
+(``bulwark.common.migrations``).
 """
 
 import asyncio
 import contextlib
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from pathlib import Path
 from typing import Any, Literal
 
 import asyncpg
@@ -55,11 +52,6 @@ from bulwark.common.outages import OutageLog
 from bulwark.common.problems import ServiceUnavailable
 
 _log = get_logger(__name__)
-_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql\Z")
-# Key of the advisory lock held while migrating (any constant shared by all replicas).
-_MIGRATION_LOCK_KEY = 0x42_55_4C_57  # "BULW"
-#: Longest a migration statement (or the wait for another replica's migrations) may take.
-MIGRATION_TIMEOUT_SECONDS = 600
 #: ``Retry-After`` of a `DatabaseUnavailable` answer, in seconds.
 RETRY_AFTER_SECONDS = 2
 #: Failures that mean the database cannot answer now (down, restarting, stalled, out of
@@ -348,85 +340,3 @@ async def open_database(
     database = Database(pool, timeout_seconds=timeout_seconds, name=name, pool_mode=pool_mode)
     observe_pool(name, lambda: (pool.get_size() - pool.get_idle_size(), pool.get_idle_size()))
     return database
-
-
-class MigrationsPendingError(RuntimeError):
-    """Migrations are not applied and this pool cannot apply them (transaction pooling)."""
-
-    def __init__(self, versions: list[int]) -> None:
-        super().__init__(
-            f"migrations {versions} are not applied; apply them over a direct connection"
-            " (DATABASE_POOL_MODE=session), not through a transaction pooler"
-        )
-
-
-def migration_files(directory: Path) -> list[tuple[int, Path]]:
-    """The migration files in ``directory`` as ``(version, path)``, ordered by version.
-
-    Raises:
-        ValueError: a ``.sql`` file is misnamed or two files share a version.
-    """
-    found: dict[int, Path] = {}
-    for path in sorted(directory.glob("*.sql")):
-        match = _MIGRATION_NAME.match(path.name)
-        if not match:
-            raise ValueError(f"migration file {path.name} must be named NNN_name.sql")
-        version = int(match.group(1))
-        if version in found:
-            raise ValueError(f"two migrations share version {version}")
-        found[version] = path
-    return sorted(found.items())
-
-
-async def apply_migrations(database: Database, directory: Path) -> list[int]:
-    """Apply the not-yet-applied migrations in ``directory``; return the versions applied.
-
-    Runs on one connection without the request timeouts: waiting for another replica's
-    migrations, or a long migration, may take up to `MIGRATION_TIMEOUT_SECONDS`.
-
-    Behind a transaction pooler (``pool_mode="transaction"``) the advisory lock, a session's,
-    cannot be held: it only checks that nothing is pending.
-
-    Raises:
-        asyncpg.PostgresError: a migration failed; it is rolled back and later ones not run.
-        MigrationsPendingError: behind a transaction pooler, some migration is not applied.
-    """
-    if database.pool_mode == "transaction":
-        async with database.transaction() as conn:
-            rows = []
-            if await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
-                rows = await conn.fetch("SELECT version FROM schema_migrations")
-        pending = sorted({v for v, _ in migration_files(directory)} - {r["version"] for r in rows})
-        if pending:
-            raise MigrationsPendingError(pending)
-        return []
-    applied_now: list[int] = []
-    timeout = MIGRATION_TIMEOUT_SECONDS
-    async with database.pool.acquire(timeout=database.timeout_seconds) as conn:
-        await conn.execute("SET statement_timeout = 0")
-        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY, timeout=timeout)
-        try:
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version integer PRIMARY KEY,"
-                " name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            rows = await conn.fetch("SELECT version FROM schema_migrations")
-            done = {row["version"] for row in rows}
-            for version, path in migration_files(directory):
-                if version in done:
-                    continue
-                async with conn.transaction():
-                    await conn.execute(path.read_text(), timeout=timeout)
-                    await conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                        version,
-                        path.name,
-                    )
-                applied_now.append(version)
-                _log.info("migration_applied", version=version, name=path.name)
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
-            await conn.execute("RESET statement_timeout")
-    return applied_now

@@ -15,6 +15,7 @@ name                                           type       labels
 ``bulwark_ratelimit_decisions_total``          counter    domain, rule, result
 ``bulwark_db_pool_connections``                gauge      pool, state
 ``bulwark_db_unavailable_total``               counter    pool, reason
+``bulwark_db_replica_fallbacks_total``         counter    reason
 =============================================  =========  ==================================
 
 Every label value comes from a closed set or from our own configuration (route templates,
@@ -84,6 +85,12 @@ class MetricsEndpoint(msgspec.Struct, frozen=True):
 #: ``reason`` of ``bulwark_db_unavailable_total``: every connection stayed busy for the whole
 #: wait, or the database did not answer (down, restarting, stalled).
 DatabaseUnavailableReason = Literal["pool_exhausted", "unreachable"]
+#: ``reason`` of ``bulwark_db_replica_fallbacks_total`` (a read sent to the primary although a
+#: read replica is configured): the replica failed or was skipped after failing
+#: (``replica_unavailable``), it had not replayed the caller's last write yet or cancelled the
+#: read in a recovery conflict (``replica_behind``), or the caller's last write position
+#: could not be read from Redis (``positions_unavailable``).
+ReplicaFallbackReason = Literal["replica_unavailable", "replica_behind", "positions_unavailable"]
 #: Open database pools by name (``request``, ``detectors``): a function giving the number of
 #: connections in use and idle, read at each scrape.
 _pools: dict[str, Callable[[], tuple[int, int]]] = {}
@@ -122,6 +129,12 @@ class _Instruments:
             "bulwark.db.unavailable",
             unit="{request}",
             description="Database calls answered 503, by pool and reason.",
+        )
+        self.replica_fallbacks: Counter = meter.create_counter(
+            "bulwark.db.replica.fallbacks",
+            unit="{read}",
+            description="Reads sent to the primary although a read replica is configured, "
+            "by reason.",
         )
         self.http_requests: Counter = meter.create_counter(
             "bulwark.http.server.requests",
@@ -247,6 +260,9 @@ def _start_counters_at_zero(service: str) -> None:
         for reason in get_args(DatabaseUnavailableReason):
             instruments.db_unavailable.add(0, {"pool": "request", "reason": reason})
         instruments.ratelimit_calls.add(0)
+    if service == "api":
+        for fallback in get_args(ReplicaFallbackReason):
+            instruments.replica_fallbacks.add(0, {"reason": fallback})
         instruments.ratelimit_unanswered.add(0, {"grpc_code": "UNAVAILABLE"})
     if service == "auth":
         for reason in get_args(LoginFailureReason):
@@ -339,3 +355,10 @@ def count_database_unavailable(pool: str, reason: DatabaseUnavailableReason) -> 
     """Count one database call of pool ``pool`` answered 503 (see `DatabaseUnavailableReason`)."""
     if (instruments := _installed.instruments) is not None:
         instruments.db_unavailable.add(1, {"pool": pool, "reason": reason})
+
+
+def count_replica_fallback(reason: ReplicaFallbackReason) -> None:
+    """Count one read sent to the primary instead of the read replica (see
+    `ReplicaFallbackReason`)."""
+    if (instruments := _installed.instruments) is not None:
+        instruments.replica_fallbacks.add(1, {"reason": reason})

@@ -36,6 +36,11 @@ _WINDOW_IN_NAME = re.compile(r"\bper (\d+) ?s\b")
 # Reconnect quickly once the service is back (gRPC's default backoff grows to 120 s): a
 # restarted limiter is in use again within about a second.
 _CHANNEL_OPTIONS = [
+    # Every address the target resolves to gets calls in turn: with a DNS name that lists
+    # each rate-limiter replica (a Kubernetes headless Service), the load spreads over all
+    # of them, and the server's maximum connection age makes clients re-resolve, so that new
+    # replicas take their share (docs/deploy.md).
+    ("grpc.lb_policy_name", "round_robin"),
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 1000),
@@ -114,7 +119,8 @@ class RateLimitClient:
     """
 
     def __init__(self, target: str, domain: str, timeout_seconds: float = 0.1) -> None:
-        """Talk to ``target`` (``host:port``) with a deadline of ``timeout_seconds`` per call."""
+        """Talk to ``target`` (``host:port``, or ``dns:///name:port`` to spread calls over
+        every address of ``name``) with a deadline of ``timeout_seconds`` per call."""
         self._target = target
         self._domain = domain
         self._timeout = timeout_seconds

@@ -37,6 +37,8 @@ SERVICE_VARIABLES = frozenset(
         "LOG_LEVEL",
         "DATABASE_URL",
         "DATABASE_POOL_MODE",
+        "DATABASE_READ_URL",
+        "READ_YOUR_WRITES_SECONDS",
         "REDIS_URL",
         "REDIS_KEY_PREFIX",
         "REDIS_TIMEOUT_SECONDS",
@@ -78,13 +80,20 @@ class StackError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """How to run one service: ``argv``, the variables set for it only, and its readiness probe."""
+    """How to run one service: ``argv``, the variables set for it only, and its readiness probe.
+
+    ``setup`` commands (e.g. ``bulwark-auth migrate``) run once, in order and to completion
+    (at most ``setup_timeout`` seconds each), with the same variables, before the service's
+    first start; a restart does not run them again.
+    """
 
     name: str
     argv: Sequence[str]
     env: Mapping[str, str]
     ready: ReadyProbe
     ready_timeout: float = 30.0
+    setup: Sequence[Sequence[str]] = ()
+    setup_timeout: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -177,17 +186,48 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             for spec in self.services:
+                self._set_up(spec)
                 self._wait_ready(self._spawn(spec))
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _spawn(self, spec: ServiceSpec) -> _Running:
-        log_path = self.log_dir / f"{spec.name}.log"
+    def _env(self, spec: ServiceSpec) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
         env.update(spec.env)
         env.setdefault("PYTHONUNBUFFERED", "1")  # logs reach the file as they are written
+        return env
+
+    def _set_up(self, spec: ServiceSpec) -> None:
+        log_path = self.log_dir / f"{spec.name}.log"
+        for argv in spec.setup:
+            with log_path.open("ab") as log:
+                log.write(f"--- {spec.name} setup: {' '.join(argv)}\n".encode())
+                log.flush()
+                try:
+                    code = subprocess.run(  # noqa: S603 - argv comes from our own specs
+                        list(argv),
+                        env=self._env(spec),
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        timeout=spec.setup_timeout,
+                        check=False,
+                    ).returncode
+                except subprocess.TimeoutExpired:
+                    code = None
+            if code != 0:
+                what = "timed out" if code is None else f"exited with code {code}"
+                raise StackError(
+                    f"{spec.name} setup `{' '.join(argv)}` {what}; {log_path}:\n{_tail(log_path)}"
+                )
+        if self.echo is not None and spec.setup:
+            self.echo.write(f"{spec.name}: setup done ({len(spec.setup)} command(s))\n")
+
+    def _spawn(self, spec: ServiceSpec) -> _Running:
+        log_path = self.log_dir / f"{spec.name}.log"
+        env = self._env(spec)
         with log_path.open("ab") as log:
             log.write(f"--- {spec.name} starting: {' '.join(spec.argv)}\n".encode())
             log.flush()
@@ -477,6 +517,8 @@ def bulwark_services(config: StackConfig, only: Sequence[str] = SERVICE_ORDER) -
             env=envs[name],
             ready=probes[name],
             ready_timeout=config.ready_timeout,
+            # Migrations are a one-shot command, as in a deployment's Job: never the server's.
+            setup=[] if name == "ratelimit" else [[console_script(f"bulwark-{name}"), "migrate"]],
         )
         for name in SERVICE_ORDER
         if name in only

@@ -13,11 +13,14 @@ from litestar.openapi import OpenAPIConfig
 from bulwark.api.anomalies.checks import ApiAnomalies
 from bulwark.api.caller import caller
 from bulwark.api.notes.routes import NoteController
+from bulwark.api.replica import NotesDatabases
 from bulwark.api.settings import ApiSettings
+from bulwark.api.write_positions import WritePositions
 from bulwark.common.access_tokens import AccessTokenClaims, AccessTokenVerifier, JwksCache
-from bulwark.common.db import Database, apply_migrations, open_database
+from bulwark.common.db import Database, open_database
 from bulwark.common.health import healthz
 from bulwark.common.http import ASGIApp, RequestContextMiddleware
+from bulwark.common.migrations import SchemaCheck
 from bulwark.common.problems import ServiceUnavailable, exception_handlers
 from bulwark.common.ratelimit_client import RateLimitClient
 from bulwark.common.request_bodies import strict_json_bodies
@@ -41,9 +44,10 @@ class Me(Schema, frozen=True):
 
 @get("/readyz", operation_id="readyz", include_in_schema=False)
 async def readyz(state: State) -> dict[str, str]:
-    """Readiness: the database answers and the JWKS is cached or fetchable (503 otherwise),
-    each within its own deadline."""
+    """Readiness: the database answers, its schema is current (``bulwark-api migrate`` has
+    run) and the JWKS is cached or fetchable (503 otherwise), each within its own deadline."""
     await state.db.ensure_ready()
+    await state.schema.ensure_current()
     if not await state.jwks.ready():
         raise ServiceUnavailable("The token keys are not available.")
     return {"status": "ready"}
@@ -55,10 +59,33 @@ async def me(caller: AccessTokenClaims) -> Me:
     return Me(id=caller.sub, session_id=caller.sid, scope=caller.scope)
 
 
-def provide_database(state: State) -> Database:
-    """The request pool; routes take connections from it in ``async with`` blocks."""
-    db: Database = state.db
-    return db
+def provide_databases(state: State) -> NotesDatabases:
+    """The request pools (the primary, and the read replica when configured); routes take
+    connections from them for one statement at a time."""
+    databases: NotesDatabases = state.databases
+    return databases
+
+
+async def open_replica(settings: ApiSettings) -> tuple[Database | None, WritePositions | None]:
+    """The read replica's pool (the primary's size and timeouts) and the write positions
+    kept for read-your-writes, or ``(None, None)`` without ``DATABASE_READ_URL``. Connects
+    nothing: a replica that is down at start-up only sends reads to the primary."""
+    if settings.database_read_url is None:
+        return None, None
+    replica = await open_database(
+        settings.database_read_url,
+        name="replica",
+        max_size=settings.database_pool_size,
+        timeout_seconds=settings.database_timeout,
+        pool_mode=settings.database_pool_mode,
+    )
+    positions = WritePositions(
+        settings.redis_url,
+        key_prefix=settings.redis_key_prefix,
+        timeout_seconds=settings.redis_timeout,
+        ttl_seconds=settings.read_your_writes_seconds,
+    )
+    return replica, positions
 
 
 def create_app(settings: ApiSettings) -> ASGIApp:
@@ -97,11 +124,13 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             pool_mode=settings.database_pool_mode,
         )
         anomalies = ApiAnomalies(detector_db, settings)
+        replica, positions = await open_replica(settings)
         try:
-            await apply_migrations(db, MIGRATIONS)
             app.state.update(
                 settings=settings,
+                schema=SchemaCheck(db, MIGRATIONS),
                 db=db,
+                databases=NotesDatabases(db, replica, positions),
                 anomalies=anomalies,
                 jwks=jwks,
                 ratelimit=ratelimit,
@@ -117,6 +146,10 @@ def create_app(settings: ApiSettings) -> ASGIApp:
         finally:
             await anomalies.aclose()
             await detector_db.close()
+            if positions is not None:
+                await positions.aclose()
+            if replica is not None:
+                await replica.close()
             await ratelimit.close()
             await revocations.aclose()
             await jwks.aclose()
@@ -129,7 +162,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
         # block after ``caller`` has authenticated and rate-limited the request.
         dependencies={
             "caller": Provide(caller),
-            "db": Provide(provide_database, sync_to_thread=False),
+            "db": Provide(provide_databases, sync_to_thread=False),
         },
     )
     app = Litestar(

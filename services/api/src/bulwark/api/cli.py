@@ -1,19 +1,21 @@
 """``bulwark-api``: run the resource API, review anomaly flags.
 
 bulwark-api serve                    run the HTTP service (default)
+bulwark-api migrate                  apply pending migrations to DATABASE_URL, then exit
 bulwark-api flags list|review ...    the anomaly flags in DATABASE_URL (docs/anomalies.md)
 """
 
 import os
 import sys
 
-from bulwark.api.app import create_app
+from bulwark.api.app import MIGRATIONS, create_app
 from bulwark.api.settings import from_env
 from bulwark.common import flag_commands
 from bulwark.common.command_line import CommandParser
 from bulwark.common.http import serve
 from bulwark.common.logging import configure_logging
 from bulwark.common.metrics import MetricsBindError, start_metrics
+from bulwark.common.migrations import run_migrate_command
 from bulwark.common.settings import SettingsError
 from bulwark.common.telemetry import start_tracing, tracing_settings
 
@@ -43,8 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = CommandParser(prog="bulwark-api")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the HTTP service")
+    commands.add_parser("migrate", help="apply pending migrations, then exit")
     flag_commands.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        return run_migrate_command("bulwark-api", MIGRATIONS, os.environ)
     try:
         if args.command == "flags":
             return flag_commands.run(args, program="bulwark-api")

@@ -50,8 +50,23 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: ``transaction`` when ``DATABASE_URL`` is a transaction pooler (PgBouncer's
     #: ``pool_mode = transaction``): no prepared statements are kept and the statement and
     #: idle-in-transaction timeouts are set in each transaction (``DATABASE_POOL_MODE``,
-    #: default ``session``). Migrations then need the direct URL.
+    #: default ``session``). Applies to ``database_read_url`` too.
     database_pool_mode: PoolMode = "session"
+    #: A read-only URL (``DATABASE_READ_URL``) of a streaming replica of ``database_url``, for
+    #: the list and read queries of notes; None (unset) reads everything from the primary.
+    #: Its pool has the primary's size and timeout. Writes, and reads that decide a write,
+    #: stay on the primary. Read-your-writes: after a write, the primary's WAL position is
+    #: kept in Redis for the writer (``sub``) for ``read_your_writes_seconds``; the writer's
+    #: reads go to the replica only once it has replayed that position, else to the primary,
+    #: so a user never misses a note they just created or sees one they just deleted, on any
+    #: device. Other users' writes (and anything written outside the API) may show up late,
+    #: by the replica's lag. A replica that fails sends reads to the primary (logged once per
+    #: outage, counted in ``bulwark_db_replica_fallbacks_total``); see
+    #: ``bulwark.api.replica``.
+    database_read_url: str | None = None
+    #: Seconds a user's last write position is kept (``READ_YOUR_WRITES_SECONDS``): the
+    #: read-your-writes guarantee holds while the replica lags by less than this.
+    read_your_writes_seconds: int = 60
     jwks_url: str
     jwks_min_refresh: int = 30
     issuer: str
@@ -122,6 +137,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
         database_pool_size=env_int(env, "DATABASE_POOL_SIZE", 10, minimum=1),
         database_timeout=env_float(env, "DATABASE_TIMEOUT_SECONDS", 3.0, minimum=0.1),
         database_pool_mode=env_pool_mode(env),
+        database_read_url=env_str(env, "DATABASE_READ_URL", "") or None,
+        read_your_writes_seconds=env_int(env, "READ_YOUR_WRITES_SECONDS", 60, minimum=1),
         jwks_url=env_str(
             env, "JWKS_URL", "http://127.0.0.1:8001/.well-known/jwks.json" if local else None
         ),

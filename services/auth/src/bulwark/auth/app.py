@@ -27,9 +27,10 @@ from bulwark.auth.sessions.routes import SessionController
 from bulwark.auth.settings import AuthSettings
 from bulwark.auth.users.routes import UserController
 from bulwark.common.access_tokens import AccessTokenVerifier
-from bulwark.common.db import Database, apply_migrations, open_database
+from bulwark.common.db import Database, open_database
 from bulwark.common.health import healthz
 from bulwark.common.http import ASGIApp, RequestContextMiddleware
+from bulwark.common.migrations import SchemaCheck
 from bulwark.common.problems import exception_handlers
 from bulwark.common.ratelimit_client import RateLimitClient
 from bulwark.common.request_bodies import strict_json_bodies
@@ -55,9 +56,11 @@ class LocalKeys:
 
 @get("/readyz", operation_id="readyz", include_in_schema=False)
 async def readyz(state: State) -> dict[str, str]:
-    """Readiness: the database answers within its deadline (503 otherwise); signing keys
-    are loaded before the service starts."""
+    """Readiness: the database answers within its deadline and its schema is current
+    (``bulwark-auth migrate`` has run); 503 otherwise. Signing keys are loaded before the
+    service starts."""
     await state.db.ensure_ready()
+    await state.schema.ensure_current()
     return {"status": "ready"}
 
 
@@ -102,7 +105,6 @@ def create_app(settings: AuthSettings) -> ASGIApp:
         revocation_resync: asyncio.Task[None] | None = None
         key_watcher: asyncio.Task[None] | None = None
         try:
-            await apply_migrations(db, MIGRATIONS)
             # Ended sessions are listed in Redis again and again, so the API's check heals.
             revocation_resync = asyncio.create_task(
                 resync_forever(
@@ -130,6 +132,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             )
             app.state.update(
                 settings=settings,
+                schema=SchemaCheck(db, MIGRATIONS),
                 signing_keys=keys,
                 db=db,
                 session_ender=SessionEnder(db, revocations, settings.access_token_ttl),

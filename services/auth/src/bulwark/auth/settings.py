@@ -56,7 +56,7 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: ``transaction`` when ``DATABASE_URL`` is a transaction pooler (PgBouncer's
     #: ``pool_mode = transaction``): no prepared statements are kept and the statement and
     #: idle-in-transaction timeouts are set in each transaction (``DATABASE_POOL_MODE``,
-    #: default ``session``). Migrations then need the direct URL.
+    #: default ``session``).
     database_pool_mode: PoolMode = "session"
     keys_dir: Path
     issuer: str

@@ -45,21 +45,27 @@ CLUSTER_NODE_MAX_CONNECTIONS = 4 * REDIS_MAX_CONNECTIONS
 RedisClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
 
+# Cluster schemes and the plain scheme redis-py is given for them (``rediss``: TLS).
+_PLAIN_SCHEMES = {CLUSTER_SCHEME: "redis", "rediss+cluster": "rediss"}
+
+
 def is_cluster_url(url: str) -> bool:
-    """True for a ``redis+cluster://host:port`` URL."""
-    return urlsplit(url).scheme == CLUSTER_SCHEME
+    """True for a ``redis+cluster://host:port`` (or, with TLS, ``rediss+cluster://``) URL."""
+    return urlsplit(url).scheme in _PLAIN_SCHEMES
 
 
 def open_redis(url: str, cluster: bool, timeout_seconds: float) -> RedisClient:
     """Return a client for ``url``: `RedisCluster` when ``cluster`` or the URL's scheme is
-    ``redis+cluster://`` (any one node is enough to discover the others), else a `Redis` over
+    ``redis+cluster://`` or ``rediss+cluster://`` (any one node is enough to discover the
+    others; ``rediss`` keeps TLS), else a `Redis` over
     a blocking pool of `REDIS_MAX_CONNECTIONS`. ``timeout_seconds`` bounds connects and reads;
     one immediate retry lets the first call after a Redis restart reconnect.
     """
     retry = Retry(NoBackoff(), 1)
     if cluster or is_cluster_url(url):
         parts = urlsplit(url)
-        plain = urlunsplit(("redis", parts.netloc, parts.path, parts.query, parts.fragment))
+        scheme = _PLAIN_SCHEMES.get(parts.scheme, parts.scheme)
+        plain = urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
         return redis.asyncio.cluster.RedisCluster.from_url(
             plain,
             max_connections=CLUSTER_NODE_MAX_CONNECTIONS,

@@ -23,6 +23,9 @@ _Stamp = tuple[int, int, int] | None
 
 
 def _stamp(path: Path) -> _Stamp:
+    # os.stat follows links: a Kubernetes ConfigMap update leaves the link ``rules.yaml ->
+    # ..data/rules.yaml`` as it is and swaps ``..data`` to a new directory, so the file
+    # behind it, not the link, is what changes (tests/test_reload_configmap.py).
     try:
         stat = os.stat(path)
     except OSError:

@@ -39,6 +39,8 @@ log = get_logger(__name__)
 RLS_SERVICE = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
 OPERATOR_SERVICE = operator_pb2.DESCRIPTOR.services_by_name["RateLimitOperator"].full_name
 MAX_MESSAGE_BYTES = 64 * 1024
+#: Longest a client connection lives before the server asks the client to reconnect, in seconds.
+MAX_CONNECTION_AGE_SECONDS = 300
 
 # The one table from errors to gRPC status codes and the text the caller sees.
 _STATUS: dict[type[Exception], tuple[grpc.StatusCode, str | None]] = {
@@ -224,6 +226,10 @@ class RateLimitServer:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),  # never share a port with another process
+                # Clients reconnect (and resolve the service name again) at least every
+                # 5 minutes, so replicas added by a scale-up take a share of the calls.
+                ("grpc.max_connection_age_ms", MAX_CONNECTION_AGE_SECONDS * 1000),
+                ("grpc.max_connection_age_grace_ms", 30_000),
             ],
         )
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(service, server)
@@ -235,7 +241,8 @@ class RateLimitServer:
         reflection.enable_server_reflection(
             (RLS_SERVICE, OPERATOR_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        address = f"{self.settings.host}:{self.settings.port}"
+        host = self.settings.host
+        address = f"{f'[{host}]' if ':' in host else host}:{self.settings.port}"  # IPv6: [::]
         try:
             self.port = server.add_insecure_port(address)
         except RuntimeError:  # grpcio >= 1.51 raises; older versions returned 0

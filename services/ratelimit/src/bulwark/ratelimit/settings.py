@@ -16,6 +16,7 @@ from bulwark.common.settings import (
     env_metrics_endpoint,
     env_str,
 )
+from bulwark.ratelimit.cluster import is_cluster_url
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -35,7 +36,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         redis_url: ``REDIS_URL``, required, e.g. ``redis://127.0.0.1:6379/0``; a
             ``redis+cluster://host:port`` URL names any one node of a Redis Cluster.
         redis_cluster: ``REDIS_CLUSTER`` (``true``/``false``, default false), or implied by a
-            ``redis+cluster://`` URL: talk to a Redis Cluster (`RedisCluster`).
+            ``redis+cluster://`` (``rediss+cluster://``: TLS) URL: talk to a Redis Cluster.
         redis_key_prefix: ``REDIS_KEY_PREFIX``, default ``rl:``; prepended to every key;
             no ``{`` or ``}`` (the keys' hash tags follow it).
         rules_path: ``RATELIMIT_RULES``, the YAML rules file; default the packaged one.
@@ -71,9 +72,12 @@ def from_env(environ: Mapping[str, str]) -> Settings:
     if not rules_path.is_file():
         raise SettingsError(f"RATELIMIT_RULES: no such file {rules_path}")
     redis_url = env_str(environ, "REDIS_URL")
-    if not redis_url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
+    if not redis_url.startswith(("redis://", "rediss://", "unix://")) and not is_cluster_url(
+        redis_url
+    ):
         raise SettingsError(
-            "REDIS_URL must start with redis://, rediss://, unix:// or redis+cluster://"
+            "REDIS_URL must start with redis://, rediss://, unix://, redis+cluster:// "
+            "or rediss+cluster://"
         )
     cluster_flag = env_str(environ, "REDIS_CLUSTER", "false").lower()
     if cluster_flag not in ("true", "false", "1", "0"):
@@ -99,5 +103,5 @@ def from_env(environ: Mapping[str, str]) -> Settings:
         rules_path=rules_path,
         redis_timeout_seconds=timeout,
         log_level=log_level,
-        redis_cluster=cluster_flag in ("true", "1") or redis_url.startswith("redis+cluster://"),
+        redis_cluster=cluster_flag in ("true", "1") or is_cluster_url(redis_url),
     )

@@ -1,7 +1,9 @@
 """HTTP routes for notes: create, list (cursor), read, update, delete; owner only.
 
-Each route runs one statement, on a connection taken from the pool for that statement only
+Each route runs one statement, on a connection taken from a pool for that statement only
 (``bulwark.common.db``), after ``caller`` has authenticated and rate-limited the request.
+Writes run on the primary; the list and read run on the read replica when one is configured
+and has replayed the caller's last write, else on the primary (``bulwark.api.replica``).
 
 A note of another user answers 404 exactly like a note that does not exist; every such 404
 is also reported to the anomaly detector (``note_not_found``), which runs in the background.
@@ -17,8 +19,9 @@ from bulwark.api.anomalies.checks import note_not_found
 from bulwark.api.notes import queries
 from bulwark.api.notes.rules import Cursor, check_text, decode_cursor, encode_cursor
 from bulwark.api.notes.schemas import Note, NoteCreate, NotePage, NoteUpdate
+from bulwark.api.replica import NotesDatabases
 from bulwark.common.access_tokens import AccessTokenClaims
-from bulwark.common.db import Database, Record
+from bulwark.common.db import Record
 from bulwark.common.problems import FieldError, NotFound, ValidationFailed
 
 MAX_PAGE_SIZE = 100
@@ -41,28 +44,29 @@ class NoteController(Controller):
 
     @post(operation_id="createNote", status_code=201)
     async def create(
-        self, data: JSONBody[NoteCreate], db: Database, caller: AccessTokenClaims
+        self, data: JSONBody[NoteCreate], db: NotesDatabases, caller: AccessTokenClaims
     ) -> Note:
         """Create a note owned by the caller."""
         title = check_text("title", data.title, multiline=False)
         body = check_text("body", data.body, multiline=True)
-        return _note(await queries.insert_note(db, uuid.UUID(caller.sub), title, body))
+        owner = uuid.UUID(caller.sub)
+        return _note(
+            await db.write(caller.sub, lambda conn: queries.insert_note(conn, owner, title, body))
+        )
 
     @get(operation_id="listNotes")
     async def list_notes(
         self,
-        db: Database,
+        db: NotesDatabases,
         caller: AccessTokenClaims,
         cursor: Annotated[str | None, Parameter(max_length=200)] = None,
         limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE)] = 20,
     ) -> NotePage:
         """The caller's notes, newest first, ``limit`` (1-100) per page."""
         after = decode_cursor(cursor) if cursor else None
-        rows = await queries.list_notes(
-            db,
-            uuid.UUID(caller.sub),
-            limit + 1,
-            (after.created_at, after.id) if after else None,
+        owner, position = uuid.UUID(caller.sub), (after.created_at, after.id) if after else None
+        rows = await db.read(
+            caller.sub, lambda conn: queries.list_notes(conn, owner, limit + 1, position)
         )
         items = [_note(row) for row in rows[:limit]]
         next_cursor = None
@@ -76,11 +80,12 @@ class NoteController(Controller):
         self,
         request: Request[Any, Any, Any],
         note_id: uuid.UUID,
-        db: Database,
+        db: NotesDatabases,
         caller: AccessTokenClaims,
     ) -> Note:
         """One of the caller's notes (404 for anyone else's)."""
-        row = await queries.get_note(db, uuid.UUID(caller.sub), note_id)
+        owner = uuid.UUID(caller.sub)
+        row = await db.read(caller.sub, lambda conn: queries.get_note(conn, owner, note_id))
         if row is None:
             note_not_found(request, caller, note_id, "read")
             raise NotFound("No such note.")
@@ -92,7 +97,7 @@ class NoteController(Controller):
         request: Request[Any, Any, Any],
         note_id: uuid.UUID,
         data: JSONBody[NoteUpdate],
-        db: Database,
+        db: NotesDatabases,
         caller: AccessTokenClaims,
     ) -> Note:
         """Change the title and/or body of one of the caller's notes."""
@@ -100,7 +105,10 @@ class NoteController(Controller):
             raise ValidationFailed([FieldError("body", "give title or body")])
         title = check_text("title", data.title, multiline=False) if data.title is not None else None
         body = check_text("body", data.body, multiline=True) if data.body is not None else None
-        row = await queries.update_note(db, uuid.UUID(caller.sub), note_id, title, body)
+        owner = uuid.UUID(caller.sub)
+        row = await db.write(
+            caller.sub, lambda conn: queries.update_note(conn, owner, note_id, title, body)
+        )
         if row is None:
             note_not_found(request, caller, note_id, "update")
             raise NotFound("No such note.")
@@ -111,10 +119,11 @@ class NoteController(Controller):
         self,
         request: Request[Any, Any, Any],
         note_id: uuid.UUID,
-        db: Database,
+        db: NotesDatabases,
         caller: AccessTokenClaims,
     ) -> None:
         """Delete one of the caller's notes."""
-        if not await queries.delete_note(db, uuid.UUID(caller.sub), note_id):
+        owner = uuid.UUID(caller.sub)
+        if not await db.write(caller.sub, lambda conn: queries.delete_note(conn, owner, note_id)):
             note_not_found(request, caller, note_id, "delete")
             raise NotFound("No such note.")
