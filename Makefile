@@ -12,8 +12,8 @@ UV ?= $(shell command -v uv 2>/dev/null \
 # --locked: fail if uv.lock is out of date with the pyproject files instead of rewriting it.
 UV_SYNC_FLAGS ?= $(if $(wildcard uv.lock),--locked,)
 
-.PHONY: help uv install promtool jq run stop demo test lint bench bench-ratelimit proto clean \
-	images compose-keys test-containers
+.PHONY: help uv install promtool jq nginx pgbouncer run stop demo test lint bench bench-ratelimit \
+	proto clean images compose-keys test-containers
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -73,6 +73,44 @@ jq: ## install jq unless it is on PATH (apt-get install jq, which needs root)
 	{ apt-get install -y -q jq || { apt-get update -q && apt-get install -y -q jq; }; } >$$log 2>&1 \
 		|| fail "apt-get install jq failed (see $$log)"
 
+# nginx and pgbouncer (tests/integration/test_ingress.py and test_pgbouncer.py run them as
+# plain processes, with their own config, on free ports): each is taken from PATH, else its
+# binary is extracted from Debian's package into .bulwark/tools/bin, as promtool is. The packages
+# are not installed: nginx's would start a daemon on port 80 and pgbouncer's one on 6432. The
+# shared libraries a binary needs (its package's Depends, libraries only: they start nothing)
+# are installed with apt-get, as root, when missing.
+# $(call debian_binary,TOOL,PACKAGE,PATH IN THE PACKAGE,LIBRARY PACKAGES,VERSION FLAG)
+define debian_binary
+	@if [ -x $(TOOLS)/bin/$(1) ] || command -v $(1) >/dev/null 2>&1; then exit 0; fi; \
+	mkdir -p $(TOOLS)/bin; log=$(TOOLS)/$(1)-install.log; : >$$log; \
+	fail() { echo "$(1): not on PATH and $$1; install it (Debian and Ubuntu: apt-get install $(2); elsewhere your system's $(1) package)" >&2; exit 1; }; \
+	command -v apt-get >/dev/null 2>&1 || fail "no apt-get here to fetch it"; \
+	echo "$(1): not on PATH; extracting it from Debian's $(2) package (apt-get download)"; \
+	tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
+	download() { (cd "$$tmp" && apt-get download -q $(2)); }; \
+	{ download || { [ "$$(id -u)" = 0 ] && apt-get update -q && download; }; } >>$$log 2>&1 \
+		|| fail "apt-get download $(2) failed (see $$log)"; \
+	dpkg-deb -x "$$tmp"/$(2)_*.deb "$$tmp/root" >>$$log 2>&1 \
+		|| fail "its package could not be unpacked (see $$log)"; \
+	missing=""; for lib in $(4); do dpkg -s $$lib >/dev/null 2>&1 || missing="$$missing $$lib"; done; \
+	if [ -n "$$missing" ]; then \
+		[ "$$(id -u)" = 0 ] || fail "it needs the libraries$$missing, and installing them with apt-get needs root"; \
+		echo "$(1): installing the libraries it needs:$$missing (apt-get install)"; \
+		apt-get install -y -q --no-install-recommends $$missing >>$$log 2>&1 \
+			|| fail "apt-get install$$missing failed (see $$log)"; \
+	fi; \
+	install -m 0755 "$$tmp/root/$(3)" $(TOOLS)/bin/$(1); \
+	$(TOOLS)/bin/$(1) $(5) >"$$tmp/version" 2>&1 \
+		|| { cat "$$tmp/version" >>$$log; rm -f $(TOOLS)/bin/$(1); fail "its binary does not run here (see $$log)"; }; \
+	echo "$(1) installed: $(TOOLS)/bin/$(1) ($$(head -n 1 "$$tmp/version"))"
+endef
+
+nginx: ## install nginx into .bulwark/tools/bin unless on PATH (binary of Debian's nginx package; no daemon)
+	$(call debian_binary,nginx,nginx,usr/sbin/nginx,libcrypt1 libpcre2-8-0 libssl3 zlib1g,-v)
+
+pgbouncer: ## install pgbouncer into .bulwark/tools/bin unless on PATH (binary of Debian's pgbouncer package; no daemon)
+	$(call debian_binary,pgbouncer,pgbouncer,usr/sbin/pgbouncer,libc-ares2 libevent-2.1-7 libpam0g libssl3 libsystemd0,--version)
+
 # The stack runs from .venv/bin directly (not through `uv run`), so that `bulwark-dev` is
 # make's own child: signals reach it without a process in between.
 VENV_BIN := .venv/bin
@@ -91,8 +129,8 @@ stop: ## stop what an earlier `make run` of this checkout left running
 demo: install ## play a scripted mobile session against the running stack (make run first)
 	$(VENV_BIN)/bulwark-dev demo $(DEMO_ARGS)
 
-test: install ## run every test (unit and integration); needs jq and promtool, fetched when missing (jq: apt-get as root)
-	@$(MAKE) --no-print-directory --keep-going promtool jq
+test: install ## run every test (unit and integration); needs jq, promtool, nginx and pgbouncer, fetched when missing (apt-get as root)
+	@$(MAKE) --no-print-directory --keep-going promtool jq nginx pgbouncer
 	$(UV) run pytest
 
 lint: install ## ruff (lint and format) and mypy (strict)

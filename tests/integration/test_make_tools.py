@@ -83,3 +83,17 @@ def test_promtool_that_cannot_be_fetched_is_one_clear_line(
     assert why in lines[0]
     assert "install Prometheus's promtool" in lines[0]
     assert "Unable to locate" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("tool", ["nginx", "pgbouncer"])
+@pytest.mark.parametrize(("apt", "why"), [(True, "apt-get download"), (False, "no apt-get")])
+def test_nginx_or_pgbouncer_that_cannot_be_fetched_is_one_clear_line(
+    tmp_path: Path, tool: str, apt: bool, why: str
+) -> None:
+    result = _make(tmp_path, tool, uid=0, apt=apt)
+    assert result.returncode != 0
+    lines = _own_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert why in lines[0]
+    assert f"apt-get install {tool}" in lines[0]
+    assert "Unable to locate" not in result.stdout + result.stderr

@@ -51,6 +51,14 @@ def test_the_longest_access_token_lifetime_is_the_auth_services_setting() -> Non
             from_env({**BASE, "ACCESS_TOKEN_TTL_SECONDS": bad})
 
 
+def test_database_pool_mode() -> None:
+    assert from_env(BASE).database_pool_mode == "session"
+    pooled = from_env({**BASE, "DATABASE_POOL_MODE": "transaction"})
+    assert pooled.database_pool_mode == "transaction"
+    with pytest.raises(SettingsError, match="DATABASE_POOL_MODE"):
+        from_env({**BASE, "DATABASE_POOL_MODE": "statement"})
+
+
 def test_read_replica_is_optional() -> None:
     settings = from_env(BASE)
     assert settings.database_read_url is None  # every read on the primary

@@ -19,6 +19,14 @@ cancelled task, a timeout):
 Postgres backs this up: ``idle_in_transaction_session_timeout`` ends a session left idle in a
 transaction by anything that slipped past the above.
 
+Behind PgBouncer in transaction pooling (``pool_mode="transaction"``, ``DATABASE_POOL_MODE``),
+a server connection is ours only for one transaction, so nothing may rest on the session:
+PgBouncer refuses (or, told to ignore them, drops) the timeouts as startup parameters, and
+before 1.21 (Debian bookworm ships 1.18) it cannot carry prepared statements from one
+transaction to the next. In that mode asyncpg's statement cache is off, every block (the
+single-statement helpers included) runs in a transaction, and each transaction sets both
+timeouts with ``set_config(..., is_local => true)``, which end with it.
+
 Migrations are applied by their own command, never by a serving process
 (``bulwark.common.migrations``).
 """
@@ -28,7 +36,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import asyncpg.exceptions
@@ -88,6 +96,26 @@ class NestedAcquireError(RuntimeError):
 
 Connection = asyncpg.Connection
 Record = asyncpg.Record
+#: How the connections reach Postgres: directly or through a session pooler (``session``), or
+#: through a transaction pooler such as PgBouncer's ``pool_mode = transaction``.
+PoolMode = Literal["session", "transaction"]
+POOL_MODES: tuple[PoolMode, ...] = ("session", "transaction")
+
+# The timeouts of one transaction, for a transaction pooler (`Database.pool_mode`).
+_SET_LOCAL_TIMEOUTS = (
+    "SELECT set_config('statement_timeout', $1, true),"
+    " set_config('idle_in_transaction_session_timeout', $2, true)"
+)
+
+
+def _session_timeouts(timeout_seconds: float) -> dict[str, str]:
+    """``statement_timeout`` and ``idle_in_transaction_session_timeout`` (milliseconds, as
+    text) for a pool whose waits are bounded by ``timeout_seconds``."""
+    timeout_ms = int(timeout_seconds * 1000)
+    return {
+        "statement_timeout": str(timeout_ms),
+        "idle_in_transaction_session_timeout": str(max(10_000, 3 * timeout_ms)),
+    }
 
 
 class Database:
@@ -97,12 +125,23 @@ class Database:
         pool: an open asyncpg pool (see `open_database`).
         timeout_seconds: the longest wait for a connection, and for each statement.
         name: names the pool in logs and metrics (``request``, ``detectors``).
+        pool_mode: ``transaction`` behind a transaction pooler (see the module's docstring):
+            `connection` then also runs its block in a transaction, and every transaction
+            sets the timeouts itself.
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, timeout_seconds: float, name: str) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        timeout_seconds: float,
+        name: str,
+        pool_mode: PoolMode = "session",
+    ) -> None:
         self.pool = pool
         self.timeout_seconds = timeout_seconds
         self.name = name
+        self.pool_mode = pool_mode
         self._holder: ContextVar[asyncio.Task[Any] | None] = ContextVar(
             f"bulwark_db_holder_{name}", default=None
         )
@@ -113,8 +152,9 @@ class Database:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection outside any transaction (each statement commits alone),
-        released when the block ends on any path.
+        """A pooled connection outside any transaction (each statement commits alone; with
+        ``pool_mode="transaction"``, inside one, as `transaction`), released when the block
+        ends on any path.
 
         Raises:
             DatabaseUnavailable: no connection within the timeout (pool exhausted, or the
@@ -127,7 +167,11 @@ class Database:
         conn = await self._acquire()
         held = self._holder.set(task)
         try:
-            yield conn
+            if self.pool_mode == "transaction":
+                async with self._transaction(conn):
+                    yield conn
+            else:
+                yield conn
         except asyncio.CancelledError:
             # Cancelled mid-call (a deadline, a shutdown): the connection's state is unknown,
             # and a graceful reset would wait on a server that may be stalled. Terminate it;
@@ -161,16 +205,29 @@ class Database:
         Raises:
             DatabaseUnavailable, NestedAcquireError: as `connection`.
         """
-        async with self.connection() as conn:
-            transaction = conn.transaction()
-            await transaction.start()
-            try:
+        if self.pool_mode == "transaction":
+            async with self.connection() as conn:  # already in a transaction
                 yield conn
-            except BaseException as exc:
-                if not isinstance(exc, asyncio.CancelledError) and not _lost(exc, conn):
-                    await transaction.rollback()
-                raise
-            await transaction.commit()
+            return
+        async with self.connection() as conn, self._transaction(conn):
+            yield conn
+
+    @asynccontextmanager
+    async def _transaction(self, conn: asyncpg.Connection) -> AsyncIterator[None]:
+        """Run the block in a transaction on ``conn``: commit when it ends normally, roll
+        back when it raises (not on a cancelled or lost connection, which is terminated)."""
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            if self.pool_mode == "transaction":
+                timeouts = _session_timeouts(self.timeout_seconds)
+                await conn.execute(_SET_LOCAL_TIMEOUTS, *timeouts.values())
+            yield
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError) and not _lost(exc, conn):
+                await transaction.rollback()
+            raise
+        await transaction.commit()
 
     async def fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
         """Run one statement on a pooled connection and return its rows (see `connection`)."""
@@ -246,20 +303,28 @@ Queryable = asyncpg.Connection | Database
 
 
 async def open_database(
-    dsn: str, *, name: str = "request", max_size: int = 10, timeout_seconds: float = 3.0
+    dsn: str,
+    *,
+    name: str = "request",
+    max_size: int = 10,
+    timeout_seconds: float = 3.0,
+    pool_mode: PoolMode = "session",
 ) -> Database:
     """Open a pool of at most ``max_size`` connections to ``dsn`` (``postgresql://...``).
 
     Every session gets ``statement_timeout`` = ``timeout_seconds``,
     ``idle_in_transaction_session_timeout`` = the larger of 10 s and three times the timeout,
     and UTC; connecting, waiting for a connection and each statement are bounded by
-    ``timeout_seconds`` on the client side too.
+    ``timeout_seconds`` on the client side too. With ``pool_mode="transaction"`` (``dsn``
+    names a transaction pooler) the timeouts are set in each transaction instead, and
+    asyncpg keeps no prepared statements.
 
     Raises:
         OSError, TimeoutError, asyncpg.PostgresError: the server cannot be reached in time
             or refuses the login.
     """
-    timeout_ms = int(timeout_seconds * 1000)
+    pooled = pool_mode == "transaction"
+    timeouts = {} if pooled else _session_timeouts(timeout_seconds)
     pool: asyncpg.Pool = await asyncpg.create_pool(
         dsn,
         # No floor: asyncpg would reconnect to it in the background during an outage and log
@@ -268,12 +333,10 @@ async def open_database(
         max_size=max_size,
         timeout=timeout_seconds,  # connecting
         command_timeout=timeout_seconds,
-        server_settings={
-            "statement_timeout": str(timeout_ms),
-            "idle_in_transaction_session_timeout": str(max(10_000, 3 * timeout_ms)),
-            "timezone": "UTC",
-        },
+        # PgBouncer passes TimeZone on (it tracks it per client) but refuses the timeouts.
+        server_settings={**timeouts, "timezone": "UTC"},
+        **({"statement_cache_size": 0} if pooled else {}),
     )
-    database = Database(pool, timeout_seconds=timeout_seconds, name=name)
+    database = Database(pool, timeout_seconds=timeout_seconds, name=name, pool_mode=pool_mode)
     observe_pool(name, lambda: (pool.get_size() - pool.get_idle_size(), pool.get_idle_size()))
     return database

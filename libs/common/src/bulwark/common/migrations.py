@@ -136,8 +136,13 @@ class SchemaCheck:
 
 
 async def _migrate(database_url: str, timeout_seconds: float, directory: Path) -> list[int]:
+    # No statement cache: through PgBouncer's transaction pooling (before 1.21) a statement
+    # prepared in one migration's transaction may be unknown to the next one's connection.
     conn = await asyncpg.connect(
-        database_url, timeout=timeout_seconds, server_settings={"timezone": "UTC"}
+        database_url,
+        timeout=timeout_seconds,
+        server_settings={"timezone": "UTC"},
+        statement_cache_size=0,
     )
     try:
         return await apply_migrations(conn, directory)

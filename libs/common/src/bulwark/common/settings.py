@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Literal, get_args
 
+from bulwark.common.db import POOL_MODES, PoolMode
 from bulwark.common.http import HttpLimits, TrustedProxies, parse_trusted_proxies
 from bulwark.common.metrics import MetricsEndpoint
 
@@ -81,6 +82,20 @@ def env_environment(environ: Mapping[str, str]) -> Environment:
     if value not in ENVIRONMENTS:
         raise SettingsError(f"BULWARK_ENV must be one of {', '.join(ENVIRONMENTS)}")
     return value  # type: ignore[return-value]  # narrowed by the membership check above
+
+
+def env_pool_mode(environ: Mapping[str, str]) -> PoolMode:
+    """Return ``DATABASE_POOL_MODE``: ``session`` (default: ``DATABASE_URL`` is Postgres itself,
+    or a session pooler) or ``transaction`` (a transaction pooler such as PgBouncer's
+    ``pool_mode = transaction``; see `bulwark.common.db`).
+
+    Raises:
+        SettingsError: another value.
+    """
+    value = env_str(environ, "DATABASE_POOL_MODE", "session")
+    if value not in POOL_MODES:
+        raise SettingsError(f"DATABASE_POOL_MODE must be one of {', '.join(POOL_MODES)}")
+    return value
 
 
 def env_redis_url(environ: Mapping[str, str], default: str | None = None) -> str:

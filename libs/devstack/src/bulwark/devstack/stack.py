@@ -36,6 +36,7 @@ SERVICE_VARIABLES = frozenset(
         "PORT",
         "LOG_LEVEL",
         "DATABASE_URL",
+        "DATABASE_POOL_MODE",
         "DATABASE_READ_URL",
         "READ_YOUR_WRITES_SECONDS",
         "REDIS_URL",

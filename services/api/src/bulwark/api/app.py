@@ -77,6 +77,7 @@ async def open_replica(settings: ApiSettings) -> tuple[Database | None, WritePos
         name="replica",
         max_size=settings.database_pool_size,
         timeout_seconds=settings.database_timeout,
+        pool_mode=settings.database_pool_mode,
     )
     positions = WritePositions(
         settings.redis_url,
@@ -96,6 +97,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             settings.database_url,
             max_size=settings.database_pool_size,
             timeout_seconds=settings.database_timeout,
+            pool_mode=settings.database_pool_mode,
         )
         # Cached for the auth's Cache-Control max-age, at least jwks_min_refresh seconds; an
         # unknown kid refetches at most once per jwks_min_refresh (docs/keys.md).
@@ -119,6 +121,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             name="detectors",
             max_size=DETECTOR_CONNECTIONS,
             timeout_seconds=settings.database_timeout,
+            pool_mode=settings.database_pool_mode,
         )
         anomalies = ApiAnomalies(detector_db, settings)
         replica, positions = await open_replica(settings)

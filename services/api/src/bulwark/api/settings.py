@@ -6,6 +6,7 @@ from typing import Literal
 
 import msgspec
 
+from bulwark.common.db import PoolMode
 from bulwark.common.http import HttpLimits, TrustedProxies
 from bulwark.common.metrics import MetricsEndpoint
 from bulwark.common.rate_limits import FailureMode
@@ -18,6 +19,7 @@ from bulwark.common.settings import (
     env_http_limits,
     env_int,
     env_metrics_endpoint,
+    env_pool_mode,
     env_redis_url,
     env_str,
     env_trusted_proxies,
@@ -45,6 +47,11 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: Longest wait for a pooled connection and for each statement, in seconds
     #: (``DATABASE_TIMEOUT_SECONDS``); past it the request gets a 503.
     database_timeout: float = 3.0
+    #: ``transaction`` when ``DATABASE_URL`` is a transaction pooler (PgBouncer's
+    #: ``pool_mode = transaction``): no prepared statements are kept and the statement and
+    #: idle-in-transaction timeouts are set in each transaction (``DATABASE_POOL_MODE``,
+    #: default ``session``). Applies to ``database_read_url`` too.
+    database_pool_mode: PoolMode = "session"
     #: A read-only URL (``DATABASE_READ_URL``) of a streaming replica of ``database_url``, for
     #: the list and read queries of notes; None (unset) reads everything from the primary.
     #: Its pool has the primary's size and timeout. Writes, and reads that decide a write,
@@ -129,6 +136,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
         database_url=env_str(env, "DATABASE_URL"),
         database_pool_size=env_int(env, "DATABASE_POOL_SIZE", 10, minimum=1),
         database_timeout=env_float(env, "DATABASE_TIMEOUT_SECONDS", 3.0, minimum=0.1),
+        database_pool_mode=env_pool_mode(env),
         database_read_url=env_str(env, "DATABASE_READ_URL", "") or None,
         read_your_writes_seconds=env_int(env, "READ_YOUR_WRITES_SECONDS", 60, minimum=1),
         jwks_url=env_str(

@@ -77,6 +77,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             settings.database_url,
             max_size=settings.database_pool_size,
             timeout_seconds=settings.database_timeout,
+            pool_mode=settings.database_pool_mode,
         )
         hasher = PasswordHasher(
             memory_kib=settings.argon2_memory_kib,
@@ -98,6 +99,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             name="detectors",
             max_size=DETECTOR_CONNECTIONS,
             timeout_seconds=settings.database_timeout,
+            pool_mode=settings.database_pool_mode,
         )
         login_anomalies = LoginAnomalies(detector_db, settings)
         revocation_resync: asyncio.Task[None] | None = None

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import msgspec
 
+from bulwark.common.db import PoolMode
 from bulwark.common.http import HttpLimits, TrustedProxies
 from bulwark.common.metrics import MetricsEndpoint
 from bulwark.common.rate_limits import FailureMode
@@ -19,6 +20,7 @@ from bulwark.common.settings import (
     env_http_limits,
     env_int,
     env_metrics_endpoint,
+    env_pool_mode,
     env_redis_url,
     env_str,
     env_trusted_proxies,
@@ -51,6 +53,11 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: Longest wait for a pooled connection and for each statement, in seconds
     #: (``DATABASE_TIMEOUT_SECONDS``); past it the request gets a 503.
     database_timeout: float = 3.0
+    #: ``transaction`` when ``DATABASE_URL`` is a transaction pooler (PgBouncer's
+    #: ``pool_mode = transaction``): no prepared statements are kept and the statement and
+    #: idle-in-transaction timeouts are set in each transaction (``DATABASE_POOL_MODE``,
+    #: default ``session``).
+    database_pool_mode: PoolMode = "session"
     keys_dir: Path
     issuer: str
     audience: str = "bulwark-api"
@@ -131,6 +138,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
         database_url=env_str(env, "DATABASE_URL"),
         database_pool_size=env_int(env, "DATABASE_POOL_SIZE", 10, minimum=1),
         database_timeout=env_float(env, "DATABASE_TIMEOUT_SECONDS", 3.0, minimum=0.1),
+        database_pool_mode=env_pool_mode(env),
         keys_dir=Path(env_str(env, "KEYS_DIR", ".bulwark/keys" if local else None)),
         issuer=issuer.rstrip("/"),
         audience=env_str(env, "AUDIENCE", "bulwark-api"),
