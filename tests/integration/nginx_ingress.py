@@ -20,6 +20,8 @@ from bulwark.devstack.procs import die_with_parent, stop_process_group
 from .debian_tools import tool
 
 TEMPLATE = Path(__file__).parent / "ingress" / "nginx.conf"
+#: The routes and retry rules every Bulwark ingress includes (docker-compose's nginx too).
+ROUTES = Path(__file__).parents[2] / "deploy" / "nginx" / "bulwark-routes.conf"
 #: The address nginx connects to the replicas from (``proxy_bind``): the one they trust.
 PROXY_ADDRESS = "127.0.0.2"
 _READY_SECONDS = 10.0
@@ -68,7 +70,11 @@ class NginxIngress:
         binary = tool("nginx")
         self.prefix.chmod(0o755)  # as root, the workers run as an unprivileged user
         text = TEMPLATE.read_text()
-        values = {"PREFIX": str(self.prefix), "HTTP_PORT": str(self.http_port)}
+        values = {
+            "PREFIX": str(self.prefix),
+            "HTTP_PORT": str(self.http_port),
+            "ROUTES": str(ROUTES),
+        }
         for name, addresses in (("AUTH", auth), ("API", api)):
             values[f"{name}_SERVERS"] = _servers(addresses)
         for name, value in values.items():
