@@ -12,6 +12,8 @@ that the migrations and a whole mobile session, many users at once, work through
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,6 +23,7 @@ import pytest
 
 from bulwark.common.db import open_database
 from bulwark.devstack.databases import create_databases, drop_databases, unique_names
+from bulwark.devstack.stack import console_script
 
 from .conftest import StackFactory
 from .helpers import bearer, login, refresh, register
@@ -141,3 +144,14 @@ def test_mobile_sessions_through_pgbouncer(
         futures = [pool.submit(_session, stack.auth_url, stack.api_url) for _ in range(8)]
         for future in futures:
             future.result(timeout=60)
+    # The operator's commands work through PgBouncer as well.
+    for service in ("auth", "api"):
+        listed = subprocess.run(  # noqa: S603 - our own console script
+            [console_script(f"bulwark-{service}"), "flags", "list", "--json"],
+            env={**os.environ, "DATABASE_URL": stack.env[service]["DATABASE_URL"]},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert listed.returncode == 0, listed.stderr

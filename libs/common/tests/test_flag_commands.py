@@ -23,7 +23,7 @@ def queries(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]
     """The calls of `list_flags` and `review_flag` (which find nothing), in order."""
     calls: list[tuple[str, dict[str, Any]]] = []
 
-    async def connect(url: str) -> _Connection:
+    async def connect(url: str, **options: object) -> _Connection:
         return _Connection()
 
     async def list_flags(conn: object, **filters: Any) -> list[object]:

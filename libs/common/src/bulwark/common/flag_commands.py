@@ -67,9 +67,24 @@ def _line(flag: AnomalyFlag) -> str:
     return "\t".join([str(flag.id), detected, flag.status, flag.kind, flag.user_id, evidence])
 
 
+#: Longest the commands wait to connect, and for each statement, in seconds.
+_TIMEOUT_SECONDS = 10.0
+
+
+async def _connect(database_url: str) -> asyncpg.Connection:
+    """One connection for one command: every wait bounded, and no prepared statement kept
+    between statements, so ``DATABASE_URL`` may name PgBouncer in transaction pooling."""
+    return await asyncpg.connect(
+        database_url,
+        timeout=_TIMEOUT_SECONDS,
+        command_timeout=_TIMEOUT_SECONDS,
+        statement_cache_size=0,
+    )
+
+
 async def _list(database_url: str, args: argparse.Namespace, out: TextIO) -> int:
     status: FlagStatus | None = args.status
-    conn = await asyncpg.connect(database_url)
+    conn = await _connect(database_url)
     try:
         flags = await list_flags(
             conn, user_id=args.user, kind=args.kind, status=status, limit=args.limit
@@ -87,7 +102,7 @@ async def _list(database_url: str, args: argparse.Namespace, out: TextIO) -> int
 
 
 async def _review(database_url: str, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    conn = await asyncpg.connect(database_url)
+    conn = await _connect(database_url)
     try:
         reviewed = await review_flag(conn, args.id, args.note)
     finally:
@@ -119,6 +134,6 @@ def run(
         if args.action == "list":
             return asyncio.run(_list(database_url, args, stdout))
         return asyncio.run(_review(database_url, args, stdout, stderr))
-    except (OSError, asyncpg.PostgresError) as exc:
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         print(f"{program} flags: database error: {type(exc).__name__}", file=stderr)
         return 1
