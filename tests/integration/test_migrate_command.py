@@ -6,6 +6,7 @@ command has run."""
 import asyncio
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -150,3 +151,30 @@ def test_a_serving_replica_never_migrates_and_is_ready_once_the_job_ran(
     assert job.communicate(timeout=60)[0] is not None
     assert job.returncode == 0
     assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["Sx9Qp#Zr7k", "abcd/efgh9", "1234#abcdef", "qwerty?xy=12345"],
+)
+def test_a_password_with_unescaped_characters_is_refused_without_being_repeated(
+    password: str,
+) -> None:
+    """Managed databases hand out such passwords; a URL that does not parse must say so
+    (exit 2) without a traceback or any piece of the password in the output."""
+    env = {**os.environ, "DATABASE_URL": f"postgresql://bulwark:{password}@127.0.0.1:5432/db"}
+    for service in ("auth", "api"):
+        job = subprocess.run(  # noqa: S603 - our own console script
+            [console_script(f"bulwark-{service}"), "migrate"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        output = job.stdout + job.stderr
+        assert job.returncode == 2, output
+        assert "percent-encode" in output
+        assert "Traceback" not in output
+        for piece in re.split(r"[#/?=]", password):
+            assert piece not in output, (piece, output)

@@ -70,3 +70,23 @@ def test_read_replica_is_optional() -> None:
     assert replica.read_your_writes_seconds == 5
     with pytest.raises(SettingsError, match="READ_YOUR_WRITES_SECONDS"):
         from_env({**BASE, "READ_YOUR_WRITES_SECONDS": "0"})
+
+
+@pytest.mark.parametrize("name", ["DATABASE_URL", "DATABASE_READ_URL"])
+@pytest.mark.parametrize(
+    "url", ["postgresql://u:Sx9Qp#Zr7k@db:5432/x", "postgresql://u:abcd/efgh@db/x", "mysql://db/x"]
+)
+def test_database_urls_that_do_not_parse_are_refused_without_being_repeated(
+    name: str, url: str
+) -> None:
+    with pytest.raises(SettingsError, match=name) as refused:
+        from_env({**BASE, name: url})
+    assert "Sx9Qp" not in str(refused.value)
+    assert "efgh" not in str(refused.value)
+    assert refused.value.__cause__ is None  # no chained error quoting the URL either
+    assert refused.value.__suppress_context__ or refused.value.__context__ is None
+
+
+def test_a_percent_encoded_password_is_accepted() -> None:
+    url = "postgresql://u:Sx9Qp%23Zr7k%2F@db:5432/x"
+    assert from_env({**BASE, "DATABASE_URL": url, "DATABASE_READ_URL": url}).database_url == url

@@ -29,7 +29,7 @@ from bulwark.common.anomaly_flags import (
     review_flag,
 )
 from bulwark.common.command_line import CommandParser
-from bulwark.common.settings import env_str
+from bulwark.common.settings import env_database_url
 
 
 def _listed_count(text: str) -> int:
@@ -129,7 +129,7 @@ def run(
     env = os.environ if environ is None else environ
     stdout = sys.stdout if out is None else out
     stderr = sys.stderr if out is None else out
-    database_url = env_str(env, "DATABASE_URL")
+    database_url = env_database_url(env, "DATABASE_URL")
     try:
         if args.action == "list":
             return asyncio.run(_list(database_url, args, stdout))

@@ -23,7 +23,7 @@ import asyncpg
 from bulwark.common.db import Database
 from bulwark.common.logging import configure_logging, get_logger
 from bulwark.common.problems import ServiceUnavailable
-from bulwark.common.settings import SettingsError, env_float, env_str
+from bulwark.common.settings import SettingsError, env_database_url, env_float
 
 _log = get_logger(__name__)
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql\Z")
@@ -160,7 +160,7 @@ def run_migrate_command(program: str, directory: Path, environ: Mapping[str, str
     or the database could not be reached, 2 a bad setting.
     """
     try:
-        database_url = env_str(environ, "DATABASE_URL")
+        database_url = env_database_url(environ, "DATABASE_URL")
         timeout = env_float(environ, "DATABASE_TIMEOUT_SECONDS", 3.0, minimum=0.1)
     except SettingsError as error:
         print(f"{program}: configuration error: {error}", file=sys.stderr)
@@ -173,5 +173,10 @@ def run_migrate_command(program: str, directory: Path, environ: Mapping[str, str
         # The error's class and message, never the DSN (it may hold a password).
         _log.error("migrations_failed", error=type(error).__name__, detail=str(error)[:500])
         return 1
+    except (ValueError, asyncpg.InterfaceError) as error:
+        # The driver refused the URL or an option: its message may quote part of the URL
+        # (a password split at an unescaped character), so only the class is logged.
+        _log.error("migrations_failed", error=type(error).__name__, detail="bad DATABASE_URL")
+        return 2
     _log.info("migrations_done", applied=applied, count=len(applied))
     return 0

@@ -7,6 +7,7 @@ function; domain code receives that object and never reads ``os.environ`` itself
 import re
 from collections.abc import Mapping
 from typing import Literal, get_args
+from urllib.parse import urlsplit
 
 from bulwark.common.db import POOL_MODES, PoolMode
 from bulwark.common.http import HttpLimits, TrustedProxies, parse_trusted_proxies
@@ -96,6 +97,31 @@ def env_pool_mode(environ: Mapping[str, str]) -> PoolMode:
     if value not in POOL_MODES:
         raise SettingsError(f"DATABASE_POOL_MODE must be one of {', '.join(POOL_MODES)}")
     return value
+
+
+def env_database_url(environ: Mapping[str, str], name: str, default: str | None = None) -> str:
+    """Return the variable ``name`` (``DATABASE_URL``, ``DATABASE_READ_URL``), or ``default``:
+    a ``postgresql://`` URL, with any special character of the password percent-encoded.
+
+    Raises:
+        SettingsError: unset without a default, another scheme, or a URL that does not parse
+            as one. The message never repeats the value: it may hold a password, and a
+            misparsed one would otherwise surface in a port or host error.
+    """
+    url = env_str(environ, name, default)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parses the port, raising ValueError for a misparsed URL
+    except ValueError:
+        parts = None
+    if parts is None or parts.fragment or "@" in parts.path:
+        raise SettingsError(
+            f"{name} is not a valid URL (percent-encode special characters such as # / ? @ "
+            "in the user name and password)"
+        )
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise SettingsError(f"{name} must start with postgresql://")
+    return url
 
 
 def env_redis_url(environ: Mapping[str, str], default: str | None = None) -> str:

@@ -13,6 +13,7 @@ from bulwark.common.rate_limits import FailureMode
 from bulwark.common.settings import (
     Environment,
     SettingsError,
+    env_database_url,
     env_environment,
     env_failure_modes,
     env_float,
@@ -135,7 +136,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
         host=host,
         port=port,
         metrics=env_metrics_endpoint(env, host=host, port=port),
-        database_url=env_str(env, "DATABASE_URL"),
+        database_url=env_database_url(env, "DATABASE_URL"),
         database_pool_size=env_int(env, "DATABASE_POOL_SIZE", 10, minimum=1),
         database_timeout=env_float(env, "DATABASE_TIMEOUT_SECONDS", 3.0, minimum=0.1),
         database_pool_mode=env_pool_mode(env),
