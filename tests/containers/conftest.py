@@ -83,6 +83,16 @@ def _env_file(directory: Path, tag: str, port: int, prometheus_port: int) -> dic
     return {name: values[name] for name in SECRET_NAMES}
 
 
+def _compose_command() -> tuple[str, ...]:
+    """``docker compose`` (the Compose v2 plugin) where Docker has it, else the standalone
+    ``docker-compose`` (v1, what Debian packages)."""
+    if run(["docker", "compose", "version"]).returncode == 0:
+        return ("docker", "compose")
+    if shutil.which("docker-compose") is not None:
+        return ("docker-compose",)
+    pytest.fail("neither `docker compose` nor docker-compose is installed")
+
+
 def _remove_keys(stack_dir: Path, tag: str) -> None:
     """Delete the key folder, owned by the images' user: through a container when not root."""
     keys = stack_dir / "keys"
@@ -97,9 +107,8 @@ def _remove_keys(stack_dir: Path, tag: str) -> None:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """docker-compose.yml up with the stand-ins, torn down afterwards whatever happened."""
-    for tool in ("docker", "docker-compose"):
-        if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not on PATH (CI: ../shared/tools/container-host)")
+    if shutil.which("docker") is None:
+        pytest.fail("docker is not on PATH (CI: ../shared/tools/container-host)")
     tag = os.environ.get("BULWARK_TAG", "test")
     for service in ("auth", "api", "ratelimit"):
         if run(["docker", "image", "inspect", f"bulwark-{service}:{tag}"]).returncode != 0:
@@ -108,7 +117,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     port, prometheus_port = _free_port(), _free_port()
     project = f"bulwarktest{secrets.token_hex(3)}"
     env_file = directory / ".env"
-    compose = ("docker-compose", "--project-name", project, "--env-file", str(env_file))
+    compose = (*_compose_command(), "--project-name", project, "--env-file", str(env_file))
     stack = Stack(
         project=project,
         compose=(*compose, "--file", "docker-compose.yml", "--file", STANDINS),

@@ -106,6 +106,28 @@ def test_services_run_as_non_root_on_a_read_only_root(stack: Stack, service: str
     ] == []
 
 
+# What each service does at start-up when OTEL_EXPORTER_OTLP_ENDPOINT is set (as on
+# Kubernetes): install the OTLP exporter. A stale opentelemetry-proto (xds-protos ships an
+# older copy of its files) made that import fail and every service exit.
+_START_TRACING = """
+from bulwark.common.telemetry import start_tracing, tracing_settings
+settings = tracing_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+start_tracing(settings, "bulwark-test", "test").shutdown()
+print("tracing ok")
+"""
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_tracing_export_starts_in_every_image(stack: Stack, service: str) -> None:
+    started = run(
+        ["docker", "run", "--rm", "--network", "none", "--read-only",
+         "--env", "OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:9", "--entrypoint",
+         "/app/venv/bin/python", f"bulwark-{service}:{stack.tag}", "-c", _START_TRACING]
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr[-2000:]
+    assert "tracing ok" in started.stdout
+
+
 def _private_key_values(keys_dir: Path) -> list[bytes]:
     """The private parts (``d``, and RSA's primes) of every key file in ``keys_dir``."""
     values = []
