@@ -16,7 +16,9 @@ API reads from the standby. Replay is paused on the standby to open a visible la
 - a stalled standby (SIGSTOP) costs one read the database timeout, then reads skip it for
   ``REPLICA_RETRY_SECONDS``;
 - with Redis down (no write position can be read), a writer's reads go to the primary and
-  still see their write.
+  still see their write;
+- a replica lagging past ``REPLICA_MAX_LAG_SECONDS`` is skipped for every reader, writer or
+  not: staleness is bounded.
 """
 
 from __future__ import annotations
@@ -80,6 +82,23 @@ def redis_stack(
         databases={"api": own.databases["api"]},
         env={"ratelimit": redis_env, "auth": redis_env, "api": api_env},
     )
+    yield stack
+    stack.stack.stop()
+
+
+#: The lag bound of the `bounded` stack, in seconds.
+MAX_LAG = 3
+
+
+@pytest.fixture(scope="module")
+def bounded(stack_factory: StackFactory, own: RunningStack) -> Iterator[RunningStack]:
+    """A second stack on the same API database and replica, with a short lag bound."""
+    api_env = {
+        "DATABASE_TIMEOUT_SECONDS": str(DB_TIMEOUT),
+        "DATABASE_READ_URL": own.env["api"]["DATABASE_READ_URL"],
+        "REPLICA_MAX_LAG_SECONDS": str(MAX_LAG),
+    }
+    stack = stack_factory(databases={"api": own.databases["api"]}, env={"api": api_env})
     yield stack
     stack.stack.stop()
 
@@ -271,5 +290,31 @@ def test_without_redis_a_writers_reads_go_to_the_primary(
             assert after >= before + 2
         finally:
             throwaway_redis.start()
+    finally:
+        cluster.resume_replay()
+
+
+def test_a_replica_lagging_past_the_bound_is_skipped_for_every_reader(
+    bounded: RunningStack, cluster: StreamingReplica
+) -> None:
+    reader = Client(bounded)  # writes nothing through the API: no position of its own
+    cluster.wait_caught_up()
+    time.sleep(MAX_LAG + 1.5)  # the API has samples older than the bound
+    _, series = scrape(bounded, "api")
+    behind = value(series, "bulwark_db_replica_fallbacks_total", reason="replica_behind")
+    cluster.pause_replay()
+    try:
+        _, title = _insert_on_primary(bounded, reader.user.user_id)
+        inserted = time.monotonic()
+        first = reader.titles()
+        if time.monotonic() - inserted < MAX_LAG:
+            # Within the bound the replica's lag is allowed: the read ran there.
+            assert title not in first
+        # Past it, the replica has not replayed what the primary had MAX_LAG seconds ago:
+        # every read goes to the primary, though replay is still paused.
+        assert _eventually(lambda: title in reader.titles()), "the stale replica kept serving"
+        assert time.monotonic() - inserted < MAX_LAG + 5
+        _, series = scrape(bounded, "api")
+        assert value(series, "bulwark_db_replica_fallbacks_total", reason="replica_behind") > behind
     finally:
         cluster.resume_replay()

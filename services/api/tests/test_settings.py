@@ -64,10 +64,10 @@ def test_read_replica_is_optional() -> None:
     assert settings.database_read_url is None  # every read on the primary
     assert settings.read_your_writes_seconds == 60
     replica = from_env(
-        {**BASE, "DATABASE_READ_URL": "postgresql://replica/y", "READ_YOUR_WRITES_SECONDS": "5"}
+        {**BASE, "DATABASE_READ_URL": "postgresql://replica/y", "READ_YOUR_WRITES_SECONDS": "15"}
     )
     assert replica.database_read_url == "postgresql://replica/y"
-    assert replica.read_your_writes_seconds == 5
+    assert replica.read_your_writes_seconds == 15
     with pytest.raises(SettingsError, match="READ_YOUR_WRITES_SECONDS"):
         from_env({**BASE, "READ_YOUR_WRITES_SECONDS": "0"})
 
@@ -90,3 +90,11 @@ def test_database_urls_that_do_not_parse_are_refused_without_being_repeated(
 def test_a_percent_encoded_password_is_accepted() -> None:
     url = "postgresql://u:Sx9Qp%23Zr7k%2F@db:5432/x"
     assert from_env({**BASE, "DATABASE_URL": url, "DATABASE_READ_URL": url}).database_url == url
+
+
+def test_write_positions_outlast_the_replica_lag_bound() -> None:
+    assert from_env(BASE).replica_max_lag_seconds == 10
+    assert from_env({**BASE, "REPLICA_MAX_LAG_SECONDS": "5"}).replica_max_lag_seconds == 5
+    # A position dropped before the bound covers its write would let the writer miss it.
+    with pytest.raises(SettingsError, match="READ_YOUR_WRITES_SECONDS"):
+        from_env({**BASE, "REPLICA_MAX_LAG_SECONDS": "30", "READ_YOUR_WRITES_SECONDS": "20"})

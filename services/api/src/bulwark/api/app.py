@@ -125,12 +125,16 @@ def create_app(settings: ApiSettings) -> ASGIApp:
         )
         anomalies = ApiAnomalies(detector_db, settings)
         replica, positions = await open_replica(settings)
+        databases = NotesDatabases(
+            db, replica, positions, max_lag_seconds=settings.replica_max_lag_seconds
+        )
         try:
+            databases.start()
             app.state.update(
                 settings=settings,
                 schema=SchemaCheck(db, MIGRATIONS),
                 db=db,
-                databases=NotesDatabases(db, replica, positions),
+                databases=databases,
                 anomalies=anomalies,
                 jwks=jwks,
                 ratelimit=ratelimit,
@@ -144,6 +148,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             )
             yield
         finally:
+            await databases.aclose()
             await anomalies.aclose()
             await detector_db.close()
             if positions is not None:

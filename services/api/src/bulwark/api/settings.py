@@ -61,13 +61,16 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: reads go to the replica only once it has replayed that position, else to the primary,
     #: so a user never misses a note they just created or sees one they just deleted, on any
     #: device. Other users' writes (and anything written outside the API) may show up late,
-    #: by the replica's lag. A replica that fails sends reads to the primary (logged once per
-    #: outage, counted in ``bulwark_db_replica_fallbacks_total``); see
+    #: by at most ``replica_max_lag_seconds``. A replica that fails, or lags by more, sends
+    #: reads to the primary (counted in ``bulwark_db_replica_fallbacks_total``); see
     #: ``bulwark.api.replica``.
     database_read_url: str | None = None
-    #: Seconds a user's last write position is kept (``READ_YOUR_WRITES_SECONDS``): the
-    #: read-your-writes guarantee holds while the replica lags by less than this.
+    #: Seconds a user's last write position is kept (``READ_YOUR_WRITES_SECONDS``); at least
+    #: ``replica_max_lag_seconds`` + 2, so the lag bound covers a write before it is dropped.
     read_your_writes_seconds: int = 60
+    #: The staleness bound of replica reads, in seconds (``REPLICA_MAX_LAG_SECONDS``): a
+    #: replica that has not replayed what the primary had this long ago is skipped.
+    replica_max_lag_seconds: int = 10
     jwks_url: str
     jwks_min_refresh: int = 30
     issuer: str
@@ -129,6 +132,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
     if burst_alpha > 1:
         raise SettingsError("ANOMALY_BURST_ALPHA must be at most 1")
     host, port = env_str(env, "HOST", "127.0.0.1"), env_int(env, "PORT", 8000)
+    read_your_writes = env_int(env, "READ_YOUR_WRITES_SECONDS", 60, minimum=1)
+    max_lag = env_int(env, "REPLICA_MAX_LAG_SECONDS", 10, minimum=1)
+    if read_your_writes < max_lag + 2:
+        raise SettingsError("READ_YOUR_WRITES_SECONDS must be at least REPLICA_MAX_LAG_SECONDS + 2")
     return ApiSettings(
         environment=environment,
         host=host,
@@ -141,7 +148,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
         database_read_url=(
             env_database_url(env, "DATABASE_READ_URL") if env.get("DATABASE_READ_URL") else None
         ),
-        read_your_writes_seconds=env_int(env, "READ_YOUR_WRITES_SECONDS", 60, minimum=1),
+        read_your_writes_seconds=read_your_writes,
+        replica_max_lag_seconds=max_lag,
         jwks_url=env_str(
             env, "JWKS_URL", "http://127.0.0.1:8001/.well-known/jwks.json" if local else None
         ),
