@@ -130,6 +130,14 @@ def test_the_ingress_routes_each_path_to_its_service(cluster: Cluster) -> None:
     revoke = httpx.post(f"{cluster.url}/oauth2/revoke", data={"token": "unknown"})
     assert revoke.status_code == 200
     assert _upstream(revoke) in auth
+    # Each auth path with or without a tail, as the Kubernetes Ingress's Prefix match routes
+    # them; a longer name is the API's.
+    for path in ("/v1/users/", "/v1/auth", "/oauth2", "//v1/users"):
+        answer = httpx.get(f"{cluster.url}{path}")
+        assert answer.status_code != 301, path  # nginx's own HTML redirect
+        assert _upstream(answer) in auth, path
+    for path in ("/v1/usersx", "/v1/authx/login"):
+        assert _upstream(httpx.get(f"{cluster.url}{path}")) in api, path
     # Health and metrics stay internal.
     assert httpx.get(f"{cluster.url}/healthz").status_code == 404
 
