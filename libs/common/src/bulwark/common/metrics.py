@@ -87,9 +87,9 @@ class MetricsEndpoint(msgspec.Struct, frozen=True):
 DatabaseUnavailableReason = Literal["pool_exhausted", "unreachable"]
 #: ``reason`` of ``bulwark_db_replica_fallbacks_total`` (a read sent to the primary although a
 #: read replica is configured): the replica failed or was skipped after failing
-#: (``replica_unavailable``), it had not replayed the caller's last write yet or cancelled the
-#: read in a recovery conflict (``replica_behind``), or the caller's last write position
-#: could not be read from Redis (``positions_unavailable``).
+#: (``replica_unavailable``), it had not replayed the caller's last write yet, lags past the
+#: bound or cancelled the read in a recovery conflict (``replica_behind``), or the caller's
+#: last write position could not be read from Redis (``positions_unavailable``).
 ReplicaFallbackReason = Literal["replica_unavailable", "replica_behind", "positions_unavailable"]
 #: Open database pools by name (``request``, ``detectors``): a function giving the number of
 #: connections in use and idle, read at each scrape.
