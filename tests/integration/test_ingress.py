@@ -23,15 +23,18 @@ load costs no idempotent request, only the non-idempotent ones it held.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import secrets
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import asyncpg
 import httpx
 import pytest
 
@@ -140,6 +143,58 @@ def test_the_ingress_routes_each_path_to_its_service(cluster: Cluster) -> None:
         assert _upstream(httpx.get(f"{cluster.url}{path}")) in api, path
     # Health and metrics stay internal.
     assert httpx.get(f"{cluster.url}/healthz").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "extra", "status"),
+    [
+        ("TRACE", "/v1/me", {}, 405),
+        ("GET", "/x.html", {}, 404),
+        ("GET", "/_problems/400", {}, 404),
+        ("GET", "/v1/me", {"headers": {"X-Big": "a" * 9000}}, 400),
+        ("GET", "/" + "a" * 9000, {}, 414),
+        ("POST", "/v1/notes", {"content": b"0" * 2_000_000}, 413),
+    ],
+)
+def test_what_the_ingress_refuses_is_problem_json(
+    cluster: Cluster, method: str, path: str, extra: dict[str, object], status: int
+) -> None:
+    """nginx's own refusals are problem+json like the services', never its HTML page."""
+    answer = httpx.request(method, f"{cluster.url}{path}", **extra)  # type: ignore[arg-type]
+    assert answer.status_code == status
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["status"] == status
+    assert "nginx" not in answer.text
+
+
+def test_a_client_cannot_choose_its_country_through_the_ingress(cluster: Cluster) -> None:
+    """The auth service believes the geo header (``GEO_COUNTRY_HEADER``, CloudFront's by
+    default) from the ingress only; an ingress that sets no country must strip the client's,
+    or a thief could log in "from" the victim's usual country and dodge the new-country
+    flag. nginx strips it: the login is recorded with no country."""
+    user = register(cluster.url)
+    spoofed = {**user.headers, "CloudFront-Viewer-Country": "KP"}
+    body = {"email": user.email, "password": user.password}
+    answer = httpx.post(f"{cluster.url}/v1/auth/login", json=body, headers=spoofed)
+    assert answer.status_code == 200, answer.text
+
+    async def recorded() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(cluster.stacks[0].databases["auth"], timeout=10)
+        try:
+            return list(
+                await conn.fetch(
+                    "SELECT country FROM last_logins WHERE user_id = $1",
+                    uuid.UUID(user.user_id),
+                )
+            )
+        finally:
+            await conn.close(timeout=10)
+
+    deadline = time.monotonic() + 10
+    while not (rows := asyncio.run(recorded())):
+        assert time.monotonic() < deadline, "the login was never recorded"
+        time.sleep(0.1)
+    assert [row["country"] for row in rows] == [None]
 
 
 def test_only_the_ingress_is_trusted_with_x_forwarded_for(cluster: Cluster) -> None:
