@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
-import yaml
 
 from bulwark.devstack.cli import repo_root
 from bulwark.devstack.databases import create_databases, drop_databases, unique_names
 from bulwark.devstack.embedded import EmbeddedPostgres, EmbeddedRedis
 from bulwark.devstack.net import free_port
+from bulwark.devstack.rules import packaged_rules_with_raised_limits
 from bulwark.devstack.stack import SERVICE_ORDER, Stack, StackConfig, bulwark_services
 
 from .outages import REDIS_SERVER, ThrowawayRedis, resume
@@ -121,15 +121,8 @@ def raised_api_limits(destination: Path) -> Path:
     """The packaged rules with the API's limits raised out of a test's reach, written to
     ``destination``: for a test whose clients call the API at full speed and must be served
     (the packaged 300 a minute per user runs out within a second on a fast machine)."""
-    rules = packaged_rules(destination)
-    assert rules is not None, "bulwark.ratelimit ships no rules.yaml"
-    loaded = yaml.safe_load(rules.read_text())
-    for domain in loaded["domains"]:
-        if domain["domain"] == "bulwark-api":
-            for descriptor in domain["descriptors"]:
-                descriptor["rate_limit"]["requests"] = 100_000
-    rules.write_text(yaml.safe_dump(loaded))
-    return rules
+    destination.write_text(packaged_rules_with_raised_limits(domains=frozenset({"bulwark-api"})))
+    return destination
 
 
 @dataclass
