@@ -2,9 +2,12 @@
 
 import dataclasses
 
+import hypothesis
 import msgspec
 import pytest
+from hypothesis import strategies as st
 
+from bulwark.common import redaction
 from bulwark.common.redaction import (
     MAX_DEPTH,
     REDACTED,
@@ -210,3 +213,21 @@ def test_reprs_and_url_passwords(text: str, secret: str) -> None:
 def test_a_url_without_a_password_is_kept() -> None:
     for text in ("https://example.com/a:b@c", "postgresql://bulwark@db:5432/auth"):
         assert redact_text(text) == text
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(
+    st.one_of(
+        st.text(alphabet=st.sampled_from("0123456789abcdefXYZ"), max_size=40),
+        st.text(alphabet=st.sampled_from("0123456789 -_.:=/@eyJbrt"), max_size=60),
+        st.text(max_size=300),
+    )
+)
+def test_the_shortcuts_redact_exactly_as_the_full_scan(text: str) -> None:
+    """The alphanumeric shortcut and the cache of short texts never change a result."""
+    assert redaction.redact_text(text) == redaction._redact_text(text)
+    assert redaction.redact_text(text) == redaction._redact_text(text)  # from the cache
+
+
+def test_a_card_number_alone_is_still_masked_by_the_shortcut_path() -> None:
+    assert redaction.redact_text("4111111111111111") == redaction.REDACTED

@@ -15,6 +15,7 @@ and then redacted, so its ``str`` or its fields can never reach the output unred
 import dataclasses
 import datetime
 import decimal
+import functools
 import itertools
 import re
 import uuid
@@ -117,6 +118,10 @@ _SEPARATOR = re.compile(r"[ \t-]{1,3}")
 _ANY_DIGIT = re.compile(r"\d")
 _CARD_DIGITS = range(13, 20)  # ISO/IEC 7812 primary account numbers: 13 to 19 digits
 
+# How many field names and short texts are remembered with what they redact to, and the
+# longest text remembered (characters): bounded whatever a client sends.
+_CACHED_TEXTS = 4096
+_CACHED_LENGTH = 256
 # Values msgspec renders without calling str(): safe to keep as they are.
 _PLAIN = (bool, int, float, type(None), datetime.date, datetime.time, uuid.UUID, decimal.Decimal)
 
@@ -133,6 +138,12 @@ def is_secret_field(name: object) -> bool:
     ``str``.
     """
     text = name.decode("latin-1") if isinstance(name, bytes | bytearray) else str(name)
+    return _is_secret_name(text)
+
+
+@functools.lru_cache(maxsize=_CACHED_TEXTS)
+def _is_secret_name(text: str) -> bool:
+    # Cached: the same few field names come back on every log line.
     normalised = _normalise(text)
     return normalised in _SECRET_FIELD_NAMES or any(
         part in normalised for part in _SECRET_FIELD_PARTS
@@ -211,7 +222,26 @@ def redact_text(text: str) -> str:
     """Return ``text`` with every secret-looking value masked: JWTs, bearer/basic/digest
     credentials, Bulwark refresh tokens, ``secret_name=value`` pairs, US SSNs (3-2-4) and
     card numbers of 13-19 digits that pass the Luhn check (contiguous or in groups
-    separated by spaces or dashes)."""
+    separated by spaces or dashes).
+
+    Two shortcuts give the same result faster (a log line is mostly ids and repeated
+    values): an ASCII letters-and-digits text with a letter in it is returned as it is (every
+    pattern needs a separator, and a card number a digit run bounded by the text's ends);
+    a text of at most `_CACHED_LENGTH` characters is redacted once and remembered.
+    """
+    if text.isascii() and text.isalnum() and not text.isdigit():
+        return text
+    if len(text) <= _CACHED_LENGTH:
+        return _redact_cached(text)
+    return _redact_text(text)
+
+
+@functools.lru_cache(maxsize=_CACHED_TEXTS)
+def _redact_cached(text: str) -> str:
+    return _redact_text(text)
+
+
+def _redact_text(text: str) -> str:
     for pattern in _VALUE_PATTERNS:
         text = pattern.sub(_redact_pair if "value" in pattern.groupindex else REDACTED, text)
     if not _ANY_DIGIT.search(text):
