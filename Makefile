@@ -12,7 +12,7 @@ UV ?= $(shell command -v uv 2>/dev/null \
 # --locked: fail if uv.lock is out of date with the pyproject files instead of rewriting it.
 UV_SYNC_FLAGS ?= $(if $(wildcard uv.lock),--locked,)
 
-.PHONY: help uv install promtool jq nginx pgbouncer run stop demo test lint bench bench-ratelimit \
+.PHONY: help uv install promtool jq nginx pgbouncer wrk run stop demo test lint bench bench-http bench-ratelimit \
 	proto clean images compose-keys test-containers
 
 help: ## list the targets
@@ -79,7 +79,8 @@ jq: ## install jq unless it is on PATH (apt-get install jq, which needs root)
 # are not installed: nginx's would start a daemon on port 80 and pgbouncer's one on 6432. The
 # shared libraries a binary needs (its package's Depends, libraries only: they start nothing)
 # are installed with apt-get, as root, when missing.
-# $(call debian_binary,TOOL,PACKAGE,PATH IN THE PACKAGE,LIBRARY PACKAGES,VERSION FLAG)
+# $(call debian_binary,TOOL,PACKAGE,PATH IN THE PACKAGE,LIBRARY PACKAGES,VERSION FLAG): the
+# binary runs when the flag prints its version (wrk's exits 1 even then).
 define debian_binary
 	@if [ -x $(TOOLS)/bin/$(1) ] || command -v $(1) >/dev/null 2>&1; then exit 0; fi; \
 	mkdir -p $(TOOLS)/bin; log=$(TOOLS)/$(1)-install.log; : >$$log; \
@@ -100,13 +101,17 @@ define debian_binary
 			|| fail "apt-get install$$missing failed (see $$log)"; \
 	fi; \
 	install -m 0755 "$$tmp/root/$(3)" $(TOOLS)/bin/$(1); \
-	$(TOOLS)/bin/$(1) $(5) >"$$tmp/version" 2>&1 \
-		|| { cat "$$tmp/version" >>$$log; rm -f $(TOOLS)/bin/$(1); fail "its binary does not run here (see $$log)"; }; \
+	$(TOOLS)/bin/$(1) $(5) >"$$tmp/version" 2>&1; \
+	if [ ! -s "$$tmp/version" ] || grep -q "error while loading shared libraries" "$$tmp/version"; then \
+		cat "$$tmp/version" >>$$log; rm -f $(TOOLS)/bin/$(1); fail "its binary does not run here (see $$log)"; fi; \
 	echo "$(1) installed: $(TOOLS)/bin/$(1) ($$(head -n 1 "$$tmp/version"))"
 endef
 
 nginx: ## install nginx into .bulwark/tools/bin unless on PATH (binary of Debian's nginx package; no daemon)
 	$(call debian_binary,nginx,nginx,usr/sbin/nginx,libcrypt1 libpcre2-8-0 libssl3 zlib1g,-v)
+
+wrk: ## install wrk into .bulwark/tools/bin unless on PATH (binary of Debian's wrk package; for make bench-http)
+	$(call debian_binary,wrk,wrk,usr/bin/wrk,libluajit-5.1-2 libssl3,--version)
 
 pgbouncer: ## install pgbouncer into .bulwark/tools/bin unless on PATH (binary of Debian's pgbouncer package; no daemon)
 	$(call debian_binary,pgbouncer,pgbouncer,usr/sbin/pgbouncer,libc-ares2 libevent-2.1-7 libpam0g libssl3 libsystemd0,--version)
@@ -141,6 +146,10 @@ lint: install ## ruff (lint and format) and mypy (strict)
 # BENCH_ARGS, e.g. "--login-clients 32 --duration 20" or "--auth http://127.0.0.1:8001 --api ...".
 bench: install ## latency of JWKS, refresh and /v1/me with and without a login flood (own stack, ~40 s)
 	$(UV) run python -m bench $(BENCH_ARGS)
+
+# HTTP_BENCH_ARGS, e.g. "--rounds 5 --duration 10 --connections 64".
+bench-http: install wrk ## requests/s of the API's /healthz, /v1/me, /v1/notes beside a bare Litestar app (issue 11's targets; ~2 min)
+	$(UV) run python -m bench.http $(HTTP_BENCH_ARGS)
 
 # RL_BENCH_ARGS, e.g. "--requests 20000 --clients 1 16 64" or "--redis-url redis://host:6379/0".
 bench-ratelimit: install ## rate-limit decisions/s and p50/p99 at 1, 16, 64 clients, beside redis-benchmark EVALSHA
