@@ -18,7 +18,6 @@ least disturbed). Any non-2xx answer is reported: a refused request is not a fas
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ import httpx
 from bench.login_flood import HEADERS, PASSWORD, own_stack
 from bulwark.devstack.cli import repo_root
 from bulwark.devstack.net import free_port
+from bulwark.devstack.tools import fetched_tool
 
 _RATE = re.compile(r"Requests/sec:\s+([\d.]+)")
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
@@ -51,9 +51,8 @@ class Route:
 
 
 def wrk_binary() -> str:
-    """wrk from PATH, else the one ``make wrk`` extracts into .bulwark/tools/bin."""
-    local = repo_root() / ".bulwark" / "tools" / "bin" / "wrk"
-    found = shutil.which("wrk") or (str(local) if local.exists() else None)
+    """wrk from .bulwark/tools/bin (``make wrk``) or PATH (`fetched_tool`)."""
+    found = fetched_tool("wrk")
     if found is None:
         sys.exit("bench.http: wrk not found; run `make wrk` (or install Debian's wrk)")
     return found
@@ -148,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             Route("Bulwark API GET /v1/notes", f"{target.api_url}/v1/notes", auth),
         ]
         for route in routes:  # warm-up: JIT-less, but caches, pools and connections fill
-            run_wrk(wrk, Route(route.name, route.url, route.headers), _short(args))
+            run_wrk(wrk, route, _short(args))
         for _ in range(args.rounds):
             for route in routes:
                 rate, refused = run_wrk(wrk, route, args)

@@ -9,13 +9,14 @@ on every path, and its key folder deleted.
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from bulwark.devstack.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBNET, INGRESS = "172.30.81.0/24", "172.30.81.10"  # not the default's: a dev stack may run
@@ -56,12 +57,6 @@ def run(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess
     return subprocess.run(  # noqa: S603 - docker, docker-compose, make: fixed arguments
         command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _env_file(directory: Path, tag: str, port: int, prometheus_port: int) -> dict[str, str]:
@@ -114,7 +109,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         if run(["docker", "image", "inspect", f"bulwark-{service}:{tag}"]).returncode != 0:
             pytest.fail(f"no image bulwark-{service}:{tag}: run `make test-containers`")
     directory = tmp_path_factory.mktemp("compose")
-    port, prometheus_port = _free_port(), _free_port()
+    port, prometheus_port = free_port(), free_port()
     project = f"bulwarktest{secrets.token_hex(3)}"
     env_file = directory / ".env"
     compose = (*_compose_command(), "--project-name", project, "--env-file", str(env_file))

@@ -8,23 +8,21 @@ import re
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from bulwark.devstack.net import free_port, tcp_accepts
-from bulwark.devstack.procs import die_with_parent, stop_process_group
+from bulwark.devstack.net import free_port
+from bulwark.devstack.procs import stop_process_group
 
-from .debian_tools import tool
+from .debian_tools import start_listening, tool
 
 TEMPLATE = Path(__file__).parent / "ingress" / "nginx.conf"
 #: The routes and retry rules every Bulwark ingress includes (docker-compose's nginx too).
 ROUTES = Path(__file__).parents[2] / "deploy" / "nginx" / "bulwark-routes.conf"
 #: The address nginx connects to the replicas from (``proxy_bind``): the one they trust.
 PROXY_ADDRESS = "127.0.0.2"
-_READY_SECONDS = 10.0
 _LINE = re.compile(r'^(\S+) (\S+) (\S+) (\d{3}) "([^"]*)" "([^"]*)"$')
 
 
@@ -81,23 +79,16 @@ class NginxIngress:
             text = text.replace(f"@{name}@", value)
         conf = self.prefix / "nginx.conf"
         conf.write_text(text)
-        with (self.prefix / "stderr.log").open("ab") as log:
-            self._proc = subprocess.Popen(  # noqa: S603 - our own binary and config
+        try:
+            self._proc = start_listening(
                 [binary, "-p", str(self.prefix), "-c", str(conf), "-e", "stderr"],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent(),  # noqa: PLW1509 - only a prctl, set up in advance
+                self.prefix / "stderr.log",
+                self.http_port,
+                logs=[self.prefix / "error.log"],
             )
-        deadline = time.monotonic() + _READY_SECONDS
-        while not tcp_accepts("127.0.0.1", self.http_port):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                logs = [self.prefix / "stderr.log", self.prefix / "error.log"]
-                text = "\n".join(p.read_text(errors="replace") for p in logs if p.exists())
-                self.stop()
-                raise RuntimeError(f"nginx did not start:\n{text}")
-            time.sleep(0.05)
+        except RuntimeError:
+            self.stop()  # its prefix too
+            raise
         return self
 
     def attempts(self) -> list[Attempts]:

@@ -12,18 +12,15 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 from urllib.parse import unquote, urlsplit
 
-from bulwark.devstack.net import free_port, tcp_accepts
-from bulwark.devstack.procs import die_with_parent, stop_process_group
+from bulwark.devstack.net import free_port
+from bulwark.devstack.procs import stop_process_group
 
-from .debian_tools import tool
-
-_READY_SECONDS = 10.0
+from .debian_tools import start_listening, tool
 
 
 class PgBouncer:
@@ -83,22 +80,11 @@ class PgBouncer:
             "max_client_conn = 500\n" + ("user = nobody\n" if os.geteuid() == 0 else "")
         )
         ini.chmod(0o644)
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(  # noqa: S603 - our own binary and config
-                [binary, str(ini)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent(),  # noqa: PLW1509 - only a prctl, set up in advance
-            )
-        deadline = time.monotonic() + _READY_SECONDS
-        while not tcp_accepts("127.0.0.1", self.port):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                log_text = self.log_path.read_text(errors="replace")
-                self.stop()
-                raise RuntimeError(f"pgbouncer did not start:\n{log_text}")
-            time.sleep(0.05)
+        try:
+            self._proc = start_listening([binary, str(ini)], self.log_path, self.port)
+        except RuntimeError:
+            self.stop()  # its folder too
+            raise
         return self
 
     def stop(self) -> None:
