@@ -10,10 +10,11 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
+import structlog
 from opentelemetry.sdk.trace import TracerProvider
 from structlog.stdlib import ProcessorFormatter as Formatter
 
-from bulwark.common.logging import configure_logging, get_logger
+from bulwark.common.logging import configure_logging, get_logger, line_logger
 from bulwark.common.redaction import REDACTED
 
 JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
@@ -142,3 +143,51 @@ def test_a_lone_surrogate_does_not_lose_the_event(stream: io.StringIO) -> None:
     assert line["event"] == "odd_value"
     assert line["token"] == REDACTED
     assert JWT not in stream.getvalue()
+
+
+def test_a_line_logger_writes_what_the_structlog_logger_writes(stream: io.StringIO) -> None:
+    """The access line's direct path (`line_logger`) keeps every field, the order, the
+    context variables, the trace ids and the redaction of the standard path."""
+    fields = {"route": "/v1/me", "status": 200, "token": JWT, "note": f"sent {JWT}"}
+    tracer = TracerProvider().get_tracer("t")
+    with (
+        structlog.contextvars.bound_contextvars(request_id="r1"),
+        tracer.start_as_current_span("s"),
+    ):
+        get_logger("bulwark.access").info("request", **fields)
+        line_logger("bulwark.access").info("request", **fields)
+    standard, direct = _lines(stream)
+    assert list(direct) == list(standard)  # the same fields in the same order
+    direct.pop("ts"), standard.pop("ts")  # written a moment apart
+    assert direct == standard
+    assert direct["token"] == REDACTED
+    assert direct["request_id"] == "r1"
+    assert len(str(direct["trace_id"])) == 32
+
+
+def test_a_line_logger_follows_the_level_and_reports_a_failed_write(
+    stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logging.getLogger("bulwark.quiet").setLevel(logging.WARNING)
+    try:
+        line_logger("bulwark.quiet").info("request", status=200)
+    finally:
+        logging.getLogger("bulwark.quiet").setLevel(logging.NOTSET)
+    assert stream.getvalue() == ""
+    monkeypatch.setattr(stream, "write", _failing_once(stream.write))
+    line_logger("bulwark.access").info("request", password="hunter2")
+    text = stream.getvalue()
+    assert "hunter2" not in text
+    assert [line["event"] for line in _lines(stream)] == ["log_record_unwritable"]
+
+
+def _failing_once(write: object) -> object:
+    calls = []
+
+    def failing(text: str) -> int:
+        calls.append(text)
+        if len(calls) == 1:
+            raise OSError("disk full")
+        return write(text)  # type: ignore[operator]
+
+    return failing

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple, cast
 import msgspec
 import structlog
 
-from bulwark.common.logging import current_trace_ids, get_logger
+from bulwark.common.logging import current_trace_ids, line_logger
 from bulwark.common.metrics import UNMATCHED_ROUTE, record_http_request
 from bulwark.common.outages import OutageLog
 from bulwark.common.redaction import redact_text
@@ -42,7 +42,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
-_access_log = get_logger("bulwark.access")
+_access_log = line_logger("bulwark.access")
 # User-Agent is copied into the access line cut to this many characters.
 _MAX_LOGGED_USER_AGENT = 256
 # Characters of User-Agent redacted to produce those 256: beyond the cut, so a secret that

@@ -21,7 +21,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from bulwark.common.http import request_id_or_none
-from bulwark.common.logging import get_logger
+from bulwark.common.logging import get_logger, line_logger
 from bulwark.common.metrics import record_grpc_call
 from bulwark.common.telemetry import grpc_server_interceptors
 from bulwark.ratelimit._generated.v1 import operator_pb2, operator_pb2_grpc
@@ -35,6 +35,7 @@ from bulwark.ratelimit.service import InvalidRequestError, RateLimitService
 from bulwark.ratelimit.settings import Settings
 
 log = get_logger(__name__)
+_call_log = line_logger(__name__)
 
 RLS_SERVICE = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
 OPERATOR_SERVICE = operator_pb2.DESCRIPTOR.services_by_name["RateLimitOperator"].full_name
@@ -150,7 +151,7 @@ def _logged(method: str, behavior: _Behavior) -> _Behavior:
         finally:
             code = grpc.StatusCode.CANCELLED if cancelled else context.code() or grpc.StatusCode.OK
             record_grpc_call(method, getattr(code, "name", str(code)), time.perf_counter() - start)
-            log.info(
+            _call_log.info(
                 "grpc_call",
                 method=method,
                 code=code.name if isinstance(code, grpc.StatusCode) else str(code),
