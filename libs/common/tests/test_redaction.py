@@ -1,6 +1,7 @@
 """Redaction: secret field names at any depth and secret-looking values anywhere."""
 
 import dataclasses
+import datetime
 
 import hypothesis
 import msgspec
@@ -215,16 +216,28 @@ def test_a_url_without_a_password_is_kept() -> None:
         assert redact_text(text) == text
 
 
+_OFFSETS = st.integers(-1439, 1439).map(lambda minutes: datetime.timedelta(minutes=minutes))
+
+
 @hypothesis.settings(max_examples=400, deadline=None)
 @hypothesis.given(
     st.one_of(
         st.text(alphabet=st.sampled_from("0123456789abcdefXYZ"), max_size=40),
         st.text(alphabet=st.sampled_from("0123456789 -_.:=/@eyJbrt"), max_size=60),
         st.text(max_size=300),
+        st.datetimes(timezones=st.builds(datetime.timezone, _OFFSETS)).map(
+            lambda moment: moment.isoformat().replace("+00:00", "Z")
+        ),
+        st.from_regex(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)\Z"),
     )
 )
+@hypothesis.example("4111-1111-1111-1111")  # digits and dashes, as a timestamp has
+@hypothesis.example("4111 1111 1111 1111")
+@hypothesis.example("2026-12-07T02:04:06.4111111111111111Z")
+@hypothesis.example("078-05-1120")
 def test_the_shortcuts_redact_exactly_as_the_full_scan(text: str) -> None:
-    """The alphanumeric shortcut and the cache of short texts never change a result."""
+    """The alphanumeric and timestamp shortcuts and the cache of short texts never change a
+    result."""
     assert redaction.redact_text(text) == redaction._redact_text(text)
     assert redaction.redact_text(text) == redaction._redact_text(text)  # from the cache
 

@@ -116,6 +116,10 @@ _DIGIT_GROUPS = re.compile(r"(?<![0-9A-Za-z])\d+(?:[ \t-]{1,3}\d+)*(?![0-9A-Za-z
 _UUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 _SEPARATOR = re.compile(r"[ \t-]{1,3}")
 _ANY_DIGIT = re.compile(r"\d")
+# An RFC 3339 timestamp (every line's ``ts``): its digit runs are at most 9 digits long and
+# it has no word a pattern looks for, so it is returned as it is instead of scanned (and
+# instead of filling the cache with a new text on every line).
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)")
 _CARD_DIGITS = range(13, 20)  # ISO/IEC 7812 primary account numbers: 13 to 19 digits
 
 # How many field names and short texts are remembered with what they redact to, and the
@@ -224,12 +228,15 @@ def redact_text(text: str) -> str:
     card numbers of 13-19 digits that pass the Luhn check (contiguous or in groups
     separated by spaces or dashes).
 
-    Two shortcuts give the same result faster (a log line is mostly ids and repeated
-    values): an ASCII letters-and-digits text with a letter in it is returned as it is (every
-    pattern needs a separator, and a card number a digit run bounded by the text's ends);
-    a text of at most `_CACHED_LENGTH` characters is redacted once and remembered.
+    Three shortcuts give the same result faster (a log line is mostly ids, timestamps and
+    repeated values): an ASCII letters-and-digits text with a letter in it is returned as it
+    is (every pattern needs a separator, and a card number a digit run bounded by the text's
+    ends); so is an RFC 3339 timestamp (no digit run of a card, no word a pattern needs); a
+    text of at most `_CACHED_LENGTH` characters is redacted once and remembered.
     """
     if text.isascii() and text.isalnum() and not text.isdigit():
+        return text
+    if _TIMESTAMP.fullmatch(text):
         return text
     if len(text) <= _CACHED_LENGTH:
         return _redact_cached(text)
@@ -265,6 +272,12 @@ def _key(key: object) -> str:
     return redact_text(str(key))
 
 
+@functools.lru_cache(maxsize=_CACHED_TEXTS)
+def _field(name: str) -> tuple[str, bool]:
+    # A field name as logged and whether its value is secret, in one lookup per field.
+    return _key(name), _is_secret_name(name)
+
+
 def _redact_sequence(items: list[Any] | tuple[Any, ...], depth: int) -> list[Any]:
     # A (name, value) pair whose name is secret is a header or form field: mask the value.
     if len(items) == 2 and isinstance(items[0], str | bytes) and is_secret_field(items[0]):
@@ -293,10 +306,14 @@ def redact_value(value: Any, depth: int = 0) -> Any:  # noqa: PLR0911  # one ret
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
-        return {
-            _key(key): REDACTED if is_secret_field(key) else redact_value(item, depth + 1)
-            for key, item in value.items()
-        }
+        redacted = {}
+        for key, item in value.items():
+            if isinstance(key, str) and len(key) <= _CACHED_LENGTH:
+                name, secret = _field(key)
+            else:
+                name, secret = _key(key), is_secret_field(key)
+            redacted[name] = REDACTED if secret else redact_value(item, depth + 1)
+        return redacted
     if isinstance(value, list | tuple):
         return _redact_sequence(value, depth)
     if isinstance(value, set | frozenset):
