@@ -62,6 +62,10 @@ return epoch
 """
 
 
+#: What a waiting check is told: whether the set is current, and its keys' values.
+_Answer = asyncio.Future[tuple[bool, list[bytes | str | None]]]
+
+
 class RevocationsUnavailable(Exception):  # noqa: N818  # reads as a state, like JwksUnavailable
     """Redis could not be reached or did not answer within the timeout."""
 
@@ -102,6 +106,9 @@ class SessionRevocations:
         self._raise_epoch = self._redis.register_script(_RAISE_EPOCH)
         #: The highest epoch this process has seen; a lower one means Redis went back.
         self.epoch_seen = 0
+        #: Checks waiting for the next ``MGET`` (`is_revoked`), and the ``MGET``s running.
+        self._batch: list[tuple[list[str], _Answer]] = []
+        self._batch_tasks: set[asyncio.Task[None]] = set()
 
     def key(self, sid: str | uuid.UUID) -> str:
         """The Redis key of session ``sid``: ``{prefix}revoked:sid:{sid}``."""
@@ -126,8 +133,12 @@ class SessionRevocations:
         return True
 
     async def is_revoked(self, sid: str, kid: str = "") -> bool:
-        """True when session ``sid`` or signing key ``kid`` is listed as revoked (one
-        ``MGET`` of the marker and both keys).
+        """True when session ``sid`` or signing key ``kid`` is listed as revoked.
+
+        The checks that start in the same turn of the event loop share one ``MGET`` of the
+        marker and all their keys (under load, many requests reach this check together; one
+        round trip for all of them costs a fraction of one each). Each check still waits at
+        most the timeout, and is judged on its own keys and the batch's marker.
 
         Raises:
             RevocationsUnavailable: Redis failed or took longer than the timeout, or the
@@ -135,18 +146,45 @@ class SessionRevocations:
                 lost revocations, and the auth service has not rebuilt the set from Postgres
                 yet).
         """
-        keys = [self.marker_key, self.key(sid), *([self.kid_key(kid)] if kid else [])]
+        keys = [self.key(sid), *([self.kid_key(kid)] if kid else [])]
+        answer: _Answer = asyncio.get_running_loop().create_future()
+        if not self._batch:
+            asyncio.get_running_loop().call_soon(self._send_batch)
+        self._batch.append((keys, answer))
         try:
             async with asyncio.timeout(self._timeout):
-                marker, *entries = await self._redis.mget(keys)
-        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+                current, entries = await answer
+        except TimeoutError as exc:
             raise RevocationsUnavailable(type(exc).__name__) from exc
-        current = self._current(marker)  # every answer teaches this process the epoch
         if any(entry is not None for entry in entries):
             return True  # listed: revoked, complete set or not
         if not current:
             raise RevocationsUnavailable("revocation set incomplete")
         return False
+
+    def _send_batch(self) -> None:
+        """Start the ``MGET`` of the checks waiting now (see `is_revoked`)."""
+        batch, self._batch = self._batch, []
+        task = asyncio.create_task(self._answer_batch(batch))
+        self._batch_tasks.add(task)  # a reference until done, as asyncio asks
+        task.add_done_callback(self._batch_tasks.discard)
+
+    async def _answer_batch(self, batch: list[tuple[list[str], _Answer]]) -> None:
+        keys = [self.marker_key, *(key for entry_keys, _ in batch for key in entry_keys)]
+        try:
+            async with asyncio.timeout(self._timeout):
+                marker, *entries = await self._redis.mget(keys)
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+            for _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(RevocationsUnavailable(type(exc).__name__))
+            return
+        current = self._current(marker)  # every answer teaches this process the epoch
+        position = 0
+        for entry_keys, answer in batch:
+            if not answer.done():  # its caller may have timed out and gone
+                answer.set_result((current, entries[position : position + len(entry_keys)]))
+            position += len(entry_keys)
 
     async def is_current(self) -> bool:
         """True when the marker is present and not behind an epoch this process has seen

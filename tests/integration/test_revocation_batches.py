@@ -1,0 +1,87 @@
+"""The revoked-session check batches the checks of one event-loop turn into one ``MGET``
+against real Redis (issue 11), and each check keeps its own answer, its own deadline and the
+marker's verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from bulwark.common.revocations import RevocationsUnavailable, SessionRevocations
+
+
+@pytest.fixture
+async def revocations(redis_url: str) -> AsyncIterator[SessionRevocations]:
+    listed = SessionRevocations(
+        redis_url, key_prefix=f"bulwark:test:{uuid.uuid4().hex}:", timeout_seconds=1.0
+    )
+    yield listed
+    await listed._redis.delete(listed.marker_key)
+    await listed.aclose()
+
+
+def _count_mgets(revocations: SessionRevocations, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the number of keys of each ``MGET`` the check sends to Redis."""
+    sent: list[int] = []
+    real = revocations._redis.mget
+
+    async def counted(keys: list[str]) -> Any:
+        sent.append(len(keys))
+        return await real(keys)
+
+    monkeypatch.setattr(revocations._redis, "mget", counted)
+    return sent
+
+
+async def test_concurrent_checks_share_one_round_trip_and_keep_their_answers(
+    revocations: SessionRevocations, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await revocations.mark_complete()
+    await revocations.revoke([("ended", 60)])
+    await revocations.revoke_signing_keys(["stolen-kid"], 60)
+    sent = _count_mgets(revocations, monkeypatch)
+    answers = await asyncio.gather(
+        revocations.is_revoked("live-1", "kid-1"),
+        revocations.is_revoked("ended", "kid-1"),
+        revocations.is_revoked("live-2"),
+        revocations.is_revoked("live-3", "stolen-kid"),
+        *(revocations.is_revoked(f"live-{n}", "kid-1") for n in range(4, 40)),
+    )
+    assert answers[:4] == [False, True, False, True]
+    assert not any(answers[4:])
+    assert sent == [1 + 2 + 2 + 1 + 2 + 36 * 2]  # the marker, then every check's keys
+
+
+async def test_a_batch_without_the_marker_fails_live_sessions_only(
+    revocations: SessionRevocations,
+) -> None:
+    await revocations.revoke([("ended", 60)])  # no marker: the set cannot be trusted
+    live, ended = await asyncio.gather(
+        revocations.is_revoked("live"), revocations.is_revoked("ended"), return_exceptions=True
+    )
+    assert isinstance(live, RevocationsUnavailable)
+    assert ended is True
+
+
+async def test_each_check_of_a_stalled_batch_gives_up_at_its_deadline() -> None:
+    with socket.socket() as listener:  # accepts, never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        stalled = SessionRevocations(
+            f"redis://127.0.0.1:{listener.getsockname()[1]}/0",
+            key_prefix="bulwark:test:",
+            timeout_seconds=0.2,
+        )
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answers = await asyncio.gather(
+            *(stalled.is_revoked(f"s{n}") for n in range(5)), return_exceptions=True
+        )
+        assert loop.time() - started < 1.0
+        assert all(isinstance(answer, RevocationsUnavailable) for answer in answers)
+        await stalled.aclose()
