@@ -1,7 +1,8 @@
 """Burst detector: an account's requests per window against its usual rate, in Redis.
 
 One Redis hash per user, ``{prefix}anomaly:burst:{<user id>}``, updated by one Lua script
-per request (atomic across replicas; the window comes from Redis ``TIME``):
+(atomic across replicas; the window comes from Redis ``TIME``) that adds the requests an API
+process counted since its last update (`observe_many`: one round trip for every account):
 
 - ``count``: requests in the current window (``ANOMALY_BURST_WINDOW_SECONDS``, 60);
 - ``baseline``: the usual rate, an exponentially weighted mean of the counts of the
@@ -17,6 +18,7 @@ The hash expires after a week without requests: the account then starts again at
 """
 
 import math
+from collections.abc import Mapping
 
 import msgspec
 import redis.asyncio
@@ -41,7 +43,7 @@ if current ~= window then
   end
   count = 0
 end
-count = count + 1
+count = count + tonumber(ARGV[7])
 local threshold = math.max(floor, factor * baseline)
 local burst = 0
 if count > threshold and window >= quiet_until then
@@ -56,8 +58,9 @@ return {burst, count, tostring(baseline), tostring(threshold)}
 
 
 class Burst(msgspec.Struct, frozen=True):
-    """A request that made its window a burst: the count so far in the window, the usual
-    rate and the threshold it crossed (requests per window)."""
+    """Requests that made their window a burst: the count so far in the window (with the
+    batch that crossed the threshold), the usual rate and the threshold crossed (requests
+    per window)."""
 
     requests: int
     baseline: float
@@ -81,6 +84,7 @@ class BurstCounter:
         """Count in ``client`` under ``key_prefix``; the parameters are the settings'
         ``anomaly_burst_*`` (module docstring)."""
         self._prefix = key_prefix
+        self._client = client
         self._script = client.register_script(_OBSERVE)
         quiet_windows = max(1, math.ceil(cooldown_seconds / window_seconds))
         ttl = max(STATE_TTL, cooldown_seconds + window_seconds)
@@ -90,15 +94,31 @@ class BurstCounter:
         """The Redis hash of ``user_id``: ``{prefix}anomaly:burst:{<user id>}``."""
         return f"{self._prefix}anomaly:burst:{{{user_id}}}"
 
-    async def observe(self, user_id: str) -> Burst | None:
-        """Count one request of ``user_id``; the burst when this request starts one.
+    async def observe(self, user_id: str, requests: int = 1) -> Burst | None:
+        """Count ``requests`` of ``user_id``; the burst when they start one.
 
         Raises:
             redis.exceptions.RedisError, OSError: Redis failed.
         """
-        burst, count, baseline, threshold = await self._script(
-            keys=[self.key(user_id)], args=self._args
-        )
-        if not burst:
-            return None
-        return Burst(requests=int(count), baseline=float(baseline), threshold=float(threshold))
+        return _burst(await self._script(keys=[self.key(user_id)], args=[*self._args, requests]))
+
+    async def observe_many(self, requests: Mapping[str, int]) -> dict[str, Burst]:
+        """Count ``requests[user_id]`` requests of each user, in one pipelined round trip;
+        the bursts they start, by user id.
+
+        Raises:
+            redis.exceptions.RedisError, OSError: Redis failed.
+        """
+        async with self._client.pipeline(transaction=False) as pipe:
+            for user_id, count in requests.items():
+                await self._script(keys=[self.key(user_id)], args=[*self._args, count], client=pipe)
+            results = await pipe.execute()
+        bursts = zip(requests, map(_burst, results), strict=True)
+        return {user_id: burst for user_id, burst in bursts if burst is not None}
+
+
+def _burst(result: list[bytes | int]) -> Burst | None:
+    burst, count, baseline, threshold = result
+    if not burst:
+        return None
+    return Burst(requests=int(count), baseline=float(baseline), threshold=float(threshold))
