@@ -71,6 +71,7 @@ import redis
 import redis.asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.login_flood import load_average
 from bench.ratelimit.measure import Figure, bucket, closed_loop, percentile
 from bench.ratelimit.peers import limits_description, limits_moving_window, rate_limiter_flexible
 from bulwark.common.ratelimit_client import RateLimitClient
@@ -396,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     prefix = f"rl:bench:{secrets.token_hex(4)}:"
     levels: list[Level] = []
     command = versions = ""
+    load_at_start = load_average()
     with contextlib.ExitStack() as stack:
         url = args.redis_url or stack.enter_context(own_redis())
         rules = _rules_file(prefix)
@@ -441,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             scale.append((count, figure))
             print(f"scale {count} process(es): done", file=sys.stderr, flush=True)
-    print_report(levels, command, versions, args)
+    print_report(levels, command, versions, load_at_start, args)
     print_target(levels)
     print_rates(fixed_rate, args)
     print_scale(scale, args)
@@ -474,13 +476,14 @@ def print_rates(results: list[tuple[float, list[float], int]], args: argparse.Na
 
 
 def print_report(
-    levels: list[Level], command: str, versions: str, args: argparse.Namespace
+    levels: list[Level], command: str, versions: str, load_at_start: str, args: argparse.Namespace
 ) -> None:
     print(
         f"\nbench.ratelimit on {platform.node()} ({os.cpu_count()} CPUs, "
         f"{platform.python_implementation()} {platform.python_version()}), "
         f"{args.seconds:g} s per level, {args.keys} buckets, {args.replicas} service process(es), "
-        "one load-generator process\n"
+        f"one load-generator process; 1-minute load average {load_at_start} at the start, "
+        f"{load_average()} at the end (other work on the machine shows in the figures)\n"
     )
     print("| clients | subject | decisions/s | p50 ms | p99 ms | p99.9 ms | errors |")
     print("|---:|---|---:|---:|---:|---:|---:|")
