@@ -36,7 +36,7 @@ By default it starts its own ``redis-server`` on a free loopback port (no persis
 service processes with ``LOG_LEVEL=WARNING`` (no access line per call); ``--redis-url``
 measures another Redis (keys go under a random prefix and are deleted afterwards). Load
 generator, peers, services and Redis share the machine: the client's own CPU is part of the
-latency. About 80 s with the defaults, 30 s more with ``--scale``.
+latency. About 80 s with the defaults on a quiet machine, 30 s more with ``--scale``.
 """
 
 from __future__ import annotations
@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="per concurrency level")
     parser.add_argument("--keys", type=int, default=10_000, help="distinct buckets")
-    parser.add_argument("--requests", type=int, default=100_000, help="per redis-benchmark run")
+    parser.add_argument("--requests", type=int, default=50_000, help="per redis-benchmark run")
     parser.add_argument("--redis-url", help="measure this Redis instead of starting one")
     parser.add_argument(
         "--replicas", type=int, default=1, help="service processes, clients spread over them"
