@@ -12,7 +12,7 @@ UV ?= $(shell command -v uv 2>/dev/null \
 # --locked: fail if uv.lock is out of date with the pyproject files instead of rewriting it.
 UV_SYNC_FLAGS ?= $(if $(wildcard uv.lock),--locked,)
 
-.PHONY: help uv install promtool jq nginx pgbouncer wrk run stop demo test lint bench bench-http bench-ratelimit \
+.PHONY: help uv install promtool jq nginx pgbouncer wrk run stop demo test lint bench bench-http bench-ratelimit rl-node-peer \
 	proto clean images compose-keys test-containers
 
 help: ## list the targets
@@ -151,9 +151,19 @@ bench: install ## latency of JWKS, refresh and /v1/me with and without a login f
 bench-http: install wrk ## requests/s of the API's /healthz, /v1/me, /v1/notes beside a bare Litestar app (issue 11's targets; ~2 min)
 	$(UV) run python -m bench.http $(HTTP_BENCH_ARGS)
 
-# RL_BENCH_ARGS, e.g. "--requests 20000 --clients 1 16 64" or "--redis-url redis://host:6379/0".
-bench-ratelimit: install ## rate-limit decisions/s and p50/p99 at 1, 16, 64 clients, beside redis-benchmark EVALSHA
+# RL_BENCH_ARGS, e.g. "--scale", "--requests 20000 --clients 1 16 64" or "--redis-url redis://host:6379/0".
+bench-ratelimit: install rl-node-peer ## rate-limit decisions/s and p50/p99 at 1, 16, 64 clients, beside limits, rate-limiter-flexible and redis-benchmark EVALSHA (issue 11's target; ~80 s)
 	$(UV) run python -m bench.ratelimit $(RL_BENCH_ARGS)
+
+# The node peer's packages (bench/ratelimit/node/package-lock.json), installed again only when
+# the lock file is newer than the install; without npm the benchmark skips that peer.
+RL_NODE := bench/ratelimit/node
+rl-node-peer: ## npm ci of bench-ratelimit's node peer (rate-limiter-flexible), unless done or npm is absent
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "npm not on PATH: bench-ratelimit will skip its rate-limiter-flexible peer"; \
+	elif [ ! $(RL_NODE)/node_modules/.package-lock.json -nt $(RL_NODE)/package-lock.json ]; then \
+		npm ci --prefix $(RL_NODE) --no-audit --no-fund; \
+	fi
 
 proto: install ## regenerate bulwark/ratelimit/_generated from proto/ (grpcio-tools; commit the result)
 	$(UV) run python proto/compile.py
