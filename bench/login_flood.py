@@ -46,7 +46,8 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -56,7 +57,7 @@ import httpx
 from bulwark.devstack.cli import repo_root
 from bulwark.devstack.databases import create_databases, drop_databases, unique_names
 from bulwark.devstack.embedded import EmbeddedPostgres, EmbeddedRedis
-from bulwark.devstack.net import free_port
+from bulwark.devstack.net import free_port, http_ok
 from bulwark.devstack.rules import packaged_rules_with_raised_limits
 from bulwark.devstack.stack import Stack, StackConfig, bulwark_services
 
@@ -72,6 +73,10 @@ class Target:
     auth_url: str
     api_url: str | None
     description: str
+    #: Every API process's base URL (``own_stack(api_processes=N)``), the first is ``api_url``.
+    api_urls: tuple[str, ...] = ()
+    #: The folder of the services' log files, for a stack of our own.
+    logs: Path | None = None
 
 
 @dataclass
@@ -98,8 +103,12 @@ def percentile(values: list[float], p: float) -> float:
 
 
 @contextlib.contextmanager
-def own_stack() -> Iterator[Target]:
-    """A fresh stack on free loopback ports; stopped, its databases dropped, on exit."""
+def own_stack(api_processes: int = 1) -> Iterator[Target]:
+    """A fresh stack on free loopback ports; stopped, its databases dropped, on exit.
+
+    ``api_processes`` API processes share its database and Redis, each on its own port (as
+    replicas of one deployment on one machine).
+    """
     work = repo_root() / ".bulwark" / "data" / f"bench-{secrets.token_hex(4)}"
     work.mkdir(parents=True)
     with ExitStack() as cleanup:
@@ -137,12 +146,23 @@ def own_stack() -> Iterator[Target]:
             ratelimit_rules=rules,
         )
         print("starting a stack ...", flush=True)
-        cleanup.enter_context(Stack(bulwark_services(config), work / "logs", stop_grace=5.0))
+        services = bulwark_services(config)
+        api = next(spec for spec in services if spec.name == "api")
+        single = {name: value for name, value in api.env.items() if name != "METRICS_PORT"}
+        ports = [free_port() for _ in range(api_processes - 1)]
+        services += [
+            replace(api, name=f"api-{n}", env={**single, "PORT": str(port)}, setup=(),
+                    ready=partial(http_ok, f"http://127.0.0.1:{port}/readyz"))
+            for n, port in enumerate(ports, start=2)
+        ]  # fmt: skip
+        cleanup.enter_context(Stack(services, work / "logs", stop_grace=5.0))
         where = " and ".join(servers) or "DATABASE_URL and REDIS_URL"
         yield Target(
             config.auth_url,
             config.api_url,
             f"own stack on 127.0.0.1 (Postgres/Redis: {where}; per-IP limits raised)",
+            (config.api_url, *(f"http://127.0.0.1:{port}" for port in ports)),
+            work / "logs",
         )
 
 

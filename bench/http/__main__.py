@@ -13,9 +13,17 @@ ports, the API's limits raised so nothing is refused), registers a user, logs in
 note, then runs wrk (``make wrk``) against each route in turn, ``--rounds`` times
 interleaved, and keeps each route's best round (the machine is noisy; the best round is the
 least disturbed). Any non-2xx answer is reported: a refused request is not a fast one.
+
+Then the scale of the API: ``/healthz`` and ``/v1/me`` with one API process, and with two
+(replicas of one deployment on this machine, each on its own port, both loaded at once by two
+wrk runs of half the connections). Last, it counts in the API's log what must not happen at a
+load the API is sized for: rate-limit decisions that fell to the failure mode
+(``ratelimit_unavailable``, ``ratelimit_store_unavailable``), revocation checks that could not
+be made (``revocation_check_unavailable``) and requests refused as overload (``overloaded``).
 """
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -23,8 +31,9 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -37,6 +46,13 @@ from bulwark.devstack.tools import fetched_tool
 _RATE = re.compile(r"Requests/sec:\s+([\d.]+)")
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 _ERRORS = re.compile(r"Socket errors: (.*)")
+#: Events of the API's log that mean a request was not judged as it should be under load.
+FAILURE_EVENTS = (
+    "ratelimit_unavailable",
+    "ratelimit_store_unavailable",
+    "revocation_check_unavailable",
+    "overloaded",
+)
 
 
 @dataclass
@@ -137,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     """Measure and print the table; 0 even when a target is missed (it prints figures)."""
     args = build_parser().parse_args(argv)
     wrk = wrk_binary()
-    with own_stack() as target, bare_app() as bare:
+    with own_stack(api_processes=2) as target, bare_app() as bare:
         assert target.api_url is not None
         auth = signed_in(target.auth_url, target.api_url)
         routes = [
@@ -153,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                 rate, refused = run_wrk(wrk, route, args)
                 route.best = max(route.best, rate)
                 route.refused += refused
+        scale = [(route, scale_out(wrk, route, target.api_urls, args)) for route in routes[1:3]]
+        assert target.logs is not None
+        failures = count_events(target.logs, FAILURE_EVENTS)
     bare_rate, healthz, me, notes = (route.best for route in routes)
     print(
         f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s, best of "
@@ -170,7 +189,48 @@ def main(argv: list[str] | None = None) -> int:
     ):
         verdict = "met" if ratio >= target_ratio else "MISSED"
         print(f"{what:<32} {ratio:6.1%}  (target {target_ratio:.0%}: {verdict})")
+    print("\nAPI processes (replicas on this machine; requests/s, both loaded at once):\n")
+    print(f"| {'route':<28} | {'1 process':>10} | {'2 processes':>11} | {'growth':>6} |")
+    print(f"|{'-' * 30}|{'-' * 12}|{'-' * 13}|{'-' * 8}|")
+    for route, (one, two) in scale:
+        print(f"| {route.name:<28} | {one:>10,.0f} | {two:>11,.0f} | {two / one:>5.2f}x |")
+    print("\nIn the API's log over the whole run (each must be 0 at the load it is sized for):")
+    for event, count in failures.items():
+        print(f"  {event:<30} {count}")
     return 0
+
+
+def scale_out(
+    wrk: str, route: Route, api_urls: tuple[str, ...], args: argparse.Namespace
+) -> tuple[float, float]:
+    """requests/s of ``route`` on the first API process alone, then on two at once (two wrk
+    runs, half the connections each, summed); best of ``args.rounds`` each."""
+    path = route.url.removeprefix(api_urls[0])
+    one = max(run_wrk(wrk, route, args)[0] for _ in range(args.rounds))
+    half = argparse.Namespace(**{**vars(args), "connections": max(1, args.connections // 2)})
+    best_two = 0.0
+    for _ in range(args.rounds):
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            rates = pool.map(
+                lambda base: run_wrk(wrk, replace(route, url=f"{base}{path}"), half)[0],
+                api_urls[:2],
+            )
+            best_two = max(best_two, sum(rates))
+    return one, best_two
+
+
+def count_events(logs: Path, events: tuple[str, ...]) -> dict[str, int]:
+    """How many lines of the API processes' logs (``api*.log``) carry each event."""
+    counts = dict.fromkeys(events, 0)
+    for path in logs.glob("api*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line).get("event")
+            except (ValueError, AttributeError):
+                continue
+            if event in counts:
+                counts[event] += 1
+    return counts
 
 
 def _short(args: argparse.Namespace) -> argparse.Namespace:
