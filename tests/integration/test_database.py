@@ -90,3 +90,28 @@ async def test_a_stalled_statement_and_an_exhausted_pool_are_503s_within_the_tim
         assert await db.fetchval("SELECT 1") == 1
     finally:
         await db.close()
+
+
+async def test_a_release_costs_no_round_trip_and_still_ends_an_open_transaction(
+    database_server_url: str,
+) -> None:
+    """Issue 11: asyncpg's reset query (RESET ALL, UNLISTEN *, ...) was one more round trip
+    per request; nothing of ours leaves session state, so none is sent. A transaction left
+    open is still rolled back before another request gets the connection."""
+    db = await _open(database_server_url, size=1)
+    sent: list[str] = []
+    try:
+        async with db.connection() as conn:
+            conn.add_query_logger(lambda record: sent.append(record.query))
+            assert await conn.fetchval("SELECT 1") == 1
+        assert sent == ["SELECT 1"]  # and nothing at release
+
+        conn = await db.pool.acquire()
+        await conn.execute("BEGIN")
+        await conn.execute("CREATE TEMPORARY TABLE left_open (n int)")
+        await db.pool.release(conn)
+        async with db.connection() as again:
+            assert not again.is_in_transaction()
+            assert await again.fetchval("SELECT to_regclass('pg_temp.left_open')") is None
+    finally:
+        await db.close()

@@ -27,6 +27,12 @@ transaction to the next. In that mode asyncpg's statement cache is off, every bl
 single-statement helpers included) runs in a transaction, and each transaction sets both
 timeouts with ``set_config(..., is_local => true)``, which end with it.
 
+Nothing here leaves state on a session (the timeouts are set at connect, or per transaction;
+no ``LISTEN``, no cursor, no session advisory lock, no ``SET`` without ``LOCAL``), so a
+released connection is not sent asyncpg's reset query (``RESET ALL``, ``UNLISTEN *``,
+``CLOSE ALL``, ``pg_advisory_unlock_all()``): that was one more round trip per request for
+nothing (`SessionlessConnection`). asyncpg still rolls back a transaction left open.
+
 Migrations are applied by their own command, never by a serving process
 (``bulwark.common.migrations``).
 """
@@ -297,6 +303,15 @@ class Database:
         count_database_unavailable(self.name, kind)
 
 
+class SessionlessConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg is untyped
+    """An asyncpg connection released to its pool without the reset query (see the module
+    docstring): code that sets session state must not use this pool."""
+
+    def get_reset_query(self) -> str:
+        """No reset query (asyncpg >= 0.30 sends what this returns on every release)."""
+        return ""
+
+
 #: What a query function runs on: a connection (inside a transaction the caller opened), or
 #: the `Database` itself for a single statement on a connection taken just for it.
 Queryable = asyncpg.Connection | Database
@@ -335,6 +350,7 @@ async def open_database(
         command_timeout=timeout_seconds,
         # PgBouncer passes TimeZone on (it tracks it per client) but refuses the timeouts.
         server_settings={**timeouts, "timezone": "UTC"},
+        connection_class=SessionlessConnection,
         **({"statement_cache_size": 0} if pooled else {}),
     )
     database = Database(pool, timeout_seconds=timeout_seconds, name=name, pool_mode=pool_mode)
