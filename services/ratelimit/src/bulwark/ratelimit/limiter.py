@@ -18,7 +18,7 @@ number of replicas behave as one. Per descriptor, by its rule's kind (docs/ratel
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import redis.asyncio
 import redis.asyncio.cluster
@@ -233,13 +233,7 @@ return out
 
 
 class Limiter:
-    """Runs the script above with EVALSHA; one script run per request.
-
-    On a single Redis (not a cluster), the requests that reach Redis in the same turn of
-    the event loop go in one pipelined round trip: one script run each, as atomic as alone,
-    at a fraction of the client's cost per call (docs/benchmarks.md). Each request still
-    waits at most the timeout.
-    """
+    """Runs the script above with EVALSHA; one round trip per request."""
 
     def __init__(
         self,
@@ -247,12 +241,8 @@ class Limiter:
         timeout_seconds: float,
     ) -> None:
         """Register the script on ``client``; ``timeout_seconds`` bounds each call."""
-        self._client = client
         self._script = client.register_script(_SCRIPT)
         self._timeout = timeout_seconds
-        self._pipelined = isinstance(client, redis.asyncio.Redis)
-        self._batch: list[_Call] = []
-        self._batch_tasks: set[asyncio.Task[None]] = set()
 
     async def hit(self, hits: Sequence[Hit]) -> list[WindowState]:
         """Judge every hit and, if none (shadow rules aside) is over, count them all.
@@ -284,13 +274,9 @@ class Limiter:
                 # An action names the kind of key it acts on.
                 kind if hit.action else (0 if backoff is None else backoff.max_block_seconds),
             ]
-        keys = [hit.key for hit in hits]
         try:
             async with asyncio.timeout(self._timeout):
-                if self._pipelined:
-                    raw = await self._in_batch(keys, args)
-                else:
-                    raw = await self._script(keys=keys, args=args)
+                raw = await self._script(keys=[hit.key for hit in hits], args=args)
         except Exception as exc:
             # Whatever the client raises is a Redis failure to answer by the failure modes:
             # besides RedisError, OSError and TimeoutError, redis-py can raise AttributeError
@@ -302,56 +288,3 @@ class Limiter:
             WindowState(bool(values[i]), values[i + 1], values[i + 2])
             for i in range(0, len(values), 3)
         ]
-
-    def _in_batch(self, keys: list[str], args: list[int | str]) -> "asyncio.Future[list[int]]":
-        """Queue one script run for the next round trip; its future result."""
-        loop = asyncio.get_running_loop()
-        result: asyncio.Future[list[int]] = loop.create_future()
-        if not self._batch:
-            loop.call_soon(self._send_batch)
-        self._batch.append(_Call(keys, args, result))
-        return result
-
-    def _send_batch(self) -> None:
-        batch, self._batch = self._batch, []
-        task = asyncio.create_task(self._run_batch(batch))
-        self._batch_tasks.add(task)  # a reference until done, as asyncio asks
-        task.add_done_callback(self._batch_tasks.discard)
-
-    async def _run_batch(self, batch: list["_Call"]) -> None:
-        """Run the batch's scripts in one pipeline; a script Redis does not hold (it restarted)
-        is run again through `redis.commands.core.AsyncScript`, which loads it."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                if len(batch) == 1:
-                    outcomes: list[Any] = [
-                        await self._script(keys=batch[0].keys, args=batch[0].args)
-                    ]
-                else:
-                    async with self._client.pipeline(transaction=False) as pipe:
-                        for call in batch:
-                            pipe.evalsha(self._script.sha, len(call.keys), *call.keys, *call.args)
-                        outcomes = await pipe.execute(raise_on_error=False)
-                for index, (call, outcome) in enumerate(zip(batch, outcomes, strict=True)):
-                    if isinstance(outcome, redis.exceptions.NoScriptError):
-                        outcomes[index] = await self._script(keys=call.keys, args=call.args)
-        except Exception as exc:  # noqa: BLE001  # handed to every caller, which logs it
-            for call in batch:
-                if not call.result.done():
-                    call.result.set_exception(exc)
-            return
-        for call, outcome in zip(batch, outcomes, strict=True):
-            if call.result.done():
-                continue  # its caller gave up (its deadline passed)
-            if isinstance(outcome, Exception):
-                call.result.set_exception(outcome)
-            else:
-                call.result.set_result(outcome)
-
-
-class _Call(NamedTuple):
-    """One script run waiting for a batch: its keys, arguments and result."""
-
-    keys: list[str]
-    args: list[int | str]
-    result: "asyncio.Future[list[int]]"
