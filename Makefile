@@ -141,7 +141,7 @@ test: install ## run every test (unit and integration); needs jq, promtool, ngin
 lint: install ## ruff (lint and format) and mypy (strict)
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
-	$(UV) run mypy libs/*/src services/*/src
+	$(UV) run mypy libs/*/src services/*/src bench
 
 # BENCH_ARGS, e.g. "--login-clients 32 --duration 20" or "--auth http://127.0.0.1:8001 --api ...".
 bench: install ## latency of JWKS, refresh and /v1/me with and without a login flood (own stack, ~40 s)
