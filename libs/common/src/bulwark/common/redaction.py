@@ -128,6 +128,7 @@ _CACHED_TEXTS = 4096
 _CACHED_LENGTH = 256
 # Values msgspec renders without calling str(): safe to keep as they are.
 _PLAIN = (bool, int, float, type(None), datetime.date, datetime.time, uuid.UUID, decimal.Decimal)
+_SCALARS = frozenset({bool, int, float, type(None)})  # exact types, looked up in a dict loop
 
 
 def _normalise(name: str) -> str:
@@ -306,14 +307,7 @@ def redact_value(value: Any, depth: int = 0) -> Any:  # noqa: PLR0911  # one ret
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
-        redacted = {}
-        for key, item in value.items():
-            if isinstance(key, str) and len(key) <= _CACHED_LENGTH:
-                name, secret = _field(key)
-            else:
-                name, secret = _key(key), is_secret_field(key)
-            redacted[name] = REDACTED if secret else redact_value(item, depth + 1)
-        return redacted
+        return _redact_mapping(value, depth)
     if isinstance(value, list | tuple):
         return _redact_sequence(value, depth)
     if isinstance(value, set | frozenset):
@@ -321,6 +315,24 @@ def redact_value(value: Any, depth: int = 0) -> Any:  # noqa: PLR0911  # one ret
     if isinstance(value, bytes | bytearray | memoryview):
         return redact_text(bytes(value).decode("utf-8", "replace"))
     return redact_text(str(value))
+
+
+def _redact_mapping(value: dict[Any, Any], depth: int) -> dict[str, Any]:
+    redacted = {}
+    for key, item in value.items():
+        if type(key) is str and len(key) <= _CACHED_LENGTH:
+            name, secret = _field(key)
+        else:
+            name, secret = _key(key), is_secret_field(key)
+        if secret:
+            redacted[name] = REDACTED
+        elif type(item) is str:  # the common cases of a log line, without a call
+            redacted[name] = redact_text(item)
+        elif type(item) in _SCALARS:
+            redacted[name] = item
+        else:
+            redacted[name] = redact_value(item, depth + 1)
+    return redacted
 
 
 def redact_event(_logger: object, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
