@@ -19,6 +19,7 @@ error or a timeout in its body), it records the refusal in ``scope["state"]`` un
 """
 
 import asyncio
+import functools
 import ipaddress
 import re
 import time
@@ -178,10 +179,22 @@ def parse_trusted_proxies(value: str) -> TrustedProxies:
     return tuple(ipaddress.ip_network(part) for part in value.replace(",", " ").split())
 
 
+#: Longest address text parsed (an IPv6 address with an IPv4 tail is 45 characters); a longer
+#: one is malformed. Bounds what the cache of parsed addresses holds.
+_LONGEST_ADDRESS = 64
+
+
 def _address(text: str) -> IPAddress | None:
     """``text`` as an address (IPv4-mapped IPv6 taken as IPv4), or None when malformed."""
+    text = text.strip()
+    return _parsed_address(text) if len(text) <= _LONGEST_ADDRESS else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_address(text: str) -> IPAddress | None:
+    # Cached: the same few peers and proxies come back on every request.
     try:
-        address = ipaddress.ip_address(text.strip())
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
