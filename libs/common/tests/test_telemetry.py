@@ -25,6 +25,7 @@ from bulwark.common.telemetry import (
     TracingMiddleware,
     TracingSettings,
     _NoOrphanClientSpans,
+    record_grpc_code,
     tracing_settings,
 )
 
@@ -320,15 +321,22 @@ async def test_grpc_server_spans_continue_the_callers_context_and_carry_the_code
 async def test_grpc_client_spans_send_their_context_to_the_server() -> None:
     recorder = Recorder()
     tracer = recorder.provider.get_tracer("test")
-    interceptors = [GrpcClientTracing(recorder.provider)]
+    tracing = GrpcClientTracing(recorder.provider)
     async with (
         _traced_server(recorder) as target,
-        grpc.aio.insecure_channel(target, interceptors=interceptors) as channel,
+        grpc.aio.insecure_channel(target) as channel,
     ):
         with tracer.start_as_current_span("GET /v1/notes", kind=SpanKind.SERVER):
-            assert await channel.unary_unary("/t.Limits/Ok")(b"x") == b"x"
-            with pytest.raises(grpc.aio.AioRpcError):
-                await channel.unary_unary("/t.Limits/Fail")(b"x")
+            metadata: list[tuple[str, str]] = []
+            with tracing.call("/t.Limits/Ok", metadata) as span:
+                assert await channel.unary_unary("/t.Limits/Ok")(b"x", metadata=metadata) == b"x"
+                record_grpc_code(span, grpc.StatusCode.OK)
+            assert [name for name, _ in metadata] == ["traceparent"]
+            metadata = []
+            with tracing.call("/t.Limits/Fail", metadata) as span:
+                with pytest.raises(grpc.aio.AioRpcError) as failed:
+                    await channel.unary_unary("/t.Limits/Fail")(b"x", metadata=metadata)
+                record_grpc_code(span, failed.value.code())
     by_kind: dict[SpanKind, list[ReadableSpan]] = {}
     for span in recorder.spans():
         by_kind.setdefault(span.kind, []).append(span)

@@ -7,14 +7,16 @@ unavailable is the caller's decision: this client only raises `RateLimitUnavaila
 import hashlib
 import re
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import grpc
 import msgspec
 import structlog
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from opentelemetry import trace
 
-from bulwark.common.telemetry import grpc_client_interceptors
+from bulwark.common.telemetry import GrpcClientTracing, grpc_client_tracing, record_grpc_code
 
 _Response = rls_pb2.RateLimitResponse
 #: ``dynamic_metadata`` field the rate-limit service sets to true when its Redis failed and
@@ -112,6 +114,10 @@ class RateLimitUnavailable(Exception):  # noqa: N818 - name fixed by the shared 
         self.code = code
 
 
+#: The one method called, as gRPC names it (the span's name without the leading slash).
+_SHOULD_RATE_LIMIT = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
+
+
 class RateLimitClient:
     """Asks the rate-limit service about one ``domain`` (e.g. ``bulwark-auth``).
 
@@ -126,6 +132,7 @@ class RateLimitClient:
         self._timeout = timeout_seconds
         self._channel: grpc.aio.Channel | None = None
         self._stub: rls_pb2_grpc.RateLimitServiceStub | None = None
+        self._tracing: GrpcClientTracing | None = None
 
     async def should_rate_limit(
         self, descriptors: Sequence[Sequence[tuple[str, str]]], hits_addend: int | Sequence[int] = 1
@@ -164,22 +171,29 @@ class RateLimitClient:
                 descriptor.entries.append(
                     ratelimit_pb2.RateLimitDescriptor.Entry(key=key, value=_bounded(value))
                 )
-        try:
-            response = await self._get_stub().ShouldRateLimit(
-                request, timeout=self._timeout, metadata=_request_metadata()
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise RateLimitUnavailable(exc.code(), exc.details() or "") from exc
+        stub = self._get_stub()
+        metadata = _request_metadata()
+        traced = (
+            nullcontext(trace.INVALID_SPAN)
+            if self._tracing is None
+            else self._tracing.call(_SHOULD_RATE_LIMIT, metadata)
+        )
+        with traced as span:
+            try:
+                response = await stub.ShouldRateLimit(
+                    request, timeout=self._timeout, metadata=tuple(metadata)
+                )
+            except grpc.aio.AioRpcError as exc:
+                record_grpc_code(span, exc.code())
+                raise RateLimitUnavailable(exc.code(), exc.details() or "") from exc
+            record_grpc_code(span, grpc.StatusCode.OK)
         return RateLimitReport(_decision(response), tuple(_status(s) for s in response.statuses))
 
     def _get_stub(self) -> rls_pb2_grpc.RateLimitServiceStub:
         if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(
-                self._target,
-                options=_CHANNEL_OPTIONS,
-                # A span per call, its context sent along as traceparent metadata.
-                interceptors=grpc_client_interceptors(),
-            )
+            self._channel = grpc.aio.insecure_channel(self._target, options=_CHANNEL_OPTIONS)
+            # A span per call, its context sent along as traceparent metadata.
+            self._tracing = grpc_client_tracing()
             self._stub = rls_pb2_grpc.RateLimitServiceStub(self._channel)
         return self._stub
 
@@ -190,11 +204,11 @@ class RateLimitClient:
         self._channel = self._stub = None
 
 
-def _request_metadata() -> tuple[tuple[str, str], ...]:
+def _request_metadata() -> list[tuple[str, str]]:
     """``x-request-id`` of the request being served (bound by the HTTP middleware), so the
     rate limiter's access line names the same request."""
     request_id = structlog.contextvars.get_contextvars().get("request_id")
-    return (("x-request-id", request_id),) if isinstance(request_id, str) else ()
+    return [("x-request-id", request_id)] if isinstance(request_id, str) else []
 
 
 def _bounded(value: str) -> str:

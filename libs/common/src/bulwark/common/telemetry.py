@@ -11,7 +11,7 @@ docs/tracing.md has the variables, the span names and the reasons.
   recorded, so log lines carry a trace id; ``OTEL_SDK_DISABLED=true`` turns it all off.
 - `TracingMiddleware` is the outermost ASGI layer: it ignores a ``traceparent`` from untrusted
   peers (a mobile client must not pick our trace ids or sampling), links it instead.
-- `grpc_client_interceptors` / `grpc_server_interceptors` propagate inside our own network.
+- `grpc_client_tracing` / `grpc_server_interceptors` propagate inside our own network.
 
 Nothing secret is recorded: no bodies, headers, query strings or SQL parameters (asyncpg's
 instrumentation records the statement text only), and exception messages are left out.
@@ -75,11 +75,9 @@ DEFAULT_EXPORT_BATCH_SIZE = 64
 
 # grpc-stubs generics are not subscriptable at run time.
 if TYPE_CHECKING:
-    _UnaryClientInterceptor = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
     _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
     _Handler = grpc.RpcMethodHandler[Any, Any]
 else:
-    _UnaryClientInterceptor = grpc.aio.UnaryUnaryClientInterceptor
     _ServerInterceptor = grpc.aio.ServerInterceptor
     _Handler = grpc.RpcMethodHandler
 
@@ -267,44 +265,39 @@ def _sdk_provider() -> TracerProvider | None:
     return provider if isinstance(provider, TracerProvider) else None
 
 
-def grpc_client_interceptors() -> list[grpc.aio.ClientInterceptor]:
-    """Interceptors for a ``grpc.aio`` channel to our own services (see `GrpcClientTracing`).
-    Empty when tracing is not started, so an untraced process pays nothing."""
-    if _sdk_provider() is None:
-        return []
-    # grpc-stubs leaves ClientInterceptor a placeholder type that asks for a cast.
-    return [cast("grpc.aio.ClientInterceptor", GrpcClientTracing())]
+def grpc_client_tracing() -> GrpcClientTracing | None:
+    """The tracing of calls to our own gRPC services (see `GrpcClientTracing`), or None when
+    tracing is not started, so an untraced process pays nothing."""
+    return None if _sdk_provider() is None else GrpcClientTracing()
 
 
-class _MetadataSetter(Setter[grpc.aio.Metadata]):
-    def set(self, carrier: grpc.aio.Metadata, key: str, value: str) -> None:
-        carrier[key.lower()] = value  # gRPC metadata keys are lower-case
+class _ListSetter(Setter[list[tuple[str, str]]]):
+    def set(self, carrier: list[tuple[str, str]], key: str, value: str) -> None:
+        carrier.append((key.lower(), value))  # gRPC metadata keys are lower-case
 
 
-_metadata_setter = _MetadataSetter()
+_list_setter = _ListSetter()
 
 
-class GrpcClientTracing(_UnaryClientInterceptor):
-    """A CLIENT span around each unary call, its context sent as ``traceparent`` metadata.
+class GrpcClientTracing:
+    """A CLIENT span around a unary call, its context sent as ``traceparent`` metadata.
 
     Same name and attributes as `GrpcServerTracing`'s spans, so both ends of a call read
-    alike; never the request, the response or the metadata.
+    alike; never the request, the response or the metadata. The caller wraps its call (a
+    ``grpc.aio`` client interceptor did this before; its extra layer cost more CPU per call
+    than the span, issue 11 and docs/benchmarks.md).
     """
 
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
         """Spans come from ``tracer_provider`` (default: the global one)."""
         self._tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=tracer_provider)
 
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        """Start the span, add the propagation headers, and end the span when the call does."""
-        method = client_call_details.method
-        # grpc.aio passes the method as bytes (grpc/grpc#31092).
-        name = (method.decode() if isinstance(method, bytes) else str(method)).removeprefix("/")
+    @contextmanager
+    def call(self, method: str, metadata: list[tuple[str, str]]) -> Iterator[trace.Span]:
+        """The span of one call of ``method`` (``/package.Service/Method``), current in the
+        block; the propagation headers are appended to ``metadata``, which the call must
+        send. Report the call's outcome with `record_grpc_code`."""
+        name = method.removeprefix("/")
         service, _, rpc = name.partition("/")
         with self._tracer.start_as_current_span(
             name,
@@ -313,21 +306,8 @@ class GrpcClientTracing(_UnaryClientInterceptor):
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()))
-            propagate.inject(metadata, setter=_metadata_setter)
-            call = await continuation(
-                grpc.aio.ClientCallDetails(
-                    client_call_details.method,
-                    client_call_details.timeout,
-                    metadata,
-                    client_call_details.credentials,
-                    client_call_details.wait_for_ready,
-                ),
-                request,
-            )
-            code = await call.code()  # the call's end (answer, error or deadline)
-            _record_code(span, code)
-            return call
+            propagate.inject(metadata, setter=_list_setter)
+            yield span
 
 
 def grpc_server_interceptors() -> list[_ServerInterceptor]:
@@ -389,7 +369,7 @@ class GrpcServerTracing(_ServerInterceptor):
                     raise
                 finally:
                     code = context.code() or grpc.StatusCode.OK
-                    _record_code(span, grpc.StatusCode.CANCELLED if cancelled else code)
+                    record_grpc_code(span, grpc.StatusCode.CANCELLED if cancelled else code)
 
         return grpc.unary_unary_rpc_method_handler(
             traced,
@@ -398,7 +378,7 @@ class GrpcServerTracing(_ServerInterceptor):
         )
 
 
-def _record_code(span: trace.Span, code: object) -> None:
+def record_grpc_code(span: trace.Span, code: object) -> None:
     """``rpc.grpc.status_code``; any code but OK is an error (client and server alike)."""
     if isinstance(code, grpc.StatusCode) and span.is_recording():
         span.set_attribute("rpc.grpc.status_code", code.value[0])
