@@ -333,27 +333,16 @@ class GrpcServerTracing(_ServerInterceptor):
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
         """Spans come from ``tracer_provider`` (default: the global one)."""
         self._tracer = trace.get_tracer(_TRACER_NAME, tracer_provider=tracer_provider)
-        #: The wrapped handler of each registered method, made on its first call.
-        self._handlers: dict[str, _Handler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> _Handler:
-        """Wrap the unary-unary handler of the called method (once per method: the handlers
-        of a server do not change)."""
-        method = str(handler_call_details.method)
-        if (known := self._handlers.get(method)) is not None:
-            return known
+        """Wrap the unary-unary handler of the called method."""
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler  # not a method of ours: not remembered, whatever the name
-        self._handlers[method] = self._traced(method, handler)
-        return self._handlers[method]
-
-    def _traced(self, method: str, handler: _Handler) -> _Handler:
-        if handler.unary_unary is None or method.startswith(_UNTRACED_GRPC):
+        method = str(handler_call_details.method)
+        if handler is None or handler.unary_unary is None or method.startswith(_UNTRACED_GRPC):
             return handler
         # grpc-stubs types behaviours as synchronous; a grpc.aio server's are coroutines.
         behavior = cast("Callable[..., Awaitable[Any]]", handler.unary_unary)

@@ -71,11 +71,6 @@ class AccessLogInterceptor(_ServerInterceptor):
     pass through.
     """
 
-    def __init__(self) -> None:
-        """No settings: the fields are fixed (docs/logs.md)."""
-        #: The wrapped handler of each registered method, made on its first call.
-        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-
     async def intercept_service(
         self,
         continuation: Callable[
@@ -83,22 +78,15 @@ class AccessLogInterceptor(_ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        """Wrap the unary-unary handler of the called method (once per method: the handlers
-        of a server do not change)."""
-        method = str(handler_call_details.method)
-        if (known := self._handlers.get(method)) is not None:
-            return known
+        """Wrap the unary-unary handler of the called method."""
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler  # not a method of ours: not remembered, whatever the name
-        if handler.unary_unary is not None:
-            handler = grpc.unary_unary_rpc_method_handler(
-                _logged(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        self._handlers[method] = handler
-        return handler
+        if handler is None or handler.unary_unary is None:
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            _logged(handler_call_details.method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
 
 
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
