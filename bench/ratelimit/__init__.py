@@ -8,6 +8,9 @@ the client-side p50/p99/p99.9 latency of:
   services use) against a real ``bulwark-ratelimit`` process. Each call has one descriptor, a
   per-IP bucket drawn from ``--keys`` values, with a limit high enough that calls are admitted
   (the admitting path, which writes, is the dearer one).
+- **floor**: a ``grpc.aio`` server that answers ``ShouldRateLimit`` OK at once (no Redis, no
+  rules, no log line, no span; `bench.ratelimit.floor`), through the same client: what any
+  Python RLS server pays per call before deciding anything.
 - **limits** (peer): the Python library's ``MovingWindowRateLimiter`` over its async Redis
   storage (redis-py), called in this process with the same buckets and an admitting limit.
 - **rate-limiter-flexible** (peer): node's ``RateLimiterRedis`` (a fixed window) over ioredis,
@@ -61,7 +64,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -95,6 +98,7 @@ BULWARK = "Bulwark ShouldRateLimit over gRPC"
 LIMITS = "limits moving window, in-process"
 FLEXIBLE = "rate-limiter-flexible (node), in-process"
 REDIS = "redis-benchmark EVALSHA, Bulwark's script"
+FLOOR = "grpc.aio server answering OK, no Redis (floor)"
 
 
 @dataclass
@@ -152,14 +156,29 @@ def service(redis_url: str, prefix: str, rules: Path, log_level: str) -> Iterato
         "RATELIMIT_RULES": str(rules),
         "LOG_LEVEL": log_level,
     }
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from bulwark.ratelimit.cli import main; main()"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
+    with _serving(
+        [sys.executable, "-c", "from bulwark.ratelimit.cli import main; main()"], port, env
+    ):
+        yield port
+
+
+@contextlib.contextmanager
+def floor() -> Iterator[int]:
+    """The transport floor (`bench.ratelimit.floor`) on a free port; yields the port once
+    SERVING."""
+    port = free_port()
+    with _serving([sys.executable, "-m", "bench.ratelimit.floor", str(port)], port, os.environ):
+        yield port
+
+
+@contextlib.contextmanager
+def _serving(argv: list[str], port: int, env: Mapping[str, str]) -> Iterator[None]:
+    """Run ``argv`` (its output to ``/dev/null``) until the block ends; wait until it answers
+    gRPC health checks on ``port`` with SERVING first."""
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)  # noqa: S603 - ours
     try:
         asyncio.run(wait_serving(port))
-        yield port
+        yield
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -417,11 +436,14 @@ def main(argv: list[str] | None = None) -> int:
             stack.enter_context(service(url, prefix, rules, args.log_level)) for _ in range(started)
         ]
         replicas = ports[: args.replicas]
+        floor_port = stack.enter_context(floor())
         sha, keys, script_args = asyncio.run(script_call(url, prefix))
         for clients in args.clients:
             figures: dict[str, Figure] = {}
             gc.collect()
             figures[BULWARK] = service_figure(replicas, clients, args.seconds, args.keys)
+            gc.collect()
+            figures[FLOOR] = service_figure([floor_port], clients, args.seconds, args.keys)
             gc.collect()
             figures[LIMITS] = asyncio.run(
                 limits_moving_window(url, f"{prefix}limits", clients, args.seconds, args.keys)
