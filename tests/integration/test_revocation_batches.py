@@ -85,3 +85,22 @@ async def test_each_check_of_a_stalled_batch_gives_up_at_its_deadline() -> None:
         assert loop.time() - started < 1.0
         assert all(isinstance(answer, RevocationsUnavailable) for answer in answers)
         await stalled.aclose()
+
+
+async def test_any_client_error_reaches_every_check_of_the_batch_at_once(
+    revocations: SessionRevocations, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py can raise AttributeError from a connection torn down mid-call: each waiting
+    check is told at once (RevocationsUnavailable), not left to its deadline."""
+
+    async def torn_down(keys: list[str]) -> Any:
+        raise AttributeError("'NoneType' object has no attribute 'read'")
+
+    monkeypatch.setattr(revocations._redis, "mget", torn_down)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answers = await asyncio.gather(
+        *(revocations.is_revoked(f"s{n}") for n in range(3)), return_exceptions=True
+    )
+    assert loop.time() - started < 0.5  # the timeout is 1 s
+    assert all(isinstance(answer, RevocationsUnavailable) for answer in answers)

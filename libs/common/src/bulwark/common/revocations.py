@@ -174,7 +174,9 @@ class SessionRevocations:
         try:
             async with asyncio.timeout(self._timeout):
                 marker, *entries = await self._redis.mget(keys)
-        except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001  # every waiting check is told, whatever it is
+            # Besides RedisError, OSError and TimeoutError, redis-py can raise AttributeError
+            # or IndexError from a connection torn down under a running call.
             for _, answer in batch:
                 if not answer.done():
                     answer.set_exception(RevocationsUnavailable(type(exc).__name__))
