@@ -10,11 +10,13 @@ plus an ``anomaly_flagged`` log line.
 """
 
 import asyncio
+import contextvars
 import uuid
 from collections.abc import Mapping
 from typing import Any, cast
 
 import redis.asyncio
+import structlog
 from litestar import Request
 
 from bulwark.api.anomalies.bursts import BurstCounter
@@ -74,14 +76,22 @@ class ApiAnomalies:
         #: Requests counted since the last batch went to Redis, and each user's last address.
         self._requests: dict[str, int] = {}
         self._addresses: dict[str, str | None] = {}
+        self._request_ids: dict[str, str | None] = {}
 
     def observe_request(self, user_id: str, client_ip: str | None) -> None:
         """Count a request of ``user_id`` (the token's ``sub``); the batch goes to Redis in
-        the background within `BURST_BATCH_SECONDS`."""
-        if not self._requests and not self._checks.spawn("request_burst", self._check_bursts()):
-            return  # the checks are full or closed: this request goes uncounted, as before
+        the background within `BURST_BATCH_SECONDS`, and each burst it starts is flagged by a
+        check of its own, its line naming the account's last request of the batch."""
+        if not self._requests:
+            # A context of its own: the batch is no request's, so its lines carry none's ids.
+            batch = contextvars.Context().run(
+                self._checks.spawn, "request_burst", self._check_bursts()
+            )
+            if not batch:
+                return  # the checks are full or closed: this request goes uncounted, as before
         self._requests[user_id] = self._requests.get(user_id, 0) + 1
         self._addresses[user_id] = client_ip
+        self._request_ids[user_id] = structlog.contextvars.get_contextvars().get("request_id")
 
     def observe_missing_note(
         self, user_id: str, note_id: uuid.UUID, action: str, client_ip: str | None
@@ -94,21 +104,25 @@ class ApiAnomalies:
         await asyncio.sleep(BURST_BATCH_SECONDS)
         requests, self._requests = self._requests, {}
         addresses, self._addresses = self._addresses, {}
+        request_ids, self._request_ids = self._request_ids, {}
         bursts = await self._bursts.observe_many(requests)
         for user_id, burst in bursts.items():
-            await self._flag(
-                user_id,
-                REQUEST_BURST,
-                {
-                    "requests": burst.requests,
-                    "window_seconds": self._settings.anomaly_burst_window,
-                    "threshold": round(burst.threshold, 2),
-                    "baseline": round(burst.baseline, 2),
-                    "floor": self._settings.anomaly_burst_floor,
-                    "factor": self._settings.anomaly_burst_factor,
-                    "client_ip": addresses.get(user_id),
-                },
-            )
+            evidence = {
+                "requests": burst.requests,
+                "window_seconds": self._settings.anomaly_burst_window,
+                "threshold": round(burst.threshold, 2),
+                "baseline": round(burst.baseline, 2),
+                "floor": self._settings.anomaly_burst_floor,
+                "factor": self._settings.anomaly_burst_factor,
+                "client_ip": addresses.get(user_id),
+            }
+            # Each flag written on its own (a failed or slow write loses only its own), its
+            # line naming the account's last request of the batch.
+            request_id = request_ids.get(user_id)
+            with structlog.contextvars.bound_contextvars(
+                **({"request_id": request_id} if request_id else {})
+            ):
+                self._checks.spawn("request_burst", self._flag(user_id, REQUEST_BURST, evidence))
 
     async def _check_note(
         self, user_id: str, note_id: uuid.UUID, action: str, client_ip: str | None
