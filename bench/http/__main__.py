@@ -190,11 +190,18 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "met" if ratio >= target_ratio else "MISSED"
         print(f"{what:<32} {ratio:6.1%}  (target {target_ratio:.0%}: {verdict})")
     print("\nAPI processes (replicas on this machine; requests/s, both loaded at once):\n")
-    print(f"| {'route':<28} | {'1 process':>10} | {'2 processes':>11} | {'growth':>6} |")
-    print(f"|{'-' * 30}|{'-' * 12}|{'-' * 13}|{'-' * 8}|")
-    for route, (one, two) in scale:
-        print(f"| {route.name:<28} | {one:>10,.0f} | {two:>11,.0f} | {two / one:>5.2f}x |")
-    print("\nIn the API's log over the whole run (each must be 0 at the load it is sized for):")
+    print(
+        f"| {'route':<28} | {'1 process':>10} | {'2 processes':>11} | {'growth':>6} "
+        f"| {'non-2xx':>7} |"
+    )
+    print(f"|{'-' * 30}|{'-' * 12}|{'-' * 13}|{'-' * 8}|{'-' * 9}|")
+    for route, (one, two, refused) in scale:
+        print(
+            f"| {route.name:<28} | {one:>10,.0f} | {two:>11,.0f} | {two / one:>5.2f}x "
+            f"| {refused:>7} |"
+        )
+    print("\nIn the API's log over the whole run (each must be 0 at the load it is sized for;")
+    print("overloaded is written once per burst of refusals, the others once per request):")
     for event, count in failures.items():
         print(f"  {event:<30} {count}")
     return 0
@@ -202,21 +209,27 @@ def main(argv: list[str] | None = None) -> int:
 
 def scale_out(
     wrk: str, route: Route, api_urls: tuple[str, ...], args: argparse.Namespace
-) -> tuple[float, float]:
+) -> tuple[float, float, int]:
     """requests/s of ``route`` on the first API process alone, then on two at once (two wrk
-    runs, half the connections each, summed); best of ``args.rounds`` each."""
+    runs, half the connections each, summed); best of ``args.rounds`` each; and the non-2xx
+    answers and socket errors of all those runs."""
     path = route.url.removeprefix(api_urls[0])
-    one = max(run_wrk(wrk, route, args)[0] for _ in range(args.rounds))
+    alone = [run_wrk(wrk, route, args) for _ in range(args.rounds)]
     half = argparse.Namespace(**{**vars(args), "connections": max(1, args.connections // 2)})
-    best_two = 0.0
+    together: list[list[tuple[float, int]]] = []
     for _ in range(args.rounds):
         with ThreadPoolExecutor(max_workers=2) as pool:
-            rates = pool.map(
-                lambda base: run_wrk(wrk, replace(route, url=f"{base}{path}"), half)[0],
-                api_urls[:2],
+            together.append(
+                list(
+                    pool.map(
+                        lambda base: run_wrk(wrk, replace(route, url=f"{base}{path}"), half),
+                        api_urls[:2],
+                    )
+                )
             )
-            best_two = max(best_two, sum(rates))
-    return one, best_two
+    refused = sum(r for _, r in alone) + sum(r for runs in together for _, r in runs)
+    best_two = max(sum(rate for rate, _ in runs) for runs in together)
+    return max(rate for rate, _ in alone), best_two, refused
 
 
 def count_events(logs: Path, events: tuple[str, ...]) -> dict[str, int]:

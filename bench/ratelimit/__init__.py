@@ -7,7 +7,8 @@ the client-side p50/p99/p99.9 latency of:
 - **Bulwark**: ``ShouldRateLimit`` calls through `RateLimitClient` (the client the HTTP
   services use) against a real ``bulwark-ratelimit`` process. Each call has one descriptor, a
   per-IP bucket drawn from ``--keys`` values, with a limit high enough that calls are admitted
-  (the admitting path, which writes, is the dearer one).
+  (the admitting path, which writes, is the dearer one). Its ``errors`` are the calls that got
+  no decision: failed, past the 1 s deadline, or answered by a rule's failure mode.
 - **floor**: a ``grpc.aio`` server that answers ``ShouldRateLimit`` OK at once (no Redis, no
   rules, no log line, no span; `bench.ratelimit.floor`), through the same client: what any
   Python RLS server pays per call before deciding anything.
@@ -202,6 +203,18 @@ async def wait_serving(port: int) -> None:
             await asyncio.sleep(0.1)
 
 
+class FailureModeAnswer(Exception):  # noqa: N818 - reads as what was received
+    """The service answered by a rule's failure mode (its Redis failed): not a decision."""
+
+
+async def judged(client: RateLimitClient, ip: str) -> None:
+    """One decision on ``ip``'s bucket; an error (counted by the loops) when none was made:
+    the call failed or missed its deadline, or the failure mode answered."""
+    decision = await client.should_rate_limit([[("remote_address", ip)]])
+    if decision.failure_mode_applied:
+        raise FailureModeAnswer
+
+
 def _clients(ports: Sequence[int], count: int) -> list[RateLimitClient]:
     """``count`` clients spread round-robin over the replicas on ``ports``."""
     return [
@@ -217,7 +230,7 @@ async def service_loop(
     channels = _clients(ports, max(min(clients, CHANNELS), len(ports)))
 
     async def decide(index: int, ip: str) -> None:
-        await channels[index % len(channels)].should_rate_limit([[("remote_address", ip)]])
+        await judged(channels[index % len(channels)], ip)
 
     try:
         return await closed_loop(decide, clients, seconds, keys)
@@ -358,7 +371,7 @@ async def open_loop(
     async def call(n: int, scheduled: float) -> None:
         nonlocal errors
         try:
-            await channels[n % CHANNELS].should_rate_limit([[("remote_address", bucket(n, keys))]])
+            await judged(channels[n % CHANNELS], bucket(n, keys))
         except Exception:  # noqa: BLE001 - counted, the benchmark goes on
             errors += 1
             return
