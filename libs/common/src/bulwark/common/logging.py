@@ -211,7 +211,8 @@ class _DirectLines:
                 handler.stream.write(line)
                 handler.stream.flush()
         except Exception:  # noqa: BLE001  # as logging.Handler.emit: never raise to the caller
-            handler.handleError(logging.makeLogRecord({"name": logger.name}))
+            with handler.lock:  # type: ignore[union-attr]  # its line, whole, as any other
+                handler.handleError(logging.makeLogRecord({"name": logger.name}))
 
 
 _direct: _DirectLines | None = None
