@@ -116,9 +116,10 @@ _DIGIT_GROUPS = re.compile(r"(?<![0-9A-Za-z])\d+(?:[ \t-]{1,3}\d+)*(?![0-9A-Za-z
 _UUID = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 _SEPARATOR = re.compile(r"[ \t-]{1,3}")
 _ANY_DIGIT = re.compile(r"\d")
-# An RFC 3339 timestamp (every line's ``ts``): its digit runs are at most 9 digits long and
-# it has no word a pattern looks for, so it is returned as it is instead of scanned (and
-# instead of filling the cache with a new text on every line).
+# An RFC 3339 timestamp (every line's ``ts``): its digit groups, joined by the separators a
+# card number may have, hold at most 11 digits (a card has 13 or more), and it has no word a
+# pattern looks for, so it is returned as it is instead of scanned (and instead of filling
+# the cache with a new text on every line).
 _TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?(?:Z|[+-]\d\d:\d\d)")
 _CARD_DIGITS = range(13, 20)  # ISO/IEC 7812 primary account numbers: 13 to 19 digits
 
