@@ -41,7 +41,7 @@ service processes with ``LOG_LEVEL=INFO`` as in production (one access line per 
 to ``/dev/null``; ``--log-level WARNING`` leaves it out); ``--redis-url``
 measures another Redis (keys go under a random prefix and are deleted afterwards). Load
 generator, peers, services and Redis share the machine: the client's own CPU is part of the
-latency. About 80 s with the defaults on a quiet machine, 30 s more with ``--scale``.
+latency. About 100 s with the defaults on a quiet machine, 30 s more with ``--scale``.
 """
 
 from __future__ import annotations
