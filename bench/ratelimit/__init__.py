@@ -60,7 +60,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -80,6 +79,7 @@ from bench.login_flood import load_average
 from bench.ratelimit.measure import Figure, bucket, closed_loop, percentile
 from bench.ratelimit.peers import limits_description, limits_moving_window, rate_limiter_flexible
 from bulwark.common.ratelimit_client import RateLimitClient
+from bulwark.devstack.net import free_port
 from bulwark.ratelimit.limiter import Hit, Limiter
 from bulwark.ratelimit.rules import load_rules, redis_key
 
@@ -108,13 +108,6 @@ class Level:
 
     clients: int
     figures: dict[str, Figure]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 @contextlib.contextmanager

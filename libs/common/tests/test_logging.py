@@ -7,13 +7,15 @@ import logging
 import sys
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 from structlog.stdlib import ProcessorFormatter as Formatter
 
+from bulwark.common import logging as bulwark_logging
 from bulwark.common.logging import configure_logging, get_logger, line_logger
 from bulwark.common.redaction import REDACTED
 
@@ -145,17 +147,30 @@ def test_a_lone_surrogate_does_not_lose_the_event(stream: io.StringIO) -> None:
     assert JWT not in stream.getvalue()
 
 
-def test_a_line_logger_writes_what_the_structlog_logger_writes(stream: io.StringIO) -> None:
+def test_a_line_logger_writes_what_the_structlog_logger_writes(
+    stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The access line's direct path (`line_logger`) keeps every field, the order, the
-    context variables, the trace ids and the redaction of the standard path."""
+    context variables, the trace ids and the redaction of the standard path, and skips the
+    standard library's handler chain (the point of it)."""
     fields = {"route": "/v1/me", "status": 200, "token": JWT, "note": f"sent {JWT}"}
     tracer = TracerProvider().get_tracer("t")
+    emitted: list[str] = []
+    emit = logging.StreamHandler.emit
+
+    def counted(handler: Any, record: logging.LogRecord) -> None:
+        emitted.append(record.name)
+        emit(handler, record)
+
+    # Our handler only: pytest adds stream handlers of its own to the root logger.
+    monkeypatch.setattr(bulwark_logging._JsonLineHandler, "emit", counted)
     with (
         structlog.contextvars.bound_contextvars(request_id="r1"),
         tracer.start_as_current_span("s"),
     ):
         get_logger("bulwark.access").info("request", **fields)
         line_logger("bulwark.access").info("request", **fields)
+    assert emitted == ["bulwark.access"]  # the structlog line only
     standard, direct = _lines(stream)
     assert list(direct) == list(standard)  # the same fields in the same order
     direct.pop("ts"), standard.pop("ts")  # written a moment apart
@@ -181,13 +196,13 @@ def test_a_line_logger_follows_the_level_and_reports_a_failed_write(
     assert [line["event"] for line in _lines(stream)] == ["log_record_unwritable"]
 
 
-def _failing_once(write: object) -> object:
+def _failing_once(write: Callable[[str], int]) -> Callable[[str], int]:
     calls = []
 
     def failing(text: str) -> int:
         calls.append(text)
         if len(calls) == 1:
             raise OSError("disk full")
-        return write(text)  # type: ignore[operator]
+        return write(text)
 
     return failing

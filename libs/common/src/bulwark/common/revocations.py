@@ -36,12 +36,11 @@ from typing import Protocol
 
 import redis.asyncio
 import redis.exceptions
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from bulwark.common.access_tokens import LEEWAY_SECONDS
 from bulwark.common.logging import get_logger
 from bulwark.common.problems import ServiceUnavailable, Unauthorized
+from bulwark.common.redis_clients import bounded_redis
 
 _log = get_logger(__name__)
 #: Connections kept per process; a request waits at most the timeout for a free one.
@@ -90,19 +89,9 @@ class SessionRevocations:
         with ``key_prefix``. Nothing is connected until the first call."""
         self._prefix = key_prefix
         self._timeout = timeout_seconds
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            redis_url,
-            max_connections=MAX_CONNECTIONS,
-            timeout=timeout_seconds,
-            socket_timeout=timeout_seconds,
-            socket_connect_timeout=timeout_seconds,
-            # One immediate retry on a fresh connection, so a connection that went stale
-            # in a Redis restart costs no request; the overall timeout still bounds the call.
-            # (The asyncio client needs redis.asyncio.retry.Retry: the synchronous class
-            # never awaits the call it retries, so it retried nothing.)
-            retry=Retry(NoBackoff(), 1),
+        self._redis = bounded_redis(
+            redis_url, max_connections=MAX_CONNECTIONS, timeout_seconds=timeout_seconds
         )
-        self._redis = redis.asyncio.Redis.from_pool(pool)
         self._raise_epoch = self._redis.register_script(_RAISE_EPOCH)
         #: The highest epoch this process has seen; a lower one means Redis went back.
         self.epoch_seen = 0

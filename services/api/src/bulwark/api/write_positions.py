@@ -12,8 +12,8 @@ import asyncio
 
 import redis.asyncio
 import redis.exceptions
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+
+from bulwark.common.redis_clients import bounded_redis
 
 #: Connections kept per process; a call waits at most the timeout for a free one.
 MAX_CONNECTIONS = 32
@@ -51,15 +51,9 @@ class WritePositions:
         self._prefix = key_prefix
         self._timeout = timeout_seconds
         self._ttl_ms = ttl_seconds * 1000
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            redis_url,
-            max_connections=MAX_CONNECTIONS,
-            timeout=timeout_seconds,
-            socket_timeout=timeout_seconds,
-            socket_connect_timeout=timeout_seconds,
-            retry=Retry(NoBackoff(), 1),  # a connection gone stale in a restart costs nothing
+        self._redis = bounded_redis(
+            redis_url, max_connections=MAX_CONNECTIONS, timeout_seconds=timeout_seconds
         )
-        self._redis = redis.asyncio.Redis.from_pool(pool)
         self._raise = self._redis.register_script(_RAISE)
 
     def key(self, user_id: str) -> str:

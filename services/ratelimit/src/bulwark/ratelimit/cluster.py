@@ -29,6 +29,7 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
 from bulwark.common.logging import get_logger
+from bulwark.common.redis_clients import bounded_redis
 from bulwark.ratelimit.limiter import Hit, LimiterUnavailableError, WindowState
 
 log = get_logger(__name__)
@@ -61,7 +62,6 @@ def open_redis(url: str, cluster: bool, timeout_seconds: float) -> RedisClient:
     a blocking pool of `REDIS_MAX_CONNECTIONS`. ``timeout_seconds`` bounds connects and reads;
     one immediate retry lets the first call after a Redis restart reconnect.
     """
-    retry = Retry(NoBackoff(), 1)
     if cluster or is_cluster_url(url):
         parts = urlsplit(url)
         scheme = _PLAIN_SCHEMES.get(parts.scheme, parts.scheme)
@@ -71,17 +71,11 @@ def open_redis(url: str, cluster: bool, timeout_seconds: float) -> RedisClient:
             max_connections=CLUSTER_NODE_MAX_CONNECTIONS,
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
-            retry=retry,
+            retry=Retry(NoBackoff(), 1),
         )
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url,
-        max_connections=REDIS_MAX_CONNECTIONS,
-        timeout=timeout_seconds,
-        socket_timeout=timeout_seconds,
-        socket_connect_timeout=timeout_seconds,
-        retry=retry,
+    return bounded_redis(
+        url, max_connections=REDIS_MAX_CONNECTIONS, timeout_seconds=timeout_seconds
     )
-    return redis.asyncio.Redis.from_pool(pool)
 
 
 async def discover(client: RedisClient, timeout_seconds: float) -> None:
