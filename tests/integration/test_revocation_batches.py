@@ -104,3 +104,50 @@ async def test_any_client_error_reaches_every_check_of_the_batch_at_once(
     )
     assert loop.time() - started < 0.5  # the timeout is 1 s
     assert all(isinstance(answer, RevocationsUnavailable) for answer in answers)
+
+
+async def test_an_earlier_answer_arriving_after_a_raised_epoch_is_not_redis_going_back(
+    revocations: SessionRevocations, monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    """Under load, the auth service's resync raises the epoch while checks are in flight on
+    other connections; the answer to a read sent before the raise (the old epoch) may be
+    handled after a later read's (the new one). That is no proof Redis lost revocations: the
+    check must not fail (it answered 503s in CI), while a read sent after the raise and
+    answering the old epoch still is."""
+    await revocations.mark_complete()
+    real = revocations._redis.mget
+    first_answered = asyncio.Event()
+    second_handled = asyncio.Event()
+    calls = 0
+
+    async def reordered(keys: list[str]) -> Any:
+        nonlocal calls
+        calls += 1
+        answer = await real(keys)
+        if calls == 1:  # the earlier read: answered by Redis now, handled last
+            first_answered.set()
+            await second_handled.wait()
+        return answer
+
+    monkeypatch.setattr(revocations._redis, "mget", reordered)
+    earlier = asyncio.create_task(revocations.is_revoked("live-1"))
+    await first_answered.wait()
+    auth = SessionRevocations(
+        redis_url,
+        key_prefix=revocations.marker_key.removesuffix("revoked:complete"),
+        timeout_seconds=1.0,
+    )
+    try:
+        await auth.revoke([("ended", 60)])  # the resync: raises the epoch
+    finally:
+        await auth.aclose()
+    assert await revocations.is_revoked("live-2") is False  # reads the raised epoch
+    second_handled.set()
+    assert await earlier is False
+
+    # A read sent after the raised epoch was seen that answers a lower one: Redis went back.
+    monkeypatch.setattr(revocations._redis, "mget", real)
+    raised = revocations.epoch_seen
+    await revocations._redis.set(revocations.marker_key, str(raised - 1))
+    with pytest.raises(RevocationsUnavailable):
+        await revocations.is_revoked("live-3")

@@ -22,11 +22,11 @@ after listing every recent revocation from Postgres (`SessionRevocations.mark_co
 and raised by every revocation written after that, in the same transaction (never below
 Redis's clock in milliseconds, so a rebuild always lands past every epoch written before).
 The API reads it in the same round trip as the entries (one ``MGET``) and remembers the
-highest epoch it has seen: no marker, or an epoch lower than one seen before (Redis went
-back in time), means the set cannot be trusted, and the check answers as if Redis were down
-(``REVOCATION_FAILURE_MODE``) until the set is rebuilt. The auth service checks the marker
-twice a second and rebuilds the set when it is gone or has gone back. Redis must not evict
-these keys (``maxmemory-policy noeviction``).
+highest epoch it has seen: no marker, or an epoch lower than one seen before the read was
+sent (Redis went back in time), means the set cannot be trusted, and the check answers as
+if Redis were down (``REVOCATION_FAILURE_MODE``) until the set is rebuilt. The auth service
+checks the marker twice a second and rebuilds the set when it is gone or has gone back.
+Redis must not evict these keys (``maxmemory-policy noeviction``).
 """
 
 import asyncio
@@ -93,7 +93,7 @@ class SessionRevocations:
             redis_url, max_connections=MAX_CONNECTIONS, timeout_seconds=timeout_seconds
         )
         self._raise_epoch = self._redis.register_script(_RAISE_EPOCH)
-        #: The highest epoch this process has seen; a lower one means Redis went back.
+        #: The highest epoch this process has seen; a lower one, read after, means Redis went back.
         self.epoch_seen = 0
         #: Checks waiting for the next ``MGET`` (`is_revoked`), and the ``MGET``s running.
         self._batch: list[tuple[list[str], _Answer]] = []
@@ -112,13 +112,19 @@ class SessionRevocations:
         """The key holding the set's epoch: ``{prefix}revoked:complete``."""
         return f"{self._prefix}revoked:complete"
 
-    def _current(self, marker: bytes | str | None) -> bool:
-        """True when ``marker`` (the marker's value) is present and not behind an epoch
-        seen before; remembers it."""
+    def _current(self, marker: bytes | str | None, seen_before: int) -> bool:
+        """True when ``marker`` (the marker's value, as read) is present and not behind
+        ``seen_before``, the highest epoch this process had seen when the read was sent;
+        remembers the highest epoch.
+
+        Only a read sent after an epoch was seen proves that Redis went back: reads run
+        concurrently on separate connections, so the answer to an earlier read (holding the
+        epoch of then) can arrive after a later read's (holding a raised one).
+        """
         epoch = int(marker) if marker is not None and marker.isdigit() else 0
-        if epoch == 0 or epoch < self.epoch_seen:
+        if epoch == 0 or epoch < seen_before:
             return False
-        self.epoch_seen = epoch
+        self.epoch_seen = max(self.epoch_seen, epoch)
         return True
 
     async def is_revoked(self, sid: str, kid: str = "") -> bool:
@@ -160,6 +166,7 @@ class SessionRevocations:
 
     async def _answer_batch(self, batch: list[tuple[list[str], _Answer]]) -> None:
         keys = [self.marker_key, *(key for entry_keys, _ in batch for key in entry_keys)]
+        seen_before = self.epoch_seen
         try:
             async with asyncio.timeout(self._timeout):
                 marker, *entries = await self._redis.mget(keys)
@@ -170,7 +177,7 @@ class SessionRevocations:
                 if not answer.done():
                     answer.set_exception(RevocationsUnavailable(type(exc).__name__))
             return
-        current = self._current(marker)  # every answer teaches this process the epoch
+        current = self._current(marker, seen_before)  # every answer teaches the epoch
         position = 0
         for entry_keys, answer in batch:
             if not answer.done():  # its caller may have timed out and gone
@@ -184,12 +191,13 @@ class SessionRevocations:
         Raises:
             RevocationsUnavailable: Redis failed or took longer than the timeout.
         """
+        seen_before = self.epoch_seen
         try:
             async with asyncio.timeout(self._timeout):
                 marker = await self._redis.get(self.marker_key)
         except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
             raise RevocationsUnavailable(type(exc).__name__) from exc
-        return self._current(marker)
+        return self._current(marker, seen_before)
 
     async def mark_complete(self) -> None:
         """Write the marker with an epoch past every one seen; call only right after every
