@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 
 from litestar import Request
 
+from bulwark.common.body_errors import JSON_DOCUMENT_STATE
 from bulwark.common.problems import (
     BadRequest,
     FieldError,
@@ -198,8 +199,9 @@ class _Counter:
                 stack.extend(item for item in value if isinstance(item, list | dict))
 
 
-def check_json_body(body: bytes, media_type: str, params: dict[str, str]) -> None:
-    """Check a request body before it is decoded (limits: `BODY_LIMITS`).
+def check_json_body(body: bytes, media_type: str, params: dict[str, str]) -> Any:
+    """Check a request body before it is decoded (limits: `BODY_LIMITS`); return it parsed
+    (dicts, lists, str, int, float, bool, None).
 
     Raises:
         UnsupportedMediaType: the body is not ``application/json`` in UTF-8 (415).
@@ -210,7 +212,7 @@ def check_json_body(body: bytes, media_type: str, params: dict[str, str]) -> Non
     if media_type != "application/json" or params.get("charset", "utf-8").lower() != "utf-8":
         raise UnsupportedMediaType("Send the body as application/json in UTF-8.")
     try:
-        loads_bounded(body, BODY_LIMITS)
+        return loads_bounded(body, BODY_LIMITS)
     except DuplicateKeyError as duplicate:
         raise ValidationFailed([FieldError(duplicate.key[:64], "appears more than once")]) from None
     except RefusedJsonError as refused:
@@ -298,7 +300,11 @@ def strict_json_bodies(
 ) -> Callable[[Request[Any, Any, Any]], Coroutine[Any, Any, None]]:
     """A ``before_request`` hook applying `check_query_string` to every request and
     `check_json_body` to every request with a body, except under ``form_paths`` (OAuth
-    endpoints, which take forms, check them themselves and never read the query)."""
+    endpoints, which take forms, check them themselves and never read the query).
+
+    The parsed body is kept in ``scope["state"]`` under `JSON_DOCUMENT_STATE`: should the
+    framework's decode fail, the problem handler lists every error from it (`struct_errors`).
+    """
 
     async def hook(request: Request[Any, Any, Any]) -> None:
         if request.url.path.startswith(form_paths):
@@ -309,6 +315,7 @@ def strict_json_bodies(
         body = await request.body()
         if body:
             media_type, params = request.content_type
-            check_json_body(body, media_type, params)
+            document = check_json_body(body, media_type, params)
+            request.scope["state"][JSON_DOCUMENT_STATE] = document
 
     return hook
