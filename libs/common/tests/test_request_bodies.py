@@ -109,7 +109,13 @@ def test_the_nesting_bound_ignores_brackets_inside_strings() -> None:
 def test_a_duplicate_key_is_its_own_error() -> None:
     with pytest.raises(DuplicateKeyError) as duplicate:
         loads_bounded(b'{"k": 1, "k": 1}', BODY_LIMITS)
-    assert duplicate.value.key == "k"
+    assert duplicate.value.keys == ["k"]
+
+
+def test_every_duplicate_key_is_named_once() -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        _check(b'{"a": {"b": 1, "b": 2, "b": 3}, "c": 1, "c": 2, "a": 1}')
+    assert [e.field for e in refused.value.errors] == ["b", "c", "a"]
 
 
 # --- fuzz ---------------------------------------------------------------------------------
@@ -220,6 +226,12 @@ def test_a_parameter_given_twice_is_named(query: bytes) -> None:
         check_query_string(query)
     assert len(refused.value.errors) == 1
     assert refused.value.errors[0].message == "appears more than once"
+
+
+def test_every_parameter_given_twice_is_named_once() -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        check_query_string(b"b=1&a=1&b=2&a=2&b=3")
+    assert [e.field for e in refused.value.errors] == ["b", "a"]
 
 
 @FUZZ

@@ -59,11 +59,17 @@ class RefusedJsonError(ValueError):
 
 
 class DuplicateKeyError(RefusedJsonError):
-    """An object gives ``key`` twice (RFC 8259 §4: names SHOULD be unique; we insist)."""
+    """Objects give each of ``keys`` twice or more (RFC 8259 §4: names SHOULD be unique; we
+    insist); ``keys`` in the order met (inner objects first), each once, at most
+    `MAX_NAMED_DUPLICATES`, each cut to 64 characters."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, keys: list[str]) -> None:
         super().__init__("gives a key more than once")
-        self.key = key
+        self.keys = keys
+
+
+#: Most duplicate keys or parameters named in one refusal.
+MAX_NAMED_DUPLICATES = 50
 
 
 # A string literal (possessive, so an unterminated one costs one linear scan, not a
@@ -94,7 +100,8 @@ def loads_bounded(data: bytes | str, limits: JsonLimits) -> Any:
     right after.
 
     Raises:
-        DuplicateKeyError: an object gives a key twice.
+        DuplicateKeyError: an object gives a key twice (every such key is named, once the
+            document is parsed within the other limits).
         RefusedJsonError: not UTF-8, a byte order mark, not JSON (trailing data included),
             ``NaN``/``Infinity`` or a number that overflows to infinity, or a limit exceeded.
     """
@@ -121,6 +128,8 @@ def loads_bounded(data: bytes | str, limits: JsonLimits) -> Any:
         # No RecursionError can come from below the nesting bound; kept as a last line.
         raise RefusedJsonError("is not valid JSON") from None
     counter.arrays(document)
+    if counter.duplicates:
+        raise DuplicateKeyError(list(counter.duplicates))
     return document
 
 
@@ -136,6 +145,7 @@ class _Counter:
     def __init__(self, limits: JsonLimits) -> None:
         self.limits = limits
         self.values = 0
+        self.duplicates: dict[str, None] = {}  # ordered, each key once
 
     def add(self, values: int) -> None:
         self.values += values
@@ -179,8 +189,8 @@ class _Counter:
         document: dict[str, Any] = {}
         for key, value in pairs:
             self._check_string(key)
-            if key in document:
-                raise DuplicateKeyError(key)
+            if key in document and len(self.duplicates) < MAX_NAMED_DUPLICATES:
+                self.duplicates[key[:64]] = None
             document[key] = value
         return document
 
@@ -205,7 +215,7 @@ def check_json_body(body: bytes, media_type: str, params: dict[str, str]) -> Any
 
     Raises:
         UnsupportedMediaType: the body is not ``application/json`` in UTF-8 (415).
-        ValidationFailed: a key appears twice in one object (400, names the key).
+        ValidationFailed: a key appears twice in one object (400, names every such key).
         BadRequest: not UTF-8 JSON, or beyond a limit: nesting, values, string or number
             length, a non-finite number, a lone surrogate (400, says which).
     """
@@ -214,7 +224,9 @@ def check_json_body(body: bytes, media_type: str, params: dict[str, str]) -> Any
     try:
         return loads_bounded(body, BODY_LIMITS)
     except DuplicateKeyError as duplicate:
-        raise ValidationFailed([FieldError(duplicate.key[:64], "appears more than once")]) from None
+        raise ValidationFailed(
+            [FieldError(key, "appears more than once") for key in duplicate.keys]
+        ) from None
     except RefusedJsonError as refused:
         raise BadRequest(f"The JSON body {refused.reason}.") from None
 
@@ -227,11 +239,12 @@ MAX_QUERY_VALUE_LENGTH = 1024
 
 class RefusedPairsError(ValueError):
     """A query string or form `urlencoded_pairs` refuses; the message says why (safe to show
-    a client). ``name`` is the parameter given twice, when that is the reason."""
+    a client). ``names`` are the parameters given twice, when that is the reason (in the
+    order met, each once, at most `MAX_NAMED_DUPLICATES`)."""
 
-    def __init__(self, reason: str, name: str | None = None) -> None:
+    def __init__(self, reason: str, names: list[str] | None = None) -> None:
         super().__init__(reason)
-        self.name = name
+        self.names = names or []
 
 
 def urlencoded_pairs(
@@ -247,8 +260,8 @@ def urlencoded_pairs(
 
     Raises:
         RefusedPairsError: bytes outside ASCII, percent-escapes that are not UTF-8, more than
-            ``max_fields`` parameters, a name or value too long, or a name given twice (a
-            proxy or WAF may read the other one than the framework would).
+            ``max_fields`` parameters, a name or value too long, or names given twice (a
+            proxy or WAF may read the other one than the framework would; all are named).
     """
     if raw.count(b"&") >= max_fields:
         raise RefusedPairsError(f"more than {max_fields} parameters")
@@ -263,12 +276,16 @@ def urlencoded_pairs(
     except ValueError:  # UnicodeError included
         raise RefusedPairsError("not percent-encoded UTF-8") from None
     params: dict[str, str] = {}
+    duplicates: dict[str, None] = {}  # ordered, each name once
     for name, value in pairs:
         if len(name) > max_name or len(value) > max_value:
             raise RefusedPairsError("a parameter's name or value is too long")
-        if name in params:
-            raise RefusedPairsError("a parameter appears more than once", name)
+        if name in params and len(duplicates) < MAX_NAMED_DUPLICATES:
+            duplicates[name] = None
         params[name] = value
+    if duplicates:
+        listed = ", ".join(duplicates)
+        raise RefusedPairsError(f"parameters appear more than once: {listed}", list(duplicates))
     return params
 
 
@@ -277,7 +294,7 @@ def check_query_string(query: bytes) -> None:
     (`urlencoded_pairs` with the ``MAX_QUERY_*`` limits).
 
     Raises:
-        ValidationFailed: a parameter appears twice (400, names it).
+        ValidationFailed: parameters appear twice (400, names each).
         BadRequest: any other refusal of `urlencoded_pairs` (400, says which).
     """
     if not query:
@@ -290,8 +307,10 @@ def check_query_string(query: bytes) -> None:
             max_value=MAX_QUERY_VALUE_LENGTH,
         )
     except RefusedPairsError as refused:
-        if refused.name is not None:
-            raise ValidationFailed([FieldError(refused.name, "appears more than once")]) from None
+        if refused.names:
+            raise ValidationFailed(
+                [FieldError(name, "appears more than once") for name in refused.names]
+            ) from None
         raise BadRequest(f"The query string: {refused}.") from None
 
 
