@@ -16,6 +16,7 @@ from bulwark.common.request_bodies import (
     DuplicateKeyError,
     JsonLimits,
     RefusedJsonError,
+    check_content_coding,
     check_json_body,
     check_query_string,
     loads_bounded,
@@ -104,6 +105,19 @@ def test_the_nesting_bound_ignores_brackets_inside_strings() -> None:
     assert loads_bounded('{"a": "[[[[{{{{", "b": ["\\"[[["]}', limits)
     with pytest.raises(RefusedJsonError, match="nested"):
         loads_bounded('{"a": "]]]]", "b": [[]]}', limits)
+
+
+@pytest.mark.parametrize("coding", [b"gzip", b"GZIP", b"identity, gzip", b"br, identity"])
+def test_a_content_coding_is_415(coding: bytes) -> None:
+    with pytest.raises(UnsupportedMediaType):
+        check_content_coding(
+            [(b"content-type", b"application/json"), (b"content-encoding", coding)]
+        )
+
+
+def test_no_content_coding_or_identity_passes() -> None:
+    check_content_coding([(b"content-type", b"application/json")])
+    check_content_coding([(b"content-encoding", b" Identity "), (b"content-encoding", b"")])
 
 
 def test_a_duplicate_key_is_its_own_error() -> None:

@@ -1,7 +1,8 @@
 """Strict request bodies and query strings: JSON only, UTF-8, bounded, and no key or
 parameter given twice.
 
-Run before every handler (Litestar ``before_request``). msgspec would take the last of two
+Run before every handler (Litestar ``before_request``). A body with a content coding is
+refused (415) on every route, forms included. msgspec would take the last of two
 duplicate keys (a proxy or WAF reading the first would see another request) and hits the
 recursion limit on deeply nested input; both are refused here with a 4xx before decoding,
 as are documents too wide, strings or numbers too long, non-finite numbers, lone surrogates,
@@ -314,22 +315,42 @@ def check_query_string(query: bytes) -> None:
         raise BadRequest(f"The query string: {refused}.") from None
 
 
+def check_content_coding(headers: Iterable[tuple[bytes, bytes]]) -> None:
+    """Refuse a body sent with a content coding (``Content-Encoding: gzip``): no route
+    decodes one, and a proxy or WAF that did would see another body than the service.
+
+    Args:
+        headers: the raw header fields (``scope["headers"]``: lower-case names).
+
+    Raises:
+        UnsupportedMediaType: a ``Content-Encoding`` other than ``identity`` (415, RFC 9110
+            §15.5.16).
+    """
+    for name, value in headers:
+        if name == b"content-encoding" and value.strip().lower() not in {b"", b"identity"}:
+            raise UnsupportedMediaType("Send the body without a Content-Encoding.")
+
+
 def strict_json_bodies(
     *, form_paths: tuple[str, ...] = ()
 ) -> Callable[[Request[Any, Any, Any]], Coroutine[Any, Any, None]]:
-    """A ``before_request`` hook applying `check_query_string` to every request and
-    `check_json_body` to every request with a body, except under ``form_paths`` (OAuth
-    endpoints, which take forms, check them themselves and never read the query).
+    """A ``before_request`` hook applying `check_content_coding` to every POST, PUT and
+    PATCH, then `check_query_string` to every request and `check_json_body` to every one
+    with a body, except under ``form_paths`` (OAuth endpoints, which take forms, check them
+    themselves and never read the query). DELETE and GET bodies are never read.
 
     The parsed body is kept in ``scope["state"]`` under `JSON_DOCUMENT_STATE`: should the
     framework's decode fail, the problem handler lists every error from it (`struct_errors`).
     """
 
     async def hook(request: Request[Any, Any, Any]) -> None:
+        takes_body = request.method in _BODY_METHODS
+        if takes_body:
+            check_content_coding(request.scope.get("headers", ()))
         if request.url.path.startswith(form_paths):
             return
         check_query_string(request.scope.get("query_string", b""))
-        if request.method not in _BODY_METHODS:
+        if not takes_body:
             return
         body = await request.body()
         if body:
