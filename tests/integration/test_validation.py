@@ -30,6 +30,55 @@ def test_mass_assignment_fields_are_rejected_by_name(stack: RunningStack) -> Non
     )
 
 
+def _fields(response: httpx.Response) -> list[str]:
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    return [error["field"] for error in response.json()["errors"]]
+
+
+def test_every_forbidden_field_of_a_registration_is_named_at_once(stack: RunningStack) -> None:
+    email = random_email()
+    forbidden = {
+        "role": "admin",
+        "is_admin": True,
+        "roles": ["admin"],
+        "scope": "admin",
+        "email_verified": True,
+        "id": "00000000-0000-0000-0000-000000000000",
+    }
+    body = {"email": email, "password": PASSWORD, "displayName": "Eve", **forbidden}
+    assert _fields(_register(stack, body)) == list(forbidden)
+    # Unknown, invalid and missing fields together, each named once, in the body's order.
+    mixed = {"email": 5, "isAdmin": True, "password": "p" * 2000}
+    assert _fields(_register(stack, mixed)) == ["email", "isAdmin", "password", "displayName"]
+    login_body = {"email": ["a"], "password": None, "device": "d" * 101, "remember": True}
+    response = httpx.post(f"{stack.auth_url}/v1/auth/login", json=login_body)
+    assert _fields(response) == ["email", "password", "device", "remember"]
+    # Nothing was written, and a valid body is unaffected.
+    valid = {"email": email, "password": PASSWORD, "displayName": "Eve"}
+    assert _register(stack, valid).status_code == 201
+
+
+def test_every_bad_field_of_a_note_is_named_at_once(stack: RunningStack) -> None:
+    user = register(stack.auth_url)
+    headers = bearer(login(stack.auth_url, user)["access_token"], user)
+    created = httpx.post(f"{stack.api_url}/v1/notes", json={"title": "t"}, headers=headers)
+    assert created.status_code == 201
+    url = f"{stack.api_url}/v1/notes/{created.json()['id']}"
+    patch = {"title": 5, "owner": "someone", "body": "b" * 10_001, "createdAt": "2020", "x": 1}
+    response = httpx.patch(url, json=patch, headers=headers)
+    assert _fields(response) == ["title", "owner", "body", "createdAt", "x"]
+    create = {"body": 1, "title": "", "pinned": True}
+    response = httpx.post(f"{stack.api_url}/v1/notes", json=create, headers=headers)
+    assert _fields(response) == ["body", "title", "pinned"]
+    nul = {"title": "a\u0000", "body": "b\u0000"}
+    assert _fields(httpx.patch(url, json=nul, headers=headers)) == ["title", "body"]
+    # Nothing was changed, and a valid body is unaffected.
+    assert httpx.get(url, headers=headers).json()["title"] == "t"
+    updated = httpx.patch(url, json={"title": "u"}, headers=headers)
+    assert (updated.status_code, updated.json()["title"]) == (200, "u")
+
+
 def test_registration_policy(stack: RunningStack) -> None:
     cases = {
         "email": [{"email": "not-an-email"}, {"email": "a" * 250 + "@example.com"}],

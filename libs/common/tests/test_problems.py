@@ -7,6 +7,7 @@ from litestar.testing import TestClient
 
 from bulwark.common.http import RequestContextMiddleware
 from bulwark.common.problems import NotFound, exception_handlers
+from bulwark.common.request_bodies import strict_json_bodies
 from bulwark.common.schemas import Schema
 
 
@@ -29,8 +30,8 @@ async def crash() -> None:
     raise RuntimeError('relation "users" does not exist at SELECT password_hash')
 
 
-def _client() -> TestClient[Litestar]:
-    app = Litestar([create, missing, crash], exception_handlers=exception_handlers)
+def _client(**options: object) -> TestClient[Litestar]:
+    app = Litestar([create, missing, crash], exception_handlers=exception_handlers, **options)  # type: ignore[arg-type]
     return TestClient(RequestContextMiddleware(app))  # type: ignore[arg-type]
 
 
@@ -44,6 +45,19 @@ def test_unknown_fields_are_named_in_camel_case() -> None:
         {"field": "isAdmin", "message": "Object contains unknown field `isAdmin`"}
     ]
     assert body["request_id"] == response.headers["x-request-id"]
+
+
+def test_every_body_error_is_listed_behind_the_strict_body_hook() -> None:
+    with _client(before_request=strict_json_bodies()) as client:
+        response = client.post("/things?x=1", json={"isAdmin": True, "role": 1})
+        valid = client.post("/things", json={"displayName": "x"})
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"field": "isAdmin", "message": "Object contains unknown field `isAdmin`"},
+        {"field": "role", "message": "Object contains unknown field `role`"},
+        {"field": "displayName", "message": "Object missing required field `displayName`"},
+    ]
+    assert (valid.status_code, valid.json()) == (201, {"displayName": "x"})
 
 
 def test_unexpected_errors_are_generic() -> None:

@@ -16,6 +16,7 @@ from bulwark.common.request_bodies import (
     DuplicateKeyError,
     JsonLimits,
     RefusedJsonError,
+    check_content_coding,
     check_json_body,
     check_query_string,
     loads_bounded,
@@ -106,10 +107,29 @@ def test_the_nesting_bound_ignores_brackets_inside_strings() -> None:
         loads_bounded('{"a": "]]]]", "b": [[]]}', limits)
 
 
+@pytest.mark.parametrize("coding", [b"gzip", b"GZIP", b"identity, gzip", b"br, identity"])
+def test_a_content_coding_is_415(coding: bytes) -> None:
+    with pytest.raises(UnsupportedMediaType):
+        check_content_coding(
+            [(b"content-type", b"application/json"), (b"content-encoding", coding)]
+        )
+
+
+def test_no_content_coding_or_identity_passes() -> None:
+    check_content_coding([(b"content-type", b"application/json")])
+    check_content_coding([(b"content-encoding", b" Identity "), (b"content-encoding", b"")])
+
+
 def test_a_duplicate_key_is_its_own_error() -> None:
     with pytest.raises(DuplicateKeyError) as duplicate:
         loads_bounded(b'{"k": 1, "k": 1}', BODY_LIMITS)
-    assert duplicate.value.key == "k"
+    assert duplicate.value.keys == ["k"]
+
+
+def test_every_duplicate_key_is_named_once() -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        _check(b'{"a": {"b": 1, "b": 2, "b": 3}, "c": 1, "c": 2, "a": 1}')
+    assert [e.field for e in refused.value.errors] == ["b", "c", "a"]
 
 
 # --- fuzz ---------------------------------------------------------------------------------
@@ -220,6 +240,12 @@ def test_a_parameter_given_twice_is_named(query: bytes) -> None:
         check_query_string(query)
     assert len(refused.value.errors) == 1
     assert refused.value.errors[0].message == "appears more than once"
+
+
+def test_every_parameter_given_twice_is_named_once() -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        check_query_string(b"b=1&a=1&b=2&a=2&b=3")
+    assert [e.field for e in refused.value.errors] == ["b", "a"]
 
 
 @FUZZ

@@ -31,6 +31,13 @@ def test_a_token_request_is_parsed() -> None:
     assert parse_form(b"x=%C3%A9") == {"x": "\u00e9"}
 
 
+def test_every_repeated_parameter_is_named() -> None:
+    with pytest.raises(OAuthError) as refused:
+        parse_form(b"token=a&grant_type=x&token=b&grant_type=y&token=c")
+    assert refused.value.error == "invalid_request"
+    assert refused.value.description.endswith("more than once: token, grant_type.")
+
+
 @pytest.mark.parametrize(
     "body",
     [

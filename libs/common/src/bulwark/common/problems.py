@@ -16,6 +16,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
+from bulwark.common.body_errors import JSON_DOCUMENT_STATE, struct_errors
 from bulwark.common.logging import get_logger
 
 PROBLEM_JSON = "application/problem+json"
@@ -208,10 +209,41 @@ def _field_errors(exc: ValidationException) -> list[FieldError]:
     return errors or [FieldError(field="body", message=exc.detail)]
 
 
+def _all_body_errors(request: Request[Any, Any, Any]) -> list[FieldError]:
+    """Every error of the request's JSON body against its handler's ``data`` Struct
+    (`struct_errors`), or ``[]`` when there is no parsed body or no Struct to hold it."""
+    document = request.scope["state"].get(JSON_DOCUMENT_STATE)
+    handler = request.scope.get("route_handler")
+    data = handler.parsed_fn_signature.parameters.get("data") if handler is not None else None
+    target = data.annotation if data is not None else None
+    if document is None or not (isinstance(target, type) and issubclass(target, msgspec.Struct)):
+        return []
+    return [FieldError(field, message) for field, message in struct_errors(document, target)]
+
+
+def _validation_problem(
+    request: Request[Any, Any, Any], exc: ValidationException
+) -> ValidationFailed:
+    """A 400 naming every invalid field: Litestar's errors, with its one error about the
+    body (msgspec stops at the first) replaced by all of them (`_all_body_errors`)."""
+    errors = _field_errors(exc)
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    if any(isinstance(item, dict) and item.get("source") == "body" for item in extra):
+        body_errors = _all_body_errors(request)
+        if body_errors:
+            others = [
+                error
+                for item, error in zip(extra, errors, strict=False)
+                if not (isinstance(item, dict) and item.get("source") == "body")
+            ]
+            errors = others + body_errors
+    return ValidationFailed(errors)
+
+
 def _on_http_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     assert isinstance(exc, HTTPException)  # noqa: S101  # registered for HTTPException only
     if isinstance(exc, ValidationException) and exc.extra:
-        return _on_problem(request, ValidationFailed(_field_errors(exc)))
+        return _on_problem(request, _validation_problem(request, exc))
     status = exc.status_code
     if status >= 500:
         _log.error("http_exception", status=status, exc_info=exc)

@@ -1,7 +1,8 @@
 """Strict request bodies and query strings: JSON only, UTF-8, bounded, and no key or
 parameter given twice.
 
-Run before every handler (Litestar ``before_request``). msgspec would take the last of two
+Run before every handler (Litestar ``before_request``). A body with a content coding is
+refused (415) on every route, forms included. msgspec would take the last of two
 duplicate keys (a proxy or WAF reading the first would see another request) and hits the
 recursion limit on deeply nested input; both are refused here with a 4xx before decoding,
 as are documents too wide, strings or numbers too long, non-finite numbers, lone surrogates,
@@ -20,6 +21,7 @@ from urllib.parse import parse_qsl
 
 from litestar import Request
 
+from bulwark.common.body_errors import JSON_DOCUMENT_STATE
 from bulwark.common.problems import (
     BadRequest,
     FieldError,
@@ -58,11 +60,17 @@ class RefusedJsonError(ValueError):
 
 
 class DuplicateKeyError(RefusedJsonError):
-    """An object gives ``key`` twice (RFC 8259 §4: names SHOULD be unique; we insist)."""
+    """Objects give each of ``keys`` twice or more (RFC 8259 §4: names SHOULD be unique; we
+    insist); ``keys`` in the order met (inner objects first), each once, at most
+    `MAX_NAMED_DUPLICATES`, each cut to 64 characters."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, keys: list[str]) -> None:
         super().__init__("gives a key more than once")
-        self.key = key
+        self.keys = keys
+
+
+#: Most duplicate keys or parameters named in one refusal.
+MAX_NAMED_DUPLICATES = 50
 
 
 # A string literal (possessive, so an unterminated one costs one linear scan, not a
@@ -93,7 +101,8 @@ def loads_bounded(data: bytes | str, limits: JsonLimits) -> Any:
     right after.
 
     Raises:
-        DuplicateKeyError: an object gives a key twice.
+        DuplicateKeyError: an object gives a key twice (every such key is named, once the
+            document is parsed within the other limits).
         RefusedJsonError: not UTF-8, a byte order mark, not JSON (trailing data included),
             ``NaN``/``Infinity`` or a number that overflows to infinity, or a limit exceeded.
     """
@@ -120,6 +129,8 @@ def loads_bounded(data: bytes | str, limits: JsonLimits) -> Any:
         # No RecursionError can come from below the nesting bound; kept as a last line.
         raise RefusedJsonError("is not valid JSON") from None
     counter.arrays(document)
+    if counter.duplicates:
+        raise DuplicateKeyError(list(counter.duplicates))
     return document
 
 
@@ -135,6 +146,7 @@ class _Counter:
     def __init__(self, limits: JsonLimits) -> None:
         self.limits = limits
         self.values = 0
+        self.duplicates: dict[str, None] = {}  # ordered, each key once
 
     def add(self, values: int) -> None:
         self.values += values
@@ -178,8 +190,8 @@ class _Counter:
         document: dict[str, Any] = {}
         for key, value in pairs:
             self._check_string(key)
-            if key in document:
-                raise DuplicateKeyError(key)
+            if key in document and len(self.duplicates) < MAX_NAMED_DUPLICATES:
+                self.duplicates[key[:64]] = None
             document[key] = value
         return document
 
@@ -198,21 +210,24 @@ class _Counter:
                 stack.extend(item for item in value if isinstance(item, list | dict))
 
 
-def check_json_body(body: bytes, media_type: str, params: dict[str, str]) -> None:
-    """Check a request body before it is decoded (limits: `BODY_LIMITS`).
+def check_json_body(body: bytes, media_type: str, params: dict[str, str]) -> Any:
+    """Check a request body before it is decoded (limits: `BODY_LIMITS`); return it parsed
+    (dicts, lists, str, int, float, bool, None).
 
     Raises:
         UnsupportedMediaType: the body is not ``application/json`` in UTF-8 (415).
-        ValidationFailed: a key appears twice in one object (400, names the key).
+        ValidationFailed: a key appears twice in one object (400, names every such key).
         BadRequest: not UTF-8 JSON, or beyond a limit: nesting, values, string or number
             length, a non-finite number, a lone surrogate (400, says which).
     """
     if media_type != "application/json" or params.get("charset", "utf-8").lower() != "utf-8":
         raise UnsupportedMediaType("Send the body as application/json in UTF-8.")
     try:
-        loads_bounded(body, BODY_LIMITS)
+        return loads_bounded(body, BODY_LIMITS)
     except DuplicateKeyError as duplicate:
-        raise ValidationFailed([FieldError(duplicate.key[:64], "appears more than once")]) from None
+        raise ValidationFailed(
+            [FieldError(key, "appears more than once") for key in duplicate.keys]
+        ) from None
     except RefusedJsonError as refused:
         raise BadRequest(f"The JSON body {refused.reason}.") from None
 
@@ -225,11 +240,12 @@ MAX_QUERY_VALUE_LENGTH = 1024
 
 class RefusedPairsError(ValueError):
     """A query string or form `urlencoded_pairs` refuses; the message says why (safe to show
-    a client). ``name`` is the parameter given twice, when that is the reason."""
+    a client). ``names`` are the parameters given twice, when that is the reason (in the
+    order met, each once, at most `MAX_NAMED_DUPLICATES`)."""
 
-    def __init__(self, reason: str, name: str | None = None) -> None:
+    def __init__(self, reason: str, names: list[str] | None = None) -> None:
         super().__init__(reason)
-        self.name = name
+        self.names = names or []
 
 
 def urlencoded_pairs(
@@ -245,8 +261,8 @@ def urlencoded_pairs(
 
     Raises:
         RefusedPairsError: bytes outside ASCII, percent-escapes that are not UTF-8, more than
-            ``max_fields`` parameters, a name or value too long, or a name given twice (a
-            proxy or WAF may read the other one than the framework would).
+            ``max_fields`` parameters, a name or value too long, or names given twice (a
+            proxy or WAF may read the other one than the framework would; all are named).
     """
     if raw.count(b"&") >= max_fields:
         raise RefusedPairsError(f"more than {max_fields} parameters")
@@ -261,12 +277,16 @@ def urlencoded_pairs(
     except ValueError:  # UnicodeError included
         raise RefusedPairsError("not percent-encoded UTF-8") from None
     params: dict[str, str] = {}
+    duplicates: dict[str, None] = {}  # ordered, each name once
     for name, value in pairs:
         if len(name) > max_name or len(value) > max_value:
             raise RefusedPairsError("a parameter's name or value is too long")
-        if name in params:
-            raise RefusedPairsError("a parameter appears more than once", name)
+        if name in params and len(duplicates) < MAX_NAMED_DUPLICATES:
+            duplicates[name] = None
         params[name] = value
+    if duplicates:
+        listed = ", ".join(duplicates)
+        raise RefusedPairsError(f"parameters appear more than once: {listed}", list(duplicates))
     return params
 
 
@@ -275,7 +295,7 @@ def check_query_string(query: bytes) -> None:
     (`urlencoded_pairs` with the ``MAX_QUERY_*`` limits).
 
     Raises:
-        ValidationFailed: a parameter appears twice (400, names it).
+        ValidationFailed: parameters appear twice (400, names each).
         BadRequest: any other refusal of `urlencoded_pairs` (400, says which).
     """
     if not query:
@@ -288,27 +308,54 @@ def check_query_string(query: bytes) -> None:
             max_value=MAX_QUERY_VALUE_LENGTH,
         )
     except RefusedPairsError as refused:
-        if refused.name is not None:
-            raise ValidationFailed([FieldError(refused.name, "appears more than once")]) from None
+        if refused.names:
+            raise ValidationFailed(
+                [FieldError(name, "appears more than once") for name in refused.names]
+            ) from None
         raise BadRequest(f"The query string: {refused}.") from None
+
+
+def check_content_coding(headers: Iterable[tuple[bytes, bytes]]) -> None:
+    """Refuse a body sent with a content coding (``Content-Encoding: gzip``): no route
+    decodes one, and a proxy or WAF that did would see another body than the service.
+
+    Args:
+        headers: the raw header fields (``scope["headers"]``: lower-case names).
+
+    Raises:
+        UnsupportedMediaType: a ``Content-Encoding`` other than ``identity`` (415, RFC 9110
+            §15.5.16).
+    """
+    for name, value in headers:
+        if name == b"content-encoding" and value.strip().lower() not in {b"", b"identity"}:
+            raise UnsupportedMediaType("Send the body without a Content-Encoding.")
 
 
 def strict_json_bodies(
     *, form_paths: tuple[str, ...] = ()
 ) -> Callable[[Request[Any, Any, Any]], Coroutine[Any, Any, None]]:
-    """A ``before_request`` hook applying `check_query_string` to every request and
-    `check_json_body` to every request with a body, except under ``form_paths`` (OAuth
-    endpoints, which take forms, check them themselves and never read the query)."""
+    """A ``before_request`` hook applying `check_content_coding` to every POST, PUT and
+    PATCH, then `check_query_string` to every request and `check_json_body` to every one
+    with a body, except under ``form_paths`` (OAuth endpoints, which take forms, check them
+    themselves and never read the query). DELETE and GET bodies are never read.
+
+    The parsed body is kept in ``scope["state"]`` under `JSON_DOCUMENT_STATE`: should the
+    framework's decode fail, the problem handler lists every error from it (`struct_errors`).
+    """
 
     async def hook(request: Request[Any, Any, Any]) -> None:
+        takes_body = request.method in _BODY_METHODS
+        if takes_body:
+            check_content_coding(request.scope.get("headers", ()))
         if request.url.path.startswith(form_paths):
             return
         check_query_string(request.scope.get("query_string", b""))
-        if request.method not in _BODY_METHODS:
+        if not takes_body:
             return
         body = await request.body()
         if body:
             media_type, params = request.content_type
-            check_json_body(body, media_type, params)
+            document = check_json_body(body, media_type, params)
+            request.scope["state"][JSON_DOCUMENT_STATE] = document
 
     return hook

@@ -26,6 +26,14 @@ class Schema(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=
         for name, wire_name in zip(
             self.__struct_fields__, self.__struct_encode_fields__, strict=True
         ):
-            value = getattr(self, name)
-            if isinstance(value, str) and "\x00" in value:
-                raise ValueError(f"field `{wire_name}` must not contain NUL characters")
+            refusal = self.field_refusal(wire_name, getattr(self, name))
+            if refusal is not None:
+                raise ValueError(refusal)
+
+    @staticmethod
+    def field_refusal(wire_name: str, value: object) -> str | None:
+        """Why a field's value, once converted to its type, is refused (NUL in a string), or
+        None; `bulwark.common.body_errors` asks it of each field to list every refusal."""
+        if isinstance(value, str) and "\x00" in value:
+            return f"field `{wire_name}` must not contain NUL characters"
+        return None
