@@ -108,7 +108,8 @@ def _session(auth_url: str, api_url: str) -> None:
     created = httpx.post(f"{api_url}/v1/notes", json={"title": "t", "body": "b"}, headers=auth)
     assert created.status_code == 201, created.text
     note = f"{api_url}/v1/notes/{created.json()['id']}"
-    assert httpx.patch(note, json={"body": "c"}, headers=auth).json()["body"] == "c"
+    changed = httpx.patch(note, json={"body": "c"}, headers={**auth, "If-Match": '"1"'})
+    assert changed.json()["body"] == "c"
     listed = httpx.get(f"{api_url}/v1/notes", headers=auth).json()["items"]
     assert [item["body"] for item in listed] == ["c"]
     assert httpx.delete(note, headers=auth).status_code == 204
