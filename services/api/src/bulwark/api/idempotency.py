@@ -44,6 +44,7 @@ import http_sf
 import msgspec
 from litestar import Request, Response
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from bulwark.common.access_tokens import AccessTokenClaims
 from bulwark.common.db import Database, DatabaseUnavailable, Queryable
@@ -160,7 +161,7 @@ def judge(stored: StoredAnswer | None, request_fingerprint: bytes) -> Verdict:
 
 
 async def idempotency_key(
-    request: Request[Any, Any, Any], caller: AccessTokenClaims, state: State
+    request: Request[Any, Any, Any], caller: NamedDependency[AccessTokenClaims], state: State
 ) -> IdempotencyKey | None:
     """The ``idempotency_key`` dependency: the caller's key, or None without the header.
     Resolved after ``caller`` (authenticated and rate-limited first).
