@@ -151,6 +151,12 @@ def test_a_refused_create_is_not_kept(stack: RunningStack) -> None:
     assert _note_count(stack, user) == 1
 
 
+@pytest.fixture(scope="module")
+def refused_user(stack: RunningStack) -> tuple[MobileUser, dict[str, str]]:
+    """One user for every malformed key: none of them may create a note."""
+    return _user(stack)
+
+
 @pytest.mark.parametrize(
     "value",
     [
@@ -163,8 +169,10 @@ def test_a_refused_create_is_not_kept(stack: RunningStack) -> None:
     ],
     ids=["token", "empty", "256 characters", "not ASCII", "two items", "integer"],
 )
-def test_malformed_keys_are_400(stack: RunningStack, value: bytes) -> None:
-    user, headers = _user(stack)
+def test_malformed_keys_are_400(
+    stack: RunningStack, refused_user: tuple[MobileUser, dict[str, str]], value: bytes
+) -> None:
+    user, headers = refused_user
     response = httpx.post(
         f"{stack.api_url}/v1/notes", json={"title": "t"}, headers={**headers, KEY: value}
     )
