@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -105,10 +106,15 @@ def _session(auth_url: str, api_url: str) -> None:
     tokens = login(auth_url, user)
     auth = bearer(tokens["access_token"], user)
     assert httpx.get(f"{api_url}/v1/me", headers=auth).json()["id"] == user.user_id
-    created = httpx.post(f"{api_url}/v1/notes", json={"title": "t", "body": "b"}, headers=auth)
+    # With an Idempotency-Key: its transaction-scoped lock and row work through the pooler.
+    keyed = {**auth, "Idempotency-Key": f'"{uuid.uuid4()}"'}
+    created = httpx.post(f"{api_url}/v1/notes", json={"title": "t", "body": "b"}, headers=keyed)
     assert created.status_code == 201, created.text
+    retried = httpx.post(f"{api_url}/v1/notes", json={"title": "t", "body": "b"}, headers=keyed)
+    assert retried.json() == created.json()
     note = f"{api_url}/v1/notes/{created.json()['id']}"
-    assert httpx.patch(note, json={"body": "c"}, headers=auth).json()["body"] == "c"
+    changed = httpx.patch(note, json={"body": "c"}, headers={**auth, "If-Match": '"1"'})
+    assert changed.json()["body"] == "c"
     listed = httpx.get(f"{api_url}/v1/notes", headers=auth).json()["items"]
     assert [item["body"] for item in listed] == ["c"]
     assert httpx.delete(note, headers=auth).status_code == 204

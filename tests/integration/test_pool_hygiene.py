@@ -242,7 +242,9 @@ def test_an_exhausted_pool_answers_503_with_retry_after_and_logs_once(
 def _raw_request(method: str, path: str, token: str, body: dict[str, str] | None) -> bytes:
     text = json.dumps(body) if body is not None else ""
     return (
+        # If-Match: a PATCH without one is refused (428) before it takes a connection.
         f"{method} {path} HTTP/1.1\r\nHost: bulwark\r\nAuthorization: Bearer {token}\r\n"
+        "If-Match: *\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(text.encode())}\r\n\r\n{text}"
     ).encode()
 

@@ -183,7 +183,12 @@ def test_reads_run_on_the_replica_and_writers_read_their_writes(
 
     cluster.pause_replay()
     try:
-        response = writer.call("PATCH", f"/{kept}", json={"title": "kept, renamed"})
+        response = httpx.patch(
+            f"{writer.api}/v1/notes/{kept}",
+            json={"title": "kept, renamed"},
+            headers={**writer.headers, "If-Match": "*"},
+            timeout=30,
+        )
         assert response.status_code == 200, response.text
         read = writer.call("GET", f"/{kept}")
         assert read.status_code == 200

@@ -98,3 +98,10 @@ def test_write_positions_outlast_the_replica_lag_bound() -> None:
     # A position dropped before the bound covers its write would let the writer miss it.
     with pytest.raises(SettingsError, match="READ_YOUR_WRITES_SECONDS"):
         from_env({**BASE, "REPLICA_MAX_LAG_SECONDS": "30", "READ_YOUR_WRITES_SECONDS": "20"})
+
+
+def test_idempotency_keys_are_kept_a_day_unless_told() -> None:
+    assert from_env(BASE).idempotency_key_ttl == 86400
+    assert from_env({**BASE, "IDEMPOTENCY_KEY_TTL_SECONDS": "3600"}).idempotency_key_ttl == 3600
+    with pytest.raises(SettingsError, match="IDEMPOTENCY_KEY_TTL_SECONDS"):
+        from_env({**BASE, "IDEMPOTENCY_KEY_TTL_SECONDS": "0"})

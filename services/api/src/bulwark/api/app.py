@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 
 from bulwark.api.anomalies.checks import ApiAnomalies
 from bulwark.api.caller import caller
+from bulwark.api.idempotency import idempotency_key, sweeping
 from bulwark.api.notes.routes import NoteController
 from bulwark.api.replica import NotesDatabases
 from bulwark.api.settings import ApiSettings
@@ -146,7 +147,8 @@ def create_app(settings: ApiSettings) -> ASGIApp:
                     max_lifetime=settings.access_token_ttl,
                 ),
             )
-            yield
+            async with sweeping(db):  # expired Idempotency-Keys, in a task of its own
+                yield
         finally:
             await databases.aclose()
             await anomalies.aclose()
@@ -167,6 +169,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
         # block after ``caller`` has authenticated and rate-limited the request.
         dependencies={
             "caller": Provide(caller),
+            "idempotency_key": Provide(idempotency_key),
             "db": Provide(provide_databases, sync_to_thread=False),
         },
     )

@@ -23,9 +23,9 @@ primary. Limits, stated rather than hidden:
 - ``READ_YOUR_WRITES_SECONDS`` must outlast the lag bound (the settings check it), so a
   writer's position is kept until the bound covers it;
 - when Redis or the primary fails between a write's commit and the recording of its
-  position, the write still answers its success (a retried create would duplicate the
-  note) and the failure is logged once per outage; that one write may be missing from its
-  writer's reads for up to the lag bound;
+  position, the write still answers its success (a retried create without an
+  ``Idempotency-Key`` would duplicate the note) and the failure is logged once per
+  outage; that one write may be missing from its writer's reads for up to the lag bound;
 - when Redis cannot tell a user's position, the read goes to the primary (safe).
 
 A replica that fails (down, stalled, refusing connections, a lost connection) does not fail
@@ -148,9 +148,10 @@ class NotesDatabases:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampler
 
-    async def write(self, user_id: str, statement: Callable[[Queryable], Awaitable[T]]) -> T:
-        """Run ``statement`` on the primary; with a replica, then keep the primary's WAL
-        position for ``user_id`` so their next reads see this write.
+    async def write(self, user_id: str, statement: Callable[[Database], Awaitable[T]]) -> T:
+        """Run ``statement`` (one statement, or a transaction it opens) on the primary; with a
+        replica, then keep the primary's WAL position for ``user_id`` so their next reads
+        see this write.
 
         Raises:
             DatabaseUnavailable: the primary failed during ``statement`` (503).

@@ -97,6 +97,9 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     anomaly_burst_cooldown: int = 3600
     anomaly_foreign_threshold: int = 5
     anomaly_foreign_window: int = 600
+    #: Seconds the first answer to an ``Idempotency-Key`` is replayed
+    #: (``IDEMPOTENCY_KEY_TTL_SECONDS``, 24 h; docs/safe-writes.md).
+    idempotency_key_ttl: int = 86400
     log_level: str = "INFO"
 
     def fails_open(self, endpoint: str) -> bool:
@@ -175,5 +178,6 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
         anomaly_burst_cooldown=env_int(env, "ANOMALY_BURST_COOLDOWN_SECONDS", 3600, minimum=1),
         anomaly_foreign_threshold=env_int(env, "ANOMALY_FOREIGN_THRESHOLD", 5, minimum=1),
         anomaly_foreign_window=env_int(env, "ANOMALY_FOREIGN_WINDOW_SECONDS", 600, minimum=1),
+        idempotency_key_ttl=env_int(env, "IDEMPOTENCY_KEY_TTL_SECONDS", 86400, minimum=1),
         log_level=env_str(env, "LOG_LEVEL", "INFO"),
     )

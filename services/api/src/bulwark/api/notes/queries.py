@@ -1,6 +1,7 @@
 """SQL for notes. Every query is parameterised and filtered by ``owner_id``, so another
 user's note is simply not found (`note_owner`, for the anomaly detector, is the one
-exception, and never answers a caller)."""
+exception, and never answers a caller). ``version`` starts at 1 and every update raises it
+(the note's ETag)."""
 
 import uuid
 from datetime import datetime
@@ -9,6 +10,8 @@ import asyncpg
 
 from bulwark.common.db import Queryable
 
+_COLUMNS = "SELECT id, title, body, created_at, updated_at, version"
+
 
 async def insert_note(
     conn: Queryable, owner_id: uuid.UUID, title: str, body: str
@@ -16,7 +19,7 @@ async def insert_note(
     """Create a note; return its row."""
     row: asyncpg.Record = await conn.fetchrow(
         "INSERT INTO notes (id, owner_id, title, body) VALUES ($1, $2, $3, $4)"
-        " RETURNING id, title, body, created_at, updated_at",
+        " RETURNING id, title, body, created_at, updated_at, version",
         uuid.uuid4(),
         owner_id,
         title,
@@ -30,7 +33,7 @@ async def get_note(
 ) -> asyncpg.Record | None:
     """The owner's note, or None (also when it belongs to someone else)."""
     row: asyncpg.Record | None = await conn.fetchrow(
-        "SELECT id, title, body, created_at, updated_at FROM notes WHERE id = $1 AND owner_id = $2",
+        _COLUMNS + " FROM notes WHERE id = $1 AND owner_id = $2",
         note_id,
         owner_id,
     )
@@ -46,7 +49,7 @@ async def list_notes(
     """Up to ``limit`` of the owner's notes, newest first, strictly after ``after``."""
     after_time, after_id = after if after else (None, None)
     rows: list[asyncpg.Record] = await conn.fetch(
-        "SELECT id, title, body, created_at, updated_at FROM notes"
+        _COLUMNS + " FROM notes"
         " WHERE owner_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))"
         " ORDER BY created_at DESC, id DESC LIMIT $4",
         owner_id,
@@ -63,24 +66,36 @@ async def update_note(
     note_id: uuid.UUID,
     title: str | None,
     body: str | None,
+    *,
+    versions: list[int] | None,
 ) -> asyncpg.Record | None:
-    """Change the given fields of the owner's note; return the new row, or None."""
+    """Change the given fields of the owner's note and raise its version, provided its
+    version is one of ``versions`` (None: any); return the new row, or None."""
     row: asyncpg.Record | None = await conn.fetchrow(
         "UPDATE notes SET title = COALESCE($3, title), body = COALESCE($4, body),"
-        " updated_at = clock_timestamp() WHERE id = $1 AND owner_id = $2"
-        " RETURNING id, title, body, created_at, updated_at",
+        " version = version + 1, updated_at = clock_timestamp()"
+        " WHERE id = $1 AND owner_id = $2 AND ($5::integer[] IS NULL OR version = ANY($5))"
+        " RETURNING id, title, body, created_at, updated_at, version",
         note_id,
         owner_id,
         title,
         body,
+        versions,
     )
     return row
 
 
-async def delete_note(conn: Queryable, owner_id: uuid.UUID, note_id: uuid.UUID) -> bool:
-    """Delete the owner's note; True when one was deleted."""
+async def delete_note(
+    conn: Queryable, owner_id: uuid.UUID, note_id: uuid.UUID, versions: list[int] | None
+) -> bool:
+    """Delete the owner's note, provided its version is one of ``versions`` (None: any);
+    True when one was deleted."""
     status: str = await conn.execute(
-        "DELETE FROM notes WHERE id = $1 AND owner_id = $2", note_id, owner_id
+        "DELETE FROM notes WHERE id = $1 AND owner_id = $2"
+        " AND ($3::integer[] IS NULL OR version = ANY($3))",
+        note_id,
+        owner_id,
+        versions,
     )
     return status == "DELETE 1"
 

@@ -7,23 +7,30 @@ and has replayed the caller's last write, else on the primary (``bulwark.api.rep
 
 A note of another user answers 404 exactly like a note that does not exist; every such 404
 is also reported to the anomaly detector (``note_not_found``), which runs in the background.
+
+Safe writes (docs/safe-writes.md): a create honours ``Idempotency-Key``
+(``bulwark.api.idempotency``); every note answer carries its strong ``ETag``; ``PATCH``
+requires ``If-Match`` (428 without; 412 when stale) and ``DELETE`` honours it.
 """
 
 import uuid
 from typing import Annotated, Any
 
-from litestar import Controller, Request, delete, get, patch, post
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 
+from bulwark.api import preconditions
 from bulwark.api.anomalies.checks import note_not_found
-from bulwark.api.notes import queries
-from bulwark.api.notes.rules import Cursor, check_text, decode_cursor, encode_cursor
+from bulwark.api.idempotency import Created, IdempotencyKey, create_once
+from bulwark.api.notes import queries, rules
+from bulwark.api.notes.rules import Cursor, check_text, decode_cursor, encode_cursor, etag
 from bulwark.api.notes.schemas import Note, NoteCreate, NotePage, NoteUpdate
 from bulwark.api.replica import NotesDatabases
 from bulwark.common.access_tokens import AccessTokenClaims
-from bulwark.common.db import Record
-from bulwark.common.problems import FieldError, NotFound, ValidationFailed
+from bulwark.common.db import Connection, Record
+from bulwark.common.problems import NotFound
 
 MAX_PAGE_SIZE = 100
 
@@ -35,7 +42,22 @@ def _note(row: Record) -> Note:
         body=row["body"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        version=row["version"],
     )
+
+
+def _answer(row: Record) -> Response[Note]:
+    return Response(_note(row), headers={"ETag": etag(row["version"])})
+
+
+async def _insert(conn: Connection, owner: uuid.UUID, title: str, body: str) -> Created[Note]:
+    row = await queries.insert_note(conn, owner, title, body)
+    headers = {"Location": f"/v1/notes/{row['id']}", "ETag": etag(row["version"])}
+    return Created(_note(row), headers)
+
+
+def _if_match(request: Request[Any, Any, Any]) -> list[str]:
+    return request.headers.getall(preconditions.HEADER, [])
 
 
 class NoteController(Controller):
@@ -49,13 +71,17 @@ class NoteController(Controller):
         data: JSONBody[NoteCreate],
         db: NamedDependency[NotesDatabases],
         caller: NamedDependency[AccessTokenClaims],
-    ) -> Note:
-        """Create a note owned by the caller."""
+        idempotency_key: NamedDependency[IdempotencyKey | None],
+    ) -> Response[Note]:
+        """Create a note owned by the caller (once per ``Idempotency-Key``)."""
         title = check_text("title", data.title, multiline=False)
         body = check_text("body", data.body, multiline=True)
         owner = uuid.UUID(caller.sub)
-        return _note(
-            await db.write(caller.sub, lambda conn: queries.insert_note(conn, owner, title, body))
+        return await db.write(
+            caller.sub,
+            lambda primary: create_once(
+                primary, idempotency_key, data, Note, lambda c: _insert(c, owner, title, body)
+            ),
         )
 
     @get(operation_id="listNotes")
@@ -86,14 +112,14 @@ class NoteController(Controller):
         note_id: FromPath[uuid.UUID],
         db: NamedDependency[NotesDatabases],
         caller: NamedDependency[AccessTokenClaims],
-    ) -> Note:
-        """One of the caller's notes (404 for anyone else's)."""
+    ) -> Response[Note]:
+        """One of the caller's notes (404 for anyone else's), with its ``ETag``."""
         owner = uuid.UUID(caller.sub)
         row = await db.read(caller.sub, lambda conn: queries.get_note(conn, owner, note_id))
         if row is None:
             note_not_found(request, caller, note_id, "read")
             raise NotFound("No such note.")
-        return _note(row)
+        return _answer(row)
 
     @patch("/{note_id:uuid}", operation_id="updateNote")
     async def update(
@@ -103,20 +129,27 @@ class NoteController(Controller):
         data: JSONBody[NoteUpdate],
         db: NamedDependency[NotesDatabases],
         caller: NamedDependency[AccessTokenClaims],
-    ) -> Note:
-        """Change the title and/or body of one of the caller's notes."""
-        if data.title is None and data.body is None:
-            raise ValidationFailed([FieldError("body", "give title or body")])
-        title = check_text("title", data.title, multiline=False) if data.title is not None else None
-        body = check_text("body", data.body, multiline=True) if data.body is not None else None
+    ) -> Response[Note]:
+        """Change the title and/or body of one of the caller's notes, if ``If-Match`` (required)
+        names its current ``ETag``."""
+        if_match = preconditions.require_if_match(_if_match(request))
+        title = (
+            None
+            if data.title is msgspec.UNSET
+            else check_text("title", data.title, multiline=False)
+        )
+        body = None if data.body is msgspec.UNSET else check_text("body", data.body, multiline=True)
         owner = uuid.UUID(caller.sub)
         row = await db.write(
-            caller.sub, lambda conn: queries.update_note(conn, owner, note_id, title, body)
+            caller.sub,
+            lambda conn: rules.change_note(
+                conn, owner, note_id, title=title, body=body, if_match=if_match
+            ),
         )
         if row is None:
             note_not_found(request, caller, note_id, "update")
             raise NotFound("No such note.")
-        return _note(row)
+        return _answer(row)
 
     @delete("/{note_id:uuid}", operation_id="deleteNote", status_code=204)
     async def remove(
@@ -126,8 +159,11 @@ class NoteController(Controller):
         db: NamedDependency[NotesDatabases],
         caller: NamedDependency[AccessTokenClaims],
     ) -> None:
-        """Delete one of the caller's notes."""
+        """Delete one of the caller's notes (if it matches ``If-Match``, when given)."""
+        if_match = preconditions.parse_if_match(_if_match(request))
         owner = uuid.UUID(caller.sub)
-        if not await db.write(caller.sub, lambda conn: queries.delete_note(conn, owner, note_id)):
+        if not await db.write(
+            caller.sub, lambda conn: rules.delete_note(conn, owner, note_id, if_match)
+        ):
             note_not_found(request, caller, note_id, "delete")
             raise NotFound("No such note.")

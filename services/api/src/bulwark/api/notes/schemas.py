@@ -19,10 +19,18 @@ class NoteCreate(Schema, frozen=True):
 
 
 class NoteUpdate(Schema, frozen=True):
-    """``PATCH /v1/notes/{id}``: the fields to change; at least one."""
+    """``PATCH /v1/notes/{id}``: the fields to change, at least one (JSON Schema:
+    ``minProperties: 1``, no other property, no ``null``). Any other field (``id``,
+    ``ownerId``, ``version``, ``createdAt``, ...) is refused by name (400)."""
 
-    title: Title | None = None
-    body: Body | None = None
+    title: Title | msgspec.UnsetType = msgspec.UNSET
+    body: Body | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        """Refuse an empty change (msgspec turns this into a 400)."""
+        super().__post_init__()
+        if self.title is msgspec.UNSET and self.body is msgspec.UNSET:
+            raise ValueError("give at least one of title, body")
 
 
 class Note(Schema, frozen=True):
@@ -33,6 +41,8 @@ class Note(Schema, frozen=True):
     body: str
     created_at: datetime
     updated_at: datetime
+    #: Raised by every update; the note's ``ETag`` is this number in quotes (``"3"``).
+    version: int
 
 
 class NotePage(Schema, frozen=True):
