@@ -74,8 +74,10 @@ def test_every_bad_field_of_a_note_is_named_at_once(stack: RunningStack) -> None
     nul = {"title": "a\u0000", "body": "b\u0000"}
     assert _fields(httpx.patch(url, json=nul, headers=headers)) == ["title", "body"]
     # Nothing was changed, and a valid body is unaffected.
-    assert httpx.get(url, headers=headers).json()["title"] == "t"
-    updated = httpx.patch(url, json={"title": "u"}, headers=headers)
+    current = httpx.get(url, headers=headers)
+    assert current.json()["title"] == "t"
+    if_match = {**headers, "If-Match": current.headers["etag"]}
+    updated = httpx.patch(url, json={"title": "u"}, headers=if_match)
     assert (updated.status_code, updated.json()["title"]) == (200, "u")
 
 
