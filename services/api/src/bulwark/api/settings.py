@@ -6,6 +6,7 @@ from typing import Literal
 
 import msgspec
 
+from bulwark.common.app_versions.manifest import MAX_REFRESH_SECONDS
 from bulwark.common.db import PoolMode
 from bulwark.common.http import HttpLimits, TrustedProxies
 from bulwark.common.metrics import MetricsEndpoint
@@ -13,6 +14,7 @@ from bulwark.common.rate_limits import FailureMode
 from bulwark.common.settings import (
     Environment,
     SettingsError,
+    env_app_versions_cache_seconds,
     env_database_url,
     env_environment,
     env_failure_modes,
@@ -97,6 +99,10 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     anomaly_burst_cooldown: int = 3600
     anomaly_foreign_threshold: int = 5
     anomaly_foreign_window: int = 600
+    #: Seconds between reads of the minimum-app-version manifest (``APP_VERSIONS_CACHE_SECONDS``,
+    #: 1 to 30): a change is in force at this replica within that, plus one read's deadline
+    #: (``database_timeout``). docs/app-versions.md.
+    app_versions_cache_seconds: int = MAX_REFRESH_SECONDS
     log_level: str = "INFO"
 
     def fails_open(self, endpoint: str) -> bool:
@@ -175,5 +181,6 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
         anomaly_burst_cooldown=env_int(env, "ANOMALY_BURST_COOLDOWN_SECONDS", 3600, minimum=1),
         anomaly_foreign_threshold=env_int(env, "ANOMALY_FOREIGN_THRESHOLD", 5, minimum=1),
         anomaly_foreign_window=env_int(env, "ANOMALY_FOREIGN_WINDOW_SECONDS", 600, minimum=1),
+        app_versions_cache_seconds=env_app_versions_cache_seconds(env),
         log_level=env_str(env, "LOG_LEVEL", "INFO"),
     )
