@@ -77,6 +77,7 @@ async def test_a_failed_read_keeps_the_last_manifest_logs_once_and_counts(
     with structlog.testing.capture_logs() as logs:
         assert not await cache.refresh(store.load)
         assert not await cache.refresh(store.load)
+        assert cache.current == {"ios": V3}
         store.failing = False
         store.manifest = {}
         assert await cache.refresh(store.load)
