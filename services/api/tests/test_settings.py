@@ -98,3 +98,11 @@ def test_write_positions_outlast_the_replica_lag_bound() -> None:
     # A position dropped before the bound covers its write would let the writer miss it.
     with pytest.raises(SettingsError, match="READ_YOUR_WRITES_SECONDS"):
         from_env({**BASE, "REPLICA_MAX_LAG_SECONDS": "30", "READ_YOUR_WRITES_SECONDS": "20"})
+
+
+def test_the_app_versions_are_read_at_most_every_30_seconds() -> None:
+    assert from_env(BASE).app_versions_cache_seconds == 30
+    assert from_env({**BASE, "APP_VERSIONS_CACHE_SECONDS": "1"}).app_versions_cache_seconds == 1
+    for bad in ("0", "31", "soon"):
+        with pytest.raises(SettingsError, match="APP_VERSIONS_CACHE_SECONDS"):
+            from_env({**BASE, "APP_VERSIONS_CACHE_SECONDS": bad})
