@@ -29,8 +29,8 @@ from bulwark.common.problems import FieldError, Problem, ValidationFailed
 
 #: Route templates never checked: probes, key and discovery documents (fetched by services
 #: and libraries that send no app headers), the development OpenAPI schema.
-EXEMPT_ROUTES = frozenset({"/healthz", "/readyz"})
-EXEMPT_PREFIXES = ("/.well-known/", "/schema")
+EXEMPT_ROUTES = frozenset({"/healthz", "/readyz", "/schema"})
+EXEMPT_PREFIXES = ("/.well-known/", "/schema/")
 #: The answers of this check depend on request headers: no cache may keep one.
 _NOT_STORED = {"Cache-Control": "no-store"}
 
