@@ -58,7 +58,7 @@ def test_an_older_or_unnamed_version_must_upgrade(versions: list[str]) -> None:
     [
         ([], ["9.0.0"], "X-Platform"),  # omitting the platform is no way around a minimum
         (["web"], ["9.0.0"], "X-Platform"),
-        (["ios", "android"], ["9.0.0"], "X-Platform"),
+        (["ios", "ios"], ["9.0.0"], "X-Platform"),
         (["android"], ["9.0.0"], None),  # passes: shown for contrast below
         (["ios"], ["3.2"], "X-App-Version"),
         (["ios"], ["03.2.0"], "X-App-Version"),
@@ -138,13 +138,24 @@ def test_a_current_app_is_served() -> None:
     assert response.status_code == 200, response.text
 
 
+def test_each_malformed_platform_header_is_named_for_what_it_is() -> None:
+    messages = {}
+    for platforms in ([], ["web"], ["ios", "ios"]):
+        with pytest.raises(ValidationFailed) as refused:
+            judge(IOS_ONLY, platforms, ["9.0.0"])
+        messages[len(platforms)] = refused.value.errors[0].message
+    assert messages == {
+        0: "is required",
+        1: "must be one of ios, android",
+        2: "must be given once",
+    }
+
+
 def test_a_request_without_headers_is_refused_once_a_minimum_is_set() -> None:
     with _client(IOS_ONLY) as client:
         response = client.post("/v1/things", json={"a": 1})
     assert response.status_code == 400
-    assert response.json()["errors"] == [
-        {"field": "X-Platform", "message": "is required: one of ios, android"}
-    ]
+    assert response.json()["errors"] == [{"field": "X-Platform", "message": "is required"}]
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/.well-known/jwks.json", "/v1/app-versions"])

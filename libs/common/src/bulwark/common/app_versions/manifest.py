@@ -65,11 +65,14 @@ async def fetch_manifest(client: httpx.AsyncClient, url: str) -> Manifest:
         ValueError: the body is too long, not an `AppVersions`, or holds a malformed
             version (`msgspec.ValidationError`, `MalformedVersion` are ValueErrors).
     """
-    response = await client.get(url)
-    response.raise_for_status()
-    if len(response.content) > MAX_MANIFEST_BYTES:
-        raise ValueError("the manifest is too long")
-    body = msgspec.json.decode(response.content, type=AppVersions)
+    content = bytearray()
+    async with client.stream("GET", url) as response:
+        response.raise_for_status()
+        async for chunk in response.aiter_bytes():
+            content += chunk
+            if len(content) > MAX_MANIFEST_BYTES:  # read no further
+                raise ValueError("the manifest is too long")
+    body = msgspec.json.decode(content, type=AppVersions)
     return {platform: parse_version(text) for platform, text in body.minimum_versions.items()}
 
 

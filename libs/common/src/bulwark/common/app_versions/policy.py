@@ -82,10 +82,12 @@ def judge(manifest: Manifest | None, platforms: list[str], versions: list[str]) 
     """
     if not manifest:
         return
-    platform = platform_named(platforms[0]) if len(platforms) == 1 else None
-    if platform is None:
+    if len(platforms) != 1:
         message = "must be given once" if platforms else "is required"
-        raise _refused([FieldError("X-Platform", f"{message}: one of {', '.join(PLATFORMS)}")])
+        raise _refused([FieldError("X-Platform", message)])
+    platform = platform_named(platforms[0])
+    if platform is None:
+        raise _refused([FieldError("X-Platform", f"must be one of {', '.join(PLATFORMS)}")])
     minimum = manifest.get(platform)
     if minimum is None:
         return
