@@ -6,14 +6,18 @@ machine's server. Expected: requests that need the database answer 503 problem+j
 ``Retry-After`` within the database timeout (never a 500, never a hang), ``/readyz`` answers
 503 within its own deadline, each service logs one warning per outage (no traceback per
 request), requests that need no database keep working, everything recovers without a
-restart, and logins refused by the outage never count as failures against their address.
+restart, and logins refused by the outage never count as failures against their address;
+the minimum app versions read before the outage stay in force through it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import Callable
 
+import asyncpg
 import httpx
 import pytest
 
@@ -24,6 +28,9 @@ from .helpers import MobileUser, bearer, login, register
 from .outages import resume, stall
 
 DB_TIMEOUT = 1.0
+APP_VERSIONS_CACHE_SECONDS = 1
+# A change of the minimum app versions is in force within one read period and one read.
+READ_BOUND = APP_VERSIONS_CACHE_SECONDS + DB_TIMEOUT + 3
 # A request that needs the database waits at most for a connection and for one statement.
 BOUND = 2 * DB_TIMEOUT + 1.0
 READY_SLACK = 0.75
@@ -37,7 +44,8 @@ def postgres(throwaway_postgres: EmbeddedPostgres) -> EmbeddedPostgres:
 @pytest.fixture(scope="module")
 def own(stack_factory: StackFactory, postgres: EmbeddedPostgres) -> RunningStack:
     env = {"DATABASE_TIMEOUT_SECONDS": str(DB_TIMEOUT)}
-    return stack_factory(databases=databases_on(postgres.url), env={"auth": env, "api": env})
+    api = {**env, "APP_VERSIONS_CACHE_SECONDS": str(APP_VERSIONS_CACHE_SECONDS)}
+    return stack_factory(databases=databases_on(postgres.url), env={"auth": env, "api": api})
 
 
 def _timed(method: str, url: str, **kwargs: object) -> tuple[httpx.Response, float]:
@@ -176,4 +184,58 @@ def test_logins_refused_by_an_outage_do_not_count_against_the_address(
     assert answer.status_code == 200, answer.text
     login(own.auth_url, users[0])
     login(own.auth_url, persistent)  # 8 attempts refused by the outage never counted
+    _check_logs_clean(own)
+
+
+def _sql(url: str, statement: str) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def _until(done: Callable[[], bool], seconds: float) -> None:
+    give_up = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < give_up, f"not done within {seconds} s"
+        time.sleep(0.1)
+
+
+def test_the_minimum_app_versions_stay_in_force_while_postgres_is_down(
+    own: RunningStack, postgres: EmbeddedPostgres
+) -> None:
+    """docs/app-versions.md: a failed read keeps the last manifest (set here in SQL; the
+    operator's command is tested in test_app_versions.py)."""
+    _user, headers = _session(own)
+    me, published = f"{own.api_url}/v1/me", f"{own.api_url}/v1/app-versions"
+    old, current = {**headers, "X-App-Version": "1.0.0"}, {**headers, "X-App-Version": "2.0.0"}
+    api_db = own.databases["api"]
+    _sql(api_db, "INSERT INTO app_versions (platform, minimum_version) VALUES ('ios', '2.0.0')")
+    try:
+        _until(
+            lambda: httpx.get(me, headers=old).status_code == 426, APP_VERSIONS_CACHE_SECONDS + 5
+        )
+        failed_reads = own.log("api").count('"event":"app_versions_unavailable"')
+        postgres.stop()
+        try:
+            _until(
+                lambda: own.log("api").count('"event":"app_versions_unavailable"') > failed_reads,
+                READ_BOUND,
+            )
+            # /v1/me needs no database: the policy still answers from the last manifest.
+            assert httpx.get(me, headers=old).status_code == 426
+            assert httpx.get(me, headers=current).status_code == 200
+            assert httpx.get(published).json() == {"minimumVersions": {"ios": "2.0.0"}}
+        finally:
+            postgres.start()
+    finally:
+        _eventually_ok("GET", f"{own.api_url}/readyz")
+        _sql(api_db, "DELETE FROM app_versions")
+        _until(
+            lambda: httpx.get(me, headers=old).status_code == 200, APP_VERSIONS_CACHE_SECONDS + 5
+        )
     _check_logs_clean(own)

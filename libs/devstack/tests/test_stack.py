@@ -109,6 +109,7 @@ def test_bulwark_services_wire_urls_and_isolate_variables(tmp_path: Path) -> Non
     assert specs["api"].env["LOG_LEVEL"] == "info"
     assert specs["api"].env["DATABASE_URL"] == "postgresql://h/b"
     assert specs["api"].env["JWKS_URL"] == "http://127.0.0.1:9001/.well-known/jwks.json"
+    assert specs["auth"].env["APP_VERSIONS_URL"] == "http://127.0.0.1:9000/v1/app-versions"
     assert specs["api"].env["ISSUER"] == specs["auth"].env["ISSUER"] == "http://127.0.0.1:9001"
     assert specs["api"].env["RATELIMIT_TARGET"] == "127.0.0.1:9051"
     assert "DATABASE_URL" not in specs["ratelimit"].env

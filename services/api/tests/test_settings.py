@@ -105,3 +105,11 @@ def test_idempotency_keys_are_kept_a_day_unless_told() -> None:
     assert from_env({**BASE, "IDEMPOTENCY_KEY_TTL_SECONDS": "3600"}).idempotency_key_ttl == 3600
     with pytest.raises(SettingsError, match="IDEMPOTENCY_KEY_TTL_SECONDS"):
         from_env({**BASE, "IDEMPOTENCY_KEY_TTL_SECONDS": "0"})
+
+
+def test_the_app_versions_are_read_at_most_every_30_seconds() -> None:
+    assert from_env(BASE).app_versions_cache_seconds == 30
+    assert from_env({**BASE, "APP_VERSIONS_CACHE_SECONDS": "1"}).app_versions_cache_seconds == 1
+    for bad in ("0", "31", "soon"):
+        with pytest.raises(SettingsError, match="APP_VERSIONS_CACHE_SECONDS"):
+            from_env({**BASE, "APP_VERSIONS_CACHE_SECONDS": bad})

@@ -93,3 +93,24 @@ def test_trusted_proxies_default_to_none() -> None:
     assert [str(n) for n in trusted] == ["10.0.0.0/8", "127.0.0.1/32"]
     with pytest.raises(SettingsError, match="TRUSTED_PROXIES"):
         from_env({**base, "TRUSTED_PROXIES": "10.0.0.0/33"})
+
+
+def test_the_app_versions_url_is_required_outside_development_and_read_at_most_every_30_s() -> None:
+    local = from_env({"DATABASE_URL": "postgresql://x/y"})
+    assert local.app_versions_url == "http://127.0.0.1:8000/v1/app-versions"
+    assert local.app_versions_cache_seconds == 30
+    production = {
+        "BULWARK_ENV": "production",
+        "DATABASE_URL": "postgresql://x/y",
+        "ISSUER": "https://auth.example",
+        "KEYS_DIR": "/k",
+        "REDIS_URL": "rediss://cache:6380/0",
+        "EMAIL_FINGERPRINT_KEY": "k" * 32,
+    }
+    with pytest.raises(SettingsError, match="APP_VERSIONS_URL"):
+        from_env(production)
+    url = "http://bulwark-api:8000/v1/app-versions"
+    assert from_env({**production, "APP_VERSIONS_URL": url}).app_versions_url == url
+    for bad in ("0", "31", "soon"):
+        with pytest.raises(SettingsError, match="APP_VERSIONS_CACHE_SECONDS"):
+            from_env({"DATABASE_URL": "postgresql://x/y", "APP_VERSIONS_CACHE_SECONDS": bad})

@@ -185,6 +185,12 @@ class _Instruments:
             description="Rate-limit calls of an HTTP service that got no decision (the "
             "limiter down, too slow, or its Redis failing closed), by gRPC code.",
         )
+        self.app_versions_refresh_failures: Counter = meter.create_counter(
+            "bulwark.app_versions.refresh_failures",
+            unit="{read}",
+            description="Reads of the minimum-app-version manifest that failed (the last "
+            "manifest read stays in force), by source.",
+        )
 
 
 class _Installed:
@@ -261,10 +267,12 @@ def _start_counters_at_zero(service: str) -> None:
             instruments.db_unavailable.add(0, {"pool": "request", "reason": reason})
         instruments.ratelimit_calls.add(0)
     if service == "api":
+        instruments.app_versions_refresh_failures.add(0, {"source": "database"})
         for fallback in get_args(ReplicaFallbackReason):
             instruments.replica_fallbacks.add(0, {"reason": fallback})
         instruments.ratelimit_unanswered.add(0, {"grpc_code": "UNAVAILABLE"})
     if service == "auth":
+        instruments.app_versions_refresh_failures.add(0, {"source": "api"})
         for reason in get_args(LoginFailureReason):
             instruments.login_failures.add(0, {"reason": reason})
         instruments.refresh_reuse.add(0)
@@ -362,3 +370,10 @@ def count_replica_fallback(reason: ReplicaFallbackReason) -> None:
     `ReplicaFallbackReason`)."""
     if (instruments := _installed.instruments) is not None:
         instruments.replica_fallbacks.add(1, {"reason": reason})
+
+
+def count_app_versions_refresh_failure(source: str) -> None:
+    """Count one failed read of the minimum-app-version manifest from ``source``
+    (``database`` at the API, ``api`` at the auth service); the last one read stays in force."""
+    if (instruments := _installed.instruments) is not None:
+        instruments.app_versions_refresh_failures.add(1, {"source": source})

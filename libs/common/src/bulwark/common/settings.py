@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Literal, get_args
 from urllib.parse import urlsplit
 
+from bulwark.common.app_versions.manifest import MAX_REFRESH_SECONDS
 from bulwark.common.db import POOL_MODES, PoolMode
 from bulwark.common.http import HttpLimits, TrustedProxies, parse_trusted_proxies
 from bulwark.common.metrics import MetricsEndpoint
@@ -243,3 +244,16 @@ def env_http_limits(environ: Mapping[str, str]) -> HttpLimits:
             environ, "HTTP_QUEUE_TIMEOUT_SECONDS", default.queue_timeout, minimum=0.0
         ),
     )
+
+
+def env_app_versions_cache_seconds(environ: Mapping[str, str]) -> int:
+    """``APP_VERSIONS_CACHE_SECONDS``: how often a process reads the minimum-app-version
+    manifest, 1 to 30 seconds (default 30; docs/app-versions.md).
+
+    Raises:
+        SettingsError: not an integer, or outside 1 to 30.
+    """
+    seconds = env_int(environ, "APP_VERSIONS_CACHE_SECONDS", MAX_REFRESH_SECONDS, minimum=1)
+    if seconds > MAX_REFRESH_SECONDS:
+        raise SettingsError(f"APP_VERSIONS_CACHE_SECONDS must be at most {MAX_REFRESH_SECONDS}")
+    return seconds

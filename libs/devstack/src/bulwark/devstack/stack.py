@@ -66,6 +66,8 @@ SERVICE_VARIABLES = frozenset(
         "ANOMALY_FOREIGN_THRESHOLD",
         "ANOMALY_FOREIGN_WINDOW_SECONDS",
         "JWKS_URL",
+        "APP_VERSIONS_URL",
+        "APP_VERSIONS_CACHE_SECONDS",
         "METRICS_HOST",
         "METRICS_PORT",
         # Each service names itself (bulwark-api ...); the other OTEL_* variables pass through.
@@ -470,6 +472,8 @@ class StackConfig:
                 "PORT": str(self.auth_port),
                 "DATABASE_URL": self.auth_database_url,
                 "KEYS_DIR": str(self.keys_dir),
+                # The API publishes the minimum app versions; auth applies them too.
+                "APP_VERSIONS_URL": f"{self.api_url}/v1/app-versions",
                 "ISSUER": issuer,
                 "AUDIENCE": self.audience,
                 "RATELIMIT_TARGET": self.ratelimit_target,

@@ -11,6 +11,8 @@ from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
 
 from bulwark.api.anomalies.checks import ApiAnomalies
+from bulwark.api.app_versions import queries as app_version_queries
+from bulwark.api.app_versions.routes import app_versions
 from bulwark.api.caller import caller
 from bulwark.api.idempotency import idempotency_key, sweeping
 from bulwark.api.notes.routes import NoteController
@@ -18,6 +20,8 @@ from bulwark.api.replica import NotesDatabases
 from bulwark.api.settings import ApiSettings
 from bulwark.api.write_positions import WritePositions
 from bulwark.common.access_tokens import AccessTokenClaims, AccessTokenVerifier, JwksCache
+from bulwark.common.app_versions.manifest import ManifestCache
+from bulwark.common.app_versions.policy import AppVersionPolicy
 from bulwark.common.db import Database, open_database
 from bulwark.common.health import healthz
 from bulwark.common.http import ASGIApp, RequestContextMiddleware
@@ -91,6 +95,11 @@ async def open_replica(settings: ApiSettings) -> tuple[Database | None, WritePos
 
 def create_app(settings: ApiSettings) -> ASGIApp:
     """The resource API as an ASGI app; pools and clients open in its lifespan."""
+    manifests = ManifestCache(
+        source="database",
+        refresh_seconds=settings.app_versions_cache_seconds,
+        timeout_seconds=settings.database_timeout,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -131,23 +140,29 @@ def create_app(settings: ApiSettings) -> ASGIApp:
         )
         try:
             databases.start()
-            app.state.update(
-                settings=settings,
-                schema=SchemaCheck(db, MIGRATIONS),
-                db=db,
-                databases=databases,
-                anomalies=anomalies,
-                jwks=jwks,
-                ratelimit=ratelimit,
-                revocations=revocations,
-                verifier=AccessTokenVerifier(
-                    jwks,
-                    issuer=settings.issuer,
-                    audience=settings.audience,
-                    max_lifetime=settings.access_token_ttl,
-                ),
-            )
-            async with sweeping(db):  # expired Idempotency-Keys, in a task of its own
+            # The manifest is read before the first request, then every
+            # APP_VERSIONS_CACHE_SECONDS in the background (docs/app-versions.md).
+            async with (
+                manifests.kept_fresh(lambda: app_version_queries.load_manifest(db)),
+                sweeping(db),  # expired Idempotency-Keys, in a task of its own
+            ):
+                app.state.update(
+                    settings=settings,
+                    schema=SchemaCheck(db, MIGRATIONS),
+                    db=db,
+                    databases=databases,
+                    anomalies=anomalies,
+                    jwks=jwks,
+                    app_versions=manifests,
+                    ratelimit=ratelimit,
+                    revocations=revocations,
+                    verifier=AccessTokenVerifier(
+                        jwks,
+                        issuer=settings.issuer,
+                        audience=settings.audience,
+                        max_lifetime=settings.access_token_ttl,
+                    ),
+                )
                 yield
         finally:
             await databases.aclose()
@@ -164,7 +179,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
 
     v1 = Router(
         path="/v1",
-        route_handlers=[me, NoteController],
+        route_handlers=[me, NoteController, app_versions],
         # No dependency holds a database connection: routes take one in an ``async with``
         # block after ``caller`` has authenticated and rate-limited the request.
         dependencies={
@@ -175,6 +190,8 @@ def create_app(settings: ApiSettings) -> ASGIApp:
     )
     app = Litestar(
         route_handlers=[healthz, readyz, v1],
+        # Before the body is read and the caller authenticated (docs/app-versions.md).
+        middleware=[AppVersionPolicy(manifests, exempt_routes={"/v1/app-versions"})],
         before_request=strict_json_bodies(),
         exception_handlers=exception_handlers,
         lifespan=[lifespan],

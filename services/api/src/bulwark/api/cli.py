@@ -1,14 +1,17 @@
-"""``bulwark-api``: run the resource API, review anomaly flags.
+"""``bulwark-api``: run the resource API, review anomaly flags, set minimum app versions.
 
 bulwark-api serve                    run the HTTP service (default)
 bulwark-api migrate                  apply pending migrations to DATABASE_URL, then exit
 bulwark-api flags list|review ...    the anomaly flags in DATABASE_URL (docs/anomalies.md)
+bulwark-api app-versions list|set|unset ...
+                                     minimum app versions in DATABASE_URL (docs/app-versions.md)
 """
 
 import os
 import sys
 
 from bulwark.api.app import MIGRATIONS, create_app
+from bulwark.api.app_versions import commands as app_version_commands
 from bulwark.api.settings import from_env
 from bulwark.common import flag_commands
 from bulwark.common.command_line import CommandParser
@@ -47,12 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("serve", help="run the HTTP service")
     commands.add_parser("migrate", help="apply pending migrations, then exit")
     flag_commands.add_parser(commands)
+    app_version_commands.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "migrate":
         return run_migrate_command("bulwark-api", MIGRATIONS, os.environ)
     try:
         if args.command == "flags":
             return flag_commands.run(args, program="bulwark-api")
+        if args.command == "app-versions":
+            return app_version_commands.run(args)
         return _serve()
     except (SettingsError, MetricsBindError) as error:
         print(f"bulwark-api: configuration error: {error}", file=sys.stderr)

@@ -6,6 +6,7 @@ from typing import Literal
 
 import msgspec
 
+from bulwark.common.app_versions.manifest import MAX_REFRESH_SECONDS
 from bulwark.common.db import PoolMode
 from bulwark.common.http import HttpLimits, TrustedProxies
 from bulwark.common.metrics import MetricsEndpoint
@@ -13,6 +14,7 @@ from bulwark.common.rate_limits import FailureMode
 from bulwark.common.settings import (
     Environment,
     SettingsError,
+    env_app_versions_cache_seconds,
     env_database_url,
     env_environment,
     env_failure_modes,
@@ -100,6 +102,10 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: Seconds the first answer to an ``Idempotency-Key`` is replayed
     #: (``IDEMPOTENCY_KEY_TTL_SECONDS``, 24 h; docs/safe-writes.md).
     idempotency_key_ttl: int = 86400
+    #: Seconds between reads of the minimum-app-version manifest (``APP_VERSIONS_CACHE_SECONDS``,
+    #: 1 to 30): a change is in force at this replica within that, plus one read's deadline
+    #: (``database_timeout``). docs/app-versions.md.
+    app_versions_cache_seconds: int = MAX_REFRESH_SECONDS
     log_level: str = "INFO"
 
     def fails_open(self, endpoint: str) -> bool:
@@ -179,5 +185,6 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
         anomaly_foreign_threshold=env_int(env, "ANOMALY_FOREIGN_THRESHOLD", 5, minimum=1),
         anomaly_foreign_window=env_int(env, "ANOMALY_FOREIGN_WINDOW_SECONDS", 600, minimum=1),
         idempotency_key_ttl=env_int(env, "IDEMPOTENCY_KEY_TTL_SECONDS", 86400, minimum=1),
+        app_versions_cache_seconds=env_app_versions_cache_seconds(env),
         log_level=env_str(env, "LOG_LEVEL", "INFO"),
     )

@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import cast
 
+import httpx
 from joserfc.jwk import ECKey, RSAKey
 from litestar import Litestar, get
 from litestar.datastructures import State
@@ -24,9 +25,11 @@ from bulwark.auth.passwords import PasswordHasher
 from bulwark.auth.sessions.ending import SessionEnder
 from bulwark.auth.sessions.revocations import resync_forever
 from bulwark.auth.sessions.routes import SessionController
-from bulwark.auth.settings import AuthSettings
+from bulwark.auth.settings import APP_VERSIONS_TIMEOUT_SECONDS, AuthSettings
 from bulwark.auth.users.routes import UserController
 from bulwark.common.access_tokens import AccessTokenVerifier
+from bulwark.common.app_versions.manifest import ManifestCache, fetch_manifest
+from bulwark.common.app_versions.policy import AppVersionPolicy
 from bulwark.common.db import Database, open_database
 from bulwark.common.health import healthz
 from bulwark.common.http import ASGIApp, RequestContextMiddleware
@@ -66,6 +69,12 @@ async def readyz(state: State) -> dict[str, str]:
 
 def create_app(settings: AuthSettings) -> ASGIApp:
     """The auth service as an ASGI app; pools and clients open in its lifespan."""
+    # The API's manifest, read from its GET /v1/app-versions, never from its database.
+    manifests = ManifestCache(
+        source="api",
+        refresh_seconds=settings.app_versions_cache_seconds,
+        timeout_seconds=APP_VERSIONS_TIMEOUT_SECONDS,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -102,6 +111,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             pool_mode=settings.database_pool_mode,
         )
         login_anomalies = LoginAnomalies(detector_db, settings)
+        manifest_client = httpx.AsyncClient(timeout=APP_VERSIONS_TIMEOUT_SECONDS)
         revocation_resync: asyncio.Task[None] | None = None
         key_watcher: asyncio.Task[None] | None = None
         try:
@@ -130,24 +140,29 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             key_watcher = asyncio.create_task(
                 key_folder.watch(publish_removed=publish_removed), name="key-folder-watch"
             )
-            app.state.update(
-                settings=settings,
-                schema=SchemaCheck(db, MIGRATIONS),
-                signing_keys=keys,
-                db=db,
-                session_ender=SessionEnder(db, revocations, settings.access_token_ttl),
-                password_hasher=hasher,
-                ratelimit=ratelimit,
-                revocations=revocations,
-                login_anomalies=login_anomalies,
-                verifier=AccessTokenVerifier(
-                    LocalKeys(keys),
-                    issuer=settings.issuer,
-                    audience=settings.audience,
-                    max_lifetime=settings.access_token_ttl,
-                ),
-            )
-            yield
+            # Read before the first request when the API answers, then in the background;
+            # until a first read succeeds no minimum applies (docs/app-versions.md).
+            async with manifests.kept_fresh(
+                lambda: fetch_manifest(manifest_client, settings.app_versions_url)
+            ):
+                app.state.update(
+                    settings=settings,
+                    schema=SchemaCheck(db, MIGRATIONS),
+                    signing_keys=keys,
+                    db=db,
+                    session_ender=SessionEnder(db, revocations, settings.access_token_ttl),
+                    password_hasher=hasher,
+                    ratelimit=ratelimit,
+                    revocations=revocations,
+                    login_anomalies=login_anomalies,
+                    verifier=AccessTokenVerifier(
+                        LocalKeys(keys),
+                        issuer=settings.issuer,
+                        audience=settings.audience,
+                        max_lifetime=settings.access_token_ttl,
+                    ),
+                )
+                yield
         finally:
             if key_watcher is not None:
                 key_watcher.cancel()
@@ -155,6 +170,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             if revocation_resync is not None:
                 revocation_resync.cancel()
                 await asyncio.gather(revocation_resync, return_exceptions=True)
+            await manifest_client.aclose()
             await login_anomalies.aclose()
             await detector_db.close()
             await revocations.aclose()
@@ -190,6 +206,8 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             "db": Provide(provide_database, sync_to_thread=False),
             "ender": Provide(provide_session_ender, sync_to_thread=False),
         },
+        # Before the body is read, any rate limit or password hash (docs/app-versions.md).
+        middleware=[AppVersionPolicy(manifests)],
         before_request=strict_json_bodies(form_paths=("/oauth2/",)),
         exception_handlers={**exception_handlers, OAuthError: on_oauth_error},
         lifespan=[lifespan],

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import msgspec
 
+from bulwark.common.app_versions.manifest import MAX_REFRESH_SECONDS
 from bulwark.common.db import PoolMode
 from bulwark.common.http import HttpLimits, TrustedProxies
 from bulwark.common.metrics import MetricsEndpoint
@@ -13,6 +14,7 @@ from bulwark.common.rate_limits import FailureMode
 from bulwark.common.settings import (
     Environment,
     SettingsError,
+    env_app_versions_cache_seconds,
     env_database_url,
     env_environment,
     env_failure_modes,
@@ -27,6 +29,8 @@ from bulwark.common.settings import (
     env_trusted_proxies,
 )
 
+#: Longest wait for one read of ``APP_VERSIONS_URL`` (connect, send, answer), in seconds.
+APP_VERSIONS_TIMEOUT_SECONDS = 2.0
 #: What each rate-limited endpoint does when the rate-limit service cannot answer within
 #: ``RATELIMIT_TIMEOUT_MS`` (``RATELIMIT_FAILURE_MODES`` overrides entries). Login fails
 #: closed (503): an unlimited login window is an open door to credential stuffing.
@@ -84,6 +88,12 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
     argon2_memory_kib: int = 19456
     argon2_time_cost: int = 2
     argon2_parallelism: int = 1
+    #: Where the resource API publishes the minimum app versions (``APP_VERSIONS_URL``,
+    #: its ``GET /v1/app-versions``; required outside development and test), read every
+    #: ``app_versions_cache_seconds`` (``APP_VERSIONS_CACHE_SECONDS``, 1 to 30), each read
+    #: waiting at most `APP_VERSIONS_TIMEOUT_SECONDS`. docs/app-versions.md.
+    app_versions_url: str
+    app_versions_cache_seconds: int = MAX_REFRESH_SECONDS
     log_level: str = "INFO"
     email_fingerprint_key: bytes = b""
 
@@ -165,6 +175,10 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
         argon2_memory_kib=env_int(env, "ARGON2_MEMORY_KIB", 19456, minimum=19456),
         argon2_time_cost=env_int(env, "ARGON2_TIME_COST", 2, minimum=2),
         argon2_parallelism=env_int(env, "ARGON2_PARALLELISM", 1, minimum=1),
+        app_versions_url=env_str(
+            env, "APP_VERSIONS_URL", "http://127.0.0.1:8000/v1/app-versions" if local else None
+        ),
+        app_versions_cache_seconds=env_app_versions_cache_seconds(env),
         log_level=env_str(env, "LOG_LEVEL", "INFO"),
         email_fingerprint_key=_email_fingerprint_key(env, local=local),
     )
