@@ -98,3 +98,45 @@ def test_write_positions_outlast_the_replica_lag_bound() -> None:
     # A position dropped before the bound covers its write would let the writer miss it.
     with pytest.raises(SettingsError, match="READ_YOUR_WRITES_SECONDS"):
         from_env({**BASE, "REPLICA_MAX_LAG_SECONDS": "30", "READ_YOUR_WRITES_SECONDS": "20"})
+
+
+def test_uploads_default_to_the_local_backend_in_development_only() -> None:
+    uploads = from_env(BASE).uploads
+    assert uploads.backend == "local"
+    assert uploads.put_url_seconds == 900
+    assert uploads.max_bytes == 10 * 1024 * 1024
+    assert "image/svg+xml" not in uploads.content_types
+    # The server reads a local upload's body whole (the default 1 MiB would refuse it).
+    assert from_env(BASE).http.max_body_bytes > uploads.max_bytes
+    production = {
+        **BASE,
+        "BULWARK_ENV": "production",
+        "ISSUER": "https://auth.example",
+        "JWKS_URL": "https://auth.example/.well-known/jwks.json",
+        "REDIS_URL": "rediss://cache:6380/0",
+    }
+    assert from_env(production).uploads.backend == "off"
+    with pytest.raises(SettingsError, match="S3_BUCKET"):
+        from_env({**production, "UPLOADS_BACKEND": "s3"})
+    with pytest.raises(SettingsError, match="UPLOADS_BACKEND=local"):
+        from_env({**production, "UPLOADS_BACKEND": "local"})
+    s3 = from_env({**production, "S3_BUCKET": "bulwark-uploads"})
+    assert s3.uploads.s3 is not None
+    assert s3.uploads.s3.bucket == "bulwark-uploads"
+    assert s3.http.max_body_bytes == 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("UPLOADS_PUT_URL_SECONDS", "901"),
+        ("UPLOADS_CONTENT_TYPES", "image/png,image/svg+xml"),
+        ("UPLOADS_CONTENT_TYPES", "text/html"),
+        ("UPLOADS_BACKEND", "ftp"),
+        ("UPLOADS_SIGNING_KEY", "short"),
+        ("UPLOADS_MAX_BYTES", "0"),
+    ],
+)
+def test_upload_settings_refused(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        from_env({**BASE, name: value})
