@@ -4,12 +4,16 @@ is not what was declared refused on ``complete`` with 422 and deleted."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -223,3 +227,37 @@ def test_a_pdf_upload_completes(uploads_stack: RunningStack) -> None:
     got = httpx.get(completed.json()["download"]["url"])
     assert got.headers["content-type"] == "application/pdf"
     assert got.headers["content-disposition"].startswith('attachment; filename="report.pdf"')
+
+
+def _upload_flags(stack: RunningStack, user_id: str) -> list[dict[str, Any]]:
+    async def run() -> list[dict[str, Any]]:
+        conn = await asyncpg.connect(stack.databases["api"])
+        try:
+            rows = await conn.fetch(
+                "SELECT evidence::text AS evidence FROM anomaly_flags"
+                " WHERE user_id = $1 AND kind = 'foreign_upload_attempts'",
+                uuid.UUID(user_id),
+            )
+        finally:
+            await conn.close()
+        return [json.loads(row["evidence"]) for row in rows]
+
+    return asyncio.run(run())
+
+
+def test_attempts_at_other_users_uploads_are_flagged(uploads_stack: RunningStack) -> None:
+    owner, prober = _client(uploads_stack), _client(uploads_stack)
+    upload_id = _upload(owner, "photo.png", "image/png", upload_files.png())
+    attempts = [prober.get, prober.complete, prober.delete, prober.get, prober.complete]
+    for attempt in attempts:  # the default threshold: 5 attempts
+        assert_problem(attempt(upload_id), 404)
+    deadline = time.monotonic() + 10
+    while not (flags := _upload_flags(uploads_stack, prober.user.user_id)):
+        assert time.monotonic() < deadline, "no foreign_upload_attempts flag"
+        time.sleep(0.05)
+    targets = flags[0]["targets"]
+    assert [(t["upload_id"], t["owner_id"]) for t in targets] == [
+        (upload_id, owner.user.user_id)
+    ] * len(attempts)
+    assert [t["action"] for t in targets] == ["read", "complete", "delete", "read", "complete"]
+    assert owner.get(upload_id).status_code == 200  # never a block, nothing changed

@@ -2,6 +2,7 @@
 that decodes within the pixel limit, a PDF header)."""
 
 import io
+import random
 import struct
 import zlib
 
@@ -78,10 +79,17 @@ def test_png_header_in_front_of_html_is_refused() -> None:
         _check(polyglot, "image/png")
 
 
-def test_truncated_image_is_refused() -> None:
-    jpeg = _image("JPEG", (64, 64))
-    with pytest.raises(ContentRejectedError, match="not a valid JPEG"):
-        _check(jpeg[: len(jpeg) // 2], "image/jpeg")
+@pytest.mark.parametrize(
+    ("image_format", "content_type"), [("JPEG", "image/jpeg"), ("PNG", "image/png")]
+)
+def test_image_whose_pixels_do_not_decode_is_refused(image_format: str, content_type: str) -> None:
+    # Its header is whole (it opens), three quarters of its pixel data are there.
+    noise = Image.frombytes("RGB", (128, 128), random.Random(0).randbytes(128 * 128 * 3))
+    buffer = io.BytesIO()
+    noise.save(buffer, image_format)
+    whole = buffer.getvalue()
+    with pytest.raises(ContentRejectedError, match=f"not a valid {image_format}"):
+        _check(whole[: len(whole) * 3 // 4], content_type)
 
 
 @pytest.mark.parametrize(("width", "height"), [(1001, 1000), (5000, 5000), (60_000, 60_000)])
