@@ -9,6 +9,7 @@ URL's ``X-Amz-SignedHeaders`` and its lifetime.
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,10 +33,18 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing
 
 @dataclass
 class S3Server:
-    """The running moto server and a client of its bucket."""
+    """The running moto server and a client of its bucket. moto keeps its state in this
+    process, so a server stopped and started again on the same port has the same objects."""
 
+    server: ThreadedMotoServer
     url: str
     client: S3Client
+
+    def restart(self) -> None:
+        """Start the server again on its port, after a test stopped it."""
+        host, port = urllib.parse.urlsplit(self.url).netloc.split(":")
+        self.server = ThreadedMotoServer(ip_address=host, port=int(port), verbose=False)
+        self.server.start()
 
     def exists(self, key: str) -> bool:
         try:
@@ -49,19 +58,21 @@ class S3Server:
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
+    """moto on a free loopback port, once for the module, with a private bucket."""
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}),
+    )
+    running = S3Server(server, url, client)
     try:
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
-        client = boto3.client(
-            "s3",
-            endpoint_url=url,
-            region_name="us-east-1",
-            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}),
-        )
         client.create_bucket(Bucket=BUCKET)
         client.put_public_access_block(
             Bucket=BUCKET,
@@ -72,10 +83,10 @@ def s3() -> Iterator[S3Server]:
                 "RestrictPublicBuckets": True,
             },
         )
-        yield S3Server(url, client)
-        client.close()
+        yield running
     finally:
-        server.stop()
+        client.close()
+        running.server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +205,25 @@ def test_an_object_larger_than_declared_is_refused(s3_stack: RunningStack, s3: S
     url = f"{s3_stack.api_url}/v1/uploads/{created['upload']['id']}/complete"
     assert "size" in str(assert_problem(httpx.post(url, headers=headers), 422)["detail"])
     assert not s3.exists(key)
+
+
+def test_s3_down_is_a_503_and_the_upload_waits(s3_stack: RunningStack, s3: S3Server) -> None:
+    owner, headers = _headers(s3_stack)
+    data = upload_files.png()
+    created = _create(s3_stack, headers, "photo.png", "image/png", len(data))
+    put, upload_id = created["uploadRequest"], created["upload"]["id"]
+    assert httpx.put(put["url"], content=data, headers=put["headers"]).status_code == 200
+    url = f"{s3_stack.api_url}/v1/uploads/{upload_id}"
+    s3.server.stop()
+    try:
+        started = time.monotonic()
+        down = httpx.post(f"{url}/complete", headers=headers, timeout=30)
+        assert assert_problem(down, 503)["detail"] == "File storage is unavailable; retry shortly."
+        assert down.headers["retry-after"]
+        assert time.monotonic() - started < 15  # two attempts, each bounded
+        assert_problem(httpx.delete(url, headers=headers), 503)
+    finally:
+        s3.restart()
+    assert httpx.get(url, headers=headers).json()["state"] == "pending"
+    assert httpx.post(f"{url}/complete", headers=headers).status_code == 200
+    assert s3.exists(f"uploads/{owner}/{upload_id}")

@@ -57,10 +57,18 @@ class UploadService:
 
         Raises:
             ValidationFailed: the declaration breaks a rule (`rules.check_declaration`).
+            ServiceUnavailable: the storage cannot sign (503; nothing is recorded).
         """
         check_declaration(filename, content_type, size, self._config)
         owner_id, upload_id = uuid.UUID(owner), uuid.uuid4()
         key = object_key(owner_id, upload_id)
+        # Signed first: a storage that cannot sign leaves no record behind.
+        try:
+            put = await self._storage.presign_put(
+                key, content_type, size, self._config.put_url_seconds
+            )
+        except StorageUnavailableError:
+            raise unavailable() from None
         row = await self._db.write(
             owner,
             lambda conn: queries.insert_upload(
@@ -73,7 +81,6 @@ class UploadService:
                 size=size,
             ),
         )
-        put = await self._storage.presign_put(key, content_type, size, self._config.put_url_seconds)
         return row, put
 
     async def read(
@@ -158,12 +165,15 @@ class UploadService:
     async def _download(self, row: Record) -> PresignedRequest | None:
         if row["state"] != "complete":
             return None
-        return await self._storage.presign_get(
-            row["object_key"],
-            row["content_type"],
-            content_disposition(row["filename"]),
-            self._config.get_url_seconds,
-        )
+        try:
+            return await self._storage.presign_get(
+                row["object_key"],
+                row["content_type"],
+                content_disposition(row["filename"]),
+                self._config.get_url_seconds,
+            )
+        except StorageUnavailableError:
+            raise unavailable() from None
 
     async def _delete_object(self, key: str) -> None:
         try:

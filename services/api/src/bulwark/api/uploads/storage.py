@@ -8,6 +8,7 @@ The local backend for development is in `bulwark.api.uploads.local_storage`.
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
 import boto3
@@ -43,14 +44,22 @@ class ObjectStorage(Protocol):
         self, key: str, content_type: str, content_length: int, expires_in: int
     ) -> PresignedRequest:
         """A PUT of exactly ``content_length`` bytes of ``content_type`` to ``key``, valid
-        for ``expires_in`` seconds."""
+        for ``expires_in`` seconds.
+
+        Raises:
+            StorageUnavailableError: no credentials to sign with.
+        """
         ...
 
     async def presign_get(
         self, key: str, content_type: str, disposition: str, expires_in: int
     ) -> PresignedRequest:
         """A GET of ``key`` answered with ``content_type`` and ``Content-Disposition:
-        disposition``, valid for ``expires_in`` seconds."""
+        disposition``, valid for ``expires_in`` seconds.
+
+        Raises:
+            StorageUnavailableError: no credentials to sign with.
+        """
         ...
 
     async def read(self, key: str, limit: int) -> bytes | None:
@@ -111,7 +120,8 @@ class S3Storage:
     async def presign_put(
         self, key: str, content_type: str, content_length: int, expires_in: int
     ) -> PresignedRequest:
-        """See `ObjectStorage.presign_put` (signing is local: no call to S3)."""
+        """See `ObjectStorage.presign_put`. Signing calls no S3, but may resolve credentials
+        (a web identity or instance role) the first time: in a worker thread too."""
         params = {
             "Bucket": self._bucket,
             "Key": key,
@@ -119,7 +129,7 @@ class S3Storage:
             "ContentLength": content_length,
             "ServerSideEncryption": SERVER_SIDE_ENCRYPTION,
         }
-        url = self._client.generate_presigned_url("put_object", Params=params, ExpiresIn=expires_in)
+        url = await self._presign("put_object", params, expires_in)
         headers = {
             "Content-Type": content_type,
             "Content-Length": str(content_length),
@@ -132,7 +142,7 @@ class S3Storage:
     async def presign_get(
         self, key: str, content_type: str, disposition: str, expires_in: int
     ) -> PresignedRequest:
-        """See `ObjectStorage.presign_get` (signing is local: no call to S3)."""
+        """See `ObjectStorage.presign_get` (signed like `presign_put`)."""
         params = {
             "Bucket": self._bucket,
             "Key": key,
@@ -140,10 +150,22 @@ class S3Storage:
             "ResponseContentDisposition": disposition,
             "ResponseCacheControl": "private, no-store",
         }
-        url = self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
+        url = await self._presign("get_object", params, expires_in)
         return PresignedRequest(
             method="GET", url=url, headers={}, expires_at=int(time.time()) + expires_in
         )
+
+    async def _presign(self, operation: str, params: Mapping[str, object], expires_in: int) -> str:
+        try:
+            url: str = await asyncio.to_thread(
+                self._client.generate_presigned_url,
+                operation,
+                Params=params,
+                ExpiresIn=expires_in,
+            )
+        except BotoCoreError as error:  # no credentials, or they could not be fetched
+            raise StorageUnavailableError(str(error)) from None
+        return url
 
     async def read(self, key: str, limit: int) -> bytes | None:
         """See `ObjectStorage.read`: one ranged GET (``bytes=0-<limit - 1>``)."""
