@@ -261,3 +261,14 @@ def test_attempts_at_other_users_uploads_are_flagged(uploads_stack: RunningStack
     ] * len(attempts)
     assert [t["action"] for t in targets] == ["read", "complete", "delete", "read", "complete"]
     assert owner.get(upload_id).status_code == 200  # never a block, nothing changed
+
+
+def test_a_file_over_a_mebibyte_goes_through_the_local_backend(uploads_stack: RunningStack) -> None:
+    # The HTTP server reads at most 1 MiB of a body by default; the local backend raises it.
+    client = _client(uploads_stack)
+    data = upload_files.noise_png(800, 800)
+    assert len(data) > 1024 * 1024
+    upload_id = _upload(client, "large.png", "image/png", data)
+    completed = client.complete(upload_id)
+    assert completed.status_code == 200, completed.text
+    assert httpx.get(completed.json()["download"]["url"]).content == data

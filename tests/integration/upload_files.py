@@ -4,6 +4,7 @@ refuse on ``complete``."""
 from __future__ import annotations
 
 import io
+import random
 import struct
 import zlib
 
@@ -42,3 +43,11 @@ def png_bomb(width: int = 60_000, height: int = 60_000) -> bytes:
     data[16:29] = ihdr
     data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + bytes(ihdr)))
     return bytes(data)
+
+
+def noise_png(width: int, height: int) -> bytes:
+    """A PNG of random pixels (incompressible: about 3 bytes a pixel)."""
+    pixels = random.Random(width * height).randbytes(width * height * 3)
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (width, height), pixels).save(buffer, "PNG")
+    return buffer.getvalue()
