@@ -205,6 +205,7 @@ def stack_factory(
             metrics_ports={svc: free_port() for svc in SERVICE_ORDER},
             bulwark_env=bulwark_env,
             keys_dir=keys_dir or work / "keys",
+            uploads_dir=work / "uploads",
             redis_key_prefix=redis_key_prefix or f"rl:test:{secrets.token_hex(4)}:",
             # Derived, so stacks that share a limiter prefix share revoked sessions too.
             session_key_prefix=f"bulwark:{redis_key_prefix or secrets.token_hex(4)}:",

@@ -22,6 +22,7 @@ import pytest
 
 from bulwark.devstack.stack import console_script
 
+from . import upload_files
 from .conftest import RunningStack, StackFactory
 from .helpers import MobileUser, assert_problem, bearer, login, new_request_id, register
 
@@ -247,3 +248,20 @@ def test_auth_keeps_the_last_manifest_while_the_api_is_down(app_stack: RunningSt
         assert _login(app_stack, user, CURRENT).status_code == 200
     finally:
         app_stack.stack.start_service("api")
+
+
+def test_the_local_backends_object_urls_are_not_judged(app_stack: RunningStack) -> None:
+    """A pre-signed URL stands in for S3's, which no version check guards: the app's HTTP
+    library may send it without the app's headers, and the URL is the credential."""
+    user = register(app_stack.auth_url)
+    headers = {**bearer(login(app_stack.auth_url, user)["access_token"], user), **CURRENT}
+    set_minimum(app_stack, "ios", "3.2.0")
+    me = f"{app_stack.api_url}/v1/me"
+    until(lambda: httpx.get(me, headers={**headers, **OLD}).status_code == 426, API_BOUND)
+    data = upload_files.png()
+    body = {"filename": "a.png", "contentType": "image/png", "size": len(data)}
+    created = httpx.post(f"{app_stack.api_url}/v1/uploads", json=body, headers=headers)
+    assert created.status_code == 201, created.text
+    put = created.json()["uploadRequest"]
+    stored = httpx.put(put["url"], content=data, headers=put["headers"])  # no app headers
+    assert stored.status_code == 200, stored.text

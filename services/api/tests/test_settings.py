@@ -113,3 +113,45 @@ def test_the_app_versions_are_read_at_most_every_30_seconds() -> None:
     for bad in ("0", "31", "soon"):
         with pytest.raises(SettingsError, match="APP_VERSIONS_CACHE_SECONDS"):
             from_env({**BASE, "APP_VERSIONS_CACHE_SECONDS": bad})
+
+
+def test_uploads_default_to_the_local_backend_in_development_only() -> None:
+    uploads = from_env(BASE).uploads
+    assert uploads.backend == "local"
+    assert uploads.put_url_seconds == 900
+    assert uploads.max_bytes == 10 * 1024 * 1024
+    assert "image/svg+xml" not in uploads.content_types
+    # The server reads a local upload's body whole (the default 1 MiB would refuse it).
+    assert from_env(BASE).http.max_body_bytes > uploads.max_bytes
+    production = {
+        **BASE,
+        "BULWARK_ENV": "production",
+        "ISSUER": "https://auth.example",
+        "JWKS_URL": "https://auth.example/.well-known/jwks.json",
+        "REDIS_URL": "rediss://cache:6380/0",
+    }
+    assert from_env(production).uploads.backend == "off"
+    with pytest.raises(SettingsError, match="S3_BUCKET"):
+        from_env({**production, "UPLOADS_BACKEND": "s3"})
+    with pytest.raises(SettingsError, match="UPLOADS_BACKEND=local"):
+        from_env({**production, "UPLOADS_BACKEND": "local"})
+    s3 = from_env({**production, "S3_BUCKET": "bulwark-uploads"})
+    assert s3.uploads.s3 is not None
+    assert s3.uploads.s3.bucket == "bulwark-uploads"
+    assert s3.http.max_body_bytes == 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("UPLOADS_PUT_URL_SECONDS", "901"),
+        ("UPLOADS_CONTENT_TYPES", "image/png,image/svg+xml"),
+        ("UPLOADS_CONTENT_TYPES", "text/html"),
+        ("UPLOADS_BACKEND", "ftp"),
+        ("UPLOADS_SIGNING_KEY", "short"),
+        ("UPLOADS_MAX_BYTES", "0"),
+    ],
+)
+def test_upload_settings_refused(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        from_env({**BASE, name: value})

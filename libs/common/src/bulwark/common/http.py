@@ -151,6 +151,10 @@ class HttpLimits(msgspec.Struct, frozen=True, kw_only=True):
         queue_timeout: the longest a request waits for its turn, in seconds; then it is
             answered 503 with ``Retry-After``, as is one that finds `MAX_QUEUED_PER_SLOT`
             times ``max_concurrency`` requests waiting already.
+        max_body_bytes: the most bytes read after a request's head (its body and framing),
+            counted per read; more is answered 413. 1 MiB: Bulwark's JSON bodies are at most
+            64 KiB. The API raises it when it takes uploaded files itself (its local uploads
+            backend, development only; docs/uploads.md).
     """
 
     max_header_bytes: int = 16 * 1024
@@ -159,6 +163,7 @@ class HttpLimits(msgspec.Struct, frozen=True, kw_only=True):
     body_timeout: float = 30.0
     max_concurrency: int = 64
     queue_timeout: float = 2.0
+    max_body_bytes: int = 1024 * 1024
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

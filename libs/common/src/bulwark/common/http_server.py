@@ -72,10 +72,6 @@ MAX_CHUNK_BYTES = 1024 * 1024
 #: Longest chunk-size line (size and extensions) accepted; RFC 9112 §7.1.1 asks servers to
 #: limit extensions. A longer one is a 400.
 MAX_CHUNK_LINE = 1024
-#: Most bytes read after a request's head and before its end (its body, chunk-size lines and
-#: anything else of the message), counted per read; more is answered 413. Bulwark's bodies are
-#: at most 64 KiB; this bounds what any request may make the parser hold or the server read.
-MAX_BODY_PHASE_BYTES = 1024 * 1024
 #: Seconds a refused connection is kept half-closed, its input read and dropped, so the
 #: client receives the answer before the connection is closed.
 LINGER_SECONDS = 2.0
@@ -196,12 +192,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return data[room:]
 
     def _over_body_budget(self, data: bytes) -> bool:
-        """Count ``data`` against `MAX_BODY_PHASE_BYTES` when it comes after a head; True
+        """Count ``data`` against ``limits.max_body_bytes`` when it comes after a head; True
         (and the request refused 413) past the budget."""
         if not self._message_begun or self._in_head:
             return False
         self._body_bytes += len(data)
-        if self._body_bytes <= MAX_BODY_PHASE_BYTES:
+        if self._body_bytes <= self.limits.max_body_bytes:
             return False
         self._refuse(Refusal(413, "body_too_large"))
         return True

@@ -174,6 +174,7 @@ def _configure(
         metrics_ports=ports.metrics,
         bulwark_env="development",
         keys_dir=state / "keys",
+        uploads_dir=state / "uploads",
         log_level=args.log_level,
     )
 

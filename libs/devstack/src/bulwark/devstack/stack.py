@@ -70,6 +70,18 @@ SERVICE_VARIABLES = frozenset(
         "APP_VERSIONS_CACHE_SECONDS",
         "METRICS_HOST",
         "METRICS_PORT",
+        "UPLOADS_BACKEND",
+        "UPLOADS_CONTENT_TYPES",
+        "UPLOADS_MAX_BYTES",
+        "UPLOADS_MAX_PIXELS",
+        "UPLOADS_PUT_URL_SECONDS",
+        "UPLOADS_GET_URL_SECONDS",
+        "UPLOADS_DIR",
+        "UPLOADS_SIGNING_KEY",
+        "S3_BUCKET",
+        "S3_REGION",
+        "S3_ENDPOINT_URL",
+        "S3_TIMEOUT_SECONDS",
         # Each service names itself (bulwark-api ...); the other OTEL_* variables pass through.
         "OTEL_SERVICE_NAME",
         "TRUSTED_TRACE_PEERS",
@@ -423,6 +435,7 @@ class StackConfig:
     metrics_ports: Mapping[str, int] = field(default_factory=dict)
     bulwark_env: str = "development"
     keys_dir: Path = Path(".bulwark/keys")
+    uploads_dir: Path = Path(".bulwark/uploads")  # the API's local uploads backend
     redis_key_prefix: str = "rl:"
     session_key_prefix: str = "bulwark:"  # auth and api: the revoked-session set
     ratelimit_rules: Path | None = None
@@ -485,6 +498,7 @@ class StackConfig:
                 "PORT": str(self.api_port),
                 "DATABASE_URL": self.api_database_url,
                 "JWKS_URL": f"{self.auth_url}/.well-known/jwks.json",
+                "UPLOADS_DIR": str(self.uploads_dir),
                 "ISSUER": issuer,
                 "AUDIENCE": self.audience,
                 "RATELIMIT_TARGET": self.ratelimit_target,

@@ -5,7 +5,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import cast
 
-from litestar import Litestar, Router, get
+from litestar import Controller, Litestar, Router, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import OpenAPIConfig
@@ -18,6 +18,9 @@ from bulwark.api.idempotency import idempotency_key, sweeping
 from bulwark.api.notes.routes import NoteController
 from bulwark.api.replica import NotesDatabases
 from bulwark.api.settings import ApiSettings
+from bulwark.api.uploads.local_storage import OBJECTS_PATH, UploadObjectController
+from bulwark.api.uploads.routes import UploadController
+from bulwark.api.uploads.service import UploadService, open_storage
 from bulwark.api.write_positions import WritePositions
 from bulwark.common.access_tokens import AccessTokenClaims, AccessTokenVerifier, JwksCache
 from bulwark.common.app_versions.manifest import ManifestCache
@@ -71,6 +74,20 @@ def provide_databases(state: State) -> NotesDatabases:
     return databases
 
 
+def upload_routes(backend: str) -> list[type[Controller]]:
+    """The uploads routes: none when uploads are off; with the local backend, also the
+    routes of its pre-signed URLs, which the API serves itself."""
+    if backend == "off":
+        return []
+    return [UploadController, *([UploadObjectController] if backend == "local" else [])]
+
+
+def provide_uploads(state: State) -> UploadService:
+    """The uploads use cases (storage and databases opened in the lifespan)."""
+    uploads: UploadService = state.uploads
+    return uploads
+
+
 async def open_replica(settings: ApiSettings) -> tuple[Database | None, WritePositions | None]:
     """The read replica's pool (the primary's size and timeouts) and the write positions
     kept for read-your-writes, or ``(None, None)`` without ``DATABASE_READ_URL``. Connects
@@ -103,6 +120,8 @@ def create_app(settings: ApiSettings) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # First: the local backend may refuse to start (its folder), before anything is open.
+        storage = open_storage(settings.uploads, f"http://{settings.host}:{settings.port}")
         db = await open_database(
             settings.database_url,
             max_size=settings.database_pool_size,
@@ -153,6 +172,10 @@ def create_app(settings: ApiSettings) -> ASGIApp:
                     databases=databases,
                     anomalies=anomalies,
                     jwks=jwks,
+                    upload_storage=storage,
+                    uploads=None
+                    if storage is None
+                    else UploadService(databases, storage, settings.uploads),
                     app_versions=manifests,
                     ratelimit=ratelimit,
                     revocations=revocations,
@@ -165,6 +188,8 @@ def create_app(settings: ApiSettings) -> ASGIApp:
                 )
                 yield
         finally:
+            if storage is not None:
+                await storage.aclose()
             await databases.aclose()
             await anomalies.aclose()
             await detector_db.close()
@@ -179,19 +204,25 @@ def create_app(settings: ApiSettings) -> ASGIApp:
 
     v1 = Router(
         path="/v1",
-        route_handlers=[me, NoteController, app_versions],
+        route_handlers=[me, NoteController, app_versions, *upload_routes(settings.uploads.backend)],
         # No dependency holds a database connection: routes take one in an ``async with``
         # block after ``caller`` has authenticated and rate-limited the request.
         dependencies={
             "caller": Provide(caller),
             "idempotency_key": Provide(idempotency_key),
             "db": Provide(provide_databases, sync_to_thread=False),
+            "uploads": Provide(provide_uploads, sync_to_thread=False),
         },
     )
     app = Litestar(
         route_handlers=[healthz, readyz, v1],
-        # Before the body is read and the caller authenticated (docs/app-versions.md).
-        middleware=[AppVersionPolicy(manifests, exempt_routes={"/v1/app-versions"})],
+        # Before the body is read and the caller authenticated (docs/app-versions.md). The
+        # local backend's object URLs stand in for S3's, which no app version check guards.
+        middleware=[
+            AppVersionPolicy(
+                manifests, exempt_routes={"/v1/app-versions", f"/v1{OBJECTS_PATH}/{{token}}"}
+            )
+        ],
         before_request=strict_json_bodies(),
         exception_handlers=exception_handlers,
         lifespan=[lifespan],

@@ -2,10 +2,12 @@
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
 import msgspec
 
+from bulwark.api.uploads.config import KNOWN_TYPES, MAX_PUT_URL_SECONDS, S3Config, UploadConfig
 from bulwark.common.app_versions.manifest import MAX_REFRESH_SECONDS
 from bulwark.common.db import PoolMode
 from bulwark.common.http import HttpLimits, TrustedProxies
@@ -106,6 +108,7 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: 1 to 30): a change is in force at this replica within that, plus one read's deadline
     #: (``database_timeout``). docs/app-versions.md.
     app_versions_cache_seconds: int = MAX_REFRESH_SECONDS
+    uploads: UploadConfig = UploadConfig()
     log_level: str = "INFO"
 
     def fails_open(self, endpoint: str) -> bool:
@@ -120,6 +123,68 @@ def _access_token_ttl(env: Mapping[str, str]) -> int:
     if ttl > 3600:
         raise SettingsError("ACCESS_TOKEN_TTL_SECONDS must be at most 3600")
     return ttl
+
+
+#: What the HTTP server reads of a request body beyond the largest upload (its framing).
+UPLOAD_BODY_SLACK_BYTES = 64 * 1024
+
+
+def _uploads(env: Mapping[str, str], local: bool) -> UploadConfig:
+    """``UPLOADS_*`` and ``S3_*`` (`UploadConfig`). The local backend is refused outside
+    development and test (its objects live on one replica's disk); there, uploads use S3
+    when ``S3_BUCKET`` is set and are off otherwise."""
+    default_backend = "local" if local else ("s3" if env.get("S3_BUCKET") else "off")
+    backend = env_str(env, "UPLOADS_BACKEND", default_backend)
+    if backend not in {"local", "s3", "off"}:
+        raise SettingsError("UPLOADS_BACKEND must be local, s3 or off")
+    if backend == "local" and not local:
+        raise SettingsError("UPLOADS_BACKEND=local is for development and test only")
+    types = tuple(
+        t.strip()
+        for t in env_str(env, "UPLOADS_CONTENT_TYPES", ",".join(KNOWN_TYPES)).split(",")
+        if t.strip()
+    )
+    unknown = sorted(set(types) - set(KNOWN_TYPES))
+    if unknown or not types:
+        raise SettingsError(f"UPLOADS_CONTENT_TYPES must name some of {', '.join(KNOWN_TYPES)}")
+    put_seconds = env_int(env, "UPLOADS_PUT_URL_SECONDS", MAX_PUT_URL_SECONDS, minimum=1)
+    get_seconds = env_int(env, "UPLOADS_GET_URL_SECONDS", 300, minimum=1)
+    if put_seconds > MAX_PUT_URL_SECONDS or get_seconds > 3600:
+        raise SettingsError(
+            "UPLOADS_PUT_URL_SECONDS must be at most 900, UPLOADS_GET_URL_SECONDS 3600"
+        )
+    signing_key = env.get("UPLOADS_SIGNING_KEY") or None
+    if signing_key is not None and len(signing_key) < 32:
+        raise SettingsError("UPLOADS_SIGNING_KEY must be at least 32 characters")
+    s3 = None
+    if backend == "s3":
+        s3 = S3Config(
+            bucket=env_str(env, "S3_BUCKET"),
+            region=env_str(env, "S3_REGION", "us-east-1"),
+            endpoint_url=env.get("S3_ENDPOINT_URL") or None,
+            timeout=env_float(env, "S3_TIMEOUT_SECONDS", 5.0, minimum=0.1),
+        )
+    return UploadConfig(
+        backend="s3" if backend == "s3" else "local" if backend == "local" else "off",
+        content_types=types,
+        max_bytes=env_int(env, "UPLOADS_MAX_BYTES", 10 * 1024 * 1024, minimum=1),
+        max_pixels=env_int(env, "UPLOADS_MAX_PIXELS", 50_000_000, minimum=1),
+        put_url_seconds=put_seconds,
+        get_url_seconds=get_seconds,
+        local_dir=Path(env_str(env, "UPLOADS_DIR", ".bulwark/uploads")),
+        signing_key=signing_key,
+        s3=s3,
+    )
+
+
+def _http_limits(env: Mapping[str, str], uploads: UploadConfig) -> HttpLimits:
+    """``HTTP_*``; with the local uploads backend, which takes the files' bodies itself, the
+    server reads bodies up to the largest upload (plus framing) instead of 1 MiB."""
+    limits = env_http_limits(env)
+    if uploads.backend != "local":
+        return limits
+    needed = uploads.max_bytes + UPLOAD_BODY_SLACK_BYTES
+    return msgspec.structs.replace(limits, max_body_bytes=max(limits.max_body_bytes, needed))
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
@@ -143,6 +208,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
     host, port = env_str(env, "HOST", "127.0.0.1"), env_int(env, "PORT", 8000)
     read_your_writes = env_int(env, "READ_YOUR_WRITES_SECONDS", 60, minimum=1)
     max_lag = env_int(env, "REPLICA_MAX_LAG_SECONDS", 10, minimum=1)
+    uploads = _uploads(env, local)
     if read_your_writes < max_lag + 2:
         raise SettingsError("READ_YOUR_WRITES_SECONDS must be at least REPLICA_MAX_LAG_SECONDS + 2")
     return ApiSettings(
@@ -172,7 +238,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
             env, "RATELIMIT_FAILURE_MODES", RATELIMIT_FAILURE_MODES
         ),
         trusted_proxies=env_trusted_proxies(env),
-        http=env_http_limits(env),
+        http=_http_limits(env, uploads),
         redis_url=env_redis_url(env, "redis://127.0.0.1:6379/0" if local else None),
         redis_key_prefix=env_str(env, "REDIS_KEY_PREFIX", "bulwark:"),
         redis_timeout=env_float(env, "REDIS_TIMEOUT_SECONDS", 0.5, minimum=0.001),
@@ -186,5 +252,6 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
         anomaly_foreign_window=env_int(env, "ANOMALY_FOREIGN_WINDOW_SECONDS", 600, minimum=1),
         idempotency_key_ttl=env_int(env, "IDEMPOTENCY_KEY_TTL_SECONDS", 86400, minimum=1),
         app_versions_cache_seconds=env_app_versions_cache_seconds(env),
+        uploads=uploads,
         log_level=env_str(env, "LOG_LEVEL", "INFO"),
     )

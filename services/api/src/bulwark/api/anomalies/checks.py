@@ -1,7 +1,7 @@
 """The API's detectors as the request path uses them: calls that return at once.
 
 `ApiAnomalies.observe_request` (every request with a valid token, from ``caller``) and
-`note_not_found` (a 404 on one note) schedule their checks in the background
+`not_found` (a 404 on one note or upload) schedule their checks in the background
 (``observe_request`` counts the request in memory; the counts of `BURST_BATCH_SECONDS` go to
 Redis together, one round trip for all the accounts seen, instead of one per request)
 (``bulwark.common.background``): no answer waits for a detector, and a failing one (Redis or
@@ -12,7 +12,7 @@ plus an ``anomaly_flagged`` log line.
 import asyncio
 import contextvars
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import redis.asyncio
@@ -23,6 +23,7 @@ from bulwark.api.anomalies.bursts import BurstCounter
 from bulwark.api.anomalies.probing import ProbeCounter
 from bulwark.api.notes import queries as note_queries
 from bulwark.api.settings import ApiSettings
+from bulwark.api.uploads import queries as upload_queries
 from bulwark.common import http
 from bulwark.common.access_tokens import AccessTokenClaims
 from bulwark.common.anomaly_flags import record_flag
@@ -33,6 +34,14 @@ from bulwark.common.logging import get_logger
 #: Kinds of the API's flags.
 REQUEST_BURST = "request_burst"
 FOREIGN_NOTE_ATTEMPTS = "foreign_note_attempts"
+FOREIGN_UPLOAD_ATTEMPTS = "foreign_upload_attempts"
+#: Per owner-only resource: who owns one (None: there is no such one), and its flag's kind.
+#: One counter per user takes the attempts at all of them; the attempt that reaches the
+#: threshold names the flag.
+_RESOURCES: dict[str, tuple[Callable[[Database, uuid.UUID], Awaitable[uuid.UUID | None]], str]] = {
+    "note": (note_queries.note_owner, FOREIGN_NOTE_ATTEMPTS),
+    "upload": (upload_queries.upload_owner, FOREIGN_UPLOAD_ATTEMPTS),
+}
 
 _log = get_logger(__name__)
 #: Seconds an API process gathers requests before counting them in Redis: a burst is seen
@@ -93,12 +102,15 @@ class ApiAnomalies:
         self._addresses[user_id] = client_ip
         self._request_ids[user_id] = structlog.contextvars.get_contextvars().get("request_id")
 
-    def observe_missing_note(
-        self, user_id: str, note_id: uuid.UUID, action: str, client_ip: str | None
+    def observe_missing(
+        self, user_id: str, kind: str, resource_id: uuid.UUID, action: str, client_ip: str | None
     ) -> None:
-        """Look up, in the background, whose note ``note_id`` was when ``user_id`` got a 404
-        for it (``action``: read, update or delete), and count it when it was another's."""
-        self._checks.spawn("foreign_note", self._check_note(user_id, note_id, action, client_ip))
+        """Look up, in the background, whose ``kind`` (``note``, ``upload``) ``resource_id``
+        was when ``user_id`` got a 404 for it (``action``: read, update, delete, complete),
+        and count it when it was another's."""
+        self._checks.spawn(
+            f"foreign_{kind}", self._check_missing(user_id, kind, resource_id, action, client_ip)
+        )
 
     async def _check_bursts(self) -> None:
         await asyncio.sleep(BURST_BATCH_SECONDS)
@@ -124,19 +136,20 @@ class ApiAnomalies:
             ):
                 self._checks.spawn("request_burst", self._flag(user_id, REQUEST_BURST, evidence))
 
-    async def _check_note(
-        self, user_id: str, note_id: uuid.UUID, action: str, client_ip: str | None
+    async def _check_missing(
+        self, user_id: str, kind: str, resource_id: uuid.UUID, action: str, client_ip: str | None
     ) -> None:
-        owner = await note_queries.note_owner(self._db, note_id)
+        owner_of, flag_kind = _RESOURCES[kind]
+        owner = await owner_of(self._db, resource_id)
         if owner is None or str(owner) == user_id:
             return
-        target = {"note_id": str(note_id), "owner_id": str(owner), "action": action}
+        target = {f"{kind}_id": str(resource_id), "owner_id": str(owner), "action": action}
         probing = await self._probes.observe(user_id, target)
         if probing is None:
             return
         await self._flag(
             user_id,
-            FOREIGN_NOTE_ATTEMPTS,
+            flag_kind,
             {
                 "attempts": probing.attempts,
                 "window_seconds": self._settings.anomaly_foreign_window,
@@ -158,11 +171,23 @@ class ApiAnomalies:
         await self._redis.aclose(close_connection_pool=True)
 
 
+def not_found(
+    request: Request[Any, Any, Any],
+    caller: AccessTokenClaims,
+    kind: str,
+    resource_id: uuid.UUID,
+    action: str,
+) -> None:
+    """Tell the detector that ``caller`` got a 404 for the ``kind`` (``note``, ``upload``)
+    ``resource_id`` (``action``: read, update, delete, complete). Returns at once; the
+    answer stays a plain 404 whatever it finds."""
+    anomalies: ApiAnomalies = request.app.state.anomalies
+    scope = cast("Mapping[str, Any]", request.scope)
+    anomalies.observe_missing(caller.sub, kind, resource_id, action, http.client_ip(scope))
+
+
 def note_not_found(
     request: Request[Any, Any, Any], caller: AccessTokenClaims, note_id: uuid.UUID, action: str
 ) -> None:
-    """Tell the detector that ``caller`` got a 404 for note ``note_id`` (``action``: read,
-    update, delete). Returns at once; the answer stays a plain 404 whatever it finds."""
-    anomalies: ApiAnomalies = request.app.state.anomalies
-    scope = cast("Mapping[str, Any]", request.scope)
-    anomalies.observe_missing_note(caller.sub, note_id, action, http.client_ip(scope))
+    """`not_found` for a note."""
+    not_found(request, caller, "note", note_id, action)

@@ -1,0 +1,2 @@
+"""Uploads: files a user sends straight to object storage through pre-signed URLs, checked
+by the API before they count (docs/uploads.md)."""

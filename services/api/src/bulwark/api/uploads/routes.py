@@ -1,0 +1,113 @@
+"""HTTP routes for uploads: create, complete, read, delete; owner only (docs/uploads.md).
+
+Another user's upload answers 404 exactly like one that does not exist, and each such 404 is
+reported to the anomaly detector (``not_found``), which runs in the background.
+"""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from litestar import Controller, Request, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+
+from bulwark.api.anomalies.checks import not_found
+from bulwark.api.uploads.schemas import SignedRequest, Upload, UploadCreate, UploadCreated
+from bulwark.api.uploads.service import UploadService
+from bulwark.api.uploads.storage import PresignedRequest
+from bulwark.common.access_tokens import AccessTokenClaims
+from bulwark.common.db import Record
+from bulwark.common.problems import NotFound
+
+
+def _signed(request: PresignedRequest) -> SignedRequest:
+    return SignedRequest(
+        method=request.method,
+        url=request.url,
+        headers=request.headers,
+        expires_at=datetime.fromtimestamp(request.expires_at, UTC),
+    )
+
+
+def _upload(row: Record, download: PresignedRequest | None = None) -> Upload:
+    return Upload(
+        id=str(row["id"]),
+        filename=row["filename"],
+        content_type=row["content_type"],
+        size=row["size"],
+        state=row["state"],
+        created_at=row["created_at"],
+        completed_at=row["completed_at"],
+        download=_signed(download) if download else None,
+    )
+
+
+def _missing(
+    request: Request[Any, Any, Any], caller: AccessTokenClaims, upload_id: uuid.UUID, action: str
+) -> NotFound:
+    not_found(request, caller, "upload", upload_id, action)
+    return NotFound("No such upload.")
+
+
+class UploadController(Controller):
+    """``/v1/uploads`` (mounted under the ``/v1`` router)."""
+
+    path = "/uploads"
+
+    @post(operation_id="createUpload", status_code=201)
+    async def create(
+        self,
+        data: JSONBody[UploadCreate],
+        uploads: NamedDependency[UploadService],
+        caller: NamedDependency[AccessTokenClaims],
+    ) -> UploadCreated:
+        """Declare a file (name, content type, size in bytes) and get a pre-signed PUT URL
+        for it, bound to that type and length and valid for at most 15 minutes. Refused
+        (400): a type not allowed, an extension not of that type, a size over the limit, an
+        unsafe filename (docs/uploads.md)."""
+        row, put = await uploads.create(caller.sub, data.filename, data.content_type, data.size)
+        return UploadCreated(upload=_upload(row), upload_request=_signed(put))
+
+    @post("/{upload_id:uuid}/complete", operation_id="completeUpload", status_code=200)
+    async def complete(
+        self,
+        request: Request[Any, Any, Any],
+        upload_id: FromPath[uuid.UUID],
+        uploads: NamedDependency[UploadService],
+        caller: NamedDependency[AccessTokenClaims],
+    ) -> Upload:
+        """Check the uploaded file (size, magic bytes, an image's dimensions and decoding)
+        and mark the upload complete, with a download URL. 409 when nothing was uploaded
+        yet; 422 when the file is not what was declared (it is then deleted)."""
+        done = await uploads.complete(caller.sub, upload_id)
+        if done is None:
+            raise _missing(request, caller, upload_id, "complete")
+        return _upload(*done)
+
+    @get("/{upload_id:uuid}", operation_id="getUpload")
+    async def read(
+        self,
+        request: Request[Any, Any, Any],
+        upload_id: FromPath[uuid.UUID],
+        uploads: NamedDependency[UploadService],
+        caller: NamedDependency[AccessTokenClaims],
+    ) -> Upload:
+        """One of the caller's uploads; once complete, with a short-lived download URL that
+        answers ``Content-Disposition: attachment`` (404 for anyone else's)."""
+        found = await uploads.read(caller.sub, upload_id)
+        if found is None:
+            raise _missing(request, caller, upload_id, "read")
+        return _upload(*found)
+
+    @delete("/{upload_id:uuid}", operation_id="deleteUpload", status_code=204)
+    async def remove(
+        self,
+        request: Request[Any, Any, Any],
+        upload_id: FromPath[uuid.UUID],
+        uploads: NamedDependency[UploadService],
+        caller: NamedDependency[AccessTokenClaims],
+    ) -> None:
+        """Delete one of the caller's uploads, its stored file first."""
+        if not await uploads.delete(caller.sub, upload_id):
+            raise _missing(request, caller, upload_id, "delete")

@@ -1,0 +1,192 @@
+"""The uploads use cases: create, complete, read, delete. The routes only map HTTP to these.
+
+Order of work when a check fails: ``complete`` deletes the object, then the record, so a
+rejected upload leaves nothing behind (a retry starts with a new ``POST /v1/uploads``).
+``delete`` removes the object before the record: when the storage fails, the record stays
+and the client can retry, rather than an object nobody can reach any more.
+"""
+
+import asyncio
+import uuid
+
+from bulwark.api.replica import NotesDatabases
+from bulwark.api.uploads import queries
+from bulwark.api.uploads.config import UploadConfig
+from bulwark.api.uploads.contents import ContentRejectedError, check_contents
+from bulwark.api.uploads.local_storage import LocalStorage
+from bulwark.api.uploads.rules import check_declaration, content_disposition, object_key
+from bulwark.api.uploads.storage import (
+    ObjectStorage,
+    PresignedRequest,
+    S3Storage,
+    StorageUnavailableError,
+    unavailable,
+)
+from bulwark.common.db import Record
+from bulwark.common.problems import Conflict, Problem
+
+#: Objects checked at once by one process (each holds up to ``UPLOADS_MAX_BYTES`` and, for
+#: an image, its decoded pixels): more wait their turn.
+CONCURRENT_CHECKS = 2
+
+
+class UploadRejected(Problem):  # a problem (RFC 9457), not an error
+    """422: the stored object is not what was declared; it has been deleted."""
+
+    status = 422
+    title = "Unprocessable Content"
+    type = "urn:bulwark:problem:upload-rejected"
+
+
+class UploadService:
+    """Uploads of every user over ``databases`` and ``storage``, within ``config``."""
+
+    def __init__(
+        self, databases: NotesDatabases, storage: ObjectStorage, config: UploadConfig
+    ) -> None:
+        """Nothing is connected here."""
+        self._db = databases
+        self._storage = storage
+        self._config = config
+        self._checks = asyncio.Semaphore(CONCURRENT_CHECKS)
+
+    async def create(
+        self, owner: str, filename: str, content_type: str, size: int
+    ) -> tuple[Record, PresignedRequest]:
+        """Record a pending upload of ``owner`` and sign the PUT of its bytes.
+
+        Raises:
+            ValidationFailed: the declaration breaks a rule (`rules.check_declaration`).
+            ServiceUnavailable: the storage cannot sign (503; nothing is recorded).
+        """
+        check_declaration(filename, content_type, size, self._config)
+        owner_id, upload_id = uuid.UUID(owner), uuid.uuid4()
+        key = object_key(owner_id, upload_id)
+        # Signed first: a storage that cannot sign leaves no record behind.
+        try:
+            put = await self._storage.presign_put(
+                key, content_type, size, self._config.put_url_seconds
+            )
+        except StorageUnavailableError:
+            raise unavailable() from None
+        row = await self._db.write(
+            owner,
+            lambda conn: queries.insert_upload(
+                conn,
+                upload_id=upload_id,
+                owner_id=owner_id,
+                object_key=key,
+                filename=filename,
+                content_type=content_type,
+                size=size,
+            ),
+        )
+        return row, put
+
+    async def read(
+        self, owner: str, upload_id: uuid.UUID
+    ) -> tuple[Record, PresignedRequest | None] | None:
+        """``owner``'s upload and, once complete, a download URL; None when not found."""
+        owner_id = uuid.UUID(owner)
+        row = await self._db.read(owner, lambda conn: queries.get_upload(conn, owner_id, upload_id))
+        if row is None:
+            return None
+        return row, await self._download(row)
+
+    async def complete(
+        self, owner: str, upload_id: uuid.UUID
+    ) -> tuple[Record, PresignedRequest | None] | None:
+        """Check the stored object against the declaration and mark the upload complete;
+        None when not found. A complete upload is answered as it is.
+
+        Raises:
+            Conflict: nothing has been uploaded yet (409; the upload stays pending).
+            UploadRejected: the object is not what was declared (422; object and record
+                are deleted).
+            ServiceUnavailable: the storage failed (503).
+        """
+        owner_id = uuid.UUID(owner)
+        row = await self._db.write(
+            owner, lambda conn: queries.get_upload(conn, owner_id, upload_id)
+        )
+        if row is None:
+            return None
+        if row["state"] == "pending":
+            await self._check(owner, row)
+            row = await self._db.write(
+                owner, lambda conn: queries.mark_complete(conn, owner_id, upload_id)
+            )
+            if row is None:  # deleted meanwhile
+                return None
+        return row, await self._download(row)
+
+    async def delete(self, owner: str, upload_id: uuid.UUID) -> bool:
+        """Delete ``owner``'s upload, object first; False when not found.
+
+        Raises:
+            ServiceUnavailable: the storage failed (503; the upload is kept).
+        """
+        owner_id = uuid.UUID(owner)
+        row = await self._db.write(
+            owner, lambda conn: queries.get_upload(conn, owner_id, upload_id)
+        )
+        if row is None:
+            return False
+        await self._delete_object(row["object_key"])
+        return await self._db.write(
+            owner, lambda conn: queries.delete_upload(conn, owner_id, upload_id)
+        )
+
+    async def _check(self, owner: str, row: Record) -> None:
+        size = int(row["size"])
+        async with self._checks:
+            try:
+                data = await self._storage.read(row["object_key"], size + 1)
+            except StorageUnavailableError:
+                raise unavailable() from None
+            if data is None:
+                raise Conflict("Nothing has been uploaded yet: PUT the file to its upload URL.")
+            try:
+                await asyncio.to_thread(
+                    check_contents,
+                    data,
+                    declared_type=row["content_type"],
+                    declared_size=size,
+                    max_pixels=self._config.max_pixels,
+                )
+            except ContentRejectedError as rejected:
+                await self._delete_object(row["object_key"])
+                owner_id, upload_id = uuid.UUID(owner), row["id"]
+                await self._db.write(
+                    owner, lambda conn: queries.delete_upload(conn, owner_id, upload_id)
+                )
+                raise UploadRejected(f"{rejected} The upload has been deleted.") from None
+
+    async def _download(self, row: Record) -> PresignedRequest | None:
+        if row["state"] != "complete":
+            return None
+        try:
+            return await self._storage.presign_get(
+                row["object_key"],
+                row["content_type"],
+                content_disposition(row["filename"]),
+                self._config.get_url_seconds,
+            )
+        except StorageUnavailableError:
+            raise unavailable() from None
+
+    async def _delete_object(self, key: str) -> None:
+        try:
+            await self._storage.delete(key)
+        except StorageUnavailableError:
+            raise unavailable() from None
+
+
+def open_storage(config: UploadConfig, base_url: str) -> ObjectStorage | None:
+    """The backend ``config`` names: S3, the local folder whose URLs start with
+    ``base_url`` (the API's own, e.g. ``http://127.0.0.1:8000``), or None (uploads off)."""
+    if config.backend == "off":
+        return None
+    if config.s3 is not None:
+        return S3Storage(config.s3)
+    return LocalStorage.open(config, base_url)

@@ -1,0 +1,274 @@
+"""Uploads on the local backend (docs/uploads.md): the whole flow through the real API, its
+pre-signed URLs refused when expired, forged or used with other headers, and every body that
+is not what was declared refused on ``complete`` with 422 and deleted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from bulwark.api.uploads.local_storage import LocalStorage, ObjectGrant
+
+from . import upload_files
+from .conftest import RunningStack
+from .helpers import MobileUser, assert_problem, bearer, login, register
+
+
+@dataclass
+class Client:
+    """A logged-in user of the API."""
+
+    api: str
+    user: MobileUser
+    headers: dict[str, str]
+
+    def create(self, filename: str, content_type: str, size: int) -> httpx.Response:
+        body = {"filename": filename, "contentType": content_type, "size": size}
+        return httpx.post(f"{self.api}/v1/uploads", json=body, headers=self.headers)
+
+    def complete(self, upload_id: str) -> httpx.Response:
+        return httpx.post(f"{self.api}/v1/uploads/{upload_id}/complete", headers=self.headers)
+
+    def get(self, upload_id: str) -> httpx.Response:
+        return httpx.get(f"{self.api}/v1/uploads/{upload_id}", headers=self.headers)
+
+    def delete(self, upload_id: str) -> httpx.Response:
+        return httpx.delete(f"{self.api}/v1/uploads/{upload_id}", headers=self.headers)
+
+
+@pytest.fixture
+def uploads_stack(stack: RunningStack) -> RunningStack:
+    """The session's stack: in test, its API keeps uploads in the stack's own folder, with a
+    signing key it generated there on start."""
+    return stack
+
+
+def _client(stack: RunningStack) -> Client:
+    user = register(stack.auth_url)
+    return Client(stack.api_url, user, bearer(login(stack.auth_url, user)["access_token"], user))
+
+
+def _object_file(stack: RunningStack, client: Client, upload_id: str) -> Path:
+    return stack.config.uploads_dir / "uploads" / client.user.user_id / upload_id
+
+
+def _upload(client: Client, filename: str, content_type: str, data: bytes) -> str:
+    """Create an upload and PUT ``data`` to its URL; its id."""
+    created = client.create(filename, content_type, len(data))
+    assert created.status_code == 201, created.text
+    put = created.json()["uploadRequest"]
+    assert httpx.put(put["url"], content=data, headers=put["headers"]).status_code == 200
+    return str(created.json()["upload"]["id"])
+
+
+def test_upload_flow_and_download_headers(uploads_stack: RunningStack) -> None:
+    alice, mallory = _client(uploads_stack), _client(uploads_stack)
+    data = upload_files.png()
+    created = alice.create("Fotó 1.png", "image/png", len(data))
+    assert created.status_code == 201, created.text
+    body = created.json()
+    upload, put = body["upload"], body["uploadRequest"]
+    assert upload["state"] == "pending"
+    assert upload["download"] is None
+    assert put["method"] == "PUT"
+    assert put["headers"] == {"Content-Type": "image/png", "Content-Length": str(len(data))}
+    assert "Fot" not in put["url"]  # the key is the server's, never the filename
+    seconds_left = time.mktime(
+        time.strptime(put["expiresAt"][:19], "%Y-%m-%dT%H:%M:%S")
+    ) - time.mktime(time.gmtime())
+    assert 0 < seconds_left <= 900
+
+    # Before the bytes are there: 409, and the upload stays.
+    assert_problem(alice.complete(upload["id"]), 409)
+    assert httpx.put(put["url"], content=data, headers=put["headers"]).status_code == 200
+    assert _object_file(uploads_stack, alice, upload["id"]).read_bytes() == data
+
+    # Someone else's upload is not found, for every verb, and nothing changes.
+    for response in (
+        mallory.get(upload["id"]),
+        mallory.complete(upload["id"]),
+        mallory.delete(upload["id"]),
+    ):
+        assert_problem(response, 404)
+        assert response.json()["detail"] == mallory.get(str(uuid.uuid4())).json()["detail"]
+    assert alice.get(upload["id"]).json()["state"] == "pending"
+
+    completed = alice.complete(upload["id"])
+    assert completed.status_code == 200, completed.text
+    assert completed.json()["state"] == "complete"
+    assert alice.complete(upload["id"]).status_code == 200  # again: answered as it is
+
+    read = alice.get(upload["id"])
+    assert read.status_code == 200
+    download = read.json()["download"]
+    assert download["method"] == "GET"
+    got = httpx.get(download["url"])
+    assert got.status_code == 200
+    assert got.content == data
+    assert got.headers["content-type"] == "image/png"
+    assert got.headers["content-disposition"] == (
+        "attachment; filename=\"Fot_ 1.png\"; filename*=UTF-8''Fot%C3%B3%201.png"
+    )
+    assert got.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in got.headers["content-security-policy"]
+    # The download URL is for GET only.
+    assert (
+        httpx.put(download["url"], content=b"x", headers={"Content-Type": "image/png"}).status_code
+        == 403
+    )
+
+    assert alice.delete(upload["id"]).status_code == 204
+    assert not _object_file(uploads_stack, alice, upload["id"]).exists()
+    assert_problem(alice.get(upload["id"]), 404)
+    assert httpx.get(download["url"]).status_code == 404
+
+
+def test_declarations_are_checked(uploads_stack: RunningStack) -> None:
+    client = _client(uploads_stack)
+    for filename, content_type, size, field in [
+        ("a.php.png", "image/png", 10, "filename"),
+        ("a.png.html", "text/html", 10, "filename"),
+        ("a.png ", "image/png", 10, "filename"),
+        ("evil\u202egnp.pdf", "application/pdf", 10, "filename"),
+        ("a.svg", "image/svg+xml", 10, "contentType"),
+        ("a.jpg", "image/png", 10, "filename"),
+        ("a.png", "image/png", 10 * 1024 * 1024 + 1, "size"),
+    ]:
+        refused = assert_problem(client.create(filename, content_type, size), 400)
+        assert field in [error["field"] for error in refused["errors"]], (filename, refused)
+
+
+def test_put_url_is_bound_to_its_type_length_and_lifetime(uploads_stack: RunningStack) -> None:
+    client = _client(uploads_stack)
+    data = upload_files.png()
+    created = client.create("photo.png", "image/png", len(data)).json()
+    put, upload_id = created["uploadRequest"], created["upload"]["id"]
+    url, headers = put["url"], put["headers"]
+    for refused in (
+        httpx.put(url, content=data, headers={**headers, "Content-Type": "text/html"}),
+        httpx.put(url, content=data, headers={**headers, "Content-Type": "image/svg+xml"}),
+        httpx.put(url, content=data[:-1], headers={"Content-Type": "image/png"}),
+        httpx.put(url, content=data + b"<html>", headers={"Content-Type": "image/png"}),
+        httpx.put(url + "x", content=data, headers=headers),  # tampered
+    ):
+        assert_problem(refused, 403)
+    assert not _object_file(uploads_stack, client, upload_id).exists()
+
+    # Our own key, the same key and grant, but expired a second ago.
+    key = f"uploads/{client.user.user_id}/{upload_id}"
+    signing_key = (uploads_stack.config.uploads_dir / "signing.key").read_bytes()
+    storage = LocalStorage(Path("unused"), signing_key, uploads_stack.api_url)
+    expired = ObjectGrant("PUT", key, int(time.time()) - 1, "image/png", len(data))
+    base = url[: url.rindex("/") + 1]
+    answer = httpx.put(base + storage.sign(expired), content=data, headers=headers)
+    assert assert_problem(answer, 403)["detail"] == "The object URL has expired."
+    forged = LocalStorage(Path("unused"), b"another-key" * 4, uploads_stack.api_url)
+    live = ObjectGrant("PUT", key, int(time.time()) + 60, "image/png", len(data))
+    assert_problem(httpx.put(base + forged.sign(live), content=data, headers=headers), 403)
+    assert not _object_file(uploads_stack, client, upload_id).exists()
+    # The genuine URL still works.
+    assert httpx.put(url, content=data, headers=headers).status_code == 200
+    assert urllib.parse.urlsplit(url).path.startswith("/v1/upload-objects/")
+
+
+@pytest.mark.parametrize(
+    ("filename", "content_type", "data"),
+    [
+        pytest.param("page.png", "image/png", upload_files.html_behind_png_header(), id="html"),
+        pytest.param("vector.png", "image/png", upload_files.SVG, id="svg-as-png"),
+        # 100 million pixels: over the default limit (50 million), under Pillow's own error.
+        pytest.param("bomb.png", "image/png", upload_files.png_bomb(10_000, 10_000), id="bomb"),
+        pytest.param("big-bomb.png", "image/png", upload_files.png_bomb(), id="huge-bomb"),
+        pytest.param("photo.jpg", "image/jpeg", upload_files.png(), id="png-as-jpeg"),
+        pytest.param("doc.pdf", "application/pdf", upload_files.png(), id="png-as-pdf"),
+    ],
+)
+def test_bodies_that_are_not_what_was_declared_are_refused_and_deleted(
+    uploads_stack: RunningStack, filename: str, content_type: str, data: bytes
+) -> None:
+    client = _client(uploads_stack)
+    upload_id = _upload(client, filename, content_type, data)
+    assert _object_file(uploads_stack, client, upload_id).exists()
+    problem = assert_problem(client.complete(upload_id), 422)
+    assert "deleted" in str(problem["detail"])
+    if filename.endswith("bomb.png"):  # refused from its header, by our own limit
+        assert "over the limit of 50000000" in str(problem["detail"])
+    assert not _object_file(uploads_stack, client, upload_id).exists()
+    assert_problem(client.get(upload_id), 404)
+
+
+def test_an_object_larger_than_declared_is_refused(uploads_stack: RunningStack) -> None:
+    # The PUT URL refuses another length; a backend that did not would leave a larger object,
+    # written here behind the API's back.
+    client = _client(uploads_stack)
+    data = upload_files.png()
+    upload_id = _upload(client, "photo.png", "image/png", data)
+    _object_file(uploads_stack, client, upload_id).write_bytes(data + b"\0" * 4096)
+    problem = assert_problem(client.complete(upload_id), 422)
+    assert "size" in str(problem["detail"])
+    assert not _object_file(uploads_stack, client, upload_id).exists()
+
+
+def test_a_pdf_upload_completes(uploads_stack: RunningStack) -> None:
+    client = _client(uploads_stack)
+    upload_id = _upload(client, "report.pdf", "application/pdf", upload_files.pdf())
+    completed = client.complete(upload_id)
+    assert completed.status_code == 200, completed.text
+    got = httpx.get(completed.json()["download"]["url"])
+    assert got.headers["content-type"] == "application/pdf"
+    assert got.headers["content-disposition"].startswith('attachment; filename="report.pdf"')
+
+
+def _upload_flags(stack: RunningStack, user_id: str) -> list[dict[str, Any]]:
+    async def run() -> list[dict[str, Any]]:
+        conn = await asyncpg.connect(stack.databases["api"])
+        try:
+            rows = await conn.fetch(
+                "SELECT evidence::text AS evidence FROM anomaly_flags"
+                " WHERE user_id = $1 AND kind = 'foreign_upload_attempts'",
+                uuid.UUID(user_id),
+            )
+        finally:
+            await conn.close()
+        return [json.loads(row["evidence"]) for row in rows]
+
+    return asyncio.run(run())
+
+
+def test_attempts_at_other_users_uploads_are_flagged(uploads_stack: RunningStack) -> None:
+    owner, prober = _client(uploads_stack), _client(uploads_stack)
+    upload_id = _upload(owner, "photo.png", "image/png", upload_files.png())
+    attempts = [prober.get, prober.complete, prober.delete, prober.get, prober.complete]
+    for attempt in attempts:  # the default threshold: 5 attempts
+        assert_problem(attempt(upload_id), 404)
+    deadline = time.monotonic() + 10
+    while not (flags := _upload_flags(uploads_stack, prober.user.user_id)):
+        assert time.monotonic() < deadline, "no foreign_upload_attempts flag"
+        time.sleep(0.05)
+    targets = flags[0]["targets"]
+    assert [(t["upload_id"], t["owner_id"]) for t in targets] == [
+        (upload_id, owner.user.user_id)
+    ] * len(attempts)
+    assert [t["action"] for t in targets] == ["read", "complete", "delete", "read", "complete"]
+    assert owner.get(upload_id).status_code == 200  # never a block, nothing changed
+
+
+def test_a_file_over_a_mebibyte_goes_through_the_local_backend(uploads_stack: RunningStack) -> None:
+    # The HTTP server reads at most 1 MiB of a body by default; the local backend raises it.
+    client = _client(uploads_stack)
+    data = upload_files.noise_png(800, 800)
+    assert len(data) > 1024 * 1024
+    upload_id = _upload(client, "large.png", "image/png", data)
+    completed = client.complete(upload_id)
+    assert completed.status_code == 200, completed.text
+    assert httpx.get(completed.json()["download"]["url"]).content == data
