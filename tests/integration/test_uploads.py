@@ -62,6 +62,10 @@ def _object_file(stack: RunningStack, client: Client, upload_id: str) -> Path:
     return stack.config.uploads_dir / "uploads" / client.user.user_id / upload_id
 
 
+def _checked_file(stack: RunningStack, client: Client, upload_id: str) -> Path:
+    return stack.config.uploads_dir / "files" / client.user.user_id / upload_id
+
+
 def _upload(client: Client, filename: str, content_type: str, data: bytes) -> str:
     """Create an upload and PUT ``data`` to its URL; its id."""
     created = client.create(filename, content_type, len(data))
@@ -107,6 +111,10 @@ def test_upload_flow_and_download_headers(uploads_stack: RunningStack) -> None:
     assert completed.status_code == 200, completed.text
     assert completed.json()["state"] == "complete"
     assert alice.complete(upload["id"]).status_code == 200  # again: answered as it is
+    # The PUT URL still works until it expires, but what it stores now is never served:
+    # downloads are of the bytes that were checked.
+    html = b"<html><script>alert(1)</script>".ljust(len(data))
+    assert httpx.put(put["url"], content=html, headers=put["headers"]).status_code == 200
 
     read = alice.get(upload["id"])
     assert read.status_code == 200
@@ -129,6 +137,7 @@ def test_upload_flow_and_download_headers(uploads_stack: RunningStack) -> None:
 
     assert alice.delete(upload["id"]).status_code == 204
     assert not _object_file(uploads_stack, alice, upload["id"]).exists()
+    assert not _checked_file(uploads_stack, alice, upload["id"]).exists()
     assert_problem(alice.get(upload["id"]), 404)
     assert httpx.get(download["url"]).status_code == 404
 
@@ -272,3 +281,40 @@ def test_a_file_over_a_mebibyte_goes_through_the_local_backend(uploads_stack: Ru
     completed = client.complete(upload_id)
     assert completed.status_code == 200, completed.text
     assert httpx.get(completed.json()["download"]["url"]).content == data
+
+
+def test_a_retried_create_gets_the_same_upload_with_a_new_url(uploads_stack: RunningStack) -> None:
+    """``Idempotency-Key`` on ``POST /v1/uploads`` (docs/safe-writes.md): a retry gets the
+    same upload, and a PUT URL signed anew (a URL is never kept); once the upload is complete,
+    a replay is 409 and signs nothing that could replace the checked file."""
+    client = _client(uploads_stack)
+    data = upload_files.png()
+    keyed = {**client.headers, "Idempotency-Key": f'"{uuid.uuid4()}"'}
+    body = {"filename": "a.png", "contentType": "image/png", "size": len(data)}
+    first = httpx.post(f"{client.api}/v1/uploads", json=body, headers=keyed)
+    assert first.status_code == 201, first.text
+    time.sleep(1.1)  # a URL signed a second later differs (its expiry is in seconds)
+    retried = httpx.post(f"{client.api}/v1/uploads", json=body, headers=keyed)
+    assert retried.status_code == 201, retried.text
+    upload_id = first.json()["upload"]["id"]
+    assert retried.json()["upload"]["id"] == upload_id
+    put = retried.json()["uploadRequest"]
+    assert put["url"] != first.json()["uploadRequest"]["url"]
+    assert httpx.put(put["url"], content=data, headers=put["headers"]).status_code == 200
+    assert client.complete(upload_id).status_code == 200
+    other = {**body, "size": len(data) + 1}
+    assert_problem(httpx.post(f"{client.api}/v1/uploads", json=other, headers=keyed), 422)
+    done = httpx.post(f"{client.api}/v1/uploads", json=body, headers=keyed)
+    assert "uploadRequest" not in assert_problem(done, 409)
+    assert asyncio.run(_count_uploads(uploads_stack, client)) == 1
+
+
+async def _count_uploads(stack: RunningStack, client: Client) -> int:
+    conn = await asyncpg.connect(stack.databases["api"], timeout=10)
+    try:
+        count: int = await conn.fetchval(
+            "SELECT count(*) FROM uploads WHERE owner_id = $1", uuid.UUID(client.user.user_id)
+        )
+    finally:
+        await conn.close()
+    return count

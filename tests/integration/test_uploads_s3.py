@@ -160,14 +160,21 @@ def test_upload_flow_through_s3(s3_stack: RunningStack, s3: S3Server) -> None:
     assert query["response-content-disposition"] == [
         "attachment; filename=\"holiday.png\"; filename*=UTF-8''holiday.png"
     ]
+    # The PUT URL still works until it expires, but downloads are of the checked bytes.
+    assert not s3.exists(key)
+    html = b"<html><script>alert(1)</script>".ljust(len(data))
+    assert httpx.put(put["url"], content=html, headers=put["headers"]).status_code == 200
     got = httpx.get(download["url"])
     assert got.status_code == 200
     assert got.content == data
     assert got.headers["content-type"] == "image/png"
     assert got.headers["content-disposition"].startswith("attachment;")
+    checked = s3.client.head_object(Bucket=BUCKET, Key=f"files/{owner}/{upload_id}")
+    assert checked["ServerSideEncryption"] == "AES256"
 
     assert httpx.delete(url, headers=headers).status_code == 204
     assert not s3.exists(key)
+    assert not s3.exists(f"files/{owner}/{upload_id}")
     assert_problem(httpx.get(url, headers=headers), 404)
 
 
@@ -226,4 +233,5 @@ def test_s3_down_is_a_503_and_the_upload_waits(s3_stack: RunningStack, s3: S3Ser
         s3.restart()
     assert httpx.get(url, headers=headers).json()["state"] == "pending"
     assert httpx.post(f"{url}/complete", headers=headers).status_code == 200
-    assert s3.exists(f"uploads/{owner}/{upload_id}")
+    assert s3.exists(f"files/{owner}/{upload_id}")
+    assert not s3.exists(f"uploads/{owner}/{upload_id}")

@@ -4,7 +4,12 @@ Idempotency-Key HTTP Header Field" (draft-ietf-httpapi-idempotency-key-header-06
 A create handler takes the ``idempotency_key`` dependency and hands its work to
 `create_once`; that is all a route adds (``POST /v1/notes`` is the example)::
 
-    return await create_once(primary, idempotency_key, data, Note, create)
+    return await create_once(primary, idempotency_key, data, Note, create, as_stored)
+
+``present`` (`as_stored` above) turns the kept body into the answer, on the first request
+and on every replay, in the same transaction: ``POST /v1/uploads`` keeps the upload and
+signs a new PUT URL each time (a URL is a credential with an expiry: never kept), and only
+while the upload is still pending.
 
 Per user (the token's ``sub``) and key, within ``IDEMPOTENCY_KEY_TTL_SECONDS`` (24 h):
 
@@ -60,6 +65,7 @@ SWEEP_BATCH = 1000
 SWEEP_MAX_BATCHES = 10
 
 T = TypeVar("T", bound=msgspec.Struct)
+R = TypeVar("R", bound=msgspec.Struct)
 
 
 class IdempotencyKeyReused(Problem):
@@ -181,26 +187,34 @@ async def idempotency_key(
     )
 
 
-async def create_once(
+async def as_stored(conn: asyncpg.Connection, body: T) -> T:
+    """The ``present`` of a create whose kept body is its whole answer."""
+    return body
+
+
+async def create_once(  # noqa: PLR0917  # each argument is named in the module's example
     db: Database,
     key: IdempotencyKey | None,
     request_body: msgspec.Struct,
     answer: type[T],
     create: Callable[[asyncpg.Connection], Awaitable[Created[T]]],
-) -> Response[T]:
+    present: Callable[[asyncpg.Connection, T], Awaitable[R]],
+) -> Response[R]:
     """Run ``create`` in a transaction on ``db`` once per key: the answer of its first run
     is kept with what it wrote, and a retry gets it again (decoded as ``answer``). Without
-    a key, ``create`` just runs in a transaction.
+    a key, ``create`` just runs in a transaction. Either way the body answered is
+    ``present(conn, kept body)``, run in that transaction (see the module's docstring).
 
     Raises:
         IdempotencyKeyInUse: a request with this key is being processed (409).
         IdempotencyKeyReused: the key was used with another request (422).
         DatabaseUnavailable: the database failed (503; nothing was written).
-        Problem: whatever ``create`` raises (its transaction is rolled back).
+        Problem: whatever ``create`` or ``present`` raises (the transaction is rolled back).
     """
     async with db.transaction() as conn:
         if key is None:
-            return _response(await create(conn))
+            created = await create(conn)
+            return _response(created, await present(conn, created.body))
         owner, name = key.owner_id, key.key
         if not await conn.fetchval(_TRY_LOCK, owner, name):
             raise IdempotencyKeyInUse
@@ -208,10 +222,9 @@ async def create_once(
         request_fingerprint = fingerprint(key.method, key.path, request_body)
         verdict = judge(stored, request_fingerprint)
         if stored is not None and verdict == "replay":
+            kept = msgspec.json.decode(stored.body, type=answer)
             return Response(
-                msgspec.json.decode(stored.body, type=answer),
-                status_code=stored.status,
-                headers=stored.headers,
+                await present(conn, kept), status_code=stored.status, headers=stored.headers
             )
         if verdict == "reused":
             raise IdempotencyKeyReused
@@ -228,11 +241,11 @@ async def create_once(
         )
         if status != "INSERT 0 1":  # an unexpired answer appeared: another request has it
             raise IdempotencyKeyInUse
-        return _response(created)
+        return _response(created, await present(conn, created.body))
 
 
-def _response(created: Created[T]) -> Response[T]:
-    return Response(created.body, status_code=created.status, headers=dict(created.headers))
+def _response(created: Created[T], body: R) -> Response[R]:
+    return Response(body, status_code=created.status, headers=dict(created.headers))
 
 
 async def _find(conn: asyncpg.Connection, owner: uuid.UUID, key: str) -> StoredAnswer | None:

@@ -23,7 +23,7 @@ from litestar.params import FromPath, JSONBody, Parameter
 
 from bulwark.api import preconditions
 from bulwark.api.anomalies.checks import note_not_found
-from bulwark.api.idempotency import Created, IdempotencyKey, create_once
+from bulwark.api.idempotency import Created, IdempotencyKey, as_stored, create_once
 from bulwark.api.notes import queries, rules
 from bulwark.api.notes.rules import Cursor, check_text, decode_cursor, encode_cursor, etag
 from bulwark.api.notes.schemas import Note, NoteCreate, NotePage, NoteUpdate
@@ -80,7 +80,12 @@ class NoteController(Controller):
         return await db.write(
             caller.sub,
             lambda primary: create_once(
-                primary, idempotency_key, data, Note, lambda c: _insert(c, owner, title, body)
+                primary,
+                idempotency_key,
+                data,
+                Note,
+                lambda c: _insert(c, owner, title, body),
+                as_stored,
             ),
         )
 

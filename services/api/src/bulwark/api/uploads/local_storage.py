@@ -43,7 +43,7 @@ from bulwark.common.request_bodies import check_query_string
 OBJECTS_PATH = "/upload-objects"
 #: Longest token accepted, in characters (ours are about 400 with a long filename).
 MAX_TOKEN_LENGTH = 2048
-_KEY = re.compile(r"uploads/[0-9a-f-]{36}/[0-9a-f-]{36}\Z")
+_KEY = re.compile(r"(uploads|files)/[0-9a-f-]{36}/[0-9a-f-]{36}\Z")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}\Z")
 _DOMAIN = b"bulwark-upload-object\n"  # keeps these MACs apart from any other use of the key
 _CHUNK_BYTES = 64 * 1024
@@ -122,7 +122,7 @@ class LocalStorage:
         return grant
 
     def path(self, key: str) -> Path:
-        """The file of ``key`` (a key of `rules.object_key` only)."""
+        """The file of ``key`` (a key of `rules.object_key` or `rules.file_key` only)."""
         if not _KEY.fullmatch(key):
             raise ValueError("not an upload key")
         return self._root / key
@@ -159,6 +159,20 @@ class LocalStorage:
                 return file.read(limit)
         except FileNotFoundError:
             return None
+
+    async def write(self, key: str, data: bytes, content_type: str) -> None:
+        """See `ObjectStorage.write`: to a temporary file beside it, renamed into place."""
+        await asyncio.to_thread(self._write, self.path(key), data)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}.part")
+        try:
+            draft.write_bytes(data)
+            draft.replace(path)
+        finally:
+            draft.unlink(missing_ok=True)
 
     async def delete(self, key: str) -> None:
         """See `ObjectStorage.delete`."""

@@ -23,7 +23,8 @@ async def insert_upload(
     row: asyncpg.Record = await conn.fetchrow(
         "INSERT INTO uploads (id, owner_id, object_key, filename, content_type, size)"
         " VALUES ($1, $2, $3, $4, $5, $6)"
-        " RETURNING id, object_key, filename, content_type, size, state, created_at, completed_at",
+        " RETURNING id, owner_id, object_key, filename, content_type, size, state,"
+        " created_at, completed_at",
         upload_id,
         owner_id,
         object_key,
@@ -39,8 +40,8 @@ async def get_upload(
 ) -> asyncpg.Record | None:
     """The owner's upload, or None (also when it belongs to someone else)."""
     row: asyncpg.Record | None = await conn.fetchrow(
-        "SELECT id, object_key, filename, content_type, size, state, created_at, completed_at"
-        " FROM uploads WHERE id = $1 AND owner_id = $2",
+        "SELECT id, owner_id, object_key, filename, content_type, size, state, created_at,"
+        " completed_at FROM uploads WHERE id = $1 AND owner_id = $2",
         upload_id,
         owner_id,
     )
@@ -55,7 +56,8 @@ async def mark_complete(
         "UPDATE uploads SET state = 'complete',"
         " completed_at = COALESCE(completed_at, clock_timestamp())"
         " WHERE id = $1 AND owner_id = $2"
-        " RETURNING id, object_key, filename, content_type, size, state, created_at, completed_at",
+        " RETURNING id, owner_id, object_key, filename, content_type, size, state,"
+        " created_at, completed_at",
         upload_id,
         owner_id,
     )

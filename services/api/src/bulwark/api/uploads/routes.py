@@ -5,42 +5,18 @@ reported to the anomaly detector (``not_found``), which runs in the background.
 """
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from bulwark.api.anomalies.checks import not_found
-from bulwark.api.uploads.schemas import SignedRequest, Upload, UploadCreate, UploadCreated
+from bulwark.api.idempotency import IdempotencyKey
+from bulwark.api.uploads.schemas import Upload, UploadCreate, UploadCreated, upload_of
 from bulwark.api.uploads.service import UploadService
-from bulwark.api.uploads.storage import PresignedRequest
 from bulwark.common.access_tokens import AccessTokenClaims
-from bulwark.common.db import Record
 from bulwark.common.problems import NotFound
-
-
-def _signed(request: PresignedRequest) -> SignedRequest:
-    return SignedRequest(
-        method=request.method,
-        url=request.url,
-        headers=request.headers,
-        expires_at=datetime.fromtimestamp(request.expires_at, UTC),
-    )
-
-
-def _upload(row: Record, download: PresignedRequest | None = None) -> Upload:
-    return Upload(
-        id=str(row["id"]),
-        filename=row["filename"],
-        content_type=row["content_type"],
-        size=row["size"],
-        state=row["state"],
-        created_at=row["created_at"],
-        completed_at=row["completed_at"],
-        download=_signed(download) if download else None,
-    )
 
 
 def _missing(
@@ -61,13 +37,14 @@ class UploadController(Controller):
         data: JSONBody[UploadCreate],
         uploads: NamedDependency[UploadService],
         caller: NamedDependency[AccessTokenClaims],
-    ) -> UploadCreated:
+        idempotency_key: NamedDependency[IdempotencyKey | None],
+    ) -> Response[UploadCreated]:
         """Declare a file (name, content type, size in bytes) and get a pre-signed PUT URL
         for it, bound to that type and length and valid for at most 15 minutes. Refused
         (400): a type not allowed, an extension not of that type, a size over the limit, an
-        unsafe filename (docs/uploads.md)."""
-        row, put = await uploads.create(caller.sub, data.filename, data.content_type, data.size)
-        return UploadCreated(upload=_upload(row), upload_request=_signed(put))
+        unsafe filename (docs/uploads.md). Once per ``Idempotency-Key``: a retry gets the
+        same upload with a new URL, or 409 once it is complete or deleted."""
+        return await uploads.create(caller.sub, data, idempotency_key)
 
     @post("/{upload_id:uuid}/complete", operation_id="completeUpload", status_code=200)
     async def complete(
@@ -83,7 +60,7 @@ class UploadController(Controller):
         done = await uploads.complete(caller.sub, upload_id)
         if done is None:
             raise _missing(request, caller, upload_id, "complete")
-        return _upload(*done)
+        return upload_of(*done)
 
     @get("/{upload_id:uuid}", operation_id="getUpload")
     async def read(
@@ -98,7 +75,7 @@ class UploadController(Controller):
         found = await uploads.read(caller.sub, upload_id)
         if found is None:
             raise _missing(request, caller, upload_id, "read")
-        return _upload(*found)
+        return upload_of(*found)
 
     @delete("/{upload_id:uuid}", operation_id="deleteUpload", status_code=204)
     async def remove(

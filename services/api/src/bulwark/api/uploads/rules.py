@@ -81,9 +81,16 @@ def extension_of(filename: str) -> str:
 
 
 def object_key(owner_id: uuid.UUID, upload_id: uuid.UUID) -> str:
-    """Where an upload's bytes are stored: ``uploads/<owner>/<upload id>``, made of the
+    """Where a client PUTs an upload's bytes: ``uploads/<owner>/<upload id>``, made of the
     server's own ids only (never of the filename)."""
     return f"uploads/{owner_id}/{upload_id}"
+
+
+def file_key(owner_id: uuid.UUID, upload_id: uuid.UUID) -> str:
+    """Where the API keeps the bytes it checked, once complete: ``files/<owner>/<upload
+    id>``. No PUT URL is ever signed for it, so a PUT URL still valid after ``complete``
+    cannot replace the checked file with another."""
+    return f"files/{owner_id}/{upload_id}"
 
 
 def content_disposition(filename: str) -> str:

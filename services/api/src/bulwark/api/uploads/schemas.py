@@ -1,10 +1,12 @@
 """Request and response bodies for uploads (camelCase on the wire)."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import msgspec
 
+from bulwark.api.uploads.storage import PresignedRequest
+from bulwark.common.db import Record
 from bulwark.common.schemas import Schema
 
 #: Longest filename accepted by the schema, in characters (the rules then count bytes).
@@ -48,3 +50,27 @@ class UploadCreated(Schema, frozen=True):
 
     upload: Upload
     upload_request: SignedRequest
+
+
+def signed_request(request: PresignedRequest) -> SignedRequest:
+    """The answer's form of a pre-signed request."""
+    return SignedRequest(
+        method=request.method,
+        url=request.url,
+        headers=request.headers,
+        expires_at=datetime.fromtimestamp(request.expires_at, UTC),
+    )
+
+
+def upload_of(row: Record, download: PresignedRequest | None = None) -> Upload:
+    """An upload's record (`bulwark.api.uploads.queries`) as answered, with its download."""
+    return Upload(
+        id=str(row["id"]),
+        filename=row["filename"],
+        content_type=row["content_type"],
+        size=row["size"],
+        state=row["state"],
+        created_at=row["created_at"],
+        completed_at=row["completed_at"],
+        download=signed_request(download) if download else None,
+    )

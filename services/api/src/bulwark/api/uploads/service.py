@@ -9,12 +9,28 @@ and the client can retry, rather than an object nobody can reach any more.
 import asyncio
 import uuid
 
+import asyncpg
+from litestar import Response
+
+from bulwark.api.idempotency import Created, IdempotencyKey, create_once
 from bulwark.api.replica import NotesDatabases
 from bulwark.api.uploads import queries
 from bulwark.api.uploads.config import UploadConfig
 from bulwark.api.uploads.contents import ContentRejectedError, check_contents
 from bulwark.api.uploads.local_storage import LocalStorage
-from bulwark.api.uploads.rules import check_declaration, content_disposition, object_key
+from bulwark.api.uploads.rules import (
+    check_declaration,
+    content_disposition,
+    file_key,
+    object_key,
+)
+from bulwark.api.uploads.schemas import (
+    Upload,
+    UploadCreate,
+    UploadCreated,
+    signed_request,
+    upload_of,
+)
 from bulwark.api.uploads.storage import (
     ObjectStorage,
     PresignedRequest,
@@ -51,37 +67,57 @@ class UploadService:
         self._checks = asyncio.Semaphore(CONCURRENT_CHECKS)
 
     async def create(
-        self, owner: str, filename: str, content_type: str, size: int
-    ) -> tuple[Record, PresignedRequest]:
-        """Record a pending upload of ``owner`` and sign the PUT of its bytes.
+        self, owner: str, declared: UploadCreate, key: IdempotencyKey | None
+    ) -> Response[UploadCreated]:
+        """Record a pending upload of ``owner`` and sign the PUT of its bytes, once per
+        ``key`` (`create_once`): a replay signs a new PUT URL for the same upload while it
+        is pending.
 
         Raises:
             ValidationFailed: the declaration breaks a rule (`rules.check_declaration`).
             ServiceUnavailable: the storage cannot sign (503; nothing is recorded).
+            Conflict: a replay whose upload is complete or deleted (409: a complete upload's
+                bytes are never replaced, and a URL for them is not issued again).
+            IdempotencyKeyInUse, IdempotencyKeyReused: see `create_once` (409, 422).
         """
-        check_declaration(filename, content_type, size, self._config)
-        owner_id, upload_id = uuid.UUID(owner), uuid.uuid4()
-        key = object_key(owner_id, upload_id)
-        # Signed first: a storage that cannot sign leaves no record behind.
-        try:
-            put = await self._storage.presign_put(
-                key, content_type, size, self._config.put_url_seconds
-            )
-        except StorageUnavailableError:
-            raise unavailable() from None
-        row = await self._db.write(
-            owner,
-            lambda conn: queries.insert_upload(
+        check_declaration(declared.filename, declared.content_type, declared.size, self._config)
+        owner_id = uuid.UUID(owner)
+
+        async def insert(conn: asyncpg.Connection) -> Created[Upload]:
+            upload_id = uuid.uuid4()
+            row = await queries.insert_upload(
                 conn,
                 upload_id=upload_id,
                 owner_id=owner_id,
-                object_key=key,
-                filename=filename,
-                content_type=content_type,
-                size=size,
-            ),
+                object_key=object_key(owner_id, upload_id),
+                filename=declared.filename,
+                content_type=declared.content_type,
+                size=declared.size,
+            )
+            return Created(upload_of(row))
+
+        async def with_put_url(conn: asyncpg.Connection, upload: Upload) -> UploadCreated:
+            row = await queries.get_upload(conn, owner_id, uuid.UUID(upload.id))
+            if row is None or row["state"] != "pending":
+                raise Conflict(
+                    "The upload this Idempotency-Key created is complete or deleted; "
+                    "start a new upload with a new key."
+                )
+            try:
+                put = await self._storage.presign_put(
+                    row["object_key"],
+                    row["content_type"],
+                    row["size"],
+                    self._config.put_url_seconds,
+                )
+            except StorageUnavailableError:
+                raise unavailable() from None  # rolled back: nothing is recorded
+            return UploadCreated(upload=upload_of(row), upload_request=signed_request(put))
+
+        return await self._db.write(
+            owner,
+            lambda primary: create_once(primary, key, declared, Upload, insert, with_put_url),
         )
-        return row, put
 
     async def read(
         self, owner: str, upload_id: uuid.UUID
@@ -112,12 +148,17 @@ class UploadService:
         if row is None:
             return None
         if row["state"] == "pending":
-            await self._check(owner, row)
+            checked = await self._check(owner, row)
+            # The checked bytes, not the PUT key's (a PUT URL lives on after this, and a PUT
+            # landing between the check and now would otherwise be served unchecked).
+            await self._write(file_key(owner_id, upload_id), checked, row["content_type"])
             row = await self._db.write(
                 owner, lambda conn: queries.mark_complete(conn, owner_id, upload_id)
             )
-            if row is None:  # deleted meanwhile
+            if row is None:  # deleted meanwhile: so is what was just written
+                await self._delete_object(file_key(owner_id, upload_id))
                 return None
+            await self._delete_object(row["object_key"])
         return row, await self._download(row)
 
     async def delete(self, owner: str, upload_id: uuid.UUID) -> bool:
@@ -132,12 +173,14 @@ class UploadService:
         )
         if row is None:
             return False
+        await self._delete_object(file_key(owner_id, upload_id))
         await self._delete_object(row["object_key"])
         return await self._db.write(
             owner, lambda conn: queries.delete_upload(conn, owner_id, upload_id)
         )
 
-    async def _check(self, owner: str, row: Record) -> None:
+    async def _check(self, owner: str, row: Record) -> bytes:
+        """The object's bytes, once checked against the declaration (see `complete`)."""
         size = int(row["size"])
         async with self._checks:
             try:
@@ -161,17 +204,24 @@ class UploadService:
                     owner, lambda conn: queries.delete_upload(conn, owner_id, upload_id)
                 )
                 raise UploadRejected(f"{rejected} The upload has been deleted.") from None
+        return data
 
     async def _download(self, row: Record) -> PresignedRequest | None:
         if row["state"] != "complete":
             return None
         try:
             return await self._storage.presign_get(
-                row["object_key"],
+                file_key(row["owner_id"], row["id"]),
                 row["content_type"],
                 content_disposition(row["filename"]),
                 self._config.get_url_seconds,
             )
+        except StorageUnavailableError:
+            raise unavailable() from None
+
+    async def _write(self, key: str, data: bytes, content_type: str) -> None:
+        try:
+            await self._storage.write(key, data, content_type)
         except StorageUnavailableError:
             raise unavailable() from None
 

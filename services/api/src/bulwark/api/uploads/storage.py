@@ -9,7 +9,7 @@ The local backend for development is in `bulwark.api.uploads.local_storage`.
 import asyncio
 import time
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Final, Protocol
 
 import boto3
 import msgspec
@@ -20,7 +20,7 @@ from bulwark.api.uploads.config import S3Config
 from bulwark.common.problems import ServiceUnavailable
 
 #: Server-side encryption asked of S3 on every PUT (S3-managed keys); the header is signed.
-SERVER_SIDE_ENCRYPTION = "AES256"
+SERVER_SIDE_ENCRYPTION: Final = "AES256"
 
 
 class PresignedRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -38,7 +38,8 @@ class StorageUnavailableError(Exception):
 
 
 class ObjectStorage(Protocol):
-    """What uploads need of a storage backend. Keys come from `rules.object_key`."""
+    """What uploads need of a storage backend. Keys come from `rules.object_key` (where
+    clients PUT) and `rules.file_key` (what the API checked and serves)."""
 
     async def presign_put(
         self, key: str, content_type: str, content_length: int, expires_in: int
@@ -64,6 +65,14 @@ class ObjectStorage(Protocol):
 
     async def read(self, key: str, limit: int) -> bytes | None:
         """At most the first ``limit`` bytes of ``key``; None when there is no such object.
+
+        Raises:
+            StorageUnavailableError: the storage failed or did not answer in time.
+        """
+        ...
+
+    async def write(self, key: str, data: bytes, content_type: str) -> None:
+        """Store ``data`` (the bytes the API checked) as ``key``, of ``content_type``.
 
         Raises:
             StorageUnavailableError: the storage failed or did not answer in time.
@@ -188,6 +197,20 @@ class S3Storage:
         except BotoCoreError as error:
             raise StorageUnavailableError(str(error)) from None
         return data
+
+    async def write(self, key: str, data: bytes, content_type: str) -> None:
+        """See `ObjectStorage.write`: one PUT, with server-side encryption."""
+        try:
+            await asyncio.to_thread(
+                self._client.put_object,
+                Bucket=self._bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                ServerSideEncryption=SERVER_SIDE_ENCRYPTION,
+            )
+        except (ClientError, BotoCoreError) as error:
+            raise StorageUnavailableError(str(error)) from None
 
     async def delete(self, key: str) -> None:
         """See `ObjectStorage.delete`."""
