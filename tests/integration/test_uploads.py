@@ -17,7 +17,11 @@ import asyncpg
 import httpx
 import pytest
 
+from bulwark.api.replica import NotesDatabases
+from bulwark.api.uploads.config import UploadConfig
 from bulwark.api.uploads.local_storage import LocalStorage, ObjectGrant
+from bulwark.api.uploads.service import UploadService
+from bulwark.common.db import open_database
 
 from . import upload_files
 from .conftest import RunningStack
@@ -318,3 +322,49 @@ async def _count_uploads(stack: RunningStack, client: Client) -> int:
     finally:
         await conn.close()
     return count
+
+
+def test_uploads_abandoned_for_a_day_are_deleted_with_their_objects(
+    uploads_stack: RunningStack,
+) -> None:
+    """The API's sweep (`UploadService.delete_abandoned`, run every few minutes by each
+    process) deletes uploads still pending a day after they were declared, object first;
+    completed and recent ones stay. Run here in-process on the stack's database and folder."""
+    client = _client(uploads_stack)
+    abandoned = _upload(client, "a.png", "image/png", upload_files.png())
+    completed = _upload(client, "b.png", "image/png", upload_files.png())
+    assert client.complete(completed).status_code == 200
+    recent = _upload(client, "c.png", "image/png", upload_files.png())
+    asyncio.run(_backdate(uploads_stack, [abandoned, completed], days=2))
+
+    async def sweep() -> int:
+        db = await open_database(uploads_stack.databases["api"], max_size=2)
+        config = UploadConfig(local_dir=uploads_stack.config.uploads_dir)
+        storage = LocalStorage.open(config, uploads_stack.api_url)
+        try:
+            return await UploadService(
+                NotesDatabases(db, None, None), storage, config
+            ).delete_abandoned()
+        finally:
+            await db.close()
+
+    assert asyncio.run(sweep()) == 1
+    assert_problem(client.get(abandoned), 404)
+    assert not _object_file(uploads_stack, client, abandoned).exists()
+    assert client.get(completed).json()["state"] == "complete"
+    assert _checked_file(uploads_stack, client, completed).exists()
+    assert client.get(recent).json()["state"] == "pending"
+    assert _object_file(uploads_stack, client, recent).exists()
+
+
+async def _backdate(stack: RunningStack, upload_ids: list[str], days: int) -> None:
+    conn = await asyncpg.connect(stack.databases["api"], timeout=10)
+    try:
+        await conn.execute(
+            "UPDATE uploads SET created_at = created_at - make_interval(days => $2),"
+            " completed_at = completed_at - make_interval(days => $2) WHERE id = ANY($1)",
+            [uuid.UUID(upload_id) for upload_id in upload_ids],
+            days,
+        )
+    finally:
+        await conn.close()

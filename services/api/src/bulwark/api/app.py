@@ -20,7 +20,7 @@ from bulwark.api.replica import NotesDatabases
 from bulwark.api.settings import ApiSettings
 from bulwark.api.uploads.local_storage import OBJECTS_PATH, UploadObjectController
 from bulwark.api.uploads.routes import UploadController
-from bulwark.api.uploads.service import UploadService, open_storage
+from bulwark.api.uploads.service import UploadService, open_storage, sweeping_abandoned
 from bulwark.api.write_positions import WritePositions
 from bulwark.common.access_tokens import AccessTokenClaims, AccessTokenVerifier, JwksCache
 from bulwark.common.app_versions.manifest import ManifestCache
@@ -157,6 +157,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
         databases = NotesDatabases(
             db, replica, positions, max_lag_seconds=settings.replica_max_lag_seconds
         )
+        uploads = None if storage is None else UploadService(databases, storage, settings.uploads)
         try:
             databases.start()
             # The manifest is read before the first request, then every
@@ -164,6 +165,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             async with (
                 manifests.kept_fresh(lambda: app_version_queries.load_manifest(db)),
                 sweeping(db),  # expired Idempotency-Keys, in a task of its own
+                sweeping_abandoned(uploads),  # uploads never completed, and their objects
             ):
                 app.state.update(
                     settings=settings,
@@ -173,9 +175,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
                     anomalies=anomalies,
                     jwks=jwks,
                     upload_storage=storage,
-                    uploads=None
-                    if storage is None
-                    else UploadService(databases, storage, settings.uploads),
+                    uploads=uploads,
                     app_versions=manifests,
                     ratelimit=ratelimit,
                     revocations=revocations,

@@ -79,3 +79,25 @@ async def upload_owner(conn: Queryable, upload_id: uuid.UUID) -> uuid.UUID | Non
         "SELECT owner_id FROM uploads WHERE id = $1", upload_id
     )
     return owner
+
+
+async def abandoned_uploads(
+    conn: Queryable, older_than_seconds: float, limit: int
+) -> list[asyncpg.Record]:
+    """Up to ``limit`` uploads still pending ``older_than_seconds`` after they were
+    declared, oldest first: ``id``, ``owner_id``, ``object_key``."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT id, owner_id, object_key FROM uploads WHERE state = 'pending'"
+        " AND created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT $2",
+        older_than_seconds,
+        limit,
+    )
+    return rows
+
+
+async def delete_pending_upload(conn: Queryable, upload_id: uuid.UUID) -> bool:
+    """Delete an upload only while it is still pending; True when one was deleted."""
+    status: str = await conn.execute(
+        "DELETE FROM uploads WHERE id = $1 AND state = 'pending'", upload_id
+    )
+    return status == "DELETE 1"

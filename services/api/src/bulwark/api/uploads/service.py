@@ -7,7 +7,9 @@ and the client can retry, rather than an object nobody can reach any more.
 """
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 from litestar import Response
@@ -38,8 +40,16 @@ from bulwark.api.uploads.storage import (
     StorageUnavailableError,
     unavailable,
 )
-from bulwark.common.db import Record
+from bulwark.common.db import DatabaseUnavailable, Record
+from bulwark.common.outages import OutageLog
 from bulwark.common.problems import Conflict, Problem
+
+#: Seconds after its declaration that an upload still pending is deleted with its object
+#: (its PUT URL expired long before): a day.
+ABANDONED_SECONDS = 24 * 3600
+#: Seconds between two sweeps of abandoned uploads, and the most one sweep deletes.
+SWEEP_SECONDS = 300.0
+SWEEP_BATCH = 100
 
 #: Objects checked at once by one process (each holds up to ``UPLOADS_MAX_BYTES`` and, for
 #: an image, its decoded pixels): more wait their turn.
@@ -179,6 +189,23 @@ class UploadService:
             owner, lambda conn: queries.delete_upload(conn, owner_id, upload_id)
         )
 
+    async def delete_abandoned(self, older_than_seconds: float = ABANDONED_SECONDS) -> int:
+        """Delete up to `SWEEP_BATCH` uploads still pending ``older_than_seconds`` after
+        they were declared, each object before its record (a record is kept when its
+        object could not be deleted, for the next sweep); return how many were deleted. An
+        upload completed meanwhile is kept (only its PUT key's object, never served, goes).
+
+        Raises:
+            DatabaseUnavailable: the database failed.
+            StorageUnavailableError: the storage failed.
+        """
+        rows = await queries.abandoned_uploads(self._db.primary, older_than_seconds, SWEEP_BATCH)
+        deleted = 0
+        for row in rows:
+            await self._storage.delete(row["object_key"])
+            deleted += await queries.delete_pending_upload(self._db.primary, row["id"])
+        return deleted
+
     async def _check(self, owner: str, row: Record) -> bytes:
         """The object's bytes, once checked against the declaration (see `complete`)."""
         size = int(row["size"])
@@ -240,3 +267,35 @@ def open_storage(config: UploadConfig, base_url: str) -> ObjectStorage | None:
     if config.s3 is not None:
         return S3Storage(config.s3)
     return LocalStorage.open(config, base_url)
+
+
+async def sweep_abandoned_forever(uploads: UploadService) -> None:
+    """Every `SWEEP_SECONDS`, `UploadService.delete_abandoned` until fewer than a batch
+    are left, until cancelled. Each call is bounded (the database's and the storage's
+    timeouts); a failing sweep is logged once per outage and retried at the next period."""
+    failures = OutageLog("upload_sweep_failed", "upload_sweep_recovered")
+    while True:
+        try:
+            while await uploads.delete_abandoned() == SWEEP_BATCH:
+                pass
+        except (DatabaseUnavailable, asyncpg.PostgresError, StorageUnavailableError) as exc:
+            failures.failed(type(exc).__name__)
+        else:
+            failures.succeeded()
+        await asyncio.sleep(SWEEP_SECONDS)
+
+
+@contextlib.asynccontextmanager
+async def sweeping_abandoned(uploads: UploadService | None) -> AsyncIterator[None]:
+    """Run `sweep_abandoned_forever` in a task for the duration of the block (nothing when
+    uploads are off)."""
+    if uploads is None:
+        yield
+        return
+    task = asyncio.create_task(sweep_abandoned_forever(uploads), name="upload-sweep")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
