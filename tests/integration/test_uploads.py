@@ -368,3 +368,27 @@ async def _backdate(stack: RunningStack, upload_ids: list[str], days: int) -> No
         )
     finally:
         await conn.close()
+
+
+def test_a_delete_racing_completes_leaves_no_file_behind(uploads_stack: RunningStack) -> None:
+    """``complete`` and ``delete`` of one upload take its row's lock around their object
+    writes and deletions: whichever order they run in, a deleted upload leaves no checked
+    file, and no download URL handed out by a racing ``complete`` works after the 204."""
+    client = _client(uploads_stack)
+
+    async def race(upload_id: str) -> list[httpx.Response]:
+        url = f"{client.api}/v1/uploads/{upload_id}"
+        async with httpx.AsyncClient(headers=client.headers, timeout=30) as http:
+            completes = [http.post(f"{url}/complete") for _ in range(3)]
+            return list(await asyncio.gather(*completes, http.delete(url)))
+
+    for _ in range(20):  # the race without the lock left a file in about one try in three
+        upload_id = _upload(client, "a.png", "image/png", upload_files.png())
+        *completes, deleted = asyncio.run(race(upload_id))
+        assert deleted.status_code == 204, deleted.text
+        # 409: the delete had removed the bytes, not yet the record.
+        assert {answer.status_code for answer in completes} <= {200, 404, 409}
+        assert not _checked_file(uploads_stack, client, upload_id).exists()
+        for answer in completes:
+            if answer.status_code == 200:
+                assert httpx.get(answer.json()["download"]["url"]).status_code == 404

@@ -48,6 +48,21 @@ async def get_upload(
     return row
 
 
+async def lock_upload(
+    conn: asyncpg.Connection, owner_id: uuid.UUID, upload_id: uuid.UUID
+) -> asyncpg.Record | None:
+    """The owner's upload, locked until ``conn``'s transaction ends (``FOR UPDATE``), or
+    None: what `UploadService` holds while it writes or deletes the upload's objects, so a
+    ``complete`` and a ``delete`` of one upload never interleave."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT id, owner_id, object_key, filename, content_type, size, state, created_at,"
+        " completed_at FROM uploads WHERE id = $1 AND owner_id = $2 FOR UPDATE",
+        upload_id,
+        owner_id,
+    )
+    return row
+
+
 async def mark_complete(
     conn: Queryable, owner_id: uuid.UUID, upload_id: uuid.UUID
 ) -> asyncpg.Record | None:

@@ -40,7 +40,7 @@ from bulwark.api.uploads.storage import (
     StorageUnavailableError,
     unavailable,
 )
-from bulwark.common.db import DatabaseUnavailable, Record
+from bulwark.common.db import Database, DatabaseUnavailable, Record
 from bulwark.common.outages import OutageLog
 from bulwark.common.problems import Conflict, Problem
 
@@ -159,35 +159,45 @@ class UploadService:
             return None
         if row["state"] == "pending":
             checked = await self._check(owner, row)
-            # The checked bytes, not the PUT key's (a PUT URL lives on after this, and a PUT
-            # landing between the check and now would otherwise be served unchecked).
-            await self._write(file_key(owner_id, upload_id), checked, row["content_type"])
-            row = await self._db.write(
-                owner, lambda conn: queries.mark_complete(conn, owner_id, upload_id)
-            )
-            if row is None:  # deleted meanwhile: so is what was just written
-                await self._delete_object(file_key(owner_id, upload_id))
+
+            async def keep_checked(primary: Database) -> Record | None:
+                # Under the row's lock, so that a concurrent delete either runs first (no
+                # row: nothing is written) or after (and deletes what was written).
+                async with primary.transaction() as conn:
+                    locked = await queries.lock_upload(conn, owner_id, upload_id)
+                    if locked is None or locked["state"] != "pending":
+                        return locked
+                    # The checked bytes, not the PUT key's: a PUT URL lives on after this.
+                    await self._write(
+                        file_key(owner_id, upload_id), checked, locked["content_type"]
+                    )
+                    return await queries.mark_complete(conn, owner_id, upload_id)
+
+            row = await self._db.write(owner, keep_checked)
+            if row is None:  # deleted meanwhile
                 return None
             await self._delete_object(row["object_key"])
         return row, await self._download(row)
 
     async def delete(self, owner: str, upload_id: uuid.UUID) -> bool:
-        """Delete ``owner``'s upload, object first; False when not found.
+        """Delete ``owner``'s upload, objects first, under the row's lock (see `complete`);
+        False when not found.
 
         Raises:
             ServiceUnavailable: the storage failed (503; the upload is kept).
         """
         owner_id = uuid.UUID(owner)
-        row = await self._db.write(
-            owner, lambda conn: queries.get_upload(conn, owner_id, upload_id)
-        )
-        if row is None:
-            return False
-        await self._delete_object(file_key(owner_id, upload_id))
-        await self._delete_object(row["object_key"])
-        return await self._db.write(
-            owner, lambda conn: queries.delete_upload(conn, owner_id, upload_id)
-        )
+
+        async def locked_delete(primary: Database) -> bool:
+            async with primary.transaction() as conn:
+                row = await queries.lock_upload(conn, owner_id, upload_id)
+                if row is None:
+                    return False
+                await self._delete_object(file_key(owner_id, upload_id))
+                await self._delete_object(row["object_key"])
+                return await queries.delete_upload(conn, owner_id, upload_id)
+
+        return await self._db.write(owner, locked_delete)
 
     async def delete_abandoned(self, older_than_seconds: float = ABANDONED_SECONDS) -> int:
         """Delete up to `SWEEP_BATCH` uploads still pending ``older_than_seconds`` after
@@ -203,6 +213,7 @@ class UploadService:
         deleted = 0
         for row in rows:
             await self._storage.delete(row["object_key"])
+            await self._storage.delete(file_key(row["owner_id"], row["id"]))  # a failed commit's
             deleted += await queries.delete_pending_upload(self._db.primary, row["id"])
         return deleted
 
@@ -225,13 +236,26 @@ class UploadService:
                     max_pixels=self._config.max_pixels,
                 )
             except ContentRejectedError as rejected:
-                await self._delete_object(row["object_key"])
-                owner_id, upload_id = uuid.UUID(owner), row["id"]
-                await self._db.write(
-                    owner, lambda conn: queries.delete_upload(conn, owner_id, upload_id)
-                )
+                await self._reject(owner, row["id"])
                 raise UploadRejected(f"{rejected} The upload has been deleted.") from None
         return data
+
+    async def _reject(self, owner: str, upload_id: uuid.UUID) -> None:
+        """Delete a rejected upload's object and, while it is still pending, its record,
+        under the row's lock (see `complete`: a concurrent ``complete`` of other bytes, PUT
+        since, may have made it complete; its checked file then stays)."""
+        owner_id = uuid.UUID(owner)
+
+        async def locked_reject(primary: Database) -> None:
+            async with primary.transaction() as conn:
+                row = await queries.lock_upload(conn, owner_id, upload_id)
+                if row is None:
+                    return
+                await self._delete_object(row["object_key"])
+                if row["state"] == "pending":
+                    await queries.delete_upload(conn, owner_id, upload_id)
+
+        await self._db.write(owner, locked_reject)
 
     async def _download(self, row: Record) -> PresignedRequest | None:
         if row["state"] != "complete":
