@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -172,10 +172,11 @@ class StackFactory(Protocol):
 
 
 @pytest.fixture(scope="session")
-def stack_factory(
+def session_stack_factory(
     database_server_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[StackFactory]:
-    """Start Bulwark stacks; every one is stopped, and its databases dropped, at session end."""
+    """Start Bulwark stacks; every one still running is stopped, and every database made
+    dropped, at session end. Modules start theirs through ``stack_factory``."""
     started: list[Stack] = []
     created: list[str] = []
 
@@ -237,6 +238,25 @@ def stack_factory(
 
 
 @pytest.fixture(scope="module")
+def stack_factory(session_stack_factory: StackFactory) -> Iterator[StackFactory]:
+    """Start Bulwark stacks for one test module (see `session_stack_factory`); they are
+    stopped when the module is done, so that idle stacks of earlier modules hold no
+    database connections and no CPU while later ones run."""
+    started: list[RunningStack] = []
+
+    def start(**kwargs: Any) -> RunningStack:
+        running = session_stack_factory(**kwargs)
+        started.append(running)
+        return running
+
+    try:
+        yield start
+    finally:
+        for running in reversed(started):
+            running.stack.stop()
+
+
+@pytest.fixture(scope="module")
 def throwaway_redis() -> Iterator[ThrowawayRedis]:
     """A Redis of the test module's own (no persistence), that it may stop and start."""
     if REDIS_SERVER is None:
@@ -267,6 +287,6 @@ def databases_on(server_url: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def stack(stack_factory: StackFactory) -> RunningStack:
+def stack(session_stack_factory: StackFactory) -> RunningStack:
     """The default stack: ratelimit, auth and api, started once per session."""
-    return stack_factory()
+    return session_stack_factory()

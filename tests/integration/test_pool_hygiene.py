@@ -47,6 +47,10 @@ AUTHENTICATED_ROUTES = [
     ("api", "GET", f"/v1/notes/{NOTE_ID}", None),
     ("api", "PATCH", f"/v1/notes/{NOTE_ID}", {"title": "t"}),
     ("api", "DELETE", f"/v1/notes/{NOTE_ID}", None),
+    ("api", "POST", "/v1/uploads", {"filename": "a.png", "contentType": "image/png", "size": 1}),
+    ("api", "GET", f"/v1/uploads/{NOTE_ID}", None),
+    ("api", "POST", f"/v1/uploads/{NOTE_ID}/complete", None),
+    ("api", "DELETE", f"/v1/uploads/{NOTE_ID}", None),
     ("auth", "GET", "/v1/auth/sessions", None),
     ("auth", "DELETE", f"/v1/auth/sessions/{NOTE_ID}", None),
     ("auth", "POST", "/v1/auth/logout", None),
@@ -133,6 +137,7 @@ def test_every_authenticated_route_is_listed() -> None:
                 params = handler.fn.__code__.co_varnames
                 if "caller" in params or "claims" in params:
                     path = route.path.replace("{note_id:uuid}", NOTE_ID)
+                    path = path.replace("{upload_id:uuid}", NOTE_ID)
                     found.add((service, method, path.replace("{session_id:str}", NOTE_ID)))
     assert found == {(service, method, path) for service, method, path, _ in AUTHENTICATED_ROUTES}
 
