@@ -29,3 +29,16 @@ class Schema(msgspec.Struct, rename="camel", forbid_unknown_fields=True, frozen=
             value = getattr(self, name)
             if isinstance(value, str) and "\x00" in value:
                 raise ValueError(f"field `{wire_name}` must not contain NUL characters")
+
+
+class Update(Schema, frozen=True):
+    """Base of ``PATCH`` bodies: every field defaults to ``msgspec.UNSET`` (absent: left as
+    it is; ``null`` is refused like any other wrong type), and at least one must be given
+    (the OpenAPI document says ``minProperties: 1``)."""
+
+    def __post_init__(self) -> None:
+        """Refuse NUL (`Schema`) and a body that changes nothing (msgspec turns either into a
+        400)."""
+        super().__post_init__()
+        if all(getattr(self, name) is msgspec.UNSET for name in self.__struct_fields__):
+            raise ValueError("give at least one field to change")

@@ -1,6 +1,7 @@
 """``bulwark-api``: run the resource API, review anomaly flags.
 
 bulwark-api serve                    run the HTTP service (default)
+bulwark-api openapi                  print the OpenAPI document (docs/openapi/api.json)
 bulwark-api migrate                  apply pending migrations to DATABASE_URL, then exit
 bulwark-api flags list|review ...    the anomaly flags in DATABASE_URL (docs/anomalies.md)
 """
@@ -8,7 +9,7 @@ bulwark-api flags list|review ...    the anomaly flags in DATABASE_URL (docs/ano
 import os
 import sys
 
-from bulwark.api.app import MIGRATIONS, create_app
+from bulwark.api.app import MIGRATIONS, create_app, openapi_document
 from bulwark.api.settings import from_env
 from bulwark.common import flag_commands
 from bulwark.common.command_line import CommandParser
@@ -16,6 +17,7 @@ from bulwark.common.http import serve
 from bulwark.common.logging import configure_logging
 from bulwark.common.metrics import MetricsBindError, start_metrics
 from bulwark.common.migrations import run_migrate_command
+from bulwark.common.openapi.document import render
 from bulwark.common.settings import SettingsError
 from bulwark.common.telemetry import start_tracing, tracing_settings
 
@@ -46,8 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the HTTP service")
     commands.add_parser("migrate", help="apply pending migrations, then exit")
+    commands.add_parser("openapi", help="print the OpenAPI document (docs/openapi/), then exit")
     flag_commands.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "openapi":
+        sys.stdout.write(render(openapi_document()))
+        return 0
     if args.command == "migrate":
         return run_migrate_command("bulwark-api", MIGRATIONS, os.environ)
     try:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
+from msgspec import UNSET
 
 from bulwark.api.anomalies.checks import note_not_found
 from bulwark.api.notes import queries
@@ -23,7 +24,7 @@ from bulwark.api.notes.schemas import Note, NoteCreate, NotePage, NoteUpdate
 from bulwark.api.replica import NotesDatabases
 from bulwark.common.access_tokens import AccessTokenClaims
 from bulwark.common.db import Record
-from bulwark.common.problems import FieldError, NotFound, ValidationFailed
+from bulwark.common.problems import NotFound
 
 MAX_PAGE_SIZE = 100
 
@@ -105,10 +106,10 @@ class NoteController(Controller):
         caller: NamedDependency[AccessTokenClaims],
     ) -> Note:
         """Change the title and/or body of one of the caller's notes."""
-        if data.title is None and data.body is None:
-            raise ValidationFailed([FieldError("body", "give title or body")])
-        title = check_text("title", data.title, multiline=False) if data.title is not None else None
-        body = check_text("body", data.body, multiline=True) if data.body is not None else None
+        title = (
+            check_text("title", data.title, multiline=False) if data.title is not UNSET else None
+        )
+        body = check_text("body", data.body, multiline=True) if data.body is not UNSET else None
         owner = uuid.UUID(caller.sub)
         row = await db.write(
             caller.sub, lambda conn: queries.update_note(conn, owner, note_id, title, body)

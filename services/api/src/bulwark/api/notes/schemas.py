@@ -5,7 +5,7 @@ from typing import Annotated
 
 import msgspec
 
-from bulwark.common.schemas import Schema
+from bulwark.common.schemas import Schema, Update
 
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Body = Annotated[str, msgspec.Meta(max_length=10000)]
@@ -18,11 +18,11 @@ class NoteCreate(Schema, frozen=True):
     body: Body = ""
 
 
-class NoteUpdate(Schema, frozen=True):
-    """``PATCH /v1/notes/{id}``: the fields to change; at least one."""
+class NoteUpdate(Update, frozen=True):
+    """``PATCH /v1/notes/{id}``: the fields to change; at least one, none null."""
 
-    title: Title | None = None
-    body: Body | None = None
+    title: Title | msgspec.UnsetType = msgspec.UNSET
+    body: Body | msgspec.UnsetType = msgspec.UNSET
 
 
 class Note(Schema, frozen=True):

@@ -14,6 +14,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 
 from bulwark.auth.deps import client_context
+from bulwark.auth.oauth.schemas import RevokeForm, TokenForm
 from bulwark.auth.sessions import rules
 from bulwark.auth.sessions.ending import SessionEnder
 from bulwark.auth.tokens import TokenResponse
@@ -115,7 +116,13 @@ class OAuthController(Controller):
 
     path = "/oauth2"
 
-    @post("/token", operation_id="token", status_code=200, response_headers=NO_STORE)
+    @post(
+        "/token",
+        operation_id="token",
+        status_code=200,
+        response_headers=NO_STORE,
+        opt={"form": TokenForm, "oauth_errors": (400, 401), "answers": (401, 429, 503)},
+    )
     async def token(
         self,
         request: Request[Any, Any, State],
@@ -159,7 +166,13 @@ class OAuthController(Controller):
         request.scope["state"]["user_id"] = _subject(outcome.access_token)  # for the access line
         return outcome
 
-    @post("/revoke", operation_id="revoke", status_code=200, response_headers=NO_STORE)
+    @post(
+        "/revoke",
+        operation_id="revoke",
+        status_code=200,
+        response_headers=NO_STORE,
+        opt={"form": RevokeForm, "oauth_errors": (400,), "answers": (429, 503)},
+    )
     async def revoke(
         self, request: Request[Any, Any, State], state: State, ender: NamedDependency[SessionEnder]
     ) -> Response[bytes]:

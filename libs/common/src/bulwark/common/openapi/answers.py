@@ -1,0 +1,84 @@
+"""What an operation can answer besides its success: ONE table, read by the document builder
+(`bulwark.common.openapi.document`) for every route of both services.
+
+A route's row keys are what the route has, found without per-route work:
+
+- ``EVERY``: every operation (the HTTP server's overload refusal, the query-string checks
+  of `bulwark.common.request_bodies`; add the app-version check's 426 here);
+- ``BODY``: a JSON request body (``data``), checked by `bulwark.common.request_bodies` and
+  Litestar's ``request_max_body_size``; ``FORM``: a form body (``opt={"form": ...}``);
+- ``PATH``: path parameters (an id that is unknown or not the caller's is a 404);
+- the name of a dependency the handler takes (``caller``, ``claims``, ``db``...): what
+  that dependency can refuse. A new guard or dependency adds its row here.
+
+A handler adds what its own body raises with ``opt={"answers": (409, ...)}``.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+EVERY = "*"
+BODY = "body"
+FORM = "form"
+PATH = "path"
+
+#: Dependencies that authenticate the caller with a bearer access token (RFC 6750): their
+#: operations carry the ``bearerAuth`` security requirement.
+AUTHENTICATING = frozenset({"caller", "claims"})
+
+#: Status codes by route trait (module docstring).
+ANSWERS: Mapping[str, tuple[int, ...]] = {
+    EVERY: (400, 503),
+    BODY: (400, 413, 415),
+    FORM: (400, 413),
+    PATH: (404,),
+    "caller": (401, 429, 503),  # bulwark.api.caller: token, revocation, rate limit
+    "claims": (401, 429, 503),  # bulwark.auth.deps.authenticated: the same, and Postgres
+    "db": (503,),  # bulwark.common.db.DatabaseUnavailable
+    "ender": (503,),  # bulwark.auth.sessions.ending: Postgres and Redis
+}
+
+_RETRY_AFTER = {
+    "description": "Seconds to wait before retrying (RFC 9110 §10.2.3).",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
+_RATELIMIT = {
+    "RateLimit": {
+        "description": "Remaining quota per policy (draft-ietf-httpapi-ratelimit-headers).",
+        "schema": {"type": "string"},
+    },
+    "RateLimit-Policy": {
+        "description": "Quota and window per policy (draft-ietf-httpapi-ratelimit-headers).",
+        "schema": {"type": "string"},
+    },
+}
+
+#: Description and response headers of each status an operation can answer.
+STATUSES: Mapping[int, tuple[str, Mapping[str, Any]]] = {
+    400: ("The request is malformed or invalid; ``errors`` names every invalid field.", {}),
+    401: (
+        "Missing, invalid or expired credentials.",
+        {
+            "WWW-Authenticate": {
+                "description": "A Bearer challenge (RFC 6750 §3).",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        },
+    ),
+    404: ("No such resource visible to the caller.", {}),
+    409: ("The request conflicts with existing state.", {}),
+    413: ("The request body is too large.", {}),
+    415: ("The body is not application/json in UTF-8.", {}),
+    426: ("This version of the app is no longer supported; upgrade it.", {}),
+    428: ("The request must be conditional (If-Match).", {}),
+    429: ("Too many requests.", {"Retry-After": _RETRY_AFTER, **_RATELIMIT}),
+    503: (
+        "A dependency is unavailable or the service is overloaded.",
+        {"Retry-After": _RETRY_AFTER},
+    ),
+}
+
+#: Headers a rate-limited operation may send on any answer.
+RATELIMIT_HEADERS: Mapping[str, Any] = _RATELIMIT
