@@ -39,7 +39,7 @@ from bulwark.common.openapi.answers import (
     STATUSES,
 )
 from bulwark.common.problems import PROBLEM_JSON
-from bulwark.common.schemas import Update
+from bulwark.common.schemas import NO_NUL_PATTERN, Schema, Update
 
 _REF = "#/components/schemas/{name}"
 _FORM = "application/x-www-form-urlencoded"
@@ -153,8 +153,14 @@ def _body_schemas(app: Litestar) -> dict[str, Any]:
             types.append(form)
     _, components = msgspec.json.schema_components(types, ref_template=_REF)
     for struct in types:
-        if isinstance(struct, type) and issubclass(struct, Update):
-            components[struct.__name__]["minProperties"] = 1
+        if not (isinstance(struct, type) and issubclass(struct, Schema)):
+            continue
+        schema = components[struct.__name__]
+        if issubclass(struct, Update):
+            schema["minProperties"] = 1
+        for field in schema["properties"].values():  # Schema refuses NUL in every string
+            if field.get("type") == "string":
+                field.setdefault("pattern", NO_NUL_PATTERN)
     return components
 
 
@@ -171,9 +177,9 @@ def _operation(
         if int(code) < 400 and code != "default"
     }
     for response in responses.values():
-        response.pop("headers", None)
-        if 429 in codes:
-            response["headers"] = dict(RATELIMIT_HEADERS)
+        headers = {**response.pop("headers", {}), **(RATELIMIT_HEADERS if 429 in codes else {})}
+        if headers:  # Litestar's own: the route's response_headers (Cache-Control, ...)
+            response["headers"] = headers
     for code in codes:
         oauth = code in oauth_codes
         responses[str(code)] = _error_response(code, oauth=oauth)

@@ -5,10 +5,15 @@ from typing import Annotated
 
 import msgspec
 
-from bulwark.common.schemas import Schema, Update
+from bulwark.common.schemas import MULTILINE_PATTERN, SINGLE_LINE_PATTERN, Schema, Update
 
-Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Body = Annotated[str, msgspec.Meta(max_length=10000)]
+Title = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=200, extra_json_schema={"pattern": SINGLE_LINE_PATTERN}),
+]
+Body = Annotated[
+    str, msgspec.Meta(max_length=10000, extra_json_schema={"pattern": MULTILINE_PATTERN})
+]
 
 
 class NoteCreate(Schema, frozen=True):

@@ -57,7 +57,8 @@ MAX_FORM_VALUE_LENGTH = 2048
 
 def parse_form(body: bytes) -> dict[str, str]:
     """The parameters of an ``application/x-www-form-urlencoded`` body (UTF-8 after
-    percent-decoding, RFC 6749 Appendix B), each present at most once (RFC 6749 §3.2).
+    percent-decoding, RFC 6749 Appendix B), each present at most once (RFC 6749 §3.2); one
+    sent without a value is left out, as if omitted (RFC 6749 §3.1).
 
     Raises:
         OAuthError: ``invalid_request`` when the body is not such a form (raw bytes outside
@@ -79,7 +80,7 @@ def parse_form(body: bytes) -> dict[str, str]:
             raise OAuthError("invalid_request", "A parameter has no name.")
         if has_control_characters(name) or has_control_characters(value):
             raise OAuthError("invalid_request", "Parameters must not hold control characters.")
-    return params
+    return {name: value for name, value in params.items() if value}
 
 
 async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
@@ -172,6 +173,7 @@ class OAuthController(Controller):
         status_code=200,
         response_headers=NO_STORE,
         opt={"form": RevokeForm, "oauth_errors": (400,), "answers": (429, 503)},
+        media_type="text/plain",
     )
     async def revoke(
         self, request: Request[Any, Any, State], state: State, ender: NamedDependency[SessionEnder]
@@ -195,7 +197,7 @@ class DiscoveryController(Controller):
 
     path = "/.well-known"
 
-    @get("/jwks.json", operation_id="jwks")
+    @get("/jwks.json", operation_id="jwks", media_type="application/jwk-set+json")
     async def jwks(self, state: State) -> Response[dict[str, Any]]:
         """The public signing keys (RFC 7517), cacheable for ``JWKS_MAX_AGE_SECONDS`` (the
         wait the key rotation rules are built on; see docs/keys.md)."""

@@ -9,8 +9,20 @@ from typing import Annotated, Literal
 
 import msgspec
 
-#: A form parameter's value: at most `MAX_FORM_VALUE_LENGTH` characters.
-FormValue = Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+from bulwark.common.schemas import INVISIBLE_FREE_PATTERN
+
+#: A required parameter's value: 1 to `MAX_FORM_VALUE_LENGTH` characters, no control
+#: characters (`parse_form`).
+FormValue = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1, max_length=2048, extra_json_schema={"pattern": INVISIBLE_FREE_PATTERN}
+    ),
+]
+#: An optional parameter's value: empty is the same as absent (RFC 6749 §3.1).
+OptionalFormValue = Annotated[
+    str, msgspec.Meta(max_length=2048, extra_json_schema={"pattern": INVISIBLE_FREE_PATTERN})
+]
 
 
 class TokenForm(msgspec.Struct, frozen=True):
@@ -18,11 +30,12 @@ class TokenForm(msgspec.Struct, frozen=True):
 
     grant_type: Literal["refresh_token"]
     refresh_token: FormValue
-    client_id: FormValue | None = None
+    client_id: OptionalFormValue | None = None
 
 
 class RevokeForm(msgspec.Struct, frozen=True):
-    """``POST /oauth2/revoke`` (RFC 7009 §2.1); ``token_type_hint`` is accepted and ignored."""
+    """``POST /oauth2/revoke`` (RFC 7009 §2.1); ``token_type_hint``, any value, is ignored
+    (§2.1: the server MAY ignore it)."""
 
     token: FormValue
-    token_type_hint: Literal["refresh_token", "access_token"] | None = None
+    token_type_hint: OptionalFormValue | None = None

@@ -1,0 +1,128 @@
+"""Schemathesis against the real services, from their own OpenAPI documents.
+
+The run is the one the schemathesis CLI makes (`schemathesis.engine`): every phase (examples,
+coverage, fuzzing, and a stateful run following the documents' links) and every default
+check (server errors, status codes, content types, response headers and schemas, positive
+data accepted and negative data refused, unsupported methods, ...), with a valid bearer
+token. Any failure fails the test and is listed with its reproduction.
+
+Bounded: a few examples per operation, derandomized (the same cases each run), the
+limiter's limits raised out of the fuzzer's reach (429 stays documented; coverage is the
+point here, not refusals), and a time cap per service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from schemathesis.config import SchemathesisConfig
+from schemathesis.engine import Status, events, from_schema
+
+from bulwark.api.app import openapi_document as api_document
+from bulwark.auth.app import openapi_document as auth_document
+from bulwark.devstack.rules import packaged_rules_with_raised_limits
+
+from .conftest import RunningStack, StackFactory
+from .helpers import bearer, login, register
+
+#: Examples per operation and phase: enough to reach every documented answer of ours.
+MAX_EXAMPLES = 5
+#: Longest run per service, in seconds (the whole module stays well under 2 minutes).
+MAX_SECONDS = 40
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture(scope="module")
+def contract_stack(
+    stack_factory: StackFactory, tmp_path_factory: pytest.TempPathFactory
+) -> RunningStack:
+    """A stack whose API and auth limits are out of the fuzzer's reach."""
+    rules: Path = tmp_path_factory.mktemp("rules") / "rules.yaml"
+    rules.write_text(
+        packaged_rules_with_raised_limits(domains=frozenset({"bulwark-api", "bulwark-auth"}))
+    )
+    return stack_factory(env={"ratelimit": {"RATELIMIT_RULES": str(rules)}})
+
+
+@pytest.fixture(scope="module")
+def access_token(contract_stack: RunningStack) -> str:
+    """A valid access token of a fresh user."""
+    user = register(contract_stack.auth_url)
+    return str(login(contract_stack.auth_url, user)["access_token"])
+
+
+#: Operations whose schema-valid input can still be refused with 400, because what the server
+#: checks cannot be said in JSON Schema: a value must be one the server issued, or pass a rule
+#: of its own. Every other operation must accept every schema-valid request.
+SEMANTIC_400 = {
+    "listNotes": "a cursor must be one the API issued (its shape is documented)",
+    "registerUser": "the password policy and email-validator's address rules",
+    "login": "email-validator's address rules",
+    "token": "a refresh token must be one the service issued (RFC 6749 §5.2 invalid_grant)",
+}
+#: Longest failure report kept (a fuzzed body can be 100 kB).
+REPORT_CHARACTERS = 1500
+
+
+def _config(base_url: str, headers: dict[str, str]) -> SchemathesisConfig:
+    """The run's configuration (schemathesis.toml's keys): every check at its defaults but
+    the `SEMANTIC_400` exceptions; UTF-8 text only (the services refuse lone surrogates as
+    not Unicode, and schemathesis would count a surrogate pair as two characters)."""
+    return SchemathesisConfig.from_dict(
+        {
+            "seed": 12345,
+            "max-time": MAX_SECONDS,
+            "base-url": base_url,
+            "headers": headers,
+            "generation": {
+                "max-examples": MAX_EXAMPLES,
+                "deterministic": True,
+                "codec": "utf-8",
+            },
+            "operations": [
+                {
+                    "include-operation-id": operation,
+                    "checks": {
+                        "positive_data_acceptance": {
+                            "expected-statuses": ["2xx", "400", "401", "404", "409", "429"]
+                        }
+                    },
+                }
+                for operation in SEMANTIC_400
+            ],
+        }
+    )
+
+
+def _failures(document: dict[str, Any], base_url: str, headers: dict[str, str]) -> Iterator[str]:
+    """Run schemathesis with every phase and default check; yield each failure's report."""
+    schema = schemathesis.openapi.from_dict(document, config=_config(base_url, headers))
+    for event in from_schema(schema).execute():
+        if isinstance(event, events.ScenarioFinished) and event.status == Status.FAILURE:
+            for checks in event.recorder.checks.values():
+                for check in checks:
+                    if check.failure_info is not None:
+                        failure = check.failure_info.failure
+                        report = (
+                            f"[{event.phase.value}] {event.label}: {check.name}: "
+                            f"{failure.title}\n{failure.message}\n"
+                            f"{check.failure_info.code_sample}"
+                        )
+                        yield report[:REPORT_CHARACTERS]
+        elif isinstance(event, events.NonFatalError | events.FatalError):
+            yield f"error: {event!r}"[:REPORT_CHARACTERS]
+
+
+@pytest.mark.parametrize("service", ["api", "auth"])
+def test_the_service_does_what_its_document_says(
+    contract_stack: RunningStack, access_token: str, service: str
+) -> None:
+    document = api_document() if service == "api" else auth_document()
+    base_url = contract_stack.api_url if service == "api" else contract_stack.auth_url
+    failures = sorted(set(_failures(document, base_url, bearer(access_token))))
+    assert not failures, f"{len(failures)} failures:\n\n" + "\n\n".join(failures)
