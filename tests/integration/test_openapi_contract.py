@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from schemathesis.config import SchemathesisConfig
@@ -27,7 +28,7 @@ from bulwark.auth.app import openapi_document as auth_document
 from bulwark.devstack.rules import packaged_rules_with_raised_limits
 
 from .conftest import RunningStack, StackFactory
-from .helpers import bearer, login, register
+from .helpers import assert_problem, bearer, login, register
 
 #: Examples per operation and phase: enough to reach every documented answer of ours.
 MAX_EXAMPLES = 5
@@ -49,9 +50,9 @@ def contract_stack(
     return stack_factory(env={"ratelimit": {"RATELIMIT_RULES": str(rules)}})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def access_token(contract_stack: RunningStack) -> str:
-    """A valid access token of a fresh user."""
+    """A valid access token of a fresh user, for one test (the auth run logs it out)."""
     user = register(contract_stack.auth_url)
     return str(login(contract_stack.auth_url, user)["access_token"])
 
@@ -126,3 +127,22 @@ def test_the_service_does_what_its_document_says(
     base_url = contract_stack.api_url if service == "api" else contract_stack.auth_url
     failures = sorted(set(_failures(document, base_url, bearer(access_token))))
     assert not failures, f"{len(failures)} failures:\n\n" + "\n\n".join(failures)
+
+
+def test_a_patch_changes_something_and_never_sends_null(
+    contract_stack: RunningStack, access_token: str
+) -> None:
+    """What the document says of ``PATCH /v1/notes/{id}`` (``minProperties: 1``, no null):
+    an empty body and a null field are 400s naming the problem, and change nothing."""
+    headers = bearer(access_token)
+    created = httpx.post(
+        f"{contract_stack.api_url}/v1/notes", json={"title": "kept"}, headers=headers
+    )
+    note = f"{contract_stack.api_url}/v1/notes/{created.json()['id']}"
+    empty = assert_problem(httpx.patch(note, json={}, headers=headers), 400)
+    assert empty["errors"] == [{"field": "body", "message": "give at least one field to change"}]
+    null = assert_problem(
+        httpx.patch(note, json={"title": None, "body": "x"}, headers=headers), 400
+    )
+    assert [error["field"] for error in null["errors"]] == ["title"]  # type: ignore[index, union-attr]
+    assert httpx.get(note, headers=headers).json()["title"] == "kept"

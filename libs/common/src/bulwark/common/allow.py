@@ -1,42 +1,29 @@
-"""The ``Allow`` header (RFC 9110 §10.2.1): every method a route has, on ``OPTIONS`` and on
-405 answers.
+"""``OPTIONS`` answers with an ``Allow`` header listing every method of the route (RFC 9110
+§9.3.7, §10.2.1).
 
 Litestar 2 answers ``OPTIONS`` from the route object built for the FIRST handler of a path
 (litestar-org/litestar#4169, fixed in Litestar 3): when a controller or router registers
-``GET`` and then ``POST`` on one path, its ``Allow`` lists only the first. Its 405 has no
-``Allow`` at all (litestar-org/litestar#4277). Both are answered here from the app's final
-routes instead.
+``GET`` and then ``POST`` on one path, its ``Allow`` lists only the first. `answer_options`
+answers from the app's final routes instead. (Litestar's 405 already lists them all.)
 """
 
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from litestar import Litestar, Request, Response
-from litestar.exceptions import HTTPException
+from litestar import Request, Response
 from litestar.routes import HTTPRoute
 
+BeforeRequest = Callable[[Request[Any, Any, Any]], Coroutine[Any, Any, Any]]
 
-def _allow(app: Litestar, template: str) -> str | None:
-    """The ``Allow`` value of the route whose path template is ``template``, or None (a scan
-    of a few dozen routes: cheaper than keeping a table in step with the app)."""
-    for route in app.routes:
+
+def allowed_methods(request: Request[Any, Any, Any]) -> str:
+    """The ``Allow`` value of the route ``request`` was routed to (``"GET, OPTIONS, POST"``):
+    the methods of the app's route with the same path template, sorted."""
+    template = request.scope.get("path_template")
+    for route in request.app.routes:  # a few dozen: cheaper than a table kept in step
         if isinstance(route, HTTPRoute) and route.path_format == template:
             return ", ".join(sorted(route.methods))
-    return None
-
-
-def allowed_methods(request: Request[Any, Any, Any]) -> str | None:
-    """The ``Allow`` value of the route ``request``'s path matches (``"GET, OPTIONS, POST"``),
-    or None when no route matches. Works before routing too (a 405 has no matched route)."""
-    template = request.scope.get("path_template")
-    if template is None:
-        try:
-            *_, template = request.app.asgi_router.handle_routing(
-                path=request.scope["path"], method="OPTIONS"
-            )
-        except HTTPException:
-            return None
-    return _allow(request.app, template)
+    return "OPTIONS"
 
 
 async def answer_options(request: Request[Any, Any, Any]) -> Response[None] | None:
@@ -44,15 +31,12 @@ async def answer_options(request: Request[Any, Any, Any]) -> Response[None] | No
     ``Allow``; any other method goes on (None)."""
     if request.method != "OPTIONS":
         return None
-    allow = allowed_methods(request) or "OPTIONS"
-    return Response(None, status_code=204, headers={"Allow": allow})
-
-
-BeforeRequest = Callable[[Request[Any, Any, Any]], Coroutine[Any, Any, Any]]
+    return Response(None, status_code=204, headers={"Allow": allowed_methods(request)})
 
 
 def first_answer(*hooks: BeforeRequest) -> BeforeRequest:
-    """One ``before_request`` hook running ``hooks`` in order until one answers."""
+    """One ``before_request`` hook running ``hooks`` in order until one answers (Litestar
+    takes one per layer)."""
 
     async def hook(request: Request[Any, Any, Any]) -> Any:
         for each in hooks:

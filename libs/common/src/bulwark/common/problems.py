@@ -16,7 +16,6 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
-from bulwark.common.allow import allowed_methods
 from bulwark.common.logging import get_logger
 
 PROBLEM_JSON = "application/problem+json"
@@ -227,10 +226,7 @@ def _on_http_exception(request: Request[Any, Any, Any], exc: Exception) -> Respo
     }.get(status, "Client Error")
     # Litestar's own 4xx details ("JSON is malformed...", "Not Found") name nothing internal.
     detail = exc.detail if isinstance(exc.detail, str) and len(exc.detail) <= 200 else title
-    headers = dict(exc.headers or {})
-    if status == 405 and (allow := allowed_methods(request)) is not None:
-        headers["Allow"] = allow  # RFC 9110 §15.5.6: a 405 MUST list what is allowed
-    return problem_response(request, status, title, detail, headers=headers)
+    return problem_response(request, status, title, detail, headers=exc.headers)
 
 
 def _on_data_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:

@@ -123,6 +123,15 @@ def statuses(route: HTTPRoute, handler: HTTPRouteHandler) -> list[int]:
     return sorted(codes | set(handler.opt.get("answers", ())))
 
 
+def _not_null(schema: dict[str, Any]) -> None:
+    """Drop ``null`` from a parameter's ``oneOf`` (Litestar's reading of ``str | None``): a
+    query value is text, and leaving it out is how a client gives none."""
+    others = [each for each in schema.get("oneOf", ()) if each != {"type": "null"}]
+    if len(others) == 1 and len(schema["oneOf"]) == 2:
+        del schema["oneOf"]
+        schema.update(others[0])
+
+
 def _error_response(status: int, *, oauth: bool) -> dict[str, Any]:
     description, headers = STATUSES[status]
     if oauth:
@@ -153,6 +162,8 @@ def _body_schemas(app: Litestar) -> dict[str, Any]:
             types.append(form)
     _, components = msgspec.json.schema_components(types, ref_template=_REF)
     for struct in types:
+        if isinstance(struct, type) and hasattr(struct, "json_schema_extra"):
+            components[struct.__name__].update(struct.json_schema_extra)
         if not (isinstance(struct, type) and issubclass(struct, Schema)):
             continue
         schema = components[struct.__name__]
@@ -186,6 +197,8 @@ def _operation(
         if 429 in codes and code != 429 and not oauth:
             responses[str(code)].setdefault("headers", {}).update(RATELIMIT_HEADERS)
     operation["responses"] = responses
+    for parameter in operation.get("parameters", []):
+        _not_null(parameter["schema"])
     if found & AUTHENTICATING:
         operation["security"] = [{BEARER: []}]
     else:
@@ -197,13 +210,21 @@ def _operation(
         }
 
 
+def _has_id(document: dict[str, Any], response: dict[str, Any]) -> bool:
+    """Whether ``response``'s JSON body is a component with an ``id`` property."""
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    name = schema.get("$ref", "").rpartition("/")[2]
+    component = document["components"]["schemas"].get(name, {})
+    return "id" in component.get("properties", {})
+
+
 def _links(document: dict[str, Any]) -> None:
     """Link the ``id`` in each ``201`` body of ``POST /x`` to every operation on
     ``/x/{param}``."""
     paths = document["paths"]
     for path, item in paths.items():
         created = item.get("post", {}).get("responses", {}).get("201")
-        if created is None:
+        if created is None or not _has_id(document, created):
             continue
         for child, child_item in sorted(paths.items()):
             rest = child.removeprefix(path + "/")

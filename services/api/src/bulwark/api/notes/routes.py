@@ -19,7 +19,14 @@ from msgspec import UNSET
 
 from bulwark.api.anomalies.checks import note_not_found
 from bulwark.api.notes import queries
-from bulwark.api.notes.rules import Cursor, check_text, decode_cursor, encode_cursor
+from bulwark.api.notes.rules import (
+    CURSOR_PATTERN,
+    MAX_CURSOR_LENGTH,
+    Cursor,
+    check_text,
+    decode_cursor,
+    encode_cursor,
+)
 from bulwark.api.notes.schemas import Note, NoteCreate, NotePage, NoteUpdate
 from bulwark.api.replica import NotesDatabases
 from bulwark.common.access_tokens import AccessTokenClaims
@@ -64,7 +71,10 @@ class NoteController(Controller):
         self,
         db: NamedDependency[NotesDatabases],
         caller: NamedDependency[AccessTokenClaims],
-        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
+        cursor: Annotated[
+            str | None,
+            Parameter(max_length=MAX_CURSOR_LENGTH, schema_extra={"pattern": CURSOR_PATTERN}),
+        ] = None,
         limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE)] = 20,
     ) -> NotePage:
         """The caller's notes, newest first, ``limit`` (1-100) per page."""

@@ -15,6 +15,8 @@ _ALLOWED_CONTROLS = frozenset({"\n", "\t"})
 #: Longest cursor accepted, in characters (ours are about 80).
 MAX_CURSOR_LENGTH = 200
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+#: A cursor's shape in the OpenAPI document (unpadded base64url; empty means no cursor).
+CURSOR_PATTERN = "^[A-Za-z0-9_-]*$"
 
 
 def check_text(field: str, value: str, *, multiline: bool) -> str:

@@ -14,7 +14,13 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 
 from bulwark.auth.deps import client_context
-from bulwark.auth.oauth.schemas import RevokeForm, TokenForm
+from bulwark.auth.oauth.schemas import (
+    MAX_FORM_FIELDS,
+    MAX_FORM_NAME_LENGTH,
+    MAX_FORM_VALUE_LENGTH,
+    RevokeForm,
+    TokenForm,
+)
 from bulwark.auth.sessions import rules
 from bulwark.auth.sessions.ending import SessionEnder
 from bulwark.auth.tokens import TokenResponse
@@ -46,13 +52,6 @@ def on_oauth_error(_request: Request[Any, Any, Any], exc: Exception) -> Response
         status_code=exc.status,
         headers=NO_STORE,
     )
-
-
-#: Form limits (RFC 6749 requests have a handful of short parameters; refresh tokens are
-#: 48 characters). Beyond any of them the request is ``invalid_request``.
-MAX_FORM_FIELDS = 16
-MAX_FORM_NAME_LENGTH = 64
-MAX_FORM_VALUE_LENGTH = 2048
 
 
 def parse_form(body: bytes) -> dict[str, str]:

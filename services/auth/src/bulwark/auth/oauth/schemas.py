@@ -2,30 +2,61 @@
 
 The handlers read these forms themselves (`bulwark.auth.oauth.routes.parse_form`, whose
 limits the lengths here repeat); these structs describe them in the OpenAPI document.
-Unknown parameters are ignored, as RFC 6749 §3.2 requires, so none is forbidden here.
+Unknown parameters are ignored, as RFC 6749 §3.2 requires, so none is forbidden here;
+their names and values are checked all the same.
 """
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
 from bulwark.common.schemas import INVISIBLE_FREE_PATTERN
+
+#: Form limits (RFC 6749 requests have a handful of short parameters; refresh tokens are
+#: 48 characters). Beyond any of them the request is ``invalid_request``.
+MAX_FORM_FIELDS = 16
+MAX_FORM_NAME_LENGTH = 64
+MAX_FORM_VALUE_LENGTH = 2048
 
 #: A required parameter's value: 1 to `MAX_FORM_VALUE_LENGTH` characters, no control
 #: characters (`parse_form`).
 FormValue = Annotated[
     str,
     msgspec.Meta(
-        min_length=1, max_length=2048, extra_json_schema={"pattern": INVISIBLE_FREE_PATTERN}
+        min_length=1,
+        max_length=MAX_FORM_VALUE_LENGTH,
+        extra_json_schema={"pattern": INVISIBLE_FREE_PATTERN},
     ),
 ]
 #: An optional parameter's value: empty is the same as absent (RFC 6749 §3.1).
 OptionalFormValue = Annotated[
-    str, msgspec.Meta(max_length=2048, extra_json_schema={"pattern": INVISIBLE_FREE_PATTERN})
+    str,
+    msgspec.Meta(
+        max_length=MAX_FORM_VALUE_LENGTH, extra_json_schema={"pattern": INVISIBLE_FREE_PATTERN}
+    ),
 ]
 
 
-class TokenForm(msgspec.Struct, frozen=True):
+class Form(msgspec.Struct, frozen=True):
+    """Base of the form structs: ``json_schema_extra`` adds to each one's JSON Schema what
+    `parse_form` checks of every parameter, named or not."""
+
+    json_schema_extra: ClassVar[dict[str, Any]] = {
+        "maxProperties": MAX_FORM_FIELDS,
+        "propertyNames": {
+            "minLength": 1,
+            "maxLength": MAX_FORM_NAME_LENGTH,
+            "pattern": INVISIBLE_FREE_PATTERN,
+        },
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": MAX_FORM_VALUE_LENGTH,
+            "pattern": INVISIBLE_FREE_PATTERN,
+        },
+    }
+
+
+class TokenForm(Form, frozen=True):
     """``POST /oauth2/token``: a refresh token grant (RFC 6749 §6)."""
 
     grant_type: Literal["refresh_token"]
@@ -33,7 +64,7 @@ class TokenForm(msgspec.Struct, frozen=True):
     client_id: OptionalFormValue | None = None
 
 
-class RevokeForm(msgspec.Struct, frozen=True):
+class RevokeForm(Form, frozen=True):
     """``POST /oauth2/revoke`` (RFC 7009 §2.1); ``token_type_hint``, any value, is ignored
     (§2.1: the server MAY ignore it)."""
 
