@@ -12,7 +12,9 @@ What Litestar's own document gets wrong, and what `build` does instead:
   scheme (RFC 6750, a JWT); the others require none.
 - Request bodies: JSON bodies are described by msgspec, the library that decodes them
   (``additionalProperties: false``, lengths, documented patterns); form bodies, read by
-  the handler itself, are declared with ``opt={"form": Struct}``.
+  the handler itself, are declared with ``opt={"form": Struct}``. A body struct adds JSON
+  Schema of its own with a ``json_schema_extra`` class variable; a `Schema`'s strings
+  refuse NUL, an `Update` needs one field at least.
 - Links: a ``201`` of ``POST /x`` links its body's ``id`` to the operations on
   ``/x/{param}`` (a stateful client, or schemathesis, follows them).
 """
@@ -185,7 +187,7 @@ def _operation(
     responses = {
         code: response
         for code, response in operation["responses"].items()
-        if int(code) < 400 and code != "default"
+        if code != "default" and int(code) < 400
     }
     for response in responses.values():
         headers = {**response.pop("headers", {}), **(RATELIMIT_HEADERS if 429 in codes else {})}
