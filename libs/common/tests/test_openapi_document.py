@@ -62,7 +62,17 @@ def _problem_statuses(operation: dict[str, Any]) -> list[str]:
 def test_an_authenticated_body_route_answers_what_its_parts_can_refuse() -> None:
     document = _document()
     create = document["paths"]["/things"]["post"]
-    assert _problem_statuses(create) == ["400", "401", "413", "415", "429", "503"]
+    assert _problem_statuses(create) == [
+        "400",
+        "401",
+        "408",
+        "413",
+        "414",
+        "415",
+        "429",
+        "431",
+        "503",
+    ]
     assert create["security"] == [{"bearerAuth": []}]
     assert create["responses"]["401"]["headers"]["WWW-Authenticate"]["required"] is True
     assert create["responses"]["429"]["headers"]["Retry-After"]["required"] is True
@@ -79,5 +89,5 @@ def test_a_path_parameter_can_be_404_and_a_route_adds_its_own_answers() -> None:
     paths = _document()["paths"]
     assert "404" in paths["/things/{thing_id}"]["get"]["responses"]
     count = paths["/things/count"]["get"]
-    assert _problem_statuses(count) == ["400", "409", "503"]
+    assert _problem_statuses(count) == ["400", "408", "409", "414", "431", "503"]
     assert count["security"] == []

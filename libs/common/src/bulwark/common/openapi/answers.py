@@ -3,8 +3,10 @@
 
 A route's row keys are what the route has, found without per-route work:
 
-- ``EVERY``: every operation (the HTTP server's overload refusal, the query-string checks
-  of `bulwark.common.request_bodies`; add the app-version check's 426 here);
+- ``EVERY``: every operation (the query-string checks of `bulwark.common.request_bodies`,
+  the HTTP server's refusals of a request head too slow or too large and of overload,
+  `bulwark.common.http_server` and `bulwark.common.http`; add the app-version check's 426
+  here);
 - ``BODY``: a JSON request body (``data``), checked by `bulwark.common.request_bodies` and
   Litestar's ``request_max_body_size``; ``FORM``: a form body (``opt={"form": ...}``);
 - ``PATH``: path parameters (an id that is unknown or not the caller's is a 404);
@@ -28,7 +30,7 @@ AUTHENTICATING = frozenset({"caller", "claims"})
 
 #: Status codes by route trait (module docstring).
 ANSWERS: Mapping[str, tuple[int, ...]] = {
-    EVERY: (400, 503),
+    EVERY: (400, 408, 414, 431, 503),
     BODY: (400, 413, 415),
     FORM: (400, 413),
     PATH: (404,),
@@ -68,12 +70,15 @@ STATUSES: Mapping[int, tuple[str, Mapping[str, Any]]] = {
         },
     ),
     404: ("No such resource visible to the caller.", {}),
+    408: ("The request was not received in time.", {}),
     409: ("The request conflicts with existing state.", {}),
     413: ("The request body is too large.", {}),
+    414: ("The request target is longer than the server accepts.", {}),
     415: ("The body is not application/json in UTF-8.", {}),
     426: ("This version of the app is no longer supported; upgrade it.", {}),
     428: ("The request must be conditional (If-Match).", {}),
     429: ("Too many requests.", {"Retry-After": _RETRY_AFTER, **_RATELIMIT}),
+    431: ("The request's header fields are larger than the server accepts.", {}),
     503: (
         "A dependency is unavailable or the service is overloaded.",
         {"Retry-After": _RETRY_AFTER},

@@ -52,13 +52,17 @@ _PROBLEM: dict[str, Any] = {
     "title": "Problem",
     "description": "Problem Details (RFC 9457), with the request's id.",
     "type": "object",
-    "required": ["type", "title", "status", "detail", "instance", "request_id"],
+    "required": ["type", "title", "status", "detail", "request_id"],
     "properties": {
         "type": {"type": "string", "description": "about:blank or a urn:bulwark:problem:..."},
         "title": {"type": "string"},
         "status": {"type": "integer", "minimum": 400, "maximum": 599},
         "detail": {"type": "string"},
-        "instance": {"type": "string", "description": "The request's path."},
+        "instance": {
+            "type": "string",
+            "description": "The request's path (absent when the server refused the request "
+            "before reading it).",
+        },
         "request_id": {"type": "string"},
         "errors": {
             "type": "array",
