@@ -18,7 +18,9 @@ from bulwark.auth.oauth.schemas import (
     MAX_FORM_FIELDS,
     MAX_FORM_NAME_LENGTH,
     MAX_FORM_VALUE_LENGTH,
+    JwkSet,
     RevokeForm,
+    ServerMetadata,
     TokenForm,
 )
 from bulwark.auth.sessions import rules
@@ -197,7 +199,7 @@ class DiscoveryController(Controller):
     path = "/.well-known"
 
     @get("/jwks.json", operation_id="jwks", media_type="application/jwk-set+json")
-    async def jwks(self, state: State) -> Response[dict[str, Any]]:
+    async def jwks(self, state: State) -> Response[JwkSet]:
         """The public signing keys (RFC 7517), cacheable for ``JWKS_MAX_AGE_SECONDS`` (the
         wait the key rotation rules are built on; see docs/keys.md)."""
         return Response(
@@ -207,16 +209,16 @@ class DiscoveryController(Controller):
         )
 
     @get("/oauth-authorization-server", operation_id="metadata")
-    async def metadata(self, state: State) -> dict[str, Any]:
+    async def metadata(self, state: State) -> ServerMetadata:
         """Authorization server metadata (RFC 8414 §2)."""
         issuer = state.settings.issuer
-        return {
-            "issuer": issuer,
-            "token_endpoint": f"{issuer}/oauth2/token",
-            "revocation_endpoint": f"{issuer}/oauth2/revoke",
-            "jwks_uri": f"{issuer}/.well-known/jwks.json",
-            "grant_types_supported": ["refresh_token"],
-            "response_types_supported": [],
-            "token_endpoint_auth_methods_supported": ["none"],
-            "revocation_endpoint_auth_methods_supported": ["none"],
-        }
+        return ServerMetadata(
+            issuer=issuer,
+            token_endpoint=f"{issuer}/oauth2/token",
+            revocation_endpoint=f"{issuer}/oauth2/revoke",
+            jwks_uri=f"{issuer}/.well-known/jwks.json",
+            grant_types_supported=["refresh_token"],
+            response_types_supported=[],
+            token_endpoint_auth_methods_supported=["none"],
+            revocation_endpoint_auth_methods_supported=["none"],
+        )

@@ -70,3 +70,23 @@ class RevokeForm(Form, frozen=True):
 
     token: FormValue
     token_type_hint: OptionalFormValue | None = None
+
+
+class ServerMetadata(msgspec.Struct, frozen=True):
+    """Authorization server metadata (RFC 8414 §2), as ``/.well-known/oauth-authorization-
+    server`` sends it."""
+
+    issuer: str
+    token_endpoint: str
+    revocation_endpoint: str
+    jwks_uri: str
+    grant_types_supported: list[str]
+    response_types_supported: list[str]
+    token_endpoint_auth_methods_supported: list[str]
+    revocation_endpoint_auth_methods_supported: list[str]
+
+
+class JwkSet(msgspec.Struct, frozen=True):
+    """A JWK Set (RFC 7517 §5): the public signing keys, each a JWK object (§4)."""
+
+    keys: list[dict[str, Any]]
