@@ -54,10 +54,12 @@ def contract_stack(
 
 
 @pytest.fixture
-def access_token(contract_stack: RunningStack) -> str:
-    """A valid access token of a fresh user, for one test (the auth run logs it out)."""
+def client_headers(contract_stack: RunningStack) -> dict[str, str]:
+    """What a fresh user's app sends on every request, for one test (the auth run logs its
+    session out): a valid bearer token and the mobile headers (app version, platform,
+    device id)."""
     user = register(contract_stack.auth_url)
-    return str(login(contract_stack.auth_url, user)["access_token"])
+    return bearer(login(contract_stack.auth_url, user)["access_token"], user)
 
 
 #: Operations whose schema-valid input can still be refused with 400, because what the server
@@ -141,20 +143,20 @@ def _failures(document: dict[str, Any], base_url: str, headers: dict[str, str]) 
 
 @pytest.mark.parametrize("service", ["api", "auth"])
 def test_the_service_does_what_its_document_says(
-    contract_stack: RunningStack, access_token: str, service: str
+    contract_stack: RunningStack, client_headers: dict[str, str], service: str
 ) -> None:
     document = api_document() if service == "api" else auth_document()
     base_url = contract_stack.api_url if service == "api" else contract_stack.auth_url
-    failures = sorted(set(_failures(document, base_url, bearer(access_token))))
+    failures = sorted(set(_failures(document, base_url, client_headers)))
     assert not failures, f"{len(failures)} failures:\n\n" + "\n\n".join(failures)
 
 
 def test_a_patch_changes_something_and_never_sends_null(
-    contract_stack: RunningStack, access_token: str
+    contract_stack: RunningStack, client_headers: dict[str, str]
 ) -> None:
     """What the document says of ``PATCH /v1/notes/{id}`` (``minProperties: 1``, no null):
     an empty body and a null field are 400s naming the problem, and change nothing."""
-    headers = bearer(access_token)
+    headers = client_headers
     created = httpx.post(
         f"{contract_stack.api_url}/v1/notes", json={"title": "kept"}, headers=headers
     )
