@@ -13,7 +13,7 @@ UV ?= $(shell command -v uv 2>/dev/null \
 UV_SYNC_FLAGS ?= $(if $(wildcard uv.lock),--locked,)
 
 .PHONY: help uv install promtool jq nginx pgbouncer wrk run stop demo test lint bench bench-http bench-ratelimit rl-node-peer \
-	proto clean images compose-keys test-containers
+	proto openapi clean images compose-keys test-containers
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -164,6 +164,13 @@ rl-node-peer: ## npm ci of bench-ratelimit's node peer (rate-limiter-flexible), 
 	elif [ ! $(RL_NODE)/node_modules/.package-lock.json -nt $(RL_NODE)/package-lock.json ]; then \
 		npm ci --prefix $(RL_NODE) --no-audit --no-fund; \
 	fi
+
+# The published OpenAPI documents (what /schema serves in development; tests/test_openapi_documents.py
+# fails when they differ from what the apps produce): run after changing a route, commit the result.
+openapi: install ## regenerate docs/openapi/api.json and auth.json from the apps (commit the result)
+	@mkdir -p docs/openapi
+	$(VENV_BIN)/bulwark-api openapi > docs/openapi/api.json.tmp && mv docs/openapi/api.json.tmp docs/openapi/api.json
+	$(VENV_BIN)/bulwark-auth openapi > docs/openapi/auth.json.tmp && mv docs/openapi/auth.json.tmp docs/openapi/auth.json
 
 proto: install ## regenerate bulwark/ratelimit/_generated from proto/ (grpcio-tools; commit the result)
 	$(UV) run python proto/compile.py

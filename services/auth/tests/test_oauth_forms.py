@@ -24,9 +24,9 @@ def test_a_token_request_is_parsed() -> None:
         "client_id": "bulwark-mobile",
     }
     assert parse_form(b"") == {}
-    assert parse_form(b"token=a+b%20c&token_type_hint=") == {
+    assert parse_form(b"token=a+b%20c&token_type_hint=hint") == {
         "token": "a b c",
-        "token_type_hint": "",
+        "token_type_hint": "hint",
     }
     assert parse_form(b"x=%C3%A9") == {"x": "\u00e9"}
 
@@ -36,6 +36,15 @@ def test_every_repeated_parameter_is_named() -> None:
         parse_form(b"token=a&grant_type=x&token=b&grant_type=y&token=c")
     assert refused.value.error == "invalid_request"
     assert refused.value.description.endswith("more than once: token, grant_type.")
+
+
+def test_a_parameter_without_a_value_is_omitted() -> None:
+    """RFC 6749 §3.1: ``client_id=`` is no client id (not an unknown client's, 401)."""
+    assert parse_form(b"grant_type=refresh_token&refresh_token=rt&client_id=") == {
+        "grant_type": "refresh_token",
+        "refresh_token": "rt",
+    }
+    assert parse_form(b"token=&token_type_hint=") == {}
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,11 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from litestar import Controller, Litestar, Router, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.openapi import OpenAPIConfig
 
 from bulwark.api.anomalies.checks import ApiAnomalies
 from bulwark.api.app_versions import queries as app_version_queries
@@ -17,18 +16,20 @@ from bulwark.api.caller import caller
 from bulwark.api.idempotency import idempotency_key, sweeping
 from bulwark.api.notes.routes import NoteController
 from bulwark.api.replica import NotesDatabases
-from bulwark.api.settings import ApiSettings
+from bulwark.api.settings import ApiSettings, from_env
 from bulwark.api.uploads.local_storage import OBJECTS_PATH, UploadObjectController
 from bulwark.api.uploads.routes import UploadController
 from bulwark.api.uploads.service import UploadService, open_storage, sweeping_abandoned
 from bulwark.api.write_positions import WritePositions
 from bulwark.common.access_tokens import AccessTokenClaims, AccessTokenVerifier, JwksCache
+from bulwark.common.allow import answer_options, first_answer
 from bulwark.common.app_versions.manifest import ManifestCache
 from bulwark.common.app_versions.policy import AppVersionPolicy
 from bulwark.common.db import Database, open_database
 from bulwark.common.health import healthz
 from bulwark.common.http import ASGIApp, RequestContextMiddleware
 from bulwark.common.migrations import SchemaCheck
+from bulwark.common.openapi import document
 from bulwark.common.problems import ServiceUnavailable, exception_handlers
 from bulwark.common.ratelimit_client import RateLimitClient
 from bulwark.common.request_bodies import strict_json_bodies
@@ -223,15 +224,31 @@ def create_app(settings: ApiSettings) -> ASGIApp:
                 manifests, exempt_routes={"/v1/app-versions", f"/v1{OBJECTS_PATH}/{{token}}"}
             )
         ],
-        before_request=strict_json_bodies(),
+        before_request=first_answer(answer_options, strict_json_bodies()),
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # bulwark.common.logging owns the root logger
         openapi_config=(
-            OpenAPIConfig(title="Bulwark API", version="0.1.0")
+            document.openapi_config("Bulwark API", "0.1.0")
             if settings.environment == "development"
             else None
         ),
     )
     return RequestContextMiddleware(cast("ASGIApp", app), settings.trusted_proxies, settings.http)
+
+
+#: Settings the published OpenAPI document is built with: development's (where ``/schema`` is
+#: served). The database is never connected: no lifespan runs.
+DOCUMENT_ENV = {
+    "BULWARK_ENV": "development",
+    "DATABASE_URL": "postgresql://document@localhost/unused",
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document served at ``/schema`` in development and published as
+    ``docs/openapi/api.json`` (`bulwark.common.openapi.document.build`)."""
+    app = create_app(from_env(DOCUMENT_ENV))
+    assert isinstance(app, RequestContextMiddleware)  # noqa: S101  # create_app's wrapper
+    return document.build(cast("Litestar", app.app))

@@ -4,14 +4,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import httpx
 from joserfc.jwk import ECKey, RSAKey
 from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 
 from bulwark.auth.anomalies.checks import LoginAnomalies
 from bulwark.auth.keys import KeyFolder, SigningKeys
@@ -25,15 +24,17 @@ from bulwark.auth.passwords import PasswordHasher
 from bulwark.auth.sessions.ending import SessionEnder
 from bulwark.auth.sessions.revocations import resync_forever
 from bulwark.auth.sessions.routes import SessionController
-from bulwark.auth.settings import APP_VERSIONS_TIMEOUT_SECONDS, AuthSettings
+from bulwark.auth.settings import APP_VERSIONS_TIMEOUT_SECONDS, AuthSettings, from_env
 from bulwark.auth.users.routes import UserController
 from bulwark.common.access_tokens import AccessTokenVerifier
+from bulwark.common.allow import answer_options, first_answer
 from bulwark.common.app_versions.manifest import ManifestCache, fetch_manifest
 from bulwark.common.app_versions.policy import AppVersionPolicy
 from bulwark.common.db import Database, open_database
 from bulwark.common.health import healthz
 from bulwark.common.http import ASGIApp, RequestContextMiddleware
 from bulwark.common.migrations import SchemaCheck
+from bulwark.common.openapi import document
 from bulwark.common.problems import exception_handlers
 from bulwark.common.ratelimit_client import RateLimitClient
 from bulwark.common.request_bodies import strict_json_bodies
@@ -208,15 +209,31 @@ def create_app(settings: AuthSettings) -> ASGIApp:
         },
         # Before the body is read, any rate limit or password hash (docs/app-versions.md).
         middleware=[AppVersionPolicy(manifests)],
-        before_request=strict_json_bodies(form_paths=("/oauth2/",)),
+        before_request=first_answer(answer_options, strict_json_bodies(form_paths=("/oauth2/",))),
         exception_handlers={**exception_handlers, OAuthError: on_oauth_error},
         lifespan=[lifespan],
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # bulwark.common.logging owns the root logger
         openapi_config=(
-            OpenAPIConfig(title="Bulwark auth", version="0.1.0")
+            document.openapi_config("Bulwark auth", "0.1.0")
             if settings.environment == "development"
             else None
         ),
     )
     return RequestContextMiddleware(cast("ASGIApp", app), settings.trusted_proxies, settings.http)
+
+
+#: Settings the published OpenAPI document is built with: development's (where ``/schema`` is
+#: served). The database is never connected: no lifespan runs.
+DOCUMENT_ENV = {
+    "BULWARK_ENV": "development",
+    "DATABASE_URL": "postgresql://document@localhost/unused",
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document served at ``/schema`` in development and published as
+    ``docs/openapi/auth.json`` (`bulwark.common.openapi.document.build`)."""
+    app = create_app(from_env(DOCUMENT_ENV))
+    assert isinstance(app, RequestContextMiddleware)  # noqa: S101  # create_app's wrapper
+    return document.build(cast("Litestar", app.app))

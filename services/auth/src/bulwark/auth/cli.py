@@ -1,6 +1,7 @@
 """``bulwark-auth``: run the service, apply migrations, manage signing keys.
 
 bulwark-auth serve                   run the HTTP service (default)
+bulwark-auth openapi                  print the OpenAPI document (docs/openapi/auth.json)
 bulwark-auth migrate                 apply pending migrations to DATABASE_URL, then exit
 bulwark-auth keys generate|list|rotate|retire|revoke KID
                                      manage the keys in KEYS_DIR (bulwark.auth.keys.commands)
@@ -11,7 +12,7 @@ import os
 import sys
 
 from bulwark.auth import keys
-from bulwark.auth.app import MIGRATIONS, create_app
+from bulwark.auth.app import MIGRATIONS, create_app, openapi_document
 from bulwark.auth.keys import commands as key_commands
 from bulwark.auth.settings import from_env
 from bulwark.common import flag_commands
@@ -20,6 +21,7 @@ from bulwark.common.http import serve
 from bulwark.common.logging import configure_logging
 from bulwark.common.metrics import MetricsBindError, start_metrics
 from bulwark.common.migrations import run_migrate_command
+from bulwark.common.openapi.document import render
 from bulwark.common.settings import SettingsError
 from bulwark.common.telemetry import start_tracing, tracing_settings
 
@@ -53,9 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the HTTP service")
     commands.add_parser("migrate", help="apply pending migrations, then exit")
+    commands.add_parser("openapi", help="print the OpenAPI document (docs/openapi/), then exit")
     key_commands.add_parser(commands)
     flag_commands.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "openapi":
+        sys.stdout.write(render(openapi_document()))
+        return 0
     if args.command == "migrate":
         return run_migrate_command("bulwark-auth", MIGRATIONS, os.environ)
     try:

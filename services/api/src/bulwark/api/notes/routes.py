@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, Parameter
 
@@ -25,14 +26,32 @@ from bulwark.api import preconditions
 from bulwark.api.anomalies.checks import note_not_found
 from bulwark.api.idempotency import Created, IdempotencyKey, as_stored, create_once
 from bulwark.api.notes import queries, rules
-from bulwark.api.notes.rules import Cursor, check_text, decode_cursor, encode_cursor, etag
+from bulwark.api.notes.rules import (
+    CURSOR_PATTERN,
+    MAX_CURSOR_LENGTH,
+    Cursor,
+    check_text,
+    decode_cursor,
+    encode_cursor,
+    etag,
+)
 from bulwark.api.notes.schemas import Note, NoteCreate, NotePage, NoteUpdate
 from bulwark.api.replica import NotesDatabases
 from bulwark.common.access_tokens import AccessTokenClaims
 from bulwark.common.db import Connection, Record
+from bulwark.common.openapi.answers import IF_MATCH
 from bulwark.common.problems import NotFound
 
 MAX_PAGE_SIZE = 100
+# Response headers, for the OpenAPI document (the handlers set them).
+_ETAG = ResponseHeader(
+    name="ETag",
+    description="The note's strong entity tag (RFC 9110 §8.8.3).",
+    documentation_only=True,
+)
+_LOCATION = ResponseHeader(
+    name="Location", description="The new note's URL path.", documentation_only=True
+)
 
 
 def _note(row: Record) -> Note:
@@ -65,7 +84,11 @@ class NoteController(Controller):
 
     path = "/notes"
 
-    @post(operation_id="createNote", status_code=201)
+    @post(
+        operation_id="createNote",
+        status_code=201,
+        response_headers=[_ETAG, _LOCATION],
+    )
     async def create(
         self,
         data: JSONBody[NoteCreate],
@@ -94,7 +117,10 @@ class NoteController(Controller):
         self,
         db: NamedDependency[NotesDatabases],
         caller: NamedDependency[AccessTokenClaims],
-        cursor: Annotated[str | None, Parameter(max_length=200)] = None,
+        cursor: Annotated[
+            str | None,
+            Parameter(max_length=MAX_CURSOR_LENGTH, schema_extra={"pattern": CURSOR_PATTERN}),
+        ] = None,
         limit: Annotated[int, Parameter(ge=1, le=MAX_PAGE_SIZE)] = 20,
     ) -> NotePage:
         """The caller's notes, newest first, ``limit`` (1-100) per page."""
@@ -110,7 +136,7 @@ class NoteController(Controller):
             next_cursor = encode_cursor(Cursor(created_at=last["created_at"], id=last["id"]))
         return NotePage(items=items, next_cursor=next_cursor)
 
-    @get("/{note_id:uuid}", operation_id="getNote")
+    @get("/{note_id:uuid}", operation_id="getNote", response_headers=[_ETAG])
     async def read(
         self,
         request: Request[Any, Any, Any],
@@ -126,7 +152,12 @@ class NoteController(Controller):
             raise NotFound("No such note.")
         return _answer(row)
 
-    @patch("/{note_id:uuid}", operation_id="updateNote")
+    @patch(
+        "/{note_id:uuid}",
+        operation_id="updateNote",
+        response_headers=[_ETAG],
+        opt={"answers": (412, 428), "headers": {"If-Match": {**IF_MATCH, "required": True}}},
+    )
     async def update(
         self,
         request: Request[Any, Any, Any],
@@ -156,7 +187,12 @@ class NoteController(Controller):
             raise NotFound("No such note.")
         return _answer(row)
 
-    @delete("/{note_id:uuid}", operation_id="deleteNote", status_code=204)
+    @delete(
+        "/{note_id:uuid}",
+        operation_id="deleteNote",
+        status_code=204,
+        opt={"answers": (412,), "headers": {"If-Match": IF_MATCH}},
+    )
     async def remove(
         self,
         request: Request[Any, Any, Any],

@@ -21,6 +21,8 @@ MAX_CURSOR_LENGTH = 200
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 # One of our ETags: a version (an SQL integer, so at most 9 digits here) in quotes.
 _VERSION_TAG = re.compile(r'"([1-9][0-9]{0,8})"')
+#: A cursor's shape in the OpenAPI document (unpadded base64url; empty means no cursor).
+CURSOR_PATTERN = "^[A-Za-z0-9_-]*$"
 
 
 def check_text(field: str, value: str, *, multiline: bool) -> str:

@@ -5,10 +5,15 @@ from typing import Annotated
 
 import msgspec
 
-from bulwark.common.schemas import Schema
+from bulwark.common.schemas import MULTILINE_PATTERN, SINGLE_LINE_PATTERN, Schema, Update
 
-Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Body = Annotated[str, msgspec.Meta(max_length=10000)]
+Title = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=200, extra_json_schema={"pattern": SINGLE_LINE_PATTERN}),
+]
+Body = Annotated[
+    str, msgspec.Meta(max_length=10000, extra_json_schema={"pattern": MULTILINE_PATTERN})
+]
 
 
 class NoteCreate(Schema, frozen=True):
@@ -18,19 +23,13 @@ class NoteCreate(Schema, frozen=True):
     body: Body = ""
 
 
-class NoteUpdate(Schema, frozen=True):
+class NoteUpdate(Update, frozen=True):
     """``PATCH /v1/notes/{id}``: the fields to change, at least one (JSON Schema:
     ``minProperties: 1``, no other property, no ``null``). Any other field (``id``,
     ``ownerId``, ``version``, ``createdAt``, ...) is refused by name (400)."""
 
     title: Title | msgspec.UnsetType = msgspec.UNSET
     body: Body | msgspec.UnsetType = msgspec.UNSET
-
-    def __post_init__(self) -> None:
-        """Refuse an empty change (msgspec turns this into a 400)."""
-        super().__post_init__()
-        if self.title is msgspec.UNSET and self.body is msgspec.UNSET:
-            raise ValueError("give at least one of title, body")
 
 
 class Note(Schema, frozen=True):

@@ -46,7 +46,12 @@ class UploadController(Controller):
         same upload with a new URL, or 409 once it is complete or deleted."""
         return await uploads.create(caller.sub, data, idempotency_key)
 
-    @post("/{upload_id:uuid}/complete", operation_id="completeUpload", status_code=200)
+    @post(
+        "/{upload_id:uuid}/complete",
+        operation_id="completeUpload",
+        status_code=200,
+        opt={"answers": (409, 422)},
+    )
     async def complete(
         self,
         request: Request[Any, Any, Any],

@@ -14,6 +14,15 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 
 from bulwark.auth.deps import client_context
+from bulwark.auth.oauth.schemas import (
+    MAX_FORM_FIELDS,
+    MAX_FORM_NAME_LENGTH,
+    MAX_FORM_VALUE_LENGTH,
+    JwkSet,
+    RevokeForm,
+    ServerMetadata,
+    TokenForm,
+)
 from bulwark.auth.sessions import rules
 from bulwark.auth.sessions.ending import SessionEnder
 from bulwark.auth.tokens import TokenResponse
@@ -47,16 +56,10 @@ def on_oauth_error(_request: Request[Any, Any, Any], exc: Exception) -> Response
     )
 
 
-#: Form limits (RFC 6749 requests have a handful of short parameters; refresh tokens are
-#: 48 characters). Beyond any of them the request is ``invalid_request``.
-MAX_FORM_FIELDS = 16
-MAX_FORM_NAME_LENGTH = 64
-MAX_FORM_VALUE_LENGTH = 2048
-
-
 def parse_form(body: bytes) -> dict[str, str]:
     """The parameters of an ``application/x-www-form-urlencoded`` body (UTF-8 after
-    percent-decoding, RFC 6749 Appendix B), each present at most once (RFC 6749 §3.2).
+    percent-decoding, RFC 6749 Appendix B), each present at most once (RFC 6749 §3.2); one
+    sent without a value is left out, as if omitted (RFC 6749 §3.1).
 
     Raises:
         OAuthError: ``invalid_request`` when the body is not such a form (raw bytes outside
@@ -78,7 +81,7 @@ def parse_form(body: bytes) -> dict[str, str]:
             raise OAuthError("invalid_request", "A parameter has no name.")
         if has_control_characters(name) or has_control_characters(value):
             raise OAuthError("invalid_request", "Parameters must not hold control characters.")
-    return params
+    return {name: value for name, value in params.items() if value}
 
 
 async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
@@ -115,7 +118,13 @@ class OAuthController(Controller):
 
     path = "/oauth2"
 
-    @post("/token", operation_id="token", status_code=200, response_headers=NO_STORE)
+    @post(
+        "/token",
+        operation_id="token",
+        status_code=200,
+        response_headers=NO_STORE,
+        opt={"form": TokenForm, "oauth_errors": (400, 401), "answers": (401, 429, 503)},
+    )
     async def token(
         self,
         request: Request[Any, Any, State],
@@ -159,7 +168,14 @@ class OAuthController(Controller):
         request.scope["state"]["user_id"] = _subject(outcome.access_token)  # for the access line
         return outcome
 
-    @post("/revoke", operation_id="revoke", status_code=200, response_headers=NO_STORE)
+    @post(
+        "/revoke",
+        operation_id="revoke",
+        status_code=200,
+        response_headers=NO_STORE,
+        opt={"form": RevokeForm, "oauth_errors": (400,), "answers": (429, 503)},
+        media_type="text/plain",
+    )
     async def revoke(
         self, request: Request[Any, Any, State], state: State, ender: NamedDependency[SessionEnder]
     ) -> Response[bytes]:
@@ -182,8 +198,8 @@ class DiscoveryController(Controller):
 
     path = "/.well-known"
 
-    @get("/jwks.json", operation_id="jwks")
-    async def jwks(self, state: State) -> Response[dict[str, Any]]:
+    @get("/jwks.json", operation_id="jwks", media_type="application/jwk-set+json")
+    async def jwks(self, state: State) -> Response[JwkSet]:
         """The public signing keys (RFC 7517), cacheable for ``JWKS_MAX_AGE_SECONDS`` (the
         wait the key rotation rules are built on; see docs/keys.md)."""
         return Response(
@@ -193,16 +209,16 @@ class DiscoveryController(Controller):
         )
 
     @get("/oauth-authorization-server", operation_id="metadata")
-    async def metadata(self, state: State) -> dict[str, Any]:
+    async def metadata(self, state: State) -> ServerMetadata:
         """Authorization server metadata (RFC 8414 §2)."""
         issuer = state.settings.issuer
-        return {
-            "issuer": issuer,
-            "token_endpoint": f"{issuer}/oauth2/token",
-            "revocation_endpoint": f"{issuer}/oauth2/revoke",
-            "jwks_uri": f"{issuer}/.well-known/jwks.json",
-            "grant_types_supported": ["refresh_token"],
-            "response_types_supported": [],
-            "token_endpoint_auth_methods_supported": ["none"],
-            "revocation_endpoint_auth_methods_supported": ["none"],
-        }
+        return ServerMetadata(
+            issuer=issuer,
+            token_endpoint=f"{issuer}/oauth2/token",
+            revocation_endpoint=f"{issuer}/oauth2/revoke",
+            jwks_uri=f"{issuer}/.well-known/jwks.json",
+            grant_types_supported=["refresh_token"],
+            response_types_supported=[],
+            token_endpoint_auth_methods_supported=["none"],
+            revocation_endpoint_auth_methods_supported=["none"],
+        )

@@ -35,7 +35,13 @@ class SessionController(Controller):
     path = "/v1/auth"
     dependencies = {"claims": Provide(authenticated)}  # noqa: RUF012  # Litestar's API
 
-    @post("/login", operation_id="login", status_code=200, response_headers=NO_STORE)
+    @post(
+        "/login",
+        operation_id="login",
+        status_code=200,
+        response_headers=NO_STORE,
+        opt={"answers": (401, 429)},
+    )
     async def login(
         self,
         request: Request[Any, Any, State],

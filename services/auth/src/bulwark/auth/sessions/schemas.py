@@ -5,7 +5,10 @@ from typing import Annotated
 
 import msgspec
 
-from bulwark.common.schemas import Schema
+from bulwark.common.schemas import INVISIBLE_FREE_PATTERN, Schema
+
+#: A device name: blank (taken as none) or one line without control characters.
+ONE_LINE = INVISIBLE_FREE_PATTERN
 
 
 class LoginRequest(Schema, frozen=True):
@@ -13,7 +16,9 @@ class LoginRequest(Schema, frozen=True):
 
     email: Annotated[str, msgspec.Meta(max_length=320)]
     password: Annotated[str, msgspec.Meta(max_length=1024)]
-    device: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+    device: (
+        Annotated[str, msgspec.Meta(max_length=100, extra_json_schema={"pattern": ONE_LINE})] | None
+    ) = None
 
 
 class Session(Schema, frozen=True):

@@ -22,7 +22,7 @@ class UserController(Controller):
 
     path = "/v1/users"
 
-    @post(operation_id="registerUser", status_code=201)
+    @post(operation_id="registerUser", status_code=201, opt={"answers": (409, 429)})
     async def register(
         self,
         request: Request[Any, Any, State],

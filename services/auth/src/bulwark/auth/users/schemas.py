@@ -4,7 +4,7 @@ from typing import Annotated
 
 import msgspec
 
-from bulwark.common.schemas import Schema
+from bulwark.common.schemas import SINGLE_LINE_PATTERN, Schema
 
 
 class UserCreate(Schema, frozen=True):
@@ -12,7 +12,9 @@ class UserCreate(Schema, frozen=True):
 
     email: Annotated[str, msgspec.Meta(max_length=320)]
     password: Annotated[str, msgspec.Meta(max_length=1024)]
-    display_name: Annotated[str, msgspec.Meta(max_length=400)]
+    display_name: Annotated[
+        str, msgspec.Meta(max_length=400, extra_json_schema={"pattern": SINGLE_LINE_PATTERN})
+    ]
 
 
 class User(Schema, frozen=True):
