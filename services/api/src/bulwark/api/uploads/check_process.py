@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import multiprocessing
 import resource
 import threading
@@ -201,9 +202,14 @@ def _ensure_preload() -> None:
 def _child_main(
     conn: Connection, declared_type: str, declared_size: int, limits: CheckLimits, extra: int
 ) -> None:
-    """In the child: cap the address space at its current size + ``extra``, read the bytes,
-    check them, answer ``(kind, message)``."""
+    """In the child: cap the address space at its current size + ``extra`` and the CPU time
+    just past the deadline, read the bytes, check them, answer ``(kind, message)``."""
     _limit_memory(extra)
+    # A backstop should the API process die before it kills this one: the kernel ends a
+    # process past its CPU limit (SIGXCPU), and a single thread uses no more CPU time than
+    # wall-clock time, so this never ends a check that the deadline would not.
+    cpu_seconds = math.ceil(limits.seconds) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
     try:
         data = conn.recv_bytes(declared_size + 1)
         check_contents(
