@@ -9,6 +9,7 @@ import json
 import time
 import urllib.parse
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from bulwark.api.uploads.service import UploadService
 from bulwark.common.db import open_database
 
 from . import upload_files
-from .conftest import RunningStack
+from .conftest import RunningStack, StackFactory
 from .helpers import MobileUser, assert_problem, bearer, login, register
 
 
@@ -41,7 +42,10 @@ class Client:
         return httpx.post(f"{self.api}/v1/uploads", json=body, headers=self.headers)
 
     def complete(self, upload_id: str) -> httpx.Response:
-        return httpx.post(f"{self.api}/v1/uploads/{upload_id}/complete", headers=self.headers)
+        # The first check of an API process starts its fork server (about 2 s).
+        return httpx.post(
+            f"{self.api}/v1/uploads/{upload_id}/complete", headers=self.headers, timeout=30
+        )
 
     def get(self, upload_id: str) -> httpx.Response:
         return httpx.get(f"{self.api}/v1/uploads/{upload_id}", headers=self.headers)
@@ -392,3 +396,40 @@ def test_a_delete_racing_completes_leaves_no_file_behind(uploads_stack: RunningS
         for answer in completes:
             if answer.status_code == 200:
                 assert httpx.get(answer.json()["download"]["url"]).status_code == 404
+
+
+#: The check deadline of `slow_check_stack`'s API, seconds.
+CHECK_SECONDS = 2.0
+
+
+@pytest.fixture(scope="module")
+def slow_check_stack(stack_factory: StackFactory) -> RunningStack:
+    """A stack whose API kills a content check after `CHECK_SECONDS`."""
+    return stack_factory(env={"api": {"UPLOADS_CHECK_SECONDS": str(CHECK_SECONDS)}})
+
+
+def test_a_slow_check_is_killed_at_its_deadline_and_others_go_on(
+    slow_check_stack: RunningStack,
+) -> None:
+    alice, bob = _client(slow_check_stack), _client(slow_check_stack)
+    # The API's first check starts its fork server (seconds: it imports the app once).
+    first = _upload(bob, "first.png", "image/png", upload_files.png())
+    assert bob.complete(first).status_code == 200
+    slow = _upload(alice, "scans.jpg", "image/jpeg", upload_files.slow_jpeg())  # ~5 s to decode
+    small = _upload(bob, "photo.png", "image/png", upload_files.png())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        started = time.monotonic()
+        slow_done = pool.submit(alice.complete, slow)
+        time.sleep(0.3)  # the slow check has started (its answer takes seconds)
+        assert not slow_done.done()
+        quick_started = time.monotonic()
+        completed = bob.complete(small)
+        assert completed.status_code == 200, completed.text
+        assert time.monotonic() - quick_started < 1.5
+        assert not slow_done.done()
+        refused = slow_done.result(timeout=CHECK_SECONDS + 5)
+    assert time.monotonic() - started < CHECK_SECONDS + 1.5
+    problem = assert_problem(refused, 422)
+    assert f"longer than {CHECK_SECONDS:g} seconds" in str(problem["detail"])
+    assert not _object_file(slow_check_stack, alice, slow).exists()
+    assert_problem(alice.get(slow), 404)

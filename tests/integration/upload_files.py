@@ -10,6 +10,8 @@ import zlib
 
 from PIL import Image
 
+from bulwark.api.uploads.contents import count_jpeg_scans
+
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.domain)</script></svg>'
 
 
@@ -51,3 +53,16 @@ def noise_png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     Image.frombytes("RGB", (width, height), pixels).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def slow_jpeg(scans: int = 100, side: int = 7000) -> bytes:
+    """A valid progressive greyscale JPEG of ``side`` x ``side`` pixels (under the default
+    pixel limit) with ``scans`` scans (the default limit): its last scan, an AC refinement of
+    75 bytes, repeated. libjpeg decodes each scan over the whole image: about 0.05 s of CPU
+    a scan at 7000 x 7000, so some 5 s in all."""
+    buffer = io.BytesIO()
+    Image.new("L", (side, side), 128).save(buffer, "JPEG", progressive=True, quality=50)
+    data = buffer.getvalue()
+    last_scan = data[data.rindex(b"\xff\xda") : -2]
+    copies = scans - (count_jpeg_scans(data) or 0)
+    return data[:-2] + last_scan * copies + data[-2:]

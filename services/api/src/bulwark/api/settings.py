@@ -169,6 +169,7 @@ def _uploads(env: Mapping[str, str], local: bool) -> UploadConfig:
         content_types=types,
         max_bytes=env_int(env, "UPLOADS_MAX_BYTES", 10 * 1024 * 1024, minimum=1),
         max_pixels=env_int(env, "UPLOADS_MAX_PIXELS", 50_000_000, minimum=1),
+        check_seconds=env_float(env, "UPLOADS_CHECK_SECONDS", 10.0, minimum=0.01),
         put_url_seconds=put_seconds,
         get_url_seconds=get_seconds,
         local_dir=Path(env_str(env, "UPLOADS_DIR", ".bulwark/uploads")),

@@ -48,6 +48,9 @@ class UploadConfig(msgspec.Struct, frozen=True, kw_only=True):
         max_bytes: the largest upload, in bytes (``UPLOADS_MAX_BYTES``, default 10 MiB).
         max_pixels: the most pixels (width times height) an image may have
             (``UPLOADS_MAX_PIXELS``, default 50 million: a 48-megapixel phone photo passes).
+        check_seconds: the wall-clock seconds a content check may take on ``complete``
+            before it is killed and the upload refused (``UPLOADS_CHECK_SECONDS``,
+            default 10).
         put_url_seconds: lifetime of a pre-signed PUT URL (``UPLOADS_PUT_URL_SECONDS``,
             default and maximum 900).
         get_url_seconds: lifetime of a pre-signed download URL (``UPLOADS_GET_URL_SECONDS``,
@@ -63,6 +66,7 @@ class UploadConfig(msgspec.Struct, frozen=True, kw_only=True):
     content_types: tuple[str, ...] = tuple(KNOWN_TYPES)
     max_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 50_000_000
+    check_seconds: float = 10.0
     put_url_seconds: int = MAX_PUT_URL_SECONDS
     get_url_seconds: int = 300
     local_dir: Path = Path(".bulwark/uploads")

@@ -17,8 +17,14 @@ from litestar import Response
 from bulwark.api.idempotency import Created, IdempotencyKey, create_once
 from bulwark.api.replica import NotesDatabases
 from bulwark.api.uploads import queries
+from bulwark.api.uploads.check_process import (
+    CheckLimits,
+    CheckUnavailableError,
+    check_in_process,
+    memory_ceiling,
+)
 from bulwark.api.uploads.config import UploadConfig
-from bulwark.api.uploads.contents import ContentRejectedError, check_contents
+from bulwark.api.uploads.contents import MAX_JPEG_SCANS, ContentRejectedError
 from bulwark.api.uploads.local_storage import LocalStorage
 from bulwark.api.uploads.rules import (
     check_declaration,
@@ -42,7 +48,7 @@ from bulwark.api.uploads.storage import (
 )
 from bulwark.common.db import Database, DatabaseUnavailable, Record
 from bulwark.common.outages import OutageLog
-from bulwark.common.problems import Conflict, Problem
+from bulwark.common.problems import Conflict, Problem, ServiceUnavailable
 
 #: Seconds after its declaration that an upload still pending is deleted with its object
 #: (its PUT URL expired long before): a day.
@@ -51,8 +57,8 @@ ABANDONED_SECONDS = 24 * 3600
 SWEEP_SECONDS = 300.0
 SWEEP_BATCH = 100
 
-#: Objects checked at once by one process (each holds up to ``UPLOADS_MAX_BYTES`` and, for
-#: an image, its decoded pixels): more wait their turn.
+#: Objects checked at once by one process (each holds up to ``UPLOADS_MAX_BYTES`` here and
+#: a child process decoding it, `check_process`): more wait their turn.
 CONCURRENT_CHECKS = 2
 
 
@@ -227,14 +233,18 @@ class UploadService:
                 raise unavailable() from None
             if data is None:
                 raise Conflict("Nothing has been uploaded yet: PUT the file to its upload URL.")
+            limits = CheckLimits(
+                seconds=self._config.check_seconds,
+                max_pixels=self._config.max_pixels,
+                max_scans=MAX_JPEG_SCANS,
+                memory_bytes=memory_ceiling(self._config.max_pixels),
+            )
             try:
-                await asyncio.to_thread(
-                    check_contents,
-                    data,
-                    declared_type=row["content_type"],
-                    declared_size=size,
-                    max_pixels=self._config.max_pixels,
+                await check_in_process(
+                    data, declared_type=row["content_type"], declared_size=size, limits=limits
                 )
+            except CheckUnavailableError:
+                raise ServiceUnavailable("Files cannot be checked now; retry shortly.") from None
             except ContentRejectedError as rejected:
                 await self._reject(owner, row["id"])
                 raise UploadRejected(f"{rejected} The upload has been deleted.") from None
