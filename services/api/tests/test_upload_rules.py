@@ -61,6 +61,13 @@ def test_ordinary_names_are_accepted(name: str) -> None:
         ("", "empty"),
         ("a" * 252 + ".png", "256 bytes"),
         ("é" * 126 + ".png", "256 bytes of UTF-8 in 130 characters"),
+        ("a\u3002png.png", "ideographic full stop, which NFKC keeps"),
+        ("a\u0589png.png", "Armenian full stop"),
+        ("a\uff0epng", "a fullwidth full stop as the only dot"),
+        ("CON.png", "a Windows device name"),
+        ("com1.pdf", "a Windows device name, any case"),
+        ("a:b.png", "a colon (an NTFS stream)"),
+        ('a"b.png', "a quote"),
     ],
 )
 def test_bad_names_are_refused(name: str, why: str) -> None:

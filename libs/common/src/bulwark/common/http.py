@@ -55,7 +55,7 @@ UNPARSED_ROUTE = "<unparsed>"
 #: Key of ``scope["state"]`` where the server records a `Refusal` of a request the
 #: application is serving; `RequestContextMiddleware` logs its status and reason.
 REFUSAL_STATE = "bulwark.refusal"
-_APP_VERSION = re.compile(r"^[0-9A-Za-z.+_-]{1,32}\Z")
+_APP_VERSION = re.compile(r"^[0-9A-Za-z.+_-]{1,64}\Z")
 #: Logged in place of a mobile header that is present but malformed (docs/logs.md).
 INVALID = "invalid"
 
@@ -280,7 +280,7 @@ def device_id(scope: Mapping[str, Any]) -> str | None:
 
 
 def app_version(scope: Mapping[str, Any]) -> str | None:
-    """``X-App-Version`` when well-formed (1-32 of ``[0-9A-Za-z.+_-]``, e.g. ``1.4.2``), else
+    """``X-App-Version`` when well-formed (1-64 of ``[0-9A-Za-z.+_-]``, e.g. ``1.4.2``), else
     None."""
     value = _header(scope, b"x-app-version")
     return value if value and _APP_VERSION.match(value) else None

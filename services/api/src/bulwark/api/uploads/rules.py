@@ -8,7 +8,9 @@ any extension, and people, read ``.php``; ``a.png.html``), a trailing dot or spa
 drops them: ``a.html.`` saves as ``a.html``), control and format characters (a right-to-left
 override shows ``evil\u202egnp.exe`` as ``evilexe.png``), path separators, and names over
 `MAX_FILENAME_BYTES`. Dots and separators are also looked for after NFKC normalisation, so a
-fullwidth full stop or solidus (U+FF0E, U+FF0F) counts as one.
+fullwidth full stop or solidus (U+FF0E, U+FF0F) counts as one, and characters read as a full
+stop that NFKC keeps (``a。png.png``) are refused; so are names Windows cannot save
+(``CON.png``, ``a:b.png``).
 """
 
 import unicodedata
@@ -24,17 +26,31 @@ MAX_FILENAME_BYTES = 255
 # paragraph separators, surrogates, private-use and unassigned code points.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 _SEPARATORS = frozenset({"/", "\\"})
+# Characters Windows refuses in a name (``:`` also names an NTFS stream), and stems it
+# reserves for devices whatever the extension (``CON.png``, ``com1.pdf``).
+_WINDOWS_FORBIDDEN = frozenset('<>:"|?*')
+_WINDOWS_DEVICES = frozenset(
+    {"CON", "PRN", "AUX", "NUL", *(f"{kind}{n}" for kind in ("COM", "LPT") for n in range(10))}
+)
+# Characters a person reads as a full stop that NFKC leaves as they are: ideographic,
+# Armenian, Arabic, Syriac, Ethiopic, Vai, Lisu and stenographic full stops, the Greek ano
+# teleia, middle dots and the hyphenation point.
+_DOT_LIKE = frozenset(
+    "\u3002\u0589\u06d4\u0701\u0702\u1362\ua4ff\ua60e\u2e3c\u0387\u00b7\u2027\u30fb"
+)
 # What RFC 8187 allows unencoded in an ext-value (attr-char).
 _ATTR_CHARS = "!#$&+-.^_`|~"
 
 
-def filename_problem(name: str) -> str | None:
+def filename_problem(name: str) -> str | None:  # noqa: PLR0911  # one return per rule
     """Why ``name`` is refused as an upload's filename, or None when it is acceptable.
 
     Refused: empty or over `MAX_FILENAME_BYTES` bytes of UTF-8; a character of a category in
     ``_REFUSED_CATEGORIES`` (NUL, controls, bidi and other format characters); a path
-    separator; leading or trailing whitespace or a trailing dot; not exactly one dot with a
-    name before it (so no double extension and no hidden file), also after NFKC.
+    separator; leading or trailing whitespace or a trailing dot; not exactly one dot (an
+    ASCII one) with a name before it, also after NFKC, and no other character read as a
+    full stop (so no double extension and no hidden file); a character Windows refuses or a
+    device name it reserves.
     """
     if not name or len(name.encode("utf-8", "surrogatepass")) > MAX_FILENAME_BYTES:
         return f"must be 1 to {MAX_FILENAME_BYTES} bytes long"
@@ -45,8 +61,14 @@ def filename_problem(name: str) -> str | None:
         return "must not contain a path separator"
     if name != name.strip() or name.endswith("."):
         return "must not start or end with a space or end with a dot"
+    if any(char in _DOT_LIKE for char in folded) or name.count(".") != 1:
+        return "must have exactly one extension, after a name (no double extension)"
     if folded.count(".") != 1 or folded.startswith("."):
         return "must have exactly one extension, after a name (no double extension)"
+    if any(char in _WINDOWS_FORBIDDEN for char in folded):
+        return 'must not contain any of < > : " | ? *'
+    if folded.rsplit(".", 1)[0].upper() in _WINDOWS_DEVICES:
+        return "must not be a name Windows reserves for a device (CON, NUL, COM1 ...)"
     return None
 
 
