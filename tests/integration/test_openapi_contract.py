@@ -6,11 +6,10 @@ check (server errors, status codes, content types, response headers and schemas,
 data accepted and negative data refused, unsupported methods, ...), with a valid bearer
 token. Any failure fails the test and is listed with its reproduction.
 
-Bounded: a few examples per operation, derandomized (a fixed seed, no cache of earlier runs:
-the same cases each run), the limiter's limits raised out of the fuzzer's reach (429 stays
-documented; coverage is the point here, not refusals), and a time cap per service: after the
-coverage pass, schemathesis alternates fuzzing and stateful rounds until the cap, so a faster
-machine runs more rounds of the same cases.
+Bounded by a count of examples per operation and phase (`MAX_EXAMPLES`), not by time, so
+that every phase runs on a slow machine too; derandomized (a fixed seed, no cache of earlier
+runs: the same cases each run); the limiter's limits raised out of the fuzzer's reach (429
+stays documented; coverage is the point here, not refusals).
 """
 
 from __future__ import annotations
@@ -33,10 +32,10 @@ from bulwark.devstack.rules import packaged_rules_with_raised_limits
 from .conftest import RunningStack, StackFactory
 from .helpers import assert_problem, bearer, login, register
 
-#: Examples per operation and phase: enough to reach every documented answer of ours.
-MAX_EXAMPLES = 5
-#: Run time per service, in seconds (both stay under 2 minutes; the stack starts in ~15 s).
-MAX_SECONDS = 40
+#: Examples per operation and phase: enough to reach every documented answer of ours. The
+#: run is bounded by this count, not by a time cap, so that every phase runs on a slow
+#: machine too (about 20 s for the API and 10 s for auth here; the stack starts in ~15 s).
+MAX_EXAMPLES = 50
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -81,6 +80,12 @@ SEMANTIC_REFUSALS: dict[str, tuple[tuple[str, ...], str]] = {
     "updateNote": (("400", "412"), "If-Match must name the note's current ETag"),
     "deleteNote": (("400", "412"), "If-Match, when given, must name the note's current ETag"),
 }
+#: A check that does not hold for an operation by design, and why.
+NOT_CHECKED = {
+    # The fuzzer reuses one key ("0") for unrelated creates: a replay answers the first one's
+    # 201 (draft-ietf-httpapi-idempotency-key-header §2.5) even once that note is deleted.
+    "getNote": ("ensure_resource_availability", "a replayed create may name a deleted note"),
+}
 #: Operations that answer a missing required header with another 4xx than schemathesis
 #: expects: a PATCH without If-Match is 428 Precondition Required (RFC 6585 §3).
 MISSING_HEADER_STATUSES = {"updateNote": ("428",)}
@@ -102,7 +107,6 @@ def _config(base_url: str, headers: dict[str, str]) -> SchemathesisConfig:
             # No cache of earlier runs (.schemathesis/): each run the same, and nothing
             # written into the checkout.
             "cache": {"enabled": False},
-            "max-time": MAX_SECONDS,
             "base-url": base_url,
             # An explicit client-side rate (never reached) instead of "auto", which waits out
             # every 429's Retry-After and retries: the login backoff (per email, not raised
@@ -136,6 +140,10 @@ def _config(base_url: str, headers: dict[str, str]) -> SchemathesisConfig:
                     },
                 }
                 for operation in SEMANTIC_REFUSALS
+            ]
+            + [
+                {"include-operation-id": operation, "checks": {check: {"enabled": False}}}
+                for operation, (check, _why) in NOT_CHECKED.items()
             ],
         }
     )
