@@ -150,3 +150,20 @@ def test_request_id_is_echoed_or_generated(stack: RunningStack) -> None:
     missing = httpx.get(f"{stack.api_url}/v1/nothing-here")
     assert missing.status_code == 404
     assert missing.json()["request_id"] == missing.headers["x-request-id"]
+
+
+def test_numbers_and_booleans_are_what_the_schema_says(stack: RunningStack) -> None:
+    """A body is converted strictly, as its OpenAPI schema says: ``"12"`` or ``12.0`` is not
+    an integer (Litestar's own conversion would take both), and nothing is created."""
+    user = register(stack.auth_url)
+    headers = bearer(login(stack.auth_url, user)["access_token"], user)
+    for size in ("12", 12.0, True):
+        body = {"filename": "a.png", "contentType": "image/png", "size": size}
+        refused = httpx.post(f"{stack.api_url}/v1/uploads", json=body, headers=headers)
+        assert _fields(refused) == ["size"], (size, refused.text)
+    title = httpx.post(f"{stack.api_url}/v1/notes", json={"title": 5}, headers=headers)
+    assert _fields(title) == ["title"]
+    accepted = {"filename": "a.png", "contentType": "image/png", "size": 12}
+    assert (
+        httpx.post(f"{stack.api_url}/v1/uploads", json=accepted, headers=headers).status_code == 201
+    )

@@ -4,7 +4,7 @@ from typing import Annotated
 
 import msgspec
 
-from bulwark.common.body_errors import MAX_ERRORS, MAX_PATH, struct_errors
+from bulwark.common.body_errors import MAX_ERRORS, MAX_PATH, body_struct_errors, struct_errors
 from bulwark.common.schemas import Schema
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=10)]
@@ -66,8 +66,14 @@ def test_nul_is_listed_for_every_field_that_holds_it() -> None:
     ]
 
 
-def test_conversion_is_as_lax_as_litestars() -> None:
-    assert struct_errors({"displayName": "A", "age": "3"}, Person) == []
+def test_conversion_is_strict_as_the_schema_says() -> None:
+    assert struct_errors({"displayName": "A", "age": "3"}, Person) == [
+        ("age", "Expected `int`, got `str`")
+    ]
+    assert body_struct_errors({"displayName": "A", "age": 3.0}, Person) == [
+        ("age", "Expected `int`, got `float`")
+    ]
+    assert body_struct_errors({"displayName": "A", "age": 3}, Person) == []
 
 
 def test_a_body_that_is_not_an_object_is_one_error() -> None:

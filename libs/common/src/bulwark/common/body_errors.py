@@ -34,8 +34,9 @@ def struct_errors(document: object, target: type[msgspec.Struct]) -> list[tuple[
 
     ``field`` is the wire name (``displayName``); inside a nested Struct, the path to it
     (``address.city``, ``items[0].title``), cut to `MAX_PATH` characters. Messages are
-    msgspec's, without the location. Conversion is msgspec's non-strict one, as Litestar
-    decodes bodies. At most `MAX_ERRORS` pairs.
+    msgspec's, without the location. Conversion is msgspec's strict one, as
+    `body_struct_errors` checks bodies (no ``"12"`` for an integer). At most `MAX_ERRORS`
+    pairs.
 
     A `Schema`'s refusal of a converted value (`Schema.field_refusal`: NUL) is listed per
     field too. Errors only a whole Struct can find (a ``__post_init__`` of its own comparing
@@ -78,7 +79,7 @@ def _field_errors(
 ) -> list[tuple[str, str]]:
     """The error of one field's ``value``: msgspec's, else the refusal of a `Schema`."""
     try:
-        converted = msgspec.convert(value, annotation, strict=False)
+        converted = msgspec.convert(value, annotation, strict=True)
     except msgspec.ValidationError as error:
         return [_located(str(error), path)]
     refusal = target.field_refusal(key, converted) if issubclass(target, Schema) else None
@@ -88,7 +89,7 @@ def _field_errors(
 def _converted(value: object, annotation: Any, path: str) -> list[tuple[str, str]]:
     """``[]`` when ``value`` converts to ``annotation``, else its one error."""
     try:
-        msgspec.convert(value, annotation, strict=False)
+        msgspec.convert(value, annotation, strict=True)
     except msgspec.ValidationError as error:
         return [_located(str(error), path)]
     return []
@@ -117,3 +118,26 @@ def _struct_of(annotation: Any) -> type[msgspec.Struct] | None:
     if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
         return annotation
     return None
+
+
+def body_struct(route_handler: Any) -> type[msgspec.Struct] | None:
+    """The msgspec Struct that ``route_handler`` (a Litestar handler) takes as its ``data``
+    body, or None."""
+    signature = getattr(route_handler, "parsed_fn_signature", None)
+    data = signature.parameters.get("data") if signature is not None else None
+    target = data.annotation if data is not None else None
+    if isinstance(target, type) and issubclass(target, msgspec.Struct):
+        return target
+    return None
+
+
+def body_struct_errors(document: object, target: type[msgspec.Struct]) -> list[tuple[str, str]]:
+    """``[]`` when ``document`` converts to ``target`` strictly, as its OpenAPI schema says
+    (no ``"12"`` or ``12.0`` for an integer, no ``"true"`` for a boolean: Litestar's own
+    conversion is lenient), else every error (`struct_errors`, or msgspec's one when only the
+    whole Struct can find it)."""
+    try:
+        msgspec.convert(document, target, strict=True)
+    except msgspec.ValidationError as error:
+        return struct_errors(document, target) or [_located(str(error), "")]
+    return []

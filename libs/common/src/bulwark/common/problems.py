@@ -16,7 +16,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
-from bulwark.common.body_errors import JSON_DOCUMENT_STATE, struct_errors
+from bulwark.common.body_errors import JSON_DOCUMENT_STATE, body_struct, struct_errors
 from bulwark.common.logging import get_logger
 
 PROBLEM_JSON = "application/problem+json"
@@ -213,10 +213,8 @@ def _all_body_errors(request: Request[Any, Any, Any]) -> list[FieldError]:
     """Every error of the request's JSON body against its handler's ``data`` Struct
     (`struct_errors`), or ``[]`` when there is no parsed body or no Struct to hold it."""
     document = request.scope["state"].get(JSON_DOCUMENT_STATE)
-    handler = request.scope.get("route_handler")
-    data = handler.parsed_fn_signature.parameters.get("data") if handler is not None else None
-    target = data.annotation if data is not None else None
-    if document is None or not (isinstance(target, type) and issubclass(target, msgspec.Struct)):
+    target = body_struct(request.scope.get("route_handler"))
+    if document is None or target is None:
         return []
     return [FieldError(field, message) for field, message in struct_errors(document, target)]
 
