@@ -5,16 +5,32 @@ has a deadline; a check that fails (Redis down, a database error, a bug) is logg
 ``background_check_failed`` and dropped; when ``limit`` checks are already running, a new
 one is dropped (``background_check_dropped``) instead of queueing without bound. Tasks copy
 the request's structlog context, so their log lines carry its ``request_id``.
+
+`running` is the other kind: one loop a service runs for as long as it serves (a sweep, a
+refresh), started and stopped with a lifespan.
 """
 
 import asyncio
-from collections.abc import Coroutine
+import contextlib
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from bulwark.common.logging import get_logger
 from bulwark.common.redaction import redact_text
 
 _log = get_logger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def running(loop: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """Run ``loop`` in a task named ``name`` for the duration of the block; cancel it and
+    wait for it to end when the block ends. ``loop`` handles its own failures."""
+    task = asyncio.create_task(loop, name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 class BackgroundChecks:

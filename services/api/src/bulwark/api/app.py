@@ -1,5 +1,6 @@
 """The resource API's application factory."""
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,18 +14,19 @@ from bulwark.api.anomalies.checks import ApiAnomalies
 from bulwark.api.app_versions import queries as app_version_queries
 from bulwark.api.app_versions.routes import app_versions
 from bulwark.api.caller import caller
-from bulwark.api.idempotency import idempotency_key, sweeping
+from bulwark.api.idempotency import idempotency_key, sweep_forever
 from bulwark.api.notes.routes import NoteController
 from bulwark.api.replica import NotesDatabases
 from bulwark.api.settings import ApiSettings, from_env
 from bulwark.api.uploads.local_storage import OBJECTS_PATH, UploadObjectController
 from bulwark.api.uploads.routes import UploadController
-from bulwark.api.uploads.service import UploadService, open_storage, sweeping_abandoned
+from bulwark.api.uploads.service import UploadService, open_storage, sweep_abandoned_forever
 from bulwark.api.write_positions import WritePositions
 from bulwark.common.access_tokens import AccessTokenClaims, AccessTokenVerifier, JwksCache
 from bulwark.common.allow import answer_options, first_answer
 from bulwark.common.app_versions.manifest import ManifestCache
 from bulwark.common.app_versions.policy import AppVersionPolicy
+from bulwark.common.background import running
 from bulwark.common.db import Database, open_database
 from bulwark.common.health import healthz
 from bulwark.common.http import ASGIApp, RequestContextMiddleware
@@ -165,8 +167,11 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             # APP_VERSIONS_CACHE_SECONDS in the background (docs/app-versions.md).
             async with (
                 manifests.kept_fresh(lambda: app_version_queries.load_manifest(db)),
-                sweeping(db),  # expired Idempotency-Keys, in a task of its own
-                sweeping_abandoned(uploads),  # uploads never completed, and their objects
+                running(sweep_forever(db), "idempotency-sweep"),  # expired Idempotency-Keys
+                # Uploads never completed, and their objects.
+                running(sweep_abandoned_forever(uploads), "upload-sweep")
+                if uploads is not None
+                else contextlib.nullcontext(),
             ):
                 app.state.update(
                     settings=settings,

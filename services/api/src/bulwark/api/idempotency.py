@@ -37,10 +37,9 @@ empty one, a longer one or one with other characters is 400.
 """
 
 import asyncio
-import contextlib
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -287,18 +286,6 @@ async def sweep_forever(db: Database) -> None:
         else:
             failures.succeeded()
         await asyncio.sleep(SWEEP_SECONDS)
-
-
-@contextlib.asynccontextmanager
-async def sweeping(db: Database) -> AsyncIterator[None]:
-    """Run `sweep_forever` on ``db`` in a task for the duration of the block."""
-    task = asyncio.create_task(sweep_forever(db), name="idempotency-sweep")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 # A transaction-scoped advisory lock per (owner, key), held until the first request's

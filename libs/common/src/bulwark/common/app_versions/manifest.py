@@ -28,6 +28,7 @@ from bulwark.common.app_versions.versions import (
     Version,
     parse_version,
 )
+from bulwark.common.background import running
 from bulwark.common.metrics import count_app_versions_refresh_failure
 from bulwark.common.outages import OutageLog
 from bulwark.common.schemas import Schema
@@ -125,9 +126,5 @@ class ManifestCache:
                 await asyncio.sleep(min(wait, self._refresh_seconds))
                 fresh = await self.refresh(load)
 
-        task = asyncio.create_task(refresh_forever(), name=f"app-versions-{self._source}")
-        try:
+        async with running(refresh_forever(), name=f"app-versions-{self._source}"):
             yield
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)

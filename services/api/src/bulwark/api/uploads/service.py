@@ -7,9 +7,7 @@ and the client can retry, rather than an object nobody can reach any more.
 """
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 from litestar import Response
@@ -317,19 +315,3 @@ async def sweep_abandoned_forever(uploads: UploadService) -> None:
         else:
             failures.succeeded()
         await asyncio.sleep(SWEEP_SECONDS)
-
-
-@contextlib.asynccontextmanager
-async def sweeping_abandoned(uploads: UploadService | None) -> AsyncIterator[None]:
-    """Run `sweep_abandoned_forever` in a task for the duration of the block (nothing when
-    uploads are off)."""
-    if uploads is None:
-        yield
-        return
-    task = asyncio.create_task(sweep_abandoned_forever(uploads), name="upload-sweep")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
