@@ -13,7 +13,7 @@ UV ?= $(shell command -v uv 2>/dev/null \
 UV_SYNC_FLAGS ?= $(if $(wildcard uv.lock),--locked,)
 
 .PHONY: help uv install promtool jq nginx pgbouncer wrk run stop demo test lint bench bench-http bench-ratelimit rl-node-peer \
-	proto openapi clean images compose-keys test-containers
+	oauth-node-client browser test-browser proto openapi clean images compose-keys test-containers
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -72,6 +72,21 @@ jq: ## install jq unless it is on PATH (apt-get install jq, which needs root)
 	echo "jq: not on PATH; installing it (apt-get install jq)"; \
 	{ apt-get install -y -q jq || { apt-get update -q && apt-get install -y -q jq; }; } >$$log 2>&1 \
 		|| fail "apt-get install jq failed (see $$log)"
+
+# The browser tests (tests/browser, marker `browser`, `make test-browser`) drive Debian's
+# chromium with Playwright for Python; Playwright's own browser downloads are never used (no
+# such host is reachable here). Installed like jq: apt-get install, as root.
+CHROMIUM ?= /usr/bin/chromium
+
+browser: ## install Debian's chromium at /usr/bin/chromium unless there (apt-get install chromium, which needs root)
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	mkdir -p $(TOOLS); log=$(TOOLS)/chromium-install.log; \
+	fail() { echo "chromium: no $(CHROMIUM) and $$1; install it (Debian and Ubuntu: apt-get install chromium)" >&2; exit 1; }; \
+	command -v apt-get >/dev/null 2>&1 || fail "no apt-get here to install it"; \
+	[ "$$(id -u)" = 0 ] || fail "installing it with apt-get needs root"; \
+	echo "chromium: no $(CHROMIUM); installing it (apt-get install chromium)"; \
+	{ apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } >$$log 2>&1 \
+		|| fail "apt-get install chromium failed (see $$log)"
 
 # nginx and pgbouncer (tests/integration/test_ingress.py and test_pgbouncer.py run them as
 # plain processes, with their own config, on free ports): each is taken from PATH, else its
@@ -134,9 +149,12 @@ stop: ## stop what an earlier `make run` of this checkout left running
 demo: install ## play a scripted mobile session against the running stack (make run first)
 	$(VENV_BIN)/bulwark-dev demo $(DEMO_ARGS)
 
-test: install ## run every test (unit and integration); needs jq, promtool, nginx and pgbouncer, fetched when missing (apt-get as root)
-	@$(MAKE) --no-print-directory --keep-going promtool jq nginx pgbouncer
+test: install ## run every test (unit and integration); needs jq, promtool, nginx, pgbouncer and the node OAuth client, fetched when missing (apt-get as root, npm)
+	@$(MAKE) --no-print-directory --keep-going oauth-node-client promtool jq nginx pgbouncer
 	$(UV) run pytest
+
+test-browser: install browser ## the browser tests (tests/browser: Playwright driving Debian's chromium through the auth pages)
+	$(UV) run pytest -m browser tests/browser
 
 lint: install ## ruff (lint and format) and mypy (strict)
 	$(UV) run ruff check .
@@ -163,6 +181,17 @@ rl-node-peer: ## npm ci of bench-ratelimit's node peer (rate-limiter-flexible), 
 		echo "npm not on PATH: bench-ratelimit will skip its rate-limiter-flexible peer"; \
 	elif [ ! $(RL_NODE)/node_modules/.package-lock.json -nt $(RL_NODE)/package-lock.json ]; then \
 		npm ci --prefix $(RL_NODE) --no-audit --no-fund; \
+	fi
+
+# openid-client (tests/clients/node/package-lock.json), a standard OAuth client that
+# tests/integration/test_oauth_clients.py drives as a subprocess; installed again only when the
+# lock file is newer than the install. Without npm those tests skip.
+OAUTH_NODE := tests/clients/node
+oauth-node-client: ## npm ci of the node OAuth client the tests drive (openid-client), unless done or npm is absent
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "npm not on PATH: the openid-client tests (tests/integration/test_oauth_clients.py) will skip"; \
+	elif [ ! $(OAUTH_NODE)/node_modules/.package-lock.json -nt $(OAUTH_NODE)/package-lock.json ]; then \
+		npm ci --prefix $(OAUTH_NODE) --no-audit --no-fund; \
 	fi
 
 # The published OpenAPI documents (what /schema serves in development; tests/test_openapi_documents.py

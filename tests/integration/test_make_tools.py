@@ -1,4 +1,5 @@
-"""``make jq`` and ``make promtool`` (run by ``make test``) where the tool cannot be fetched:
+"""``make jq`` and ``make promtool`` (run by ``make test``), and the others that fetch a tool
+(nginx, pgbouncer, chromium for ``make test-browser``), where the tool cannot be fetched:
 one line on stderr saying what to install, and a failure, never apt's output instead.
 
 Each runs the real Makefile from a scratch folder with a PATH of its own: no jq or promtool,
@@ -23,7 +24,9 @@ exit 100
 """
 
 
-def _make(tmp_path: Path, target: str, *, uid: int, apt: bool) -> subprocess.CompletedProcess[str]:
+def _make(
+    tmp_path: Path, target: str, *, uid: int, apt: bool, variables: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("mkdir", "mktemp", "rm"):
@@ -37,7 +40,7 @@ def _make(tmp_path: Path, target: str, *, uid: int, apt: bool) -> subprocess.Com
         (bin_dir / "apt-get").chmod(0o755)
     assert MAKE is not None
     return subprocess.run(  # noqa: S603 - make with our Makefile
-        [MAKE, "--no-print-directory", "-f", str(MAKEFILE), target],
+        [MAKE, "--no-print-directory", "-f", str(MAKEFILE), target, *variables],
         cwd=tmp_path,
         env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
         capture_output=True,
@@ -96,4 +99,25 @@ def test_nginx_or_pgbouncer_that_cannot_be_fetched_is_one_clear_line(
     assert len(lines) == 1, result.stderr
     assert why in lines[0]
     assert f"apt-get install {tool}" in lines[0]
+    assert "Unable to locate" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("uid", "apt", "why"),
+    [
+        (0, True, "apt-get install chromium failed"),
+        (1000, True, "needs root"),
+        (0, False, "no apt-get"),
+    ],
+)
+def test_chromium_that_cannot_be_installed_is_one_clear_line(
+    tmp_path: Path, uid: int, apt: bool, why: str
+) -> None:
+    missing = tmp_path / "no-chromium"  # this machine may have /usr/bin/chromium
+    result = _make(tmp_path, "browser", uid=uid, apt=apt, variables=(f"CHROMIUM={missing}",))
+    assert result.returncode != 0
+    lines = _own_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert why in lines[0]
+    assert "apt-get install chromium" in lines[0]
     assert "Unable to locate" not in result.stdout + result.stderr
