@@ -34,6 +34,13 @@ class SecurityEvent(StrEnum):
     LOGOUT = "logout"
     LOGOUT_ALL = "logout_all"
     TOKEN_REVOKED = "token_revoked"  # noqa: S105  # an event name, not a password
+    PAGE_SIGNIN_SUCCEEDED = "page_signin_succeeded"  # signed in on the pages (/signin)
+    DEVICE_AUTHORIZATION_APPROVED = "device_authorization_approved"
+    DEVICE_AUTHORIZATION_DENIED = "device_authorization_denied"
+    DEVICE_CODE_EXCHANGED = "device_code_exchanged"  # its session started (RFC 8628 §3.5)
+    AUTHORIZATION_CODE_ISSUED = "authorization_code_issued"
+    AUTHORIZATION_CODE_EXCHANGED = "authorization_code_exchanged"
+    AUTHORIZATION_CODE_REUSED = "authorization_code_reused"  # RFC 6749 §4.1.2
 
 
 # Events a responder looks at first: logged at warning level, the others at info.
@@ -42,6 +49,7 @@ _WARNINGS = frozenset(
         SecurityEvent.LOGIN_FAILED,
         SecurityEvent.REFRESH_REUSE_DETECTED,
         SecurityEvent.REFRESH_DEVICE_MISMATCH,
+        SecurityEvent.AUTHORIZATION_CODE_REUSED,
     }
 )
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import msgspec
 
+from bulwark.auth.oauth.clients import OAuthClient, parse_clients
 from bulwark.common.app_versions.manifest import MAX_REFRESH_SECONDS
 from bulwark.common.db import PoolMode
 from bulwark.common.http import HttpLimits, TrustedProxies
@@ -96,6 +97,21 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
     app_versions_cache_seconds: int = MAX_REFRESH_SECONDS
     log_level: str = "INFO"
     email_fingerprint_key: bytes = b""
+    #: The registered OAuth clients (``OAUTH_CLIENTS``; `bulwark.auth.oauth.clients`).
+    oauth_clients: tuple[OAuthClient, ...] = ()
+    #: Lifetime of a device code and its user code (``DEVICE_CODE_TTL_SECONDS``, RFC 8628
+    #: ``expires_in``) and the minimum polling interval (``DEVICE_POLL_INTERVAL_SECONDS``).
+    device_code_ttl: int = 600
+    device_poll_interval: int = 5
+    #: Lifetime of an authorization code (RFC 6749 §4.1.2 recommends at most 10 minutes;
+    #: RFC 9700 asks for short: at most 60 s here).
+    authorization_code_ttl: int = 60
+    #: How long a sign-in on the pages (``/signin``) lasts (``PAGE_SESSION_TTL_SECONDS``).
+    page_session_ttl: int = 600
+
+    def oauth_client(self, client_id: str | None) -> OAuthClient | None:
+        """The registered client ``client_id``, or None."""
+        return next((c for c in self.oauth_clients if c.client_id == client_id), None)
 
     def fails_open(self, endpoint: str) -> bool:
         """Whether ``endpoint`` (a key of `RATELIMIT_FAILURE_MODES`) is served when the
@@ -181,6 +197,14 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
         app_versions_cache_seconds=env_app_versions_cache_seconds(env),
         log_level=env_str(env, "LOG_LEVEL", "INFO"),
         email_fingerprint_key=_email_fingerprint_key(env, local=local),
+        oauth_clients=parse_clients(
+            env.get("OAUTH_CLIENTS", ""),
+            mobile_client_id=env_str(env, "CLIENT_ID", "bulwark-mobile"),
+        ),
+        device_code_ttl=env_int(env, "DEVICE_CODE_TTL_SECONDS", 600, minimum=10),
+        device_poll_interval=env_int(env, "DEVICE_POLL_INTERVAL_SECONDS", 5, minimum=1),
+        authorization_code_ttl=env_int(env, "AUTHORIZATION_CODE_TTL_SECONDS", 60, minimum=5),
+        page_session_ttl=env_int(env, "PAGE_SESSION_TTL_SECONDS", 600, minimum=60),
     )
     if settings.access_token_ttl > 3600:
         raise SettingsError("ACCESS_TOKEN_TTL_SECONDS must be at most 3600")
@@ -188,6 +212,12 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
         raise SettingsError("REFRESH_REUSE_GRACE_SECONDS must be at most 60")
     if settings.jwks_max_age > 86400:
         raise SettingsError("JWKS_MAX_AGE_SECONDS must be at most 86400")
+    if settings.device_code_ttl > 1800:
+        raise SettingsError("DEVICE_CODE_TTL_SECONDS must be at most 1800")
+    if settings.authorization_code_ttl > 60:
+        raise SettingsError("AUTHORIZATION_CODE_TTL_SECONDS must be at most 60")
+    if settings.page_session_ttl > 3600:
+        raise SettingsError("PAGE_SESSION_TTL_SECONDS must be at most 3600")
     if settings.refresh_idle_ttl > settings.refresh_absolute_ttl:
         raise SettingsError("REFRESH_IDLE_TTL_SECONDS must not exceed the absolute lifetime")
     return settings

@@ -18,13 +18,14 @@ async def insert_family(
     platform: str | None,
     ip: str | None,
     absolute_expires_at: datetime,
+    scope: str,
 ) -> uuid.UUID:
-    """Start a family (device session); return its id, the tokens' ``sid``."""
+    """Start a family (device session) granted ``scope``; return its id, the tokens' ``sid``."""
     family_id = uuid.uuid4()
     await conn.execute(
-        "INSERT INTO refresh_families"
-        " (id, user_id, client_id, device_id, device_name, platform, last_ip, absolute_expires_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO refresh_families (id, user_id, client_id, device_id, device_name,"
+        " platform, last_ip, absolute_expires_at, scope)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         family_id,
         user_id,
         client_id,
@@ -33,6 +34,7 @@ async def insert_family(
         platform,
         ip,
         absolute_expires_at,
+        scope,
     )
     return family_id
 
@@ -53,11 +55,12 @@ async def lock_token(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Rec
     """The token and its family, both row-locked until the transaction ends, or None.
 
     Columns: family_id, used_at, expires_at, successor_hash, successor_sealed, user_id,
-    client_id, revoked_at, absolute_expires_at, device_id, now (the database clock).
+    client_id, revoked_at, absolute_expires_at, device_id, scope, now (the database clock).
     """
     row: asyncpg.Record | None = await conn.fetchrow(
         "SELECT t.family_id, t.used_at, t.expires_at, t.successor_hash, t.successor_sealed,"
-        " f.user_id, f.client_id, f.revoked_at, f.absolute_expires_at, f.device_id, now() AS now"
+        " f.user_id, f.client_id, f.revoked_at, f.absolute_expires_at, f.device_id, f.scope,"
+        " now() AS now"
         " FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id"
         " WHERE t.token_hash = $1 FOR UPDATE OF f, t",
         token_hash,

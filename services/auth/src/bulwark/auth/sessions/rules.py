@@ -62,6 +62,7 @@ def _response(
     user_id: uuid.UUID,
     family_id: uuid.UUID,
     client_id: str,
+    scope: str,
     refresh_token: str,
 ) -> TokenResponse:
     access_token = mint_access_token(
@@ -72,13 +73,14 @@ def _response(
         user_id=user_id,
         family_id=family_id,
         lifetime=settings.access_token_ttl,
+        scope=scope,
     )
     return TokenResponse(
         access_token=access_token,
         token_type="Bearer",  # noqa: S106  # RFC 6750 token type, not a secret
         expires_in=settings.access_token_ttl,
         refresh_token=refresh_token,
-        scope=DEFAULT_SCOPE,
+        scope=scope,
     )
 
 
@@ -90,6 +92,7 @@ async def _issue(
     user_id: uuid.UUID,
     family_id: uuid.UUID,
     client_id: str,
+    scope: str,
     now: datetime,
     absolute_expires_at: datetime,
     refresh_token: tuple[str, bytes],
@@ -103,6 +106,7 @@ async def _issue(
         user_id=user_id,
         family_id=family_id,
         client_id=client_id,
+        scope=scope,
         refresh_token=token,
     )
 
@@ -115,26 +119,34 @@ async def start_session(
     user_id: uuid.UUID,
     device_name: str | None,
     client: ClientContext,
+    client_id: str | None = None,
+    scope: str = DEFAULT_SCOPE,
+    event: SecurityEvent = SecurityEvent.LOGIN_SUCCEEDED,
 ) -> TokenResponse:
-    """Start a family for a user who just proved their password; return its first tokens.
+    """Start a family for a user who just proved who they are; return its first tokens.
 
-    The family is bound to ``client.device_id`` (``X-Device-Id``) when the login sent one.
+    ``client_id`` is the OAuth client the session is for (default: the mobile app,
+    ``CLIENT_ID``), ``scope`` what it was granted, ``event`` the security event recorded
+    (a login by default; a device or code grant names its own). The family is bound to
+    ``client.device_id`` (``X-Device-Id``) when the request sent one.
     """
+    client_id = client_id or settings.client_id
     now: datetime = await conn.fetchval("SELECT now()")
     absolute_expires_at = now + timedelta(seconds=settings.refresh_absolute_ttl)
     family_id = await queries.insert_family(
         conn,
         user_id=user_id,
-        client_id=settings.client_id,
+        client_id=client_id,
         device_id=client.device_id,
         device_name=device_name,
         platform=client.platform,
         ip=client.ip,
         absolute_expires_at=absolute_expires_at,
+        scope=scope,
     )
     await record(
         conn,
-        SecurityEvent.LOGIN_SUCCEEDED,
+        event,
         user_id=user_id,
         family_id=family_id,
         ip=client.ip,
@@ -146,7 +158,8 @@ async def start_session(
         keys,
         user_id=user_id,
         family_id=family_id,
-        client_id=settings.client_id,
+        client_id=client_id,
+        scope=scope,
         now=now,
         absolute_expires_at=absolute_expires_at,
         refresh_token=new_refresh_token(),
@@ -219,6 +232,7 @@ async def _retry_within_grace(
         user_id=row["user_id"],
         family_id=family_id,
         client_id=row["client_id"],
+        scope=row["scope"],
         refresh_token=successor,
     )
 
@@ -288,6 +302,7 @@ async def rotate(
         user_id=row["user_id"],
         family_id=family_id,
         client_id=row["client_id"],
+        scope=row["scope"],
         now=now,
         absolute_expires_at=row["absolute_expires_at"],
         refresh_token=(successor, successor_hash),
