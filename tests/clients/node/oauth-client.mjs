@@ -5,6 +5,8 @@
 // library's code and message), and the exit status is then 1.
 //
 // Commands (argv):
+//   discover ISSUER CLIENT_ID
+//       prints the metadata the client discovered (RFC 8414) and accepted.
 //   device ISSUER CLIENT_ID SCOPE
 //       RFC 8628: prints {user_code, verification_uri, verification_uri_complete, interval,
 //       expires_in}, then polls the token endpoint until the grant ends; prints its tokens.
@@ -32,6 +34,10 @@ async function configure(issuer, clientId) {
 }
 
 const commands = {
+  async discover(issuer, clientId) {
+    return (await configure(issuer, clientId)).serverMetadata();
+  },
+
   async device(issuer, clientId, scope) {
     const config = await configure(issuer, clientId);
     const started = await client.initiateDeviceAuthorization(config, { scope });
