@@ -122,8 +122,9 @@ async def start_session(
     client_id: str | None = None,
     scope: str = DEFAULT_SCOPE,
     event: SecurityEvent = SecurityEvent.LOGIN_SUCCEEDED,
-) -> TokenResponse:
-    """Start a family for a user who just proved who they are; return its first tokens.
+) -> tuple[uuid.UUID, TokenResponse]:
+    """Start a family for a user who just proved who they are; return its id (the tokens'
+    ``sid``) and its first tokens.
 
     ``client_id`` is the OAuth client the session is for (default: the mobile app,
     ``CLIENT_ID``), ``scope`` what it was granted, ``event`` the security event recorded
@@ -152,7 +153,7 @@ async def start_session(
         ip=client.ip,
         device_id=client.device_id,
     )
-    return await _issue(
+    tokens = await _issue(
         conn,
         settings,
         keys,
@@ -164,6 +165,7 @@ async def start_session(
         absolute_expires_at=absolute_expires_at,
         refresh_token=new_refresh_token(),
     )
+    return family_id, tokens
 
 
 async def _end_family(
@@ -244,10 +246,13 @@ async def rotate(
     *,
     refresh_token: str,
     client: ClientContext,
+    client_id: str | None = None,
 ) -> TokenResponse | Refusal:
     """Exchange a refresh token for a new pair (RFC 6749 §6), one use only.
 
-    In order: an unknown token or an ended family is refused; a family bound to a device
+    In order: an unknown token, one issued to another client than ``client_id`` (when the
+    request named one: RFC 6749 §6, a refresh token is bound to its client), or an ended
+    family is refused; a family bound to a device
     (``X-Device-Id`` at login) refuses any other device id, or none, and is ended (the token
     has left its device); a used token is a benign retry when it is the live token's
     immediate predecessor used within the grace window (see `_retry_within_grace`), and
@@ -263,7 +268,7 @@ async def rotate(
         if is_refresh_token_shaped(refresh_token)
         else None
     )
-    if row is None:
+    if row is None or (client_id is not None and row["client_id"] != client_id):
         return Refusal(RefreshRejection.UNKNOWN)
     family_id: uuid.UUID = row["family_id"]
     if row["revoked_at"] is not None:
