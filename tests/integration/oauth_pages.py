@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import re
 import secrets
@@ -46,8 +47,6 @@ def csrf_of(page: httpx.Response) -> str:
 
 def hidden_fields(page: httpx.Response) -> dict[str, str]:
     """Every hidden input of ``page``'s forms, by name (HTML entities decoded)."""
-    import html
-
     return {
         name: html.unescape(value)
         for name, value in re.findall(r'type="hidden" name="([^"]+)" value="([^"]*)"', page.text)

@@ -61,7 +61,8 @@ def test_an_approved_device_gets_one_normal_session(oauth_stack: RunningStack) -
     assert started["verification_uri_complete"] == f"{auth}/device?user_code={started['user_code']}"
     assert (started["expires_in"], started["interval"]) == (CODE_TTL, 1)
     user_code = str(started["user_code"])
-    assert len(user_code) == 9 and user_code[4] == "-"
+    assert len(user_code) == 9
+    assert user_code[4] == "-"
     assert not set(user_code.replace("-", "")) - set("BCDFGHJKLMNPQRSTVWXZ")
 
     assert _error(poll(auth, started["device_code"])) == "authorization_pending"
@@ -75,22 +76,27 @@ def test_an_approved_device_gets_one_normal_session(oauth_stack: RunningStack) -
         # Typed as a user might: lower case, no dash.
         consent = page.get("/device", params={"user_code": user_code.replace("-", "").lower()})
         assert consent.status_code == 200
-        assert "Living-room TV" in consent.text and user_code in consent.text
+        assert "Living-room TV" in consent.text
+        assert user_code in consent.text
         approved = page.post(
             "/device",
             data={"user_code": user_code, "decision": "approve", "csrf_token": csrf_of(consent)},
         )
-        assert approved.status_code == 200 and "Device connected" in approved.text
+        assert approved.status_code == 200
+        assert "Device connected" in approved.text
         # The user code was used: it names nothing any more.
         again = page.get("/device", params={"user_code": user_code})
-        assert again.status_code == 400 and INVALID_CODE in again.text
+        assert again.status_code == 400
+        assert INVALID_CODE in again.text
 
     tokens = poll(auth, started["device_code"])
     assert tokens.status_code == 200, tokens.text
     body = tokens.json()
-    assert body["token_type"] == "Bearer" and body["scope"] == "api"
+    assert body["token_type"] == "Bearer"
+    assert body["scope"] == "api"
     me = httpx.get(f"{oauth_stack.api_url}/v1/me", headers=bearer(body["access_token"]))
-    assert me.status_code == 200 and me.json()["id"] == user.user_id
+    assert me.status_code == 200
+    assert me.json()["id"] == user.user_id
     # Exchanged once only.
     assert _error(poll(auth, started["device_code"])) == "invalid_grant"
     # A normal family, with rotation.
@@ -114,7 +120,8 @@ def test_a_denied_request_is_access_denied(oauth_stack: RunningStack) -> None:
     with browser(auth) as page:
         sign_in(page, user)
         denied = answer_device_code(page, str(started["user_code"]), "deny")
-        assert denied.status_code == 200 and "Request denied" in denied.text
+        assert denied.status_code == 200
+        assert "Request denied" in denied.text
     assert _error(poll(auth, started["device_code"])) == "access_denied"
 
 
@@ -129,7 +136,8 @@ def test_an_expired_code_is_refused_on_the_page_and_at_the_token_endpoint(
     with browser(auth) as page:
         sign_in(page, user)
         expired = page.get("/device", params={"user_code": str(started["user_code"])})
-        assert expired.status_code == 400 and INVALID_CODE in expired.text
+        assert expired.status_code == 400
+        assert INVALID_CODE in expired.text
 
 
 def test_the_page_asks_to_sign_in_first_and_comes_back(oauth_stack: RunningStack) -> None:
@@ -150,7 +158,7 @@ def test_the_page_asks_to_sign_in_first_and_comes_back(oauth_stack: RunningStack
 def test_a_wrong_password_on_the_page_is_refused_like_a_login(oauth_stack: RunningStack) -> None:
     auth = oauth_stack.auth_url
     user = register(auth)
-    user.password = "Not-The-Password-1!"  # noqa: S105  # a wrong password, on purpose
+    user.password = "Not-The-Password-1!"  # a wrong password, on purpose
     with browser(auth) as page:
         refused = sign_in(page, user)
         assert refused.status_code == 401
@@ -220,11 +228,14 @@ def test_sign_in_never_redirects_off_site(oauth_stack: RunningStack) -> None:
 def test_clients_may_use_only_their_own_grants_and_scopes(oauth_stack: RunningStack) -> None:
     endpoint = f"{oauth_stack.auth_url}/oauth2/device_authorization"
     unknown = httpx.post(endpoint, data={"client_id": "nobody"})
-    assert unknown.status_code == 401 and unknown.json()["error"] == "invalid_client"
+    assert unknown.status_code == 401
+    assert unknown.json()["error"] == "invalid_client"
     web = httpx.post(endpoint, data={"client_id": "web-app"})
-    assert web.status_code == 400 and web.json()["error"] == "unauthorized_client"
+    assert web.status_code == 400
+    assert web.json()["error"] == "unauthorized_client"
     wider = httpx.post(endpoint, data={"client_id": "tv-app", "scope": "api admin"})
-    assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope"
+    assert wider.status_code == 400
+    assert wider.json()["error"] == "invalid_scope"
     # Another client cannot poll with the TV's device code.
     started = start_device_flow(oauth_stack.auth_url)
     other = poll(oauth_stack.auth_url, started["device_code"], client_id="web-app")
