@@ -46,10 +46,12 @@ def csrf_of(page: httpx.Response) -> str:
 
 
 def hidden_fields(page: httpx.Response) -> dict[str, str]:
-    """Every hidden input of ``page``'s forms, by name (HTML entities decoded)."""
+    """Every hidden input of ``page``'s forms but the CSRF token, by name (HTML entities
+    decoded)."""
     return {
         name: html.unescape(value)
         for name, value in re.findall(r'type="hidden" name="([^"]+)" value="([^"]*)"', page.text)
+        if name != "csrf_token"
     }
 
 
