@@ -1,14 +1,16 @@
 """The device authorization grant (RFC 8628) end to end: a TV asks for codes, its user
 approves on the page, the TV polls until it has a normal device session."""
 
+import hashlib
 import time
 
 import asyncpg
 import httpx
 import pytest
 
+from bulwark.auth.oauth.sweep import purge_expired
 from tests.integration.conftest import RunningStack, StackFactory
-from tests.integration.helpers import bearer, register
+from tests.integration.helpers import bearer, login, register
 from tests.integration.oauth_pages import (
     CLIENTS_ENV,
     DEVICE_GRANT,
@@ -268,3 +270,36 @@ def test_the_metadata_names_every_endpoint_and_capability(oauth_stack: RunningSt
         "refresh_token",
         DEVICE_GRANT,
     }
+
+
+def test_logging_out_everywhere_ends_the_sign_in_on_the_pages(oauth_stack: RunningStack) -> None:
+    auth = oauth_stack.auth_url
+    user = register(auth)
+    tokens = login(auth, user)
+    with browser(auth) as page:
+        sign_in(page, user)
+        assert page.get("/device").status_code == 200
+        ended = httpx.post(
+            f"{auth}/v1/auth/logout-all", headers=bearer(tokens["access_token"], user)
+        )
+        assert ended.status_code == 204
+        assert page.get("/device").status_code == 303
+
+
+async def test_expired_codes_are_swept_an_hour_after_expiry(oauth_stack: RunningStack) -> None:
+    kept = start_device_flow(oauth_stack.auth_url)
+    swept = start_device_flow(oauth_stack.auth_url)
+    conn = await asyncpg.connect(oauth_stack.databases["auth"])
+    try:
+        await conn.execute(
+            "UPDATE device_authorizations SET expires_at = now() - interval '61 minutes'"
+            " WHERE device_code_hash = $1",
+            hashlib.sha256(str(swept["device_code"]).encode()).digest(),
+        )
+        assert await purge_expired(conn) >= 1
+        left = await conn.fetch("SELECT device_code_hash FROM device_authorizations")
+    finally:
+        await conn.close()
+    hashes = {row["device_code_hash"] for row in left}
+    assert hashlib.sha256(str(kept["device_code"]).encode()).digest() in hashes
+    assert hashlib.sha256(str(swept["device_code"]).encode()).digest() not in hashes

@@ -16,6 +16,7 @@ from bulwark.auth.anomalies.checks import LoginAnomalies
 from bulwark.auth.keys import KeyFolder, SigningKeys
 from bulwark.auth.oauth.errors import OAuthError
 from bulwark.auth.oauth.routes import DiscoveryController, OAuthController, on_oauth_error
+from bulwark.auth.oauth.sweep import sweep_forever
 from bulwark.auth.pages.routes import (
     PagesController,
     UnreadablePageRequestError,
@@ -31,6 +32,7 @@ from bulwark.common.access_tokens import AccessTokenVerifier
 from bulwark.common.allow import answer_options, first_answer
 from bulwark.common.app_versions.manifest import ManifestCache, fetch_manifest
 from bulwark.common.app_versions.policy import AppVersionPolicy
+from bulwark.common.background import running
 from bulwark.common.db import Database, open_database
 from bulwark.common.health import healthz
 from bulwark.common.http import ASGIApp, RequestContextMiddleware
@@ -150,8 +152,11 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             )
             # Read before the first request when the API answers, then in the background;
             # until a first read succeeds no minimum applies (docs/app-versions.md).
-            async with manifests.kept_fresh(
-                lambda: fetch_manifest(manifest_client, settings.app_versions_url)
+            async with (
+                manifests.kept_fresh(
+                    lambda: fetch_manifest(manifest_client, settings.app_versions_url)
+                ),
+                running(sweep_forever(db), "oauth-sweep"),  # expired codes and sign-ins
             ):
                 app.state.update(
                     settings=settings,

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from bulwark.auth.pages import queries as page_queries
 from bulwark.auth.security_events import SecurityEvent, record
 from bulwark.auth.sessions import queries, revocations, rules
 from bulwark.common.db import Database
@@ -38,13 +39,14 @@ class SessionEnder:
         await self.publish([family_id])
 
     async def logout_all(self, user_id: uuid.UUID, ip: str | None) -> None:
-        """End every live session of ``user_id``.
+        """End every live session of ``user_id``, and every sign-in on the pages.
 
         Raises:
             DatabaseUnavailable: the database cannot answer (503; nothing ended).
         """
         async with self.db.transaction() as conn:
             ended = await queries.revoke_user_families(conn, user_id, "logout_all")
+            await page_queries.delete_for_user(conn, user_id)
             await record(conn, SecurityEvent.LOGOUT_ALL, user_id=user_id, ip=ip)
         await self.publish(ended)
 
