@@ -14,12 +14,8 @@ from litestar.di import Provide
 
 from bulwark.auth.anomalies.checks import LoginAnomalies
 from bulwark.auth.keys import KeyFolder, SigningKeys
-from bulwark.auth.oauth.routes import (
-    DiscoveryController,
-    OAuthController,
-    OAuthError,
-    on_oauth_error,
-)
+from bulwark.auth.oauth.errors import OAuthError
+from bulwark.auth.oauth.routes import DiscoveryController, OAuthController, on_oauth_error
 from bulwark.auth.passwords import PasswordHasher
 from bulwark.auth.sessions.ending import SessionEnder
 from bulwark.auth.sessions.revocations import resync_forever

@@ -14,6 +14,9 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 
 from bulwark.auth.deps import client_context
+from bulwark.auth.oauth import revocation
+from bulwark.auth.oauth.client_authentication import client_authentication
+from bulwark.auth.oauth.errors import OAuthError
 from bulwark.auth.oauth.schemas import (
     MAX_FORM_FIELDS,
     MAX_FORM_NAME_LENGTH,
@@ -38,21 +41,14 @@ _FORM = "application/x-www-form-urlencoded"
 _log = get_logger(__name__)
 
 
-class OAuthError(Exception):
-    """An RFC 6749 §5.2 error: ``error`` code, ``description`` for humans, HTTP ``status``."""
-
-    def __init__(self, error: str, description: str, status: int = 400) -> None:
-        super().__init__(error)
-        self.error, self.description, self.status = error, description, status
-
-
 def on_oauth_error(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, str]]:
-    """Render an ``OAuthError`` as RFC 6749 §5.2 JSON with ``Cache-Control: no-store``."""
+    """Render an ``OAuthError`` as RFC 6749 §5.2 JSON with ``Cache-Control: no-store`` and
+    the error's own headers (a 401's ``WWW-Authenticate``)."""
     assert isinstance(exc, OAuthError)  # noqa: S101  # registered for OAuthError only
     return Response(
         {"error": exc.error, "error_description": exc.description},
         status_code=exc.status,
-        headers=NO_STORE,
+        headers={**NO_STORE, **exc.headers},
     )
 
 
@@ -139,6 +135,7 @@ class OAuthController(Controller):
         client = client_context(request)
         await _limit_per_ip(request, state)
         params = await _form(request)
+        client_authentication(request.headers.getall("authorization", []), params, state.settings)
         grant_type = params.get("grant_type")
         refresh_token = params.get("refresh_token")
         if not grant_type:
@@ -147,8 +144,6 @@ class OAuthController(Controller):
             raise OAuthError("unsupported_grant_type", "Only refresh_token is supported.")
         if not refresh_token:
             raise OAuthError("invalid_request", "refresh_token is required.")
-        if params.get("client_id", state.settings.client_id) != state.settings.client_id:
-            raise OAuthError("invalid_client", "Unknown client.", status=401)
         # Committed whatever the outcome: a reuse revokes the family and records the event.
         async with db.transaction() as conn:
             outcome = await rules.rotate(
@@ -173,23 +168,28 @@ class OAuthController(Controller):
         operation_id="revoke",
         status_code=200,
         response_headers=NO_STORE,
-        opt={"form": RevokeForm, "oauth_errors": (400,), "answers": (429, 503)},
+        opt={"form": RevokeForm, "oauth_errors": (400, 401), "answers": (401, 429, 503)},
         media_type="text/plain",
     )
     async def revoke(
         self, request: Request[Any, Any, State], state: State, ender: NamedDependency[SessionEnder]
     ) -> Response[bytes]:
-        """Revoke a refresh token and its family (RFC 7009); 200 even for unknown tokens.
+        """Revoke a refresh token or an access token (RFC 7009), ending its session: the
+        whole grant, as §2.1 allows (see `bulwark.auth.oauth.revocation`); 200 even for
+        unknown, expired or forged tokens (§2.2). ``token_type_hint`` is only a hint.
 
-        The family's access tokens stop working at the API before the answer (RFC 7009 §2.1:
-        access tokens of the same grant SHOULD be invalidated too). Counted against the
-        token endpoint's per-IP limit, before any database work."""
+        The session's access tokens stop working at the API before the answer (RFC 7009
+        §2.1: access tokens of the same grant SHOULD be invalidated too). Counted against
+        the token endpoint's per-IP limit, before any database work."""
         await _limit_per_ip(request, state)
         params = await _form(request)
+        client_authentication(request.headers.getall("authorization", []), params, state.settings)
         token = params.get("token")
         if not token:
             raise OAuthError("invalid_request", "token is required.")
-        await ender.revoke_refresh_token(token, client_context(request).ip)
+        await revocation.revoke_token(
+            token, ender=ender, verifier=state.verifier, ip=client_context(request).ip
+        )
         return Response(b"", media_type="text/plain")
 
 
