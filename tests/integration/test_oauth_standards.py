@@ -4,13 +4,16 @@ authentication of public clients, and RFC 6749 §6 scope on refresh."""
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 
 import httpx
 import pytest
 
 from .conftest import RunningStack
-from .helpers import bearer, login, refresh, register
+from .helpers import MobileUser, bearer, login, refresh, register
+from .sessions_db import grant_scope
 
 
 def _me(stack: RunningStack, access_token: object) -> int:
@@ -123,3 +126,78 @@ def test_metadata_names_no_client_authentication(stack: RunningStack) -> None:
     metadata = httpx.get(f"{stack.auth_url}/.well-known/oauth-authorization-server").json()
     assert metadata["token_endpoint_auth_methods_supported"] == ["none"]
     assert metadata["revocation_endpoint_auth_methods_supported"] == ["none"]
+
+
+# --- RFC 6749 §6: the scope of a refresh ----------------------------------------------------
+
+
+def _refresh(
+    stack: RunningStack, refresh_token: object, user: MobileUser, scope: str | None
+) -> httpx.Response:
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    return httpx.post(
+        f"{stack.auth_url}/oauth2/token",
+        data={**form, **({"scope": scope} if scope is not None else {})},
+        headers=user.headers,
+    )
+
+
+def _claims(access_token: object) -> dict[str, object]:
+    payload = str(access_token).split(".")[1]
+    claims: dict[str, object] = json.loads(base64.urlsafe_b64decode(payload + "=" * 4))
+    return claims
+
+
+def test_a_narrower_scope_applies_to_the_access_token_only(stack: RunningStack) -> None:
+    user = register(stack.auth_url)
+    tokens = login(stack.auth_url, user)
+    grant_scope(stack.databases["auth"], user.user_id, "api notes:read")
+
+    narrow = _refresh(stack, tokens["refresh_token"], user, "notes:read")
+    assert narrow.status_code == 200, narrow.text
+    assert narrow.json()["scope"] == "notes:read"
+    assert _claims(narrow.json()["access_token"])["scope"] == "notes:read"
+    # The refresh token keeps the whole grant: asked for nothing, the next refresh gets it all.
+    whole = _refresh(stack, narrow.json()["refresh_token"], user, None)
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["scope"] == "api notes:read"
+    assert _claims(whole.json()["access_token"])["scope"] == "api notes:read"
+    again = _refresh(stack, whole.json()["refresh_token"], user, "notes:read api")
+    assert (again.status_code, again.json()["scope"]) == (200, "notes:read api")
+
+
+@pytest.mark.parametrize("scope", ["api admin", "admin", "API", "api  api", " api", 'a"b'])
+def test_a_wider_or_malformed_scope_is_invalid_scope_and_spends_nothing(
+    stack: RunningStack, scope: str
+) -> None:
+    user = register(stack.auth_url)
+    tokens = login(stack.auth_url, user)
+    refused = _refresh(stack, tokens["refresh_token"], user, scope)
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_scope"), refused.text
+    assert refused.headers["cache-control"] == "no-store"
+    assert _me(stack, tokens["access_token"]) == 200  # the session lives on
+    rotated = _refresh(stack, tokens["refresh_token"], user, "api")  # the token is unspent
+    assert (rotated.status_code, rotated.json()["scope"]) == (200, "api")
+
+
+def test_an_unknown_or_ended_token_says_nothing_about_the_scope(stack: RunningStack) -> None:
+    user = register(stack.auth_url)
+    tokens = login(stack.auth_url, user)
+    assert _revoke(stack, {"token": tokens["refresh_token"]}).status_code == 200
+    for token in ("brt_" + "A" * 43, "garbage", tokens["refresh_token"]):
+        for scope in ("admin", "api  x", "api"):
+            refused = _refresh(stack, token, user, scope)
+            assert (refused.status_code, refused.json()["error"]) == (400, "invalid_grant")
+            assert refused.json()["error_description"] == "The refresh token is invalid."
+
+
+def test_a_retry_within_the_grace_window_has_its_scope_judged_too(stack: RunningStack) -> None:
+    user = register(stack.auth_url)
+    tokens = login(stack.auth_url, user)
+    first = _refresh(stack, tokens["refresh_token"], user, None).json()
+    wider = _refresh(stack, tokens["refresh_token"], user, "admin")
+    assert (wider.status_code, wider.json()["error"]) == (400, "invalid_scope")
+    retried = _refresh(stack, tokens["refresh_token"], user, "api")
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["refresh_token"] == first["refresh_token"]
+    assert _me(stack, retried.json()["access_token"]) == 200

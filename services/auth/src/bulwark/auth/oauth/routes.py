@@ -99,6 +99,15 @@ def _subject(access_token: str) -> str:
     return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"])
 
 
+def _refresh_error(refusal: rules.Refusal) -> OAuthError:
+    """The RFC 6749 §5.2 error of a refused refresh: ``invalid_scope`` for the scope,
+    ``invalid_grant`` otherwise, described only where the client can act on it."""
+    description = refusal.description or "The refresh token is invalid."
+    if refusal.reason is rules.RefreshRejection.INVALID_SCOPE:
+        return OAuthError("invalid_scope", description)
+    return OAuthError("invalid_grant", description)
+
+
 async def _limit_per_ip(request: Request[Any, Any, State], state: State) -> None:
     """Count the call against the token endpoint's per-IP limit (429/503 when refused)."""
     await rate_limits.enforce(
@@ -129,9 +138,10 @@ class OAuthController(Controller):
         ender: NamedDependency[SessionEnder],
     ) -> TokenResponse:
         """Token endpoint; supports ``grant_type=refresh_token`` with rotation, reuse
-        detection (RFC 9700 §4.14), a grace window for benign retries and device binding
-        (see ``sessions.rules.rotate``). A family ended here is listed as revoked for the
-        API before the answer."""
+        detection (RFC 9700 §4.14), a grace window for benign retries, device binding and
+        a narrower ``scope`` (RFC 6749 §6; see ``sessions.rules.rotate``). Client
+        authentication first (`client_authentication`). A family ended here is listed as
+        revoked for the API before the answer."""
         client = client_context(request)
         await _limit_per_ip(request, state)
         params = await _form(request)
@@ -152,6 +162,7 @@ class OAuthController(Controller):
                 state.signing_keys,
                 refresh_token=refresh_token,
                 client=client,
+                scope=params.get("scope"),
             )
         if isinstance(outcome, rules.Refusal):
             if outcome.revoked_family is not None:
@@ -159,7 +170,7 @@ class OAuthController(Controller):
             if outcome.reason is rules.RefreshRejection.REUSED:
                 count_refresh_reuse()
             _log.info("refresh_rejected", reason=outcome.reason.value)
-            raise OAuthError("invalid_grant", "The refresh token is invalid.")
+            raise _refresh_error(outcome)
         request.scope["state"]["user_id"] = _subject(outcome.access_token)  # for the access line
         return outcome
 

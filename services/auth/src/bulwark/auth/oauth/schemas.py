@@ -62,6 +62,8 @@ class TokenForm(Form, frozen=True):
     grant_type: Literal["refresh_token"]
     refresh_token: FormValue
     client_id: OptionalFormValue | None = None
+    #: The session's scope or less (RFC 6749 §6); omitted: all of it.
+    scope: OptionalFormValue | None = None
 
 
 class RevokeForm(Form, frozen=True):
