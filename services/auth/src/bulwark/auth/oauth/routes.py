@@ -17,6 +17,8 @@ from litestar.di import NamedDependency
 from bulwark.auth.authorization import rules as authorization
 from bulwark.auth.deps import client_context
 from bulwark.auth.device import rules as device
+from bulwark.auth.oauth import revocation
+from bulwark.auth.oauth.client_authentication import client_authentication
 from bulwark.auth.oauth.clients import DEVICE_CODE_GRANT, OAuthClient, supported_scopes
 from bulwark.auth.oauth.errors import OAuthError
 from bulwark.auth.oauth.schemas import (
@@ -47,12 +49,13 @@ _log = get_logger(__name__)
 
 
 def on_oauth_error(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, str]]:
-    """Render an ``OAuthError`` as RFC 6749 §5.2 JSON with ``Cache-Control: no-store``."""
+    """Render an ``OAuthError`` as RFC 6749 §5.2 JSON with ``Cache-Control: no-store`` and
+    the error's own headers (a 401's ``WWW-Authenticate``)."""
     assert isinstance(exc, OAuthError)  # noqa: S101  # registered for OAuthError only
     return Response(
         {"error": exc.error, "error_description": exc.description},
         status_code=exc.status,
-        headers=NO_STORE,
+        headers={**NO_STORE, **exc.headers},
     )
 
 
@@ -103,6 +106,15 @@ def _subject(access_token: str) -> str:
     return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"])
 
 
+def _refresh_error(refusal: rules.Refusal) -> OAuthError:
+    """The RFC 6749 §5.2 error of a refused refresh: ``invalid_scope`` for the scope,
+    ``invalid_grant`` otherwise, described only where the client can act on it."""
+    description = refusal.description or "The refresh token is invalid."
+    if refusal.reason is rules.RefreshRejection.INVALID_SCOPE:
+        return OAuthError("invalid_scope", description)
+    return OAuthError("invalid_grant", description)
+
+
 async def _limit_per_ip(request: Request[Any, Any, State], state: State) -> None:
     """Count the call against the token endpoint's per-IP limit (429/503 when refused)."""
     await rate_limits.enforce(
@@ -116,20 +128,24 @@ async def _limit_per_ip(request: Request[Any, Any, State], state: State) -> None
 _GRANT_TYPES = frozenset({"refresh_token", "authorization_code", DEVICE_CODE_GRANT})
 
 
-def _client(settings: AuthSettings, client_id: str | None, grant_type: str) -> OAuthClient | None:
-    """The registered client a token request names, allowed ``grant_type``; None only for a
+def _client(
+    request: Request[Any, Any, State], params: Mapping[str, str], grant_type: str
+) -> OAuthClient | None:
+    """The registered client a request comes from (`client_authentication`: credentials of
+    any kind and unknown clients are refused), allowed ``grant_type``; None only for a
     refresh that names no client (the app's own refresh, bound to its session's client).
 
     Raises:
-        OAuthError: ``invalid_client`` (401) for an unknown or missing client (public
-            clients name themselves: RFC 6749 §3.2.1), ``unauthorized_client`` for a client
-            not registered for ``grant_type`` (RFC 6749 §5.2).
+        OAuthError: as `client_authentication`; ``invalid_request`` when a grant other than
+            the refresh names no client (public clients name themselves: RFC 6749 §3.2.1),
+            ``unauthorized_client`` for a client not registered for ``grant_type`` (§5.2).
     """
-    if client_id is None and grant_type == "refresh_token":
-        return None
-    client = settings.oauth_client(client_id)
-    if client is None:
-        raise OAuthError("invalid_client", "Unknown client.", status=401)
+    settings: AuthSettings = request.app.state.settings
+    client = client_authentication(request.headers.getall("authorization", []), params, settings)
+    if "client_id" not in params:
+        if grant_type == "refresh_token":
+            return None
+        raise OAuthError("invalid_request", "client_id is required.")
     if grant_type not in client.grant_types:
         raise OAuthError("unauthorized_client", f"The client may not use {grant_type}.")
     return client
@@ -170,6 +186,7 @@ async def _refresh(
             refresh_token=refresh_token,
             client=client_context(request),
             client_id=None if client is None else client.client_id,
+            scope=params.get("scope"),
         )
     if isinstance(outcome, rules.Refusal):
         if outcome.revoked_family is not None:
@@ -177,7 +194,7 @@ async def _refresh(
         if outcome.reason is rules.RefreshRejection.REUSED:
             count_refresh_reuse()
         _log.info("refresh_rejected", reason=outcome.reason.value)
-        raise OAuthError("invalid_grant", "The refresh token is invalid.")
+        raise _refresh_error(outcome)
     return outcome
 
 
@@ -279,7 +296,7 @@ class OAuthController(Controller):
             raise OAuthError("invalid_request", "grant_type is required.")
         if grant_type not in _GRANT_TYPES:  # a grant type name
             raise OAuthError("unsupported_grant_type", f"{grant_type} is not supported.")
-        client = _client(state.settings, params.get("client_id"), grant_type)
+        client = _client(request, params, grant_type)
         if grant_type == "refresh_token":
             tokens = await _refresh(
                 request=request, state=state, db=db, ender=ender, params=params, client=client
@@ -316,7 +333,7 @@ class OAuthController(Controller):
         Counted against the token endpoint's per-IP limit."""
         await _limit_per_ip(request, state)
         params = await _form(request)
-        client = _client(state.settings, params.get("client_id"), DEVICE_CODE_GRANT)
+        client = _client(request, params, DEVICE_CODE_GRANT)
         assert client is not None  # noqa: S101  # _client requires one for this grant
         return await device.start(db, state.settings, client, _scope(params, client))
 
@@ -325,23 +342,28 @@ class OAuthController(Controller):
         operation_id="revoke",
         status_code=200,
         response_headers=NO_STORE,
-        opt={"form": RevokeForm, "oauth_errors": (400,), "answers": (429, 503)},
+        opt={"form": RevokeForm, "oauth_errors": (400, 401), "answers": (401, 429, 503)},
         media_type="text/plain",
     )
     async def revoke(
         self, request: Request[Any, Any, State], state: State, ender: NamedDependency[SessionEnder]
     ) -> Response[bytes]:
-        """Revoke a refresh token and its family (RFC 7009); 200 even for unknown tokens.
+        """Revoke a refresh token or an access token (RFC 7009), ending its session: the
+        whole grant, as §2.1 allows (see `bulwark.auth.oauth.revocation`); 200 even for
+        unknown, expired or forged tokens (§2.2). ``token_type_hint`` is only a hint.
 
-        The family's access tokens stop working at the API before the answer (RFC 7009 §2.1:
-        access tokens of the same grant SHOULD be invalidated too). Counted against the
-        token endpoint's per-IP limit, before any database work."""
+        The session's access tokens stop working at the API before the answer (RFC 7009
+        §2.1: access tokens of the same grant SHOULD be invalidated too). Counted against
+        the token endpoint's per-IP limit, before any database work."""
         await _limit_per_ip(request, state)
         params = await _form(request)
+        client_authentication(request.headers.getall("authorization", []), params, state.settings)
         token = params.get("token")
         if not token:
             raise OAuthError("invalid_request", "token is required.")
-        await ender.revoke_refresh_token(token, client_context(request).ip)
+        await revocation.revoke_token(
+            token, ender=ender, verifier=state.verifier, ip=client_context(request).ip
+        )
         return Response(b"", media_type="text/plain")
 
 

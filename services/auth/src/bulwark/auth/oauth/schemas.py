@@ -82,11 +82,13 @@ class DeviceAuthorizationForm(Form, frozen=True):
 
 
 class RevokeForm(Form, frozen=True):
-    """``POST /oauth2/revoke`` (RFC 7009 §2.1); ``token_type_hint``, any value, is ignored
-    (§2.1: the server MAY ignore it)."""
+    """``POST /oauth2/revoke`` (RFC 7009 §2.1): ``token``, a refresh token or an access
+    token; ``token_type_hint`` (``refresh_token``, ``access_token``, any other value) is not
+    needed, the two kinds having distinct forms, and is ignored (§2.1: the server MAY)."""
 
     token: FormValue
     token_type_hint: OptionalFormValue | None = None
+    client_id: OptionalFormValue | None = None
 
 
 class ServerMetadata(msgspec.Struct, frozen=True):
