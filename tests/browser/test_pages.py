@@ -14,22 +14,15 @@ import httpx
 import pytest
 from playwright.sync_api import Page, Response
 
+from bulwark.auth.pages.rendering import SCOPE_DESCRIPTIONS
 from tests.integration.conftest import RunningStack, StackFactory
 from tests.integration.helpers import MobileUser, bearer, register
+from tests.integration.oauth_pages import DEVICE_GRANT, TV
 
 from .conftest import PHONE, screenshot
 
 pytestmark = pytest.mark.browser
 
-DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-CLIENTS = [
-    {
-        "client_id": "tv-app",
-        "name": "Living-room TV",
-        "grant_types": [DEVICE_GRANT, "refresh_token"],
-        "scopes": ["api"],
-    }
-]
 DEVICE_CODE_TTL = 10  # seconds: the shortest the auth service takes
 INVALID_CODE = "That code is not valid or has expired."
 
@@ -37,13 +30,13 @@ INVALID_CODE = "That code is not valid or has expired."
 @pytest.fixture(scope="module")
 def stack(stack_factory: StackFactory) -> RunningStack:
     """A stack whose auth service knows the TV app."""
-    return stack_factory(env={"auth": {"OAUTH_CLIENTS": json.dumps(CLIENTS)}})
+    return stack_factory(env={"auth": {"OAUTH_CLIENTS": json.dumps([TV])}})
 
 
 @pytest.fixture(scope="module")
 def short_lived(stack_factory: StackFactory) -> RunningStack:
     """The same, with device codes that expire after ``DEVICE_CODE_TTL`` seconds."""
-    env = {"OAUTH_CLIENTS": json.dumps(CLIENTS), "DEVICE_CODE_TTL_SECONDS": str(DEVICE_CODE_TTL)}
+    env = {"OAUTH_CLIENTS": json.dumps([TV]), "DEVICE_CODE_TTL_SECONDS": str(DEVICE_CODE_TTL)}
     return stack_factory(env={"auth": env})
 
 
@@ -137,7 +130,7 @@ def test_sign_in_then_type_the_code_and_approve(stack: RunningStack, page: Page)
     assert consent.status == 200
     form = page.locator("form#consent")
     assert "Living-room TV" in form.inner_text()
-    assert "api" in form.inner_text()
+    assert SCOPE_DESCRIPTIONS["api"] in page.inner_text("body")  # the scope, in words
     keep(page, "consent")
 
     done = navigation(page, form.get_by_role("button", name="Approve").click)

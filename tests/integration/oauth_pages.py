@@ -1,109 +1,115 @@
-"""A person at the auth service's HTML pages, played with an ``httpx.Client`` that keeps
-cookies (as a browser would) and fills in the forms it is served: sign-in, the device code,
-consent. Every POST carries the form's hidden ``csrf_token`` (which must equal the ``csrf``
-cookie that the GET set). Redirects are followed by hand, so that each step's status and
-``Location`` can be asserted."""
+"""A browser's part in the OAuth flows, played over HTTP: sign in on the pages, approve or
+deny a device code or an authorization request. Cookies are kept as a browser keeps them;
+each form's ``csrf_token`` is read from the page that rendered it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
-from urllib.parse import urljoin, urlsplit
+import base64
+import hashlib
+import html
+import json
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from .helpers import MobileUser
+from tests.integration.helpers import MobileUser
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+TV = {
+    "client_id": "tv-app",
+    "name": "Living-room TV",
+    "grant_types": [DEVICE_GRANT, "refresh_token"],
+    "scopes": ["api"],
+}
+WEB_REDIRECT = "http://127.0.0.1:9/callback"
+WEB = {
+    "client_id": "web-app",
+    "name": "Web dashboard",
+    "grant_types": ["authorization_code", "refresh_token"],
+    "scopes": ["api"],
+    "redirect_uris": [WEB_REDIRECT],
+}
+#: The auth service's environment for a stack with both test clients registered.
+CLIENTS_ENV = {"OAUTH_CLIENTS": json.dumps([TV, WEB])}
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
-@dataclass
-class Form:
-    """One ``<form>``: where it goes, its named inputs and its named submit buttons."""
-
-    action: str
-    method: str
-    inputs: dict[str, str] = field(default_factory=dict)
-    buttons: dict[str, list[str]] = field(default_factory=dict)  # name -> values
+def csrf_of(page: httpx.Response) -> str:
+    """The ``csrf_token`` of the form on ``page``."""
+    found = _CSRF.search(page.text)
+    assert found, page.text[:500]
+    return found.group(1)
 
 
-class _Forms(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.forms: dict[str, Form] = {}
-        self._current: Form | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = {name: value or "" for name, value in attrs}
-        if tag == "form":
-            self._current = Form(attributes.get("action", ""), attributes.get("method", "get"))
-            self.forms[attributes.get("id", "")] = self._current
-        elif self._current is not None and "name" in attributes:
-            if tag == "button" or attributes.get("type") == "submit":
-                values = self._current.buttons.setdefault(attributes["name"], [])
-                values.append(attributes.get("value", ""))
-            elif tag in {"input", "textarea", "select"}:
-                self._current.inputs[attributes["name"]] = attributes.get("value", "")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "form":
-            self._current = None
+def hidden_fields(page: httpx.Response) -> dict[str, str]:
+    """Every hidden input of ``page``'s forms but the CSRF token, by name (HTML entities
+    decoded)."""
+    return {
+        name: html.unescape(value)
+        for name, value in re.findall(r'type="hidden" name="([^"]+)" value="([^"]*)"', page.text)
+        if name != "csrf_token"
+    }
 
 
-def forms(html: str) -> dict[str, Form]:
-    """The forms of ``html``, by their ``id``."""
-    parser = _Forms()
-    parser.feed(html)
-    return parser.forms
+@contextmanager
+def browser(auth_url: str) -> Iterator[httpx.Client]:
+    """An HTTP client that keeps cookies and never follows redirects by itself."""
+    with httpx.Client(base_url=auth_url, follow_redirects=False, timeout=10) as client:
+        yield client
 
 
-def browser() -> httpx.Client:
-    """A person's browser: keeps cookies, follows no redirect by itself (use it in ``with``)."""
-    return httpx.Client(timeout=10)
+def sign_in(client: httpx.Client, user: MobileUser, next_page: str = "/device") -> httpx.Response:
+    """Sign ``user`` in on the pages; return the answer to the form (303 on success)."""
+    form_page = client.get("/signin", params={"next": next_page})
+    assert form_page.status_code == 200, form_page.text
+    return client.post(
+        "/signin",
+        data={
+            "email": user.email,
+            "password": user.password,
+            "next": next_page,
+            "csrf_token": csrf_of(form_page),
+        },
+    )
 
 
-def form(response: httpx.Response, form_id: str) -> Form:
-    """The form ``form_id`` of an HTML ``response`` (asserting 200 and that it is there)."""
-    assert response.status_code == 200, (response.status_code, response.text[:500])
-    assert response.headers["content-type"].startswith("text/html"), response.headers
-    found = forms(response.text)
-    assert form_id in found, (form_id, list(found), response.text[:1000])
-    return found[form_id]
+def start_device_flow(auth_url: str, client_id: str = "tv-app") -> dict[str, object]:
+    """``POST /oauth2/device_authorization`` (asserting 200); the response body."""
+    response = httpx.post(f"{auth_url}/oauth2/device_authorization", data={"client_id": client_id})
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
 
 
-def submit(
-    browser: httpx.Client, page: httpx.Response, form: Form, **values: str
-) -> httpx.Response:
-    """Submit ``form`` of ``page`` with its inputs (hidden ones included), ``values`` over them."""
-    data = {**form.inputs, **values}
-    url = urljoin(str(page.url), form.action or str(page.url))
-    if form.method.lower() == "post":
-        return browser.post(url, data=data)
-    return browser.get(url, params=data)
+def poll(auth_url: str, device_code: object, client_id: str = "tv-app") -> httpx.Response:
+    """One poll of the token endpoint with a device code."""
+    return httpx.post(
+        f"{auth_url}/oauth2/token",
+        data={"grant_type": DEVICE_GRANT, "device_code": str(device_code), "client_id": client_id},
+    )
 
 
-def local(location: str) -> str:
-    """``location`` (absolute or not) as a path and query on the same server."""
-    parts = urlsplit(location)
-    return parts.path + (f"?{parts.query}" if parts.query else "")
+def answer_device_code(client: httpx.Client, user_code: str, decision: str) -> httpx.Response:
+    """Open the consent page of ``user_code`` and press ``decision`` (approve or deny)."""
+    consent = client.get("/device", params={"user_code": user_code})
+    assert consent.status_code == 200, consent.text
+    return client.post(
+        "/device",
+        data={"user_code": user_code, "decision": decision, "csrf_token": csrf_of(consent)},
+    )
 
 
-def sign_in(browser: httpx.Client, redirect: httpx.Response, user: MobileUser) -> httpx.Response:
-    """From a 303 to ``/signin?next=...``: sign ``user`` in; return the page that ``next``
-    names (fetched after the 303 that the sign-in answers)."""
-    assert redirect.status_code == 303, (redirect.status_code, redirect.text[:500])
-    location = redirect.headers["location"]
-    assert local(location).startswith("/signin?next="), location
-    page = browser.get(location)
-    signin = form(page, "signin")
-    assert {"email", "password", "next", "csrf_token"} <= set(signin.inputs), signin
-    done = submit(browser, page, signin, email=user.email, password=user.password)
-    assert done.status_code == 303, (done.status_code, done.text[:500])
-    assert local(done.headers["location"]) == signin.inputs["next"], done.headers
-    return browser.get(done.headers["location"])
+def pkce_pair() -> tuple[str, str]:
+    """A fresh PKCE ``(code_verifier, code_challenge)`` with S256 (RFC 7636 §4.1-4.2)."""
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def decide(browser: httpx.Client, consent: httpx.Response, decision: str) -> httpx.Response:
-    """Press ``decision`` (``approve`` or ``deny``) on a consent page."""
-    page = form(consent, "consent")
-    assert sorted(page.buttons.get("decision", [])) == ["approve", "deny"], page.buttons
-    assert page.inputs.get("csrf_token"), page.inputs
-    return submit(browser, consent, page, decision=decision)
+def query_of(location: str) -> dict[str, str]:
+    """The query parameters of a redirect ``location``, each given once."""
+    return {name: values[0] for name, values in parse_qs(urlsplit(location).query).items()}

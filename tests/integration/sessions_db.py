@@ -53,3 +53,21 @@ def events(database_url: str, user_id: str) -> list[tuple[str, str | None]]:
             await conn.close()
 
     return asyncio.run(query())
+
+
+def grant_scope(database_url: str, user_id: str, scope: str) -> None:
+    """Give every session of the user the granted ``scope`` (as a grant with a wider scope
+    than the mobile login's would have)."""
+
+    async def update() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                "UPDATE refresh_families SET scope = $2 WHERE user_id = $1",
+                uuid.UUID(user_id),
+                scope,
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(update())

@@ -32,8 +32,10 @@ from .conftest import RunningStack
 from .helpers import PROBLEM
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
-#: The RFC 6749 endpoints, which take ``application/x-www-form-urlencoded``.
-FORM_PATHS = "/oauth2/"
+#: The RFC 6749 endpoints and the pages, which take ``application/x-www-form-urlencoded``.
+FORM_PATHS = ("/oauth2/", "/signin", "/device")
+#: The pages, which answer browsers with HTML, refusals included.
+PAGE_PATHS = ("/signin", "/device", "/oauth2/authorize")
 #: A path parameter's value for each of its types (the route need not find anything).
 PATH_VALUES = {"uuid": str(uuid.UUID(int=0)), "str": "x", "int": "1"}
 #: Routes that take raw bytes, not JSON: the local upload backend's pre-signed PUT, whose
@@ -54,6 +56,10 @@ class BodyRoute(NamedTuple):
     @property
     def takes_form(self) -> bool:
         return self.path.startswith(FORM_PATHS)
+
+    @property
+    def is_page(self) -> bool:
+        return self.path.startswith(PAGE_PATHS)
 
 
 def _litestar(asgi: object) -> Litestar:
@@ -113,7 +119,9 @@ def _exchange(url: str, route: BodyRoute, head: dict[str, str], body: bytes) -> 
             chunk = conn.recv(65536)
             assert chunk, (route, received)
             rest += chunk
-    return Answer(int(status_line.split()[1]), headers["content-type"], json.loads(rest[:length]))
+    content_type = headers["content-type"]
+    body = json.loads(rest[:length]) if "json" in content_type else {}
+    return Answer(int(status_line.split()[1]), content_type, body)
 
 
 def _assert_problem(answer: Answer, status: int, route: BodyRoute) -> None:
@@ -123,6 +131,11 @@ def _assert_problem(answer: Answer, status: int, route: BodyRoute) -> None:
 
 
 def _assert_invalid_request(answer: Answer, route: BodyRoute) -> None:
+    """An OAuth endpoint's ``invalid_request``, or a page's 400 page."""
+    if route.is_page:
+        assert answer.status == 400, (route, answer)
+        assert answer.content_type.startswith("text/html"), (route, answer)
+        return
     assert (answer.status, answer.body.get("error")) == (400, "invalid_request"), (route, answer)
 
 

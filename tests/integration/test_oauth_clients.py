@@ -7,7 +7,7 @@ The person in between (sign-in, device code, consent) is played through the HTML
 
 from __future__ import annotations
 
-import json
+import html
 import re
 import time
 from typing import Any
@@ -18,35 +18,22 @@ import pytest
 from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session
 
+from bulwark.auth.pages.rendering import SCOPE_DESCRIPTIONS
+
 from .conftest import RunningStack, StackFactory
 from .helpers import bearer, register
+from .html_forms import decide, sign_in
 from .oauth_node import NodeClient, node_or_skip
-from .oauth_pages import browser, decide, sign_in
+from .oauth_pages import CLIENTS_ENV, DEVICE_GRANT, WEB_REDIRECT, browser
 
-DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-REDIRECT_URI = "http://127.0.0.1:9/callback"  # never fetched: the test reads the Location
-CLIENTS = [
-    {
-        "client_id": "tv-app",
-        "name": "Living-room TV",
-        "grant_types": [DEVICE_GRANT, "refresh_token"],
-        "scopes": ["api"],
-    },
-    {
-        "client_id": "web-app",
-        "name": "Web dashboard",
-        "redirect_uris": [REDIRECT_URI],
-        "grant_types": ["authorization_code", "refresh_token"],
-        "scopes": ["api"],
-    },
-]
+REDIRECT_URI = WEB_REDIRECT  # never fetched: the test reads the Location
 USER_CODE = re.compile(r"[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}")
 
 
 @pytest.fixture(scope="module")
 def oauth_stack(stack_factory: StackFactory) -> RunningStack:
     """A stack whose auth service knows a device client and a web client."""
-    return stack_factory(env={"auth": {"OAUTH_CLIENTS": json.dumps(CLIENTS)}})
+    return stack_factory(env={"auth": CLIENTS_ENV})
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +49,7 @@ def _approve_code_request(stack: RunningStack, authorization_url: str) -> dict[s
     """A new user follows ``authorization_url`` in a new browser through sign-in and consent
     (approve); return the redirect back to the client: ``location`` and its query parameters."""
     assert authorization_url.startswith(f"{stack.auth_url}/oauth2/authorize?"), authorization_url
-    with browser() as person:
+    with browser(stack.auth_url) as person:
         consent = sign_in(person, person.get(authorization_url), register(stack.auth_url))
         assert "Web dashboard" in consent.text
         back = decide(person, consent, "approve")
@@ -106,10 +93,10 @@ def test_openid_client_device_flow_gets_tokens_the_api_takes(
         assert complete.startswith(f"{oauth_stack.auth_url}/device?"), complete
         assert parse_qs(urlsplit(complete).query)["user_code"] == [started["user_code"]]
 
-        with browser() as person:
+        with browser(oauth_stack.auth_url) as person:
             consent = sign_in(person, person.get(complete), register(oauth_stack.auth_url))
             assert "Living-room TV" in consent.text
-            assert "api" in consent.text
+            assert SCOPE_DESCRIPTIONS["api"] in html.unescape(consent.text)  # the scope, in words
             done = decide(person, consent, "approve")
         assert done.status_code == 200, (done.status_code, done.text[:500])
         assert "Device connected" in done.text

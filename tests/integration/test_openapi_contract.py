@@ -70,6 +70,10 @@ SEMANTIC_REFUSALS: dict[str, tuple[tuple[str, ...], str]] = {
     "registerUser": (("400",), "the password policy and email-validator's address rules"),
     "login": (("400",), "email-validator's address rules"),
     "token": (("400",), "a refresh token must be one the service issued (RFC 6749 §5.2)"),
+    "deviceAuthorization": (
+        ("400",),
+        "the client must be registered for the device grant and the scope (RFC 8628 §3.2)",
+    ),
     # An Idempotency-Key's documented pattern (an RFC 8941 string) is not what schemathesis's
     # coverage phase sends for a header (a bare 0): 400, as the draft asks.
     "createNote": (("400", "422"), "a malformed or reused Idempotency-Key (docs/safe-writes.md)"),

@@ -7,11 +7,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from bulwark.auth.oauth.errors import OAuthError
 from bulwark.auth.oauth.routes import (
     MAX_FORM_FIELDS,
     MAX_FORM_NAME_LENGTH,
     MAX_FORM_VALUE_LENGTH,
-    OAuthError,
     parse_form,
 )
 

@@ -68,6 +68,7 @@ def test_rate_limiter_failure_modes_are_one_table_per_endpoint() -> None:
         "register": "allow",
         "token": "allow",
         "sessions": "allow",
+        "device_verification": "deny",
     }
     assert not settings.fails_open("login")
     assert settings.fails_open("register")
@@ -77,6 +78,7 @@ def test_rate_limiter_failure_modes_are_one_table_per_endpoint() -> None:
         "register": "allow",
         "token": "deny",
         "sessions": "allow",
+        "device_verification": "deny",
     }
     with pytest.raises(SettingsError, match="unknown endpoint 'logout'"):
         from_env({**base, "RATELIMIT_FAILURE_MODES": "logout=deny"})

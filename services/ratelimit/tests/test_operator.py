@@ -11,10 +11,12 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from bulwark.common.ratelimit_client import RateLimitClient
 from bulwark.ratelimit._generated.v1 import operator_pb2, operator_pb2_grpc
+from bulwark.ratelimit.reflection import V1_SERVICE, V1ALPHA_SERVICE
 from bulwark.ratelimit.server import OPERATOR_SERVICE, RLS_SERVICE, RateLimitServer
 
 RULES = """
@@ -177,6 +179,35 @@ async def test_reflection_lists_both_services(server: RateLimitServer) -> None:
     names = {service.name for service in answers[0].list_services_response.service}
     assert {RLS_SERVICE, OPERATOR_SERVICE} <= names
     assert answers[1].file_descriptor_response.file_descriptor_proto  # grpcurl can describe it
+
+
+@pytest.mark.parametrize("service", [V1_SERVICE, V1ALPHA_SERVICE])
+async def test_reflection_answers_under_v1_and_v1alpha(
+    server: RateLimitServer, service: str
+) -> None:
+    """grpcurl and Postman ask ``grpc.reflection.v1`` first; older clients v1alpha. The
+    messages are the same on the wire, so v1alpha's classes speak both."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        info = channel.stream_stream(
+            f"/{service}/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        requests = [
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol=V1_SERVICE),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol=RLS_SERVICE),
+        ]
+        answers = [answer async for answer in info(iter(requests))]
+    names = {entry.name for entry in answers[0].list_services_response.service}
+    assert {RLS_SERVICE, OPERATOR_SERVICE, V1_SERVICE, V1ALPHA_SERVICE} <= names
+    (v1_file, *_) = answers[1].file_descriptor_response.file_descriptor_proto
+    described = descriptor_pb2.FileDescriptorProto.FromString(v1_file)
+    assert (described.package, described.service[0].name) == (
+        "grpc.reflection.v1",
+        "ServerReflection",
+    )
+    assert answers[2].file_descriptor_response.file_descriptor_proto
 
 
 def test_generated_code_is_fresh(tmp_path: Path) -> None:

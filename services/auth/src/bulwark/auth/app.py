@@ -14,11 +14,13 @@ from litestar.di import Provide
 
 from bulwark.auth.anomalies.checks import LoginAnomalies
 from bulwark.auth.keys import KeyFolder, SigningKeys
-from bulwark.auth.oauth.routes import (
-    DiscoveryController,
-    OAuthController,
-    OAuthError,
-    on_oauth_error,
+from bulwark.auth.oauth.errors import OAuthError
+from bulwark.auth.oauth.routes import DiscoveryController, OAuthController, on_oauth_error
+from bulwark.auth.oauth.sweep import sweep_forever
+from bulwark.auth.pages.routes import (
+    PagesController,
+    UnreadablePageRequestError,
+    on_bad_page_request,
 )
 from bulwark.auth.passwords import PasswordHasher
 from bulwark.auth.sessions.ending import SessionEnder
@@ -30,6 +32,7 @@ from bulwark.common.access_tokens import AccessTokenVerifier
 from bulwark.common.allow import answer_options, first_answer
 from bulwark.common.app_versions.manifest import ManifestCache, fetch_manifest
 from bulwark.common.app_versions.policy import AppVersionPolicy
+from bulwark.common.background import running
 from bulwark.common.db import Database, open_database
 from bulwark.common.health import healthz
 from bulwark.common.http import ASGIApp, RequestContextMiddleware
@@ -45,6 +48,12 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 DETECTOR_CONNECTIONS = 2
 #: Largest request body accepted, in bytes; every auth request is a small form or JSON.
 MAX_BODY_BYTES = 16 * 1024
+#: The pages, opened in browsers, which send no app headers: never judged by the minimum
+#: app version (docs/app-versions.md).
+PAGE_ROUTES = ("/signin", "/device", "/oauth2/authorize")
+#: The OAuth endpoints that standard clients (TVs, web apps, OAuth libraries) call without
+#: our app headers: judged only when a request says which app it is (``X-Platform``).
+STANDARD_CLIENT_ROUTES = ("/oauth2/token", "/oauth2/revoke", "/oauth2/device_authorization")
 
 
 class LocalKeys:
@@ -143,8 +152,11 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             )
             # Read before the first request when the API answers, then in the background;
             # until a first read succeeds no minimum applies (docs/app-versions.md).
-            async with manifests.kept_fresh(
-                lambda: fetch_manifest(manifest_client, settings.app_versions_url)
+            async with (
+                manifests.kept_fresh(
+                    lambda: fetch_manifest(manifest_client, settings.app_versions_url)
+                ),
+                running(sweep_forever(db), "oauth-sweep"),  # expired codes and sign-ins
             ):
                 app.state.update(
                     settings=settings,
@@ -199,6 +211,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             SessionController,
             OAuthController,
             DiscoveryController,
+            PagesController,
         ],
         # No dependency holds a database connection (Litestar would not clean up one whose
         # sibling raised): use cases take connections in ``async with`` blocks.
@@ -208,9 +221,19 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             "ender": Provide(provide_session_ender, sync_to_thread=False),
         },
         # Before the body is read, any rate limit or password hash (docs/app-versions.md).
-        middleware=[AppVersionPolicy(manifests)],
-        before_request=first_answer(answer_options, strict_json_bodies(form_paths=("/oauth2/",))),
-        exception_handlers={**exception_handlers, OAuthError: on_oauth_error},
+        middleware=[
+            AppVersionPolicy(
+                manifests, exempt_routes=PAGE_ROUTES, lenient_routes=STANDARD_CLIENT_ROUTES
+            )
+        ],
+        before_request=first_answer(
+            answer_options, strict_json_bodies(form_paths=("/oauth2/", "/signin", "/device"))
+        ),
+        exception_handlers={
+            **exception_handlers,
+            OAuthError: on_oauth_error,
+            UnreadablePageRequestError: on_bad_page_request,
+        },
         lifespan=[lifespan],
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # bulwark.common.logging owns the root logger

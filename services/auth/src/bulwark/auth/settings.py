@@ -43,6 +43,8 @@ RATELIMIT_FAILURE_MODES: Mapping[str, FailureMode] = {
     "register": "allow",
     "token": "allow",
     "sessions": "allow",
+    # User-code lookups on /device: the limit is what stops brute force (RFC 8628 §5.1).
+    "device_verification": "deny",
 }
 
 

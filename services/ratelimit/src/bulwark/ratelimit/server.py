@@ -18,7 +18,6 @@ import structlog
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # not in stubs
-from grpc_reflection.v1alpha import reflection
 
 from bulwark.common.http import request_id_or_none
 from bulwark.common.logging import get_logger, line_logger
@@ -29,6 +28,7 @@ from bulwark.ratelimit.cache import OverLimitCache
 from bulwark.ratelimit.cluster import RedisClient, SlotGroupedLimiter, discover, open_redis
 from bulwark.ratelimit.limiter import Limiter, LimiterUnavailableError
 from bulwark.ratelimit.operator_api import BlockRecorder, RateLimitOperator
+from bulwark.ratelimit.reflection import enable_server_reflection
 from bulwark.ratelimit.reload import RulesWatcher
 from bulwark.ratelimit.rules import Rules, load_rules
 from bulwark.ratelimit.service import InvalidRequestError, RateLimitService
@@ -239,9 +239,7 @@ class RateLimitServer:
             operator, server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            (RLS_SERVICE, OPERATOR_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        enable_server_reflection((RLS_SERVICE, OPERATOR_SERVICE, health.SERVICE_NAME), server)
         host = self.settings.host
         address = f"{f'[{host}]' if ':' in host else host}:{self.settings.port}"  # IPv6: [::]
         try:

@@ -10,7 +10,7 @@ it holds one, `judge` applies to every route but the exempt ones (health, readin
 ``/.well-known/`` documents, the OpenAPI schema and the manifest itself).
 """
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from typing import Any
 
 from litestar.enums import ScopeType
@@ -114,17 +114,28 @@ class AppVersionPolicy(ASGIMiddleware):
     Args:
         manifests: this process's copy of the manifest.
         exempt_routes: route templates exempt besides `EXEMPT_ROUTES` and those under
-            `EXEMPT_PREFIXES` (``/v1/app-versions`` at the API).
+            `EXEMPT_PREFIXES` (``/v1/app-versions`` at the API, the auth service's pages).
+        lenient_routes: route templates judged only when the request sends ``X-Platform``:
+            endpoints that standard OAuth clients call as well as our apps (a TV's device
+            flow sends no app headers; an outdated app that says so is still refused).
     """
 
     scopes = (ScopeType.HTTP,)
 
-    def __init__(self, manifests: ManifestCache, exempt_routes: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        manifests: ManifestCache,
+        exempt_routes: Collection[str] = (),
+        lenient_routes: Collection[str] = (),
+    ) -> None:
         self._manifests = manifests
         self._exempt = EXEMPT_ROUTES | frozenset(exempt_routes)
+        self._lenient = frozenset(lenient_routes)
 
-    def _exempt_route(self, scope: Mapping[str, Any]) -> bool:
+    def _exempt_route(self, scope: Scope) -> bool:
         template = str(scope.get("path_template", ""))
+        if template in self._lenient:
+            return not _values(scope, b"x-platform")
         return template in self._exempt or template.startswith(EXEMPT_PREFIXES)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:

@@ -88,6 +88,19 @@ _RATELIMIT = {
     },
 }
 
+#: Response headers of an OAuth error (RFC 6749 §5.2) by status: a 401 ``invalid_client``
+#: challenges the client (``bulwark.auth.oauth.client_authentication``).
+OAUTH_ERROR_HEADERS: Mapping[int, Mapping[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "A challenge of the scheme the client tried to authenticate with, "
+            'Basic otherwise: Basic realm="bulwark" (RFC 6749 §5.2, RFC 9110 §15.5.2).',
+            "required": True,
+            "schema": {"type": "string"},
+        }
+    },
+}
+
 #: Description and response headers of each status an operation can answer.
 STATUSES: Mapping[int, tuple[str, Mapping[str, Any]]] = {
     400: ("The request is malformed or invalid; ``errors`` names every invalid field.", {}),

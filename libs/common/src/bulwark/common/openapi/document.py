@@ -36,6 +36,7 @@ from bulwark.common.openapi.answers import (
     BODY,
     EVERY,
     FORM,
+    OAUTH_ERROR_HEADERS,
     PATH,
     RATELIMIT_HEADERS,
     REQUEST_HEADERS,
@@ -143,7 +144,13 @@ def _error_response(status: int, *, oauth: bool) -> dict[str, Any]:
     description, headers = STATUSES[status]
     if oauth:
         schema: dict[str, Any] = {"$ref": _REF.format(name="OAuthError")}
-        return {"description": description, "content": {"application/json": {"schema": schema}}}
+        oauth_response: dict[str, Any] = {
+            "description": description,
+            "content": {"application/json": {"schema": schema}},
+        }
+        if status in OAUTH_ERROR_HEADERS:
+            oauth_response["headers"] = dict(OAUTH_ERROR_HEADERS[status])
+        return oauth_response
     schema = {
         "allOf": [
             {"$ref": _REF.format(name="Problem")},

@@ -7,17 +7,25 @@ because OAuth client libraries parse that shape.
 
 import base64
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 
+from bulwark.auth.authorization import rules as authorization
 from bulwark.auth.deps import client_context
+from bulwark.auth.device import rules as device
+from bulwark.auth.oauth import revocation
+from bulwark.auth.oauth.client_authentication import client_authentication
+from bulwark.auth.oauth.clients import DEVICE_CODE_GRANT, OAuthClient, supported_scopes
+from bulwark.auth.oauth.errors import OAuthError
 from bulwark.auth.oauth.schemas import (
     MAX_FORM_FIELDS,
     MAX_FORM_NAME_LENGTH,
     MAX_FORM_VALUE_LENGTH,
+    DeviceAuthorizationForm,
     JwkSet,
     RevokeForm,
     ServerMetadata,
@@ -25,6 +33,8 @@ from bulwark.auth.oauth.schemas import (
 )
 from bulwark.auth.sessions import rules
 from bulwark.auth.sessions.ending import SessionEnder
+from bulwark.auth.sessions.rules import ClientContext
+from bulwark.auth.settings import AuthSettings
 from bulwark.auth.tokens import TokenResponse
 from bulwark.common import rate_limits
 from bulwark.common.db import Database
@@ -38,21 +48,14 @@ _FORM = "application/x-www-form-urlencoded"
 _log = get_logger(__name__)
 
 
-class OAuthError(Exception):
-    """An RFC 6749 §5.2 error: ``error`` code, ``description`` for humans, HTTP ``status``."""
-
-    def __init__(self, error: str, description: str, status: int = 400) -> None:
-        super().__init__(error)
-        self.error, self.description, self.status = error, description, status
-
-
 def on_oauth_error(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, str]]:
-    """Render an ``OAuthError`` as RFC 6749 §5.2 JSON with ``Cache-Control: no-store``."""
+    """Render an ``OAuthError`` as RFC 6749 §5.2 JSON with ``Cache-Control: no-store`` and
+    the error's own headers (a 401's ``WWW-Authenticate``)."""
     assert isinstance(exc, OAuthError)  # noqa: S101  # registered for OAuthError only
     return Response(
         {"error": exc.error, "error_description": exc.description},
         status_code=exc.status,
-        headers=NO_STORE,
+        headers={**NO_STORE, **exc.headers},
     )
 
 
@@ -103,6 +106,15 @@ def _subject(access_token: str) -> str:
     return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"])
 
 
+def _refresh_error(refusal: rules.Refusal) -> OAuthError:
+    """The RFC 6749 §5.2 error of a refused refresh: ``invalid_scope`` for the scope,
+    ``invalid_grant`` otherwise, described only where the client can act on it."""
+    description = refusal.description or "The refresh token is invalid."
+    if refusal.reason is rules.RefreshRejection.INVALID_SCOPE:
+        return OAuthError("invalid_scope", description)
+    return OAuthError("invalid_grant", description)
+
+
 async def _limit_per_ip(request: Request[Any, Any, State], state: State) -> None:
     """Count the call against the token endpoint's per-IP limit (429/503 when refused)."""
     await rate_limits.enforce(
@@ -111,6 +123,145 @@ async def _limit_per_ip(request: Request[Any, Any, State], state: State) -> None
         fail_open=state.settings.fails_open("token"),
         request_state=request.scope["state"],
     )
+
+
+_GRANT_TYPES = frozenset({"refresh_token", "authorization_code", DEVICE_CODE_GRANT})
+
+
+def _client(
+    request: Request[Any, Any, State], params: Mapping[str, str], grant_type: str
+) -> OAuthClient | None:
+    """The registered client a request comes from (`client_authentication`: credentials of
+    any kind and unknown clients are refused), allowed ``grant_type``; None only for a
+    refresh that names no client (the app's own refresh, bound to its session's client).
+
+    Raises:
+        OAuthError: as `client_authentication`; ``invalid_request`` when a grant other than
+            the refresh names no client (public clients name themselves: RFC 6749 §3.2.1),
+            ``unauthorized_client`` for a client not registered for ``grant_type`` (§5.2).
+    """
+    settings: AuthSettings = request.app.state.settings
+    client = client_authentication(request.headers.getall("authorization", []), params, settings)
+    if "client_id" not in params:
+        if grant_type == "refresh_token":
+            return None
+        raise OAuthError("invalid_request", "client_id is required.")
+    if grant_type not in client.grant_types:
+        raise OAuthError("unauthorized_client", f"The client may not use {grant_type}.")
+    return client
+
+
+def _scope(params: Mapping[str, str], client: OAuthClient) -> str:
+    """The scope a request asks for, the client's whole scope when it names none (RFC 6749
+    §3.3).
+
+    Raises:
+        OAuthError: ``invalid_scope``: a scope the client may not ask for, or malformed.
+    """
+    scope = params.get("scope") or client.default_scope
+    if not client.allows_scope(scope):
+        raise OAuthError("invalid_scope", "The requested scope is not allowed for this client.")
+    return scope
+
+
+async def _refresh(
+    *,
+    request: Request[Any, Any, State],
+    state: State,
+    db: Database,
+    ender: SessionEnder,
+    params: Mapping[str, str],
+    client: OAuthClient | None,
+) -> TokenResponse:
+    """The refresh token grant (RFC 6749 §6); see ``sessions.rules.rotate``."""
+    refresh_token = params.get("refresh_token")
+    if not refresh_token:
+        raise OAuthError("invalid_request", "refresh_token is required.")
+    # Committed whatever the outcome: a reuse revokes the family and records the event.
+    async with db.transaction() as conn:
+        outcome = await rules.rotate(
+            conn,
+            state.settings,
+            state.signing_keys,
+            refresh_token=refresh_token,
+            client=client_context(request),
+            client_id=None if client is None else client.client_id,
+            scope=params.get("scope"),
+        )
+    if isinstance(outcome, rules.Refusal):
+        if outcome.revoked_family is not None:
+            await ender.publish([outcome.revoked_family])
+        if outcome.reason is rules.RefreshRejection.REUSED:
+            count_refresh_reuse()
+        _log.info("refresh_rejected", reason=outcome.reason.value)
+        raise _refresh_error(outcome)
+    return outcome
+
+
+async def _exchange_code(
+    *,
+    state: State,
+    db: Database,
+    ender: SessionEnder,
+    params: Mapping[str, str],
+    client: OAuthClient,
+    context: ClientContext,
+) -> TokenResponse:
+    """The authorization code grant (RFC 6749 §4.1.3) with PKCE (RFC 7636 §4.5)."""
+    code = params.get("code")
+    if not code:
+        raise OAuthError("invalid_request", "code is required.")
+    redirect_uri = params.get("redirect_uri")
+    if redirect_uri is None and len(client.redirect_uris) == 1:
+        redirect_uri = client.redirect_uris[0]
+    # Committed whatever the outcome: a presented code is spent, a replay ends its session.
+    async with db.transaction() as conn:
+        try:
+            exchanged = await authorization.exchange(
+                conn,
+                state.settings,
+                state.signing_keys,
+                code=code,
+                client=client,
+                redirect_uri=redirect_uri,
+                code_verifier=params.get("code_verifier"),
+                context=context,
+            )
+        except OAuthError as refused:
+            exchanged = authorization.Exchanged(refusal=refused)
+    if exchanged.ended_family is not None:
+        await ender.publish([exchanged.ended_family])
+    if exchanged.tokens is None:
+        raise exchanged.refusal or OAuthError("invalid_grant", "The authorization code is invalid.")
+    return exchanged.tokens
+
+
+async def _exchange_device_code(
+    *,
+    state: State,
+    db: Database,
+    params: Mapping[str, str],
+    client: OAuthClient,
+    context: ClientContext,
+) -> TokenResponse:
+    """The device code grant (RFC 8628 §3.4-3.5); every poll is recorded."""
+    device_code = params.get("device_code")
+    if not device_code:
+        raise OAuthError("invalid_request", "device_code is required.")
+    refusal: OAuthError | None = None
+    async with db.transaction() as conn:
+        try:
+            return await device.exchange(
+                conn,
+                state.settings,
+                state.signing_keys,
+                device_code=device_code,
+                client=client,
+                context=context,
+            )
+        except OAuthError as refused:  # committed: the poll and a raised interval count
+            refusal = refused
+    raise refusal
 
 
 class OAuthController(Controller):
@@ -132,64 +283,87 @@ class OAuthController(Controller):
         db: NamedDependency[Database],
         ender: NamedDependency[SessionEnder],
     ) -> TokenResponse:
-        """Token endpoint; supports ``grant_type=refresh_token`` with rotation, reuse
-        detection (RFC 9700 §4.14), a grace window for benign retries and device binding
-        (see ``sessions.rules.rotate``). A family ended here is listed as revoked for the
-        API before the answer."""
-        client = client_context(request)
+        """Token endpoint (RFC 6749 §3.2): the grants ``refresh_token`` (rotation, reuse
+        detection per RFC 9700 §4.14, a grace window for benign retries and device binding;
+        see ``sessions.rules.rotate``), ``authorization_code`` with PKCE (RFC 7636) and
+        ``urn:ietf:params:oauth:grant-type:device_code`` (RFC 8628 §3.4). A session ended
+        here is listed as revoked for the API before the answer."""
+        context = client_context(request)
         await _limit_per_ip(request, state)
         params = await _form(request)
         grant_type = params.get("grant_type")
-        refresh_token = params.get("refresh_token")
         if not grant_type:
             raise OAuthError("invalid_request", "grant_type is required.")
-        if grant_type != "refresh_token":  # a grant type name
-            raise OAuthError("unsupported_grant_type", "Only refresh_token is supported.")
-        if not refresh_token:
-            raise OAuthError("invalid_request", "refresh_token is required.")
-        if params.get("client_id", state.settings.client_id) != state.settings.client_id:
-            raise OAuthError("invalid_client", "Unknown client.", status=401)
-        # Committed whatever the outcome: a reuse revokes the family and records the event.
-        async with db.transaction() as conn:
-            outcome = await rules.rotate(
-                conn,
-                state.settings,
-                state.signing_keys,
-                refresh_token=refresh_token,
-                client=client,
+        if grant_type not in _GRANT_TYPES:  # a grant type name
+            raise OAuthError("unsupported_grant_type", f"{grant_type} is not supported.")
+        client = _client(request, params, grant_type)
+        if grant_type == "refresh_token":
+            tokens = await _refresh(
+                request=request, state=state, db=db, ender=ender, params=params, client=client
             )
-        if isinstance(outcome, rules.Refusal):
-            if outcome.revoked_family is not None:
-                await ender.publish([outcome.revoked_family])
-            if outcome.reason is rules.RefreshRejection.REUSED:
-                count_refresh_reuse()
-            _log.info("refresh_rejected", reason=outcome.reason.value)
-            raise OAuthError("invalid_grant", "The refresh token is invalid.")
-        request.scope["state"]["user_id"] = _subject(outcome.access_token)  # for the access line
-        return outcome
+        elif grant_type == "authorization_code":
+            assert client is not None  # noqa: S101  # _client requires one for this grant
+            tokens = await _exchange_code(
+                state=state, db=db, ender=ender, params=params, client=client, context=context
+            )
+        else:
+            assert client is not None  # noqa: S101  # _client requires one for this grant
+            tokens = await _exchange_device_code(
+                state=state, db=db, params=params, client=client, context=context
+            )
+        request.scope["state"]["user_id"] = _subject(tokens.access_token)  # for the access line
+        return tokens
+
+    @post(
+        "/device_authorization",
+        operation_id="deviceAuthorization",
+        status_code=200,
+        response_headers=NO_STORE,
+        opt={
+            "form": DeviceAuthorizationForm,
+            "oauth_errors": (400, 401),
+            "answers": (401, 429, 503),
+        },
+    )
+    async def device_authorization(
+        self, request: Request[Any, Any, State], state: State, db: NamedDependency[Database]
+    ) -> device.DeviceAuthorization:
+        """Device authorization endpoint (RFC 8628 §3.1-3.2): a device code to poll the
+        token endpoint with, and the user code its user approves at ``verification_uri``.
+        Counted against the token endpoint's per-IP limit."""
+        await _limit_per_ip(request, state)
+        params = await _form(request)
+        client = _client(request, params, DEVICE_CODE_GRANT)
+        assert client is not None  # noqa: S101  # _client requires one for this grant
+        return await device.start(db, state.settings, client, _scope(params, client))
 
     @post(
         "/revoke",
         operation_id="revoke",
         status_code=200,
         response_headers=NO_STORE,
-        opt={"form": RevokeForm, "oauth_errors": (400,), "answers": (429, 503)},
+        opt={"form": RevokeForm, "oauth_errors": (400, 401), "answers": (401, 429, 503)},
         media_type="text/plain",
     )
     async def revoke(
         self, request: Request[Any, Any, State], state: State, ender: NamedDependency[SessionEnder]
     ) -> Response[bytes]:
-        """Revoke a refresh token and its family (RFC 7009); 200 even for unknown tokens.
+        """Revoke a refresh token or an access token (RFC 7009), ending its session: the
+        whole grant, as §2.1 allows (see `bulwark.auth.oauth.revocation`); 200 even for
+        unknown, expired or forged tokens (§2.2). ``token_type_hint`` is only a hint.
 
-        The family's access tokens stop working at the API before the answer (RFC 7009 §2.1:
-        access tokens of the same grant SHOULD be invalidated too). Counted against the
-        token endpoint's per-IP limit, before any database work."""
+        The session's access tokens stop working at the API before the answer (RFC 7009
+        §2.1: access tokens of the same grant SHOULD be invalidated too). Counted against
+        the token endpoint's per-IP limit, before any database work."""
         await _limit_per_ip(request, state)
         params = await _form(request)
+        client_authentication(request.headers.getall("authorization", []), params, state.settings)
         token = params.get("token")
         if not token:
             raise OAuthError("invalid_request", "token is required.")
-        await ender.revoke_refresh_token(token, client_context(request).ip)
+        await revocation.revoke_token(
+            token, ender=ender, verifier=state.verifier, ip=client_context(request).ip
+        )
         return Response(b"", media_type="text/plain")
 
 
@@ -211,14 +385,22 @@ class DiscoveryController(Controller):
     @get("/oauth-authorization-server", operation_id="metadata")
     async def metadata(self, state: State) -> ServerMetadata:
         """Authorization server metadata (RFC 8414 §2)."""
-        issuer = state.settings.issuer
+        settings: AuthSettings = state.settings
+        issuer = settings.issuer
+        grant_types = {grant for client in settings.oauth_clients for grant in client.grant_types}
         return ServerMetadata(
             issuer=issuer,
+            authorization_endpoint=f"{issuer}/oauth2/authorize",
             token_endpoint=f"{issuer}/oauth2/token",
+            device_authorization_endpoint=f"{issuer}/oauth2/device_authorization",
             revocation_endpoint=f"{issuer}/oauth2/revoke",
             jwks_uri=f"{issuer}/.well-known/jwks.json",
-            grant_types_supported=["refresh_token"],
-            response_types_supported=[],
+            scopes_supported=supported_scopes(settings.oauth_clients),
+            response_types_supported=["code"],
+            response_modes_supported=["query"],
+            grant_types_supported=sorted(grant_types),
             token_endpoint_auth_methods_supported=["none"],
             revocation_endpoint_auth_methods_supported=["none"],
+            code_challenge_methods_supported=["S256"],
+            authorization_response_iss_parameter_supported=True,
         )

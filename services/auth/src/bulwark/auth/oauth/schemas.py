@@ -57,19 +57,38 @@ class Form(msgspec.Struct, frozen=True):
 
 
 class TokenForm(Form, frozen=True):
-    """``POST /oauth2/token``: a refresh token grant (RFC 6749 §6)."""
+    """``POST /oauth2/token``: a refresh token grant (RFC 6749 §6, ``refresh_token``), an
+    authorization code grant (RFC 6749 §4.1.3 and RFC 7636 §4.5: ``code``,
+    ``redirect_uri``, ``code_verifier``) or a device code grant (RFC 8628 §3.4:
+    ``device_code``); ``client_id`` is required but for the app's own refresh."""
 
-    grant_type: Literal["refresh_token"]
-    refresh_token: FormValue
+    grant_type: Literal[
+        "refresh_token", "authorization_code", "urn:ietf:params:oauth:grant-type:device_code"
+    ]
+    refresh_token: OptionalFormValue | None = None
+    code: OptionalFormValue | None = None
+    redirect_uri: OptionalFormValue | None = None
+    code_verifier: OptionalFormValue | None = None
+    device_code: OptionalFormValue | None = None
     client_id: OptionalFormValue | None = None
+    scope: OptionalFormValue | None = None
+
+
+class DeviceAuthorizationForm(Form, frozen=True):
+    """``POST /oauth2/device_authorization`` (RFC 8628 §3.1)."""
+
+    client_id: FormValue
+    scope: OptionalFormValue | None = None
 
 
 class RevokeForm(Form, frozen=True):
-    """``POST /oauth2/revoke`` (RFC 7009 §2.1); ``token_type_hint``, any value, is ignored
-    (§2.1: the server MAY ignore it)."""
+    """``POST /oauth2/revoke`` (RFC 7009 §2.1): ``token``, a refresh token or an access
+    token; ``token_type_hint`` (``refresh_token``, ``access_token``, any other value) is not
+    needed, the two kinds having distinct forms, and is ignored (§2.1: the server MAY)."""
 
     token: FormValue
     token_type_hint: OptionalFormValue | None = None
+    client_id: OptionalFormValue | None = None
 
 
 class ServerMetadata(msgspec.Struct, frozen=True):
@@ -77,13 +96,20 @@ class ServerMetadata(msgspec.Struct, frozen=True):
     server`` sends it."""
 
     issuer: str
+    authorization_endpoint: str
     token_endpoint: str
+    device_authorization_endpoint: str
     revocation_endpoint: str
     jwks_uri: str
-    grant_types_supported: list[str]
+    scopes_supported: list[str]
     response_types_supported: list[str]
+    response_modes_supported: list[str]
+    grant_types_supported: list[str]
     token_endpoint_auth_methods_supported: list[str]
     revocation_endpoint_auth_methods_supported: list[str]
+    code_challenge_methods_supported: list[str]
+    #: RFC 9207: authorization responses carry ``iss``.
+    authorization_response_iss_parameter_supported: bool
 
 
 class JwkSet(msgspec.Struct, frozen=True):

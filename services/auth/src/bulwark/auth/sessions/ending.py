@@ -1,5 +1,6 @@
 """Ending device sessions: logout, logout of every device, deleting one session, RFC 7009
-revocation, and the families a refresh ends (reuse, device mismatch).
+revocation (of a refresh token or an access token), and the families a refresh ends (reuse,
+device mismatch).
 
 Each ending commits in Postgres first (the family and its security event, one transaction),
 then lists the ended sessions as revoked for the API (``sessions.revocations.publish``)
@@ -11,8 +12,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from bulwark.auth.pages import queries as page_queries
 from bulwark.auth.security_events import SecurityEvent, record
 from bulwark.auth.sessions import queries, revocations, rules
+from bulwark.common.access_tokens import AccessTokenClaims
 from bulwark.common.db import Database
 from bulwark.common.revocations import SessionRevocations
 
@@ -38,13 +41,14 @@ class SessionEnder:
         await self.publish([family_id])
 
     async def logout_all(self, user_id: uuid.UUID, ip: str | None) -> None:
-        """End every live session of ``user_id``.
+        """End every live session of ``user_id``, and every sign-in on the pages.
 
         Raises:
             DatabaseUnavailable: the database cannot answer (503; nothing ended).
         """
         async with self.db.transaction() as conn:
             ended = await queries.revoke_user_families(conn, user_id, "logout_all")
+            await page_queries.delete_for_user(conn, user_id)
             await record(conn, SecurityEvent.LOGOUT_ALL, user_id=user_id, ip=ip)
         await self.publish(ended)
 
@@ -88,6 +92,28 @@ class SessionEnder:
                 )
         if revoked is not None:
             await self.publish([revoked[1]])
+
+    async def revoke_access_token(self, claims: AccessTokenClaims, ip: str | None) -> None:
+        """End the session (``sid``) of a verified access token ``claims``, as revoking its
+        refresh token does (RFC 7009 §2.1: the server may revoke the whole grant); a
+        session already ended, or not ``sub``'s, is no error.
+
+        Raises:
+            DatabaseUnavailable: the database cannot answer (503; nothing ended).
+        """
+        family_id, user_id = uuid.UUID(claims.sid), uuid.UUID(claims.sub)
+        async with self.db.transaction() as conn:
+            ended = await queries.revoke_own_family(conn, family_id, user_id, "revoked")
+            if ended:
+                await record(
+                    conn,
+                    SecurityEvent.TOKEN_REVOKED,
+                    user_id=user_id,
+                    family_id=family_id,
+                    ip=ip,
+                )
+        if ended:
+            await self.publish([family_id])
 
     async def publish(self, family_ids: Iterable[uuid.UUID]) -> None:
         """List sessions already ended in Postgres as revoked for the API (never raises;

@@ -43,18 +43,20 @@ class LoggedIn(msgspec.Struct, frozen=True):
     tokens: TokenResponse
 
 
-async def login(
+async def authenticate(
     attempt: LoginAttempt,
     *,
     db: Database,
     hasher: PasswordHasher,
     limits: LoginLimits,
     settings: AuthSettings,
-    keys: SigningKeys,
-) -> LoggedIn:
-    """Check the password of ``attempt`` and start a device session.
+) -> Record:
+    """The user whose password ``attempt`` proves, after the login limits allowed it.
 
-    Unknown email and wrong password get the same answer after the same argon2 work.
+    Unknown email and wrong password get the same answer after the same argon2 work. On
+    success the failure the limits reserved is still open: the caller ends it with
+    ``limits.succeeded()`` once its own work is done, or ``limits.abandoned()`` if that work
+    fails (`login` shows how).
 
     Raises:
         TooManyRequests: over a login limit, or blocked after failures (429).
@@ -81,6 +83,24 @@ async def login(
         )
         count_login_failure("invalid_credentials")
         raise Unauthorized("The email or password is incorrect.", error=None)
+    return user
+
+
+async def login(
+    attempt: LoginAttempt,
+    *,
+    db: Database,
+    hasher: PasswordHasher,
+    limits: LoginLimits,
+    settings: AuthSettings,
+    keys: SigningKeys,
+) -> LoggedIn:
+    """Check the password of ``attempt`` (`authenticate`) and start a device session.
+
+    Raises:
+        TooManyRequests, ServiceUnavailable, Unauthorized: as `authenticate`.
+    """
+    user = await authenticate(attempt, db=db, hasher=hasher, limits=limits, settings=settings)
     try:
         tokens = await _start_session(
             attempt, user, db=db, hasher=hasher, settings=settings, keys=keys
@@ -109,7 +129,7 @@ async def _start_session(
     async with db.transaction() as conn:
         if upgraded_hash:
             await user_queries.update_password_hash(conn, user["id"], upgraded_hash)
-        return await rules.start_session(
+        _, tokens = await rules.start_session(
             conn,
             settings,
             keys,
@@ -117,3 +137,4 @@ async def _start_session(
             device_name=attempt.device_name,
             client=attempt.client,
         )
+    return tokens

@@ -17,6 +17,7 @@ import asyncpg
 import msgspec
 
 from bulwark.auth.keys import SigningKeys
+from bulwark.auth.oauth import scopes
 from bulwark.auth.security_events import SecurityEvent, record
 from bulwark.auth.sessions import queries, successors
 from bulwark.auth.settings import AuthSettings
@@ -39,20 +40,25 @@ class ClientContext(msgspec.Struct, frozen=True):
 
 
 class RefreshRejection(StrEnum):
-    """Why a refresh token was refused; every one is ``invalid_grant`` to the client."""
+    """Why a refresh was refused: ``invalid_scope`` to the client for the scope, else
+    ``invalid_grant``."""
 
     UNKNOWN = "unknown"
     REVOKED = "revoked"
     EXPIRED = "expired"
     REUSED = "reused"
     DEVICE_MISMATCH = "device_mismatch"
+    DEVICE_ID_MISSING = "device_id_missing"
+    INVALID_SCOPE = "invalid_scope"
 
 
 class Refusal(msgspec.Struct, frozen=True):
-    """A refused refresh: why, and the family it ended (to list as revoked), if any."""
+    """A refused refresh: why, the family it ended (to list as revoked), if any, and what
+    to tell the client when it is more than "the refresh token is invalid"."""
 
     reason: RefreshRejection
     revoked_family: uuid.UUID | None = None
+    description: str | None = None
 
 
 def _response(
@@ -122,8 +128,9 @@ async def start_session(
     client_id: str | None = None,
     scope: str = DEFAULT_SCOPE,
     event: SecurityEvent = SecurityEvent.LOGIN_SUCCEEDED,
-) -> TokenResponse:
-    """Start a family for a user who just proved who they are; return its first tokens.
+) -> tuple[uuid.UUID, TokenResponse]:
+    """Start a family for a user who just proved who they are; return its id (the tokens'
+    ``sid``) and its first tokens.
 
     ``client_id`` is the OAuth client the session is for (default: the mobile app,
     ``CLIENT_ID``), ``scope`` what it was granted, ``event`` the security event recorded
@@ -152,7 +159,7 @@ async def start_session(
         ip=client.ip,
         device_id=client.device_id,
     )
-    return await _issue(
+    tokens = await _issue(
         conn,
         settings,
         keys,
@@ -164,6 +171,7 @@ async def start_session(
         absolute_expires_at=absolute_expires_at,
         refresh_token=new_refresh_token(),
     )
+    return family_id, tokens
 
 
 async def _end_family(
@@ -186,21 +194,16 @@ async def _end_family(
     return Refusal(reason, revoked_family=family_id)
 
 
-async def _retry_within_grace(
-    conn: asyncpg.Connection,
-    settings: AuthSettings,
-    keys: SigningKeys,
-    *,
-    row: asyncpg.Record,
-    refresh_token: str,
-    client: ClientContext,
-) -> TokenResponse | None:
-    """The answer to a benign repeat of a used token, or None when it is not one.
+async def _benign_retry(
+    conn: asyncpg.Connection, settings: AuthSettings, *, row: asyncpg.Record, refresh_token: str
+) -> str | None:
+    """The live successor of the used ``refresh_token`` when presenting it again is a benign
+    repeat, or None when it is a reuse (reads only).
 
     A repeat is benign when the token was used at most ``refresh_reuse_grace`` seconds ago
     and its successor is still the family's live token (so it is the live token's immediate
-    predecessor). The answer carries that same successor and a new access token: the family
-    keeps exactly one live refresh token, and every copy of the app holds it.
+    predecessor). The answer then carries that same successor: the family keeps exactly one
+    live refresh token, and every copy of the app holds it.
     """
     now: datetime = row["now"]
     family_id: uuid.UUID = row["family_id"]
@@ -217,6 +220,21 @@ async def _retry_within_grace(
     successor = successors.unseal(refresh_token, row["successor_sealed"], family_id)
     if successor is None or hash_refresh_token(successor) != live:
         return None
+    return successor
+
+
+async def _accept_retry(
+    conn: asyncpg.Connection,
+    settings: AuthSettings,
+    keys: SigningKeys,
+    *,
+    row: asyncpg.Record,
+    successor: str,
+    scope: str,
+    client: ClientContext,
+) -> TokenResponse:
+    """Answer a benign repeat (`_benign_retry`) with ``successor`` and a new access token."""
+    family_id: uuid.UUID = row["family_id"]
     await queries.touch_family(conn, family_id, client.ip)
     await record(
         conn,
@@ -232,8 +250,63 @@ async def _retry_within_grace(
         user_id=row["user_id"],
         family_id=family_id,
         client_id=row["client_id"],
-        scope=row["scope"],
+        scope=scope,
         refresh_token=successor,
+    )
+
+
+def _granted_scope(requested: str | None, session_scope: str) -> str | Refusal:
+    """The new access token's scope, or the refusal of a scope the session cannot give."""
+    try:
+        return scopes.narrowed(requested, session_scope)
+    except scopes.InvalidScope as refused:
+        return Refusal(RefreshRejection.INVALID_SCOPE, description=str(refused))
+
+
+def _standing_refusal(row: asyncpg.Record, client: ClientContext) -> Refusal | None:
+    """The refusal that leaves everything as it was, token unspent: an ended family, or a
+    family bound to a device asked without a device id; None when neither applies."""
+    if row["revoked_at"] is not None:
+        return Refusal(RefreshRejection.REVOKED)
+    if row["device_id"] is not None and client.device_id is None:
+        return Refusal(
+            RefreshRejection.DEVICE_ID_MISSING,
+            description="X-Device-Id is required for this session: send the device id "
+            "the session was started with.",
+        )
+    return None
+
+
+def _spendable(row: asyncpg.Record, scope: str | None) -> str | Refusal:
+    """The new tokens' scope when the unused token of ``row`` may be spent, or why not: it
+    expired, or ``scope`` is more than the session can give."""
+    if row["expires_at"] <= row["now"] or row["absolute_expires_at"] <= row["now"]:
+        return Refusal(RefreshRejection.EXPIRED)
+    return _granted_scope(scope, row["scope"])
+
+
+async def _repeat(
+    conn: asyncpg.Connection,
+    settings: AuthSettings,
+    keys: SigningKeys,
+    *,
+    row: asyncpg.Record,
+    refresh_token: str,
+    client: ClientContext,
+    scope: str | None,
+) -> TokenResponse | Refusal:
+    """The answer to a used token presented again: a reuse ends the family; a benign retry
+    (`_benign_retry`) gets the live successor, its scope judged as a fresh refresh's."""
+    successor = await _benign_retry(conn, settings, row=row, refresh_token=refresh_token)
+    if successor is None:
+        return await _end_family(
+            conn, row, client, RefreshRejection.REUSED, SecurityEvent.REFRESH_REUSE_DETECTED
+        )
+    granted = _granted_scope(scope, row["scope"])
+    if isinstance(granted, Refusal):
+        return granted
+    return await _accept_retry(
+        conn, settings, keys, row=row, successor=successor, scope=granted, client=client
     )
 
 
@@ -244,14 +317,25 @@ async def rotate(
     *,
     refresh_token: str,
     client: ClientContext,
+    client_id: str | None = None,
+    scope: str | None = None,
 ) -> TokenResponse | Refusal:
-    """Exchange a refresh token for a new pair (RFC 6749 §6), one use only.
+    """Exchange a refresh token for a new pair (RFC 6749 §6), one use only; ``scope`` is
+    the scope asked for (None: the session's).
 
-    In order: an unknown token or an ended family is refused; a family bound to a device
-    (``X-Device-Id`` at login) refuses any other device id, or none, and is ended (the token
-    has left its device); a used token is a benign retry when it is the live token's
-    immediate predecessor used within the grace window (see `_retry_within_grace`), and
-    otherwise a reuse (RFC 9700 §4.14.2) that ends the family; an expired token is refused.
+    In order: an unknown token, one issued to another client than ``client_id`` (when the
+    request named one: RFC 6749 §6, a refresh token is bound to its client), or an ended
+    family is refused; a family bound to a device
+    (``X-Device-Id`` at login) refuses a request without a device id, and leaves both the
+    session and the token as they were (a client that does not send the header must not end
+    its user's session); it refuses any other device id and is ended (the token has left its
+    device); a used token is a benign retry when it is the live token's immediate
+    predecessor used within the grace window (see `_benign_retry`), and otherwise a reuse
+    (RFC 9700 §4.14.2) that ends the family; an expired token is refused. Only then is the
+    scope judged (so that an unknown token says nothing about it): malformed, or beyond the
+    session's grant, is ``INVALID_SCOPE`` and spends nothing; a narrower one applies to the
+    new access token while the refresh token keeps the whole grant
+    (`bulwark.auth.oauth.scopes.narrowed`).
 
     Returns the new tokens, or why the token was refused. The caller's transaction must
     commit in both cases: an ended family and its security event are part of the answer, and
@@ -263,11 +347,12 @@ async def rotate(
         if is_refresh_token_shaped(refresh_token)
         else None
     )
-    if row is None:
+    if row is None or (client_id is not None and row["client_id"] != client_id):
         return Refusal(RefreshRejection.UNKNOWN)
+    refused = _standing_refusal(row, client)
+    if refused is not None:
+        return refused
     family_id: uuid.UUID = row["family_id"]
-    if row["revoked_at"] is not None:
-        return Refusal(RefreshRejection.REVOKED)
     if row["device_id"] is not None and client.device_id != row["device_id"]:
         return await _end_family(
             conn,
@@ -277,15 +362,13 @@ async def rotate(
             SecurityEvent.REFRESH_DEVICE_MISMATCH,
         )
     if row["used_at"] is not None:
-        retried = await _retry_within_grace(
-            conn, settings, keys, row=row, refresh_token=refresh_token, client=client
-        )
-        return retried or await _end_family(
-            conn, row, client, RefreshRejection.REUSED, SecurityEvent.REFRESH_REUSE_DETECTED
+        return await _repeat(
+            conn, settings, keys, row=row, refresh_token=refresh_token, client=client, scope=scope
         )
     now: datetime = row["now"]
-    if row["expires_at"] <= now or row["absolute_expires_at"] <= now:
-        return Refusal(RefreshRejection.EXPIRED)
+    granted = _spendable(row, scope)
+    if isinstance(granted, Refusal):
+        return granted
     successor, successor_hash = new_refresh_token()
     await queries.mark_used(
         conn,
@@ -302,7 +385,7 @@ async def rotate(
         user_id=row["user_id"],
         family_id=family_id,
         client_id=row["client_id"],
-        scope=row["scope"],
+        scope=granted,
         now=now,
         absolute_expires_at=row["absolute_expires_at"],
         refresh_token=(successor, successor_hash),

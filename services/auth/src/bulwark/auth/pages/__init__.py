@@ -1,0 +1,1 @@
+"""The HTML pages where users sign in and approve OAuth clients."""
