@@ -129,7 +129,7 @@ def test_sign_in_then_type_the_code_and_approve(stack: RunningStack, page: Page)
     consent = navigation(page, lambda: code_form.locator('[name="user_code"]').press("Enter"))
     assert consent.status == 200
     form = page.locator("form#consent")
-    assert "Living-room TV" in form.inner_text()
+    assert "Living-room TV" in page.inner_text("body")
     assert SCOPE_DESCRIPTIONS["api"] in page.inner_text("body")  # the scope, in words
     keep(page, "consent")
 
