@@ -139,6 +139,12 @@ def test_an_outdated_app_is_refused_at_the_api_and_at_auth(app_stack: RunningSta
     form = {"grant_type": "refresh_token", "refresh_token": str(tokens["refresh_token"])}
     old, current = {**user.headers, **OLD}, {**user.headers, **CURRENT}
     _assert_upgrade_required(httpx.post(token_endpoint, data=form, headers=old), "ios", "3.2.0")
+    # A standard OAuth client (a TV, a web app) sends no app headers: served there, and the
+    # pages are never checked (docs/oauth.md).
+    unsent = httpx.post(token_endpoint, data={**form, "refresh_token": "brt_" + "A" * 43})
+    assert unsent.status_code == 400
+    assert unsent.json()["error"] == "invalid_grant"
+    assert httpx.get(f"{app_stack.auth_url}/signin").status_code == 200
     logout = httpx.post(
         f"{app_stack.auth_url}/v1/auth/logout", headers={**bearer(tokens["access_token"]), **OLD}
     )

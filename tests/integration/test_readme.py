@@ -17,7 +17,7 @@ from .conftest import RunningStack
 
 ROOT = Path(__file__).parents[2]
 README = ROOT / "README.md"
-_WALKTHROUGH = re.compile(r"<!-- walkthrough -->\s*```sh\n(.+?)\n```", re.DOTALL)
+_WALKTHROUGHS = ("walkthrough", "oauth-walkthrough")
 _STATUS = re.compile(r"#\s*(\d{3})\b")
 # Every call's status goes to the file named by $STATUSES, one line each, in order; its body
 # still goes where the README sends it (the terminal, a pipe into jq).
@@ -27,9 +27,9 @@ curl() { command curl -w '%{stderr}%{http_code}\\n' "$@" 2>>"$STATUSES"; }
 """
 
 
-def _walkthrough() -> str:
-    found = _WALKTHROUGH.search(README.read_text())
-    assert found, "no <!-- walkthrough --> ```sh block in README.md"
+def _walkthrough(name: str = "walkthrough") -> str:
+    found = re.search(rf"<!-- {name} -->\s*```sh\n(.+?)\n```", README.read_text(), re.DOTALL)
+    assert found, f"no <!-- {name} --> ```sh block in README.md"
     return found.group(1)
 
 
@@ -59,11 +59,20 @@ def test_the_walkthrough_block_claims_a_status_per_call() -> None:
     assert statuses.count(204) == 3  # DELETE, logout and logout-all each answer 204
 
 
+def test_the_oauth_walkthrough_claims_a_status_per_call() -> None:
+    statuses = _expected_statuses(_walkthrough("oauth-walkthrough"))
+    assert statuses.count(303) == 2  # the sign-in and the consent form
+    assert statuses[-2:] == [200, 400]  # the code exchanged once
+
+
 @pytest.mark.timeout(90)
-def test_the_curl_walkthrough_runs_as_written(stack: RunningStack, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", _WALKTHROUGHS)
+def test_the_curl_walkthrough_runs_as_written(
+    stack: RunningStack, tmp_path: Path, name: str
+) -> None:
     if shutil.which("jq") is None or shutil.which("curl") is None:
         pytest.fail("the README walk-through needs curl and jq on PATH (`make jq` installs jq)")
-    block = _walkthrough()
+    block = _walkthrough(name)
     expected = _expected_statuses(block)
     statuses = tmp_path / "statuses"
     statuses.touch()

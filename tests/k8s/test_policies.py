@@ -274,6 +274,8 @@ def test_the_ingress_routes_auth_paths_to_auth_and_the_rest_of_v1_to_the_api(
             "/v1/auth": auth,
             "/oauth2": auth,
             "/.well-known": auth,
+            "/signin": auth,
+            "/device": auth,
             "/v1": ("Prefix", "bulwark-api"),
         }
 

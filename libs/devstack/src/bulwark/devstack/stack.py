@@ -11,6 +11,7 @@ that exited with a growing delay (``Backoff``) while the others keep serving.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -87,6 +88,27 @@ SERVICE_VARIABLES = frozenset(
         "OTEL_SERVICE_NAME",
         "TRUSTED_TRACE_PEERS",
     }
+)
+
+
+#: The OAuth clients a local stack registers (docs/oauth.md): a TV in the device flow and a
+#: web app in the code flow with PKCE, redirected to a loopback address (RFC 8252 §7.3).
+DEMO_OAUTH_CLIENTS = json.dumps(
+    [
+        {
+            "client_id": "bulwark-demo-tv",
+            "name": "Demo TV",
+            "grant_types": ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"],
+            "scopes": ["api"],
+        },
+        {
+            "client_id": "bulwark-demo-web",
+            "name": "Demo web app",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "scopes": ["api"],
+            "redirect_uris": ["http://127.0.0.1:8765/callback"],
+        },
+    ]
 )
 
 
@@ -493,6 +515,7 @@ class StackConfig:
                 "RATELIMIT_TARGET": self.ratelimit_target,
                 "REDIS_URL": self.redis_url,
                 "REDIS_KEY_PREFIX": self.session_key_prefix,
+                "OAUTH_CLIENTS": DEMO_OAUTH_CLIENTS,
             },
             "api": {
                 **common,
