@@ -107,10 +107,12 @@ def sign_in(page: Page, user: MobileUser, *, keep_as: str | None = None) -> Resp
     return navigation(page, form.get_by_role("button", name="Sign in").click)
 
 
-def open_consent(page: Page, stack: RunningStack, device: dict[str, Any]) -> Response:
+def open_consent(
+    page: Page, stack: RunningStack, device: dict[str, Any], email: str | None = None
+) -> Response:
     """A new user opens the complete verification URI, signs in, and is shown the consent."""
     page.goto(device["verification_uri_complete"])
-    consent = sign_in(page, register(stack.auth_url))
+    consent = sign_in(page, register(stack.auth_url, email))
     assert consent.status == 200
     assert page.locator("form#consent").is_visible()
     return consent
@@ -119,7 +121,7 @@ def open_consent(page: Page, stack: RunningStack, device: dict[str, Any]) -> Res
 def test_sign_in_then_type_the_code_and_approve(stack: RunningStack, page: Page) -> None:
     device = start_device(stack)
     page.goto(device["verification_uri"])
-    entered = sign_in(page, register(stack.auth_url), keep_as="signin")
+    entered = sign_in(page, register(stack.auth_url, "alex@example.com"), keep_as="signin")
     assert entered.status == 200
 
     code_form = page.locator("form#device-code")
@@ -146,7 +148,7 @@ def test_sign_in_then_type_the_code_and_approve(stack: RunningStack, page: Page)
 
 def test_deny(stack: RunningStack, page: Page) -> None:
     device = start_device(stack)
-    open_consent(page, stack, device)
+    open_consent(page, stack, device, "kim@example.com")
     deny = page.locator("form#consent").get_by_role("button", name="Deny")
     done = navigation(page, deny.click)
     assert done.status == 200
@@ -161,7 +163,7 @@ def test_deny(stack: RunningStack, page: Page) -> None:
 def test_a_wrong_code_is_an_error_page(stack: RunningStack, page: Page) -> None:
     start_device(stack)  # a code exists, but not the one typed
     page.goto(f"{stack.auth_url}/device")
-    sign_in(page, register(stack.auth_url))
+    sign_in(page, register(stack.auth_url, "sam@example.com"))
     code_form = page.locator("form#device-code")
     code_form.locator('[name="user_code"]').fill("BCDF-GHJK")
     answer = navigation(page, lambda: code_form.locator('[name="user_code"]').press("Enter"))
