@@ -29,8 +29,9 @@ INVALID_CODE = "That code is not valid or has expired."
 
 @pytest.fixture(scope="module")
 def stack(stack_factory: StackFactory) -> RunningStack:
-    """A stack whose auth service knows the TV app."""
-    return stack_factory(env={"auth": {"OAUTH_CLIENTS": json.dumps([TV])}})
+    """A stack whose auth service knows the TV app, polling every second."""
+    env = {"OAUTH_CLIENTS": json.dumps([TV]), "DEVICE_POLL_INTERVAL_SECONDS": "1"}
+    return stack_factory(env={"auth": env})
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,9 @@ USER_CODE = re.compile(r"[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}")
 
 @pytest.fixture(scope="module")
 def oauth_stack(stack_factory: StackFactory) -> RunningStack:
-    """A stack whose auth service knows a device client and a web client."""
-    return stack_factory(env={"auth": CLIENTS_ENV})
+    """A stack whose auth service knows a device client and a web client, and lets a device
+    poll every second (openid-client waits the interval before each poll)."""
+    return stack_factory(env={"auth": {**CLIENTS_ENV, "DEVICE_POLL_INTERVAL_SECONDS": "1"}})
 
 
 @pytest.fixture(scope="module")
