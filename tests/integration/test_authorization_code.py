@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import RunningStack, StackFactory
-from tests.integration.helpers import MobileUser, bearer, register
+from tests.integration.helpers import MobileUser, bearer, login, register
 from tests.integration.oauth_pages import (
     TV,
     WEB,
@@ -53,10 +53,17 @@ def _request(challenge: str, **overrides: str) -> dict[str, str]:
     }
 
 
-def _authorize(auth_url: str, user: MobileUser, challenge: str, decision: str = "approve") -> str:
+def _authorize(
+    auth_url: str,
+    user: MobileUser,
+    challenge: str,
+    decision: str = "approve",
+    **overrides: str,
+) -> str:
     """Go through sign-in and consent as a browser; return where the answer redirects."""
     with browser(auth_url) as page:
-        first = page.get("/oauth2/authorize", params=_request(challenge))
+        request = {k: v for k, v in _request(challenge, **overrides).items() if v}
+        first = page.get("/oauth2/authorize", params=request)
         assert first.status_code == 303
         assert first.headers["location"].startswith("/signin?next=%2Foauth2%2Fauthorize%3F")
         next_page = query_of(first.headers["location"])["next"]
@@ -243,3 +250,39 @@ def test_a_tampered_consent_form_is_checked_again(oauth_stack: RunningStack) -> 
             "/oauth2/authorize", data={**hidden_fields(consent), "decision": "approve"}
         )
         assert forged.status_code == 403
+
+
+def test_a_redirect_uri_named_when_authorizing_is_required_when_exchanging(
+    oauth_stack: RunningStack,
+) -> None:
+    auth = oauth_stack.auth_url
+    user = register(auth)
+    verifier, challenge = pkce_pair()
+    code = query_of(_authorize(auth, user, challenge))["code"]
+    without = _exchange(auth, code, verifier, redirect_uri="")
+    assert without.json()["error"] == "invalid_grant"
+    # Not named when authorizing (the client has one): not needed when exchanging.
+    verifier, challenge = pkce_pair()
+    code = query_of(_authorize(auth, user, challenge, redirect_uri=""))["code"]
+    assert _exchange(auth, code, verifier, redirect_uri="").status_code == 200
+
+
+def test_a_long_state_survives_the_sign_in(oauth_stack: RunningStack) -> None:
+    state = "\u20ac" * 300  # 300 characters, 2,700 once percent-encoded in next
+    verifier, challenge = pkce_pair()
+    answer = query_of(
+        _authorize(oauth_stack.auth_url, register(oauth_stack.auth_url), challenge, state=state)
+    )
+    assert answer["state"] == state
+    assert _exchange(oauth_stack.auth_url, answer["code"], verifier).status_code == 200
+
+
+def test_logging_out_everywhere_spends_unused_codes(oauth_stack: RunningStack) -> None:
+    auth = oauth_stack.auth_url
+    user = register(auth)
+    verifier, challenge = pkce_pair()
+    code = query_of(_authorize(auth, user, challenge))["code"]
+    tokens = login(auth, user)
+    ended = httpx.post(f"{auth}/v1/auth/logout-all", headers=bearer(tokens["access_token"], user))
+    assert ended.status_code == 204
+    assert _exchange(auth, code, verifier).json()["error"] == "invalid_grant"

@@ -303,3 +303,58 @@ async def test_expired_codes_are_swept_an_hour_after_expiry(oauth_stack: Running
     hashes = {row["device_code_hash"] for row in left}
     assert hashlib.sha256(str(kept["device_code"]).encode()).digest() in hashes
     assert hashlib.sha256(str(swept["device_code"]).encode()).digest() not in hashes
+
+
+def test_logging_out_everywhere_withdraws_an_approval_not_yet_exchanged(
+    oauth_stack: RunningStack,
+) -> None:
+    auth = oauth_stack.auth_url
+    user = register(auth)
+    tokens = login(auth, user)
+    started = start_device_flow(auth)
+    with browser(auth) as page:
+        sign_in(page, user)
+        assert answer_device_code(page, str(started["user_code"]), "approve").status_code == 200
+    ended = httpx.post(f"{auth}/v1/auth/logout-all", headers=bearer(tokens["access_token"], user))
+    assert ended.status_code == 204
+    assert _error(poll(auth, started["device_code"])) == "access_denied"
+
+
+def test_a_refresh_names_its_client_unless_it_is_the_mobile_apps(
+    oauth_stack: RunningStack,
+) -> None:
+    auth = oauth_stack.auth_url
+    user = register(auth)
+    started = start_device_flow(auth)
+    with browser(auth) as page:
+        sign_in(page, user)
+        answer_device_code(page, str(started["user_code"]), "approve")
+    refresh_token = poll(auth, started["device_code"]).json()["refresh_token"]
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    # No client_id: the mobile app's refresh, and this session is the TV's.
+    assert _error(httpx.post(f"{auth}/oauth2/token", data=form)) == "invalid_grant"
+    named = httpx.post(f"{auth}/oauth2/token", data={**form, "client_id": "tv-app"})
+    assert named.status_code == 200
+
+
+def test_one_client_cannot_revoke_anothers_tokens(oauth_stack: RunningStack) -> None:
+    auth = oauth_stack.auth_url
+    user = register(auth)
+    tokens = login(auth, user)  # the mobile app's session
+    for token in (tokens["access_token"], tokens["refresh_token"]):
+        revoked = httpx.post(
+            f"{auth}/oauth2/revoke", data={"token": str(token), "client_id": "tv-app"}
+        )
+        assert revoked.status_code == 200  # RFC 7009 §2.2: says nothing either way
+    me = httpx.get(f"{oauth_stack.api_url}/v1/me", headers=bearer(tokens["access_token"], user))
+    assert me.status_code == 200
+
+
+def test_sign_in_refuses_a_next_that_cannot_be_a_location(oauth_stack: RunningStack) -> None:
+    auth = oauth_stack.auth_url
+    user = register(auth)
+    with browser(auth) as page:
+        for target in ("/device?\r\nX-Injected: 1", "/device?\u2028", "/device? x"):
+            signed_in = sign_in(page, user, target)
+            assert signed_in.status_code == 303
+            assert signed_in.headers["location"] == "/device"

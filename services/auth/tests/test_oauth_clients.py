@@ -12,7 +12,7 @@ from bulwark.common.settings import SettingsError
 WEB = {
     "client_id": "web",
     "name": "Web",
-    "grant_types": ["authorization_code"],
+    "grant_types": ["authorization_code", "refresh_token"],
     "redirect_uris": ["https://app.example.com/callback"],
 }
 
@@ -68,6 +68,7 @@ def test_other_redirect_uris_stop_the_service(uri: str) -> None:
         json.dumps([{**WEB, "scopes": ["a b"]}]),
         json.dumps([WEB, WEB]),
         json.dumps([{**WEB, "redirect_uris": []}]),  # the code grant needs one
+        json.dumps([{**WEB, "grant_types": ["authorization_code"]}]),  # sessions refresh
     ],
 )
 def test_a_malformed_list_stops_the_service(raw: str) -> None:

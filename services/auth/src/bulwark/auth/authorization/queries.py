@@ -14,6 +14,7 @@ async def insert(
     code_hash: bytes,
     client_id: str,
     redirect_uri: str,
+    redirect_uri_sent: bool,
     code_challenge: str,
     scope: str,
     user_id: uuid.UUID,
@@ -21,9 +22,9 @@ async def insert(
 ) -> None:
     """Store a new authorization code, valid ``lifetime_seconds``."""
     await conn.execute(
-        "INSERT INTO authorization_codes (code_hash, client_id, redirect_uri, code_challenge,"
-        " scope, user_id, expires_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))",
+        "INSERT INTO authorization_codes (code_hash, client_id, redirect_uri,"
+        " redirect_uri_sent, code_challenge, scope, user_id, expires_at)"
+        " VALUES ($1, $2, $3, $8, $4, $5, $6, now() + make_interval(secs => $7))",
         code_hash,
         client_id,
         redirect_uri,
@@ -31,15 +32,18 @@ async def insert(
         scope,
         user_id,
         float(lifetime_seconds),
+        redirect_uri_sent,
     )
 
 
 async def lock(conn: asyncpg.Connection, code_hash: bytes) -> asyncpg.Record | None:
     """The code, row-locked until the transaction ends, or None. Columns: client_id,
-    redirect_uri, code_challenge, scope, user_id, expires_at, used_at, family_id, now."""
+    redirect_uri, redirect_uri_sent, code_challenge, scope, user_id, expires_at, used_at,
+    family_id, now."""
     row: asyncpg.Record | None = await conn.fetchrow(
-        "SELECT client_id, redirect_uri, code_challenge, scope, user_id, expires_at, used_at,"
-        " family_id, now() AS now FROM authorization_codes WHERE code_hash = $1 FOR UPDATE",
+        "SELECT client_id, redirect_uri, redirect_uri_sent, code_challenge, scope, user_id,"
+        " expires_at, used_at, family_id, now() AS now"
+        " FROM authorization_codes WHERE code_hash = $1 FOR UPDATE",
         code_hash,
     )
     return row
@@ -54,4 +58,12 @@ async def mark_used(
         "UPDATE authorization_codes SET used_at = now(), family_id = $2 WHERE code_hash = $1",
         code_hash,
         family_id,
+    )
+
+
+async def spend_unused(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    """Mark every unused code of ``user_id`` used: none can be exchanged any more."""
+    await conn.execute(
+        "UPDATE authorization_codes SET used_at = now() WHERE user_id = $1 AND used_at IS NULL",
+        user_id,
     )

@@ -53,26 +53,30 @@ REQUEST_PARAMETERS = (
 
 
 class AuthorizationRequest(msgspec.Struct, frozen=True):
-    """A valid authorization request: the client, the redirect URI in force, the scope
-    granted if the user approves, the client's ``state`` (may be empty) and the challenge."""
+    """A valid authorization request: the client, the redirect URI in force (and whether the
+    request named it, or the client's only one is used), the scope granted if the user
+    approves, the client's ``state`` (may be empty) and the challenge."""
 
     client: OAuthClient
     redirect_uri: str
+    redirect_uri_sent: bool
     scope: str
     state: str
     code_challenge: str
 
     def as_parameters(self) -> dict[str, str]:
-        """The request as the consent form's hidden fields carry it."""
-        return {
+        """The request as the consent form's hidden fields carry it (empty values left
+        out: an empty parameter is an absent one, RFC 6749 §3.1)."""
+        parameters = {
             "response_type": "code",
             "client_id": self.client.client_id,
-            "redirect_uri": self.redirect_uri,
+            "redirect_uri": self.redirect_uri if self.redirect_uri_sent else "",
             "scope": self.scope,
             "state": self.state,
             "code_challenge": self.code_challenge,
             "code_challenge_method": "S256",
         }
+        return {name: value for name, value in parameters.items() if value}
 
 
 class ShownError(Exception):
@@ -110,9 +114,10 @@ def check_request(settings: AuthSettings, params: Mapping[str, str]) -> Authoriz
     client = settings.oauth_client(params.get("client_id"))
     if client is None or "authorization_code" not in client.grant_types:
         raise ShownError("The application asking for access is not registered here.")
-    redirect_uri = params.get("redirect_uri")
-    if redirect_uri is None and len(client.redirect_uris) == 1:
-        redirect_uri = client.redirect_uris[0]
+    sent = params.get("redirect_uri")
+    redirect_uri = (
+        client.redirect_uris[0] if sent is None and len(client.redirect_uris) == 1 else sent
+    )
     if redirect_uri is None or redirect_uri not in client.redirect_uris:
         raise ShownError("The application sent a redirect address it has not registered.")
     state = params.get("state", "")
@@ -140,6 +145,7 @@ def check_request(settings: AuthSettings, params: Mapping[str, str]) -> Authoriz
     return AuthorizationRequest(
         client=client,
         redirect_uri=redirect_uri,
+        redirect_uri_sent=sent is not None,
         scope=scope,
         state=state,
         code_challenge=challenge,
@@ -166,6 +172,7 @@ async def issue_code(
             code_hash=hashlib.sha256(code.encode()).digest(),
             client_id=request.client.client_id,
             redirect_uri=request.redirect_uri,
+            redirect_uri_sent=request.redirect_uri_sent,
             code_challenge=request.code_challenge,
             scope=request.scope,
             user_id=user_id,
@@ -179,6 +186,15 @@ def s256(code_verifier: str) -> str:
     """The S256 code challenge of ``code_verifier`` (RFC 7636 §4.2)."""
     digest = hashlib.sha256(code_verifier.encode("ascii")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _same_redirect_uri(row: asyncpg.Record, redirect_uri: str | None) -> bool:
+    """Whether a token request's ``redirect_uri`` (None: absent) is the code's: required
+    and identical when the authorization request named one (RFC 6749 §4.1.3), and when
+    given anyway."""
+    if redirect_uri is None:
+        return not row["redirect_uri_sent"]
+    return bool(redirect_uri == row["redirect_uri"])
 
 
 class Exchanged(msgspec.Struct, frozen=True):
@@ -233,7 +249,7 @@ async def exchange(
     if (
         row["expires_at"] <= row["now"]
         or row["client_id"] != client.client_id
-        or redirect_uri != row["redirect_uri"]
+        or not _same_redirect_uri(row, redirect_uri)
         or code_verifier is None
         or not _CODE_VERIFIER.match(code_verifier)
         or not secrets.compare_digest(s256(code_verifier), row["code_challenge"])

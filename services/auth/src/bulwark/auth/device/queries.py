@@ -100,3 +100,12 @@ async def mark_exchanged(
         device_code_hash,
         family_id,
     )
+
+
+async def withdraw_approvals(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    """Deny every authorization ``user_id`` approved that was not exchanged yet."""
+    await conn.execute(
+        "UPDATE device_authorizations SET status = 'denied'"
+        " WHERE user_id = $1 AND status = 'approved'",
+        user_id,
+    )

@@ -27,6 +27,9 @@ CREATE TABLE authorization_codes (
     code_hash bytea PRIMARY KEY,
     client_id text NOT NULL,
     redirect_uri text NOT NULL,
+    -- Whether the authorization request named redirect_uri: then the token request must
+    -- name the same (RFC 6749 §4.1.3); else the client's only URI was used.
+    redirect_uri_sent boolean NOT NULL,
     code_challenge text NOT NULL,
     scope text NOT NULL,
     user_id uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,

@@ -87,8 +87,9 @@ def parse_clients(raw: str, *, mobile_client_id: str) -> tuple[OAuthClient, ...]
 
     Raises:
         SettingsError: not a JSON list of clients, a client id given twice, a redirect URI
-            that is not absolute https, loopback http or a private-use scheme, or a client
-            with the authorization code grant and no redirect URI.
+            that is not absolute https, loopback http or a private-use scheme, a client with
+            the authorization code grant and no redirect URI, or one without the refresh
+            token grant (every session it starts is a refresh-token family).
     """
     try:
         clients = msgspec.json.decode(raw or "[]", type=list[OAuthClient])
@@ -106,6 +107,9 @@ def parse_clients(raw: str, *, mobile_client_id: str) -> tuple[OAuthClient, ...]
                 raise SettingsError(f"OAUTH_CLIENTS: {client.client_id}'s {uri!r} {problem}")
         if "authorization_code" in client.grant_types and not client.redirect_uris:
             raise SettingsError(f"OAUTH_CLIENTS: {client.client_id} needs a redirect URI")
+        if "refresh_token" not in client.grant_types:
+            # Every session is a refresh-token family: its tokens include a refresh token.
+            raise SettingsError(f"OAUTH_CLIENTS: {client.client_id} needs refresh_token")
     if mobile_client_id not in ids:
         mobile = OAuthClient(
             client_id=mobile_client_id, name="Mobile app", grant_types=["refresh_token"]

@@ -130,10 +130,10 @@ _GRANT_TYPES = frozenset({"refresh_token", "authorization_code", DEVICE_CODE_GRA
 
 def _client(
     request: Request[Any, Any, State], params: Mapping[str, str], grant_type: str
-) -> OAuthClient | None:
+) -> OAuthClient:
     """The registered client a request comes from (`client_authentication`: credentials of
-    any kind and unknown clients are refused), allowed ``grant_type``; None only for a
-    refresh that names no client (the app's own refresh, bound to its session's client).
+    any kind and unknown clients are refused; a request naming none is the mobile app's,
+    whose refreshes never carried one), allowed ``grant_type``.
 
     Raises:
         OAuthError: as `client_authentication`; ``invalid_request`` when a grant other than
@@ -142,9 +142,7 @@ def _client(
     """
     settings: AuthSettings = request.app.state.settings
     client = client_authentication(request.headers.getall("authorization", []), params, settings)
-    if "client_id" not in params:
-        if grant_type == "refresh_token":
-            return None
+    if "client_id" not in params and grant_type != "refresh_token":
         raise OAuthError("invalid_request", "client_id is required.")
     if grant_type not in client.grant_types:
         raise OAuthError("unauthorized_client", f"The client may not use {grant_type}.")
@@ -171,7 +169,7 @@ async def _refresh(
     db: Database,
     ender: SessionEnder,
     params: Mapping[str, str],
-    client: OAuthClient | None,
+    client: OAuthClient,
 ) -> TokenResponse:
     """The refresh token grant (RFC 6749 §6); see ``sessions.rules.rotate``."""
     refresh_token = params.get("refresh_token")
@@ -185,7 +183,7 @@ async def _refresh(
             state.signing_keys,
             refresh_token=refresh_token,
             client=client_context(request),
-            client_id=None if client is None else client.client_id,
+            client_id=client.client_id,
             scope=params.get("scope"),
         )
     if isinstance(outcome, rules.Refusal):
@@ -212,8 +210,6 @@ async def _exchange_code(
     if not code:
         raise OAuthError("invalid_request", "code is required.")
     redirect_uri = params.get("redirect_uri")
-    if redirect_uri is None and len(client.redirect_uris) == 1:
-        redirect_uri = client.redirect_uris[0]
     # Committed whatever the outcome: a presented code is spent, a replay ends its session.
     async with db.transaction() as conn:
         try:
@@ -302,12 +298,10 @@ class OAuthController(Controller):
                 request=request, state=state, db=db, ender=ender, params=params, client=client
             )
         elif grant_type == "authorization_code":
-            assert client is not None  # noqa: S101  # _client requires one for this grant
             tokens = await _exchange_code(
                 state=state, db=db, ender=ender, params=params, client=client, context=context
             )
         else:
-            assert client is not None  # noqa: S101  # _client requires one for this grant
             tokens = await _exchange_device_code(
                 state=state, db=db, params=params, client=client, context=context
             )
@@ -334,7 +328,6 @@ class OAuthController(Controller):
         await _limit_per_ip(request, state)
         params = await _form(request)
         client = _client(request, params, DEVICE_CODE_GRANT)
-        assert client is not None  # noqa: S101  # _client requires one for this grant
         return await device.start(db, state.settings, client, _scope(params, client))
 
     @post(
@@ -357,12 +350,18 @@ class OAuthController(Controller):
         the token endpoint's per-IP limit, before any database work."""
         await _limit_per_ip(request, state)
         params = await _form(request)
-        client_authentication(request.headers.getall("authorization", []), params, state.settings)
+        client = client_authentication(
+            request.headers.getall("authorization", []), params, state.settings
+        )
         token = params.get("token")
         if not token:
             raise OAuthError("invalid_request", "token is required.")
         await revocation.revoke_token(
-            token, ender=ender, verifier=state.verifier, ip=client_context(request).ip
+            token,
+            client_id=client.client_id,
+            ender=ender,
+            verifier=state.verifier,
+            ip=client_context(request).ip,
         )
         return Response(b"", media_type="text/plain")
 

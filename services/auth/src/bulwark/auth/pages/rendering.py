@@ -75,7 +75,7 @@ def page(
     return Response(
         html.encode(),
         status_code=status,
-        media_type="text/html; charset=utf-8",
+        media_type="text/html",  # Litestar adds "; charset=utf-8"
         headers=security_headers(nonce, form_targets),
         cookies=list(cookies),
     )

@@ -6,6 +6,7 @@ Server-rendered HTML with no scripts; every form is a same-site POST with a CSRF
 the errors the authorization endpoint sends back to a client's redirect URI.
 """
 
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -39,11 +40,14 @@ from bulwark.common.request_bodies import RefusedPairsError, urlencoded_pairs
 #: Limits of a page's query string or form: a handful of short fields.
 MAX_FIELDS = 16
 MAX_NAME_LENGTH = 64
-MAX_VALUE_LENGTH = 2048
+#: A value may be long: ``next`` carries a whole authorization request (``state`` up to 512
+#: characters, percent-encoded twice).
+MAX_VALUE_LENGTH = 8192
 #: Where a sign-in may send the browser next: our own approval pages only (no open redirect).
 _NEXT_PAGES = ("/device", "/oauth2/authorize")
 INVALID_CODE = "That code is not valid or has expired."
 _FORM = "application/x-www-form-urlencoded"
+_PRINTABLE_ASCII = re.compile(r"^[\x21-\x7e]+\Z")
 
 
 class UnreadablePageRequestError(Exception):
@@ -65,8 +69,9 @@ def _query(request: Request[Any, Any, Any]) -> dict[str, str]:
 
 
 async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
-    if request.content_type[0] != _FORM:
-        raise UnreadablePageRequestError(f"the form must be sent as {_FORM}")
+    media_type, media_params = request.content_type
+    if media_type != _FORM or media_params.get("charset", "utf-8").lower() != "utf-8":
+        raise UnreadablePageRequestError(f"the form must be sent as {_FORM} in UTF-8")
     return _pairs(await request.body())
 
 
@@ -78,8 +83,9 @@ def on_bad_page_request(_request: Request[Any, Any, Any], exc: Exception) -> Res
 
 
 def _safe_next(raw: str | None) -> str:
-    """``raw`` when it is one of our approval pages, else ``/device`` (no open redirect)."""
-    if raw and raw.startswith(_NEXT_PAGES) and "\\" not in raw and not raw.startswith("//"):
+    """``raw`` when it is one of our approval pages, in printable ASCII (it becomes a
+    ``Location`` header), else ``/device`` (no open redirect)."""
+    if raw and _PRINTABLE_ASCII.match(raw) and raw.startswith(_NEXT_PAGES) and "\\" not in raw:
         rest = raw.removeprefix("/device").removeprefix("/oauth2/authorize")
         if rest == "" or rest.startswith("?"):
             return raw

@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from bulwark.auth.authorization import queries as authorization_queries
+from bulwark.auth.device import queries as device_queries
 from bulwark.auth.pages import queries as page_queries
 from bulwark.auth.security_events import SecurityEvent, record
 from bulwark.auth.sessions import queries, revocations, rules
@@ -41,7 +43,9 @@ class SessionEnder:
         await self.publish([family_id])
 
     async def logout_all(self, user_id: uuid.UUID, ip: str | None) -> None:
-        """End every live session of ``user_id``, and every sign-in on the pages.
+        """End every live session of ``user_id``, every sign-in on the pages, and every
+        approval not exchanged yet (an approved device code is denied, an unused
+        authorization code spent): nothing approved before this starts a session after it.
 
         Raises:
             DatabaseUnavailable: the database cannot answer (503; nothing ended).
@@ -49,6 +53,8 @@ class SessionEnder:
         async with self.db.transaction() as conn:
             ended = await queries.revoke_user_families(conn, user_id, "logout_all")
             await page_queries.delete_for_user(conn, user_id)
+            await device_queries.withdraw_approvals(conn, user_id)
+            await authorization_queries.spend_unused(conn, user_id)
             await record(conn, SecurityEvent.LOGOUT_ALL, user_id=user_id, ip=ip)
         await self.publish(ended)
 
@@ -73,14 +79,17 @@ class SessionEnder:
             await self.publish([family_id])
         return ended
 
-    async def revoke_refresh_token(self, refresh_token: str, ip: str | None) -> None:
-        """End the session of ``refresh_token`` (RFC 7009 §2); an unknown token is no error.
+    async def revoke_refresh_token(
+        self, refresh_token: str, ip: str | None, *, client_id: str
+    ) -> None:
+        """End the session of ``refresh_token`` if it was issued to ``client_id`` (RFC 7009
+        §2); an unknown token, or another client's, is no error and ends nothing.
 
         Raises:
             DatabaseUnavailable: the database cannot answer (503; nothing ended).
         """
         async with self.db.transaction() as conn:
-            revoked = await rules.revoke_by_refresh_token(conn, refresh_token)
+            revoked = await rules.revoke_by_refresh_token(conn, refresh_token, client_id)
             if revoked is not None:
                 user_id, family_id = revoked
                 await record(

@@ -393,14 +393,15 @@ async def rotate(
 
 
 async def revoke_by_refresh_token(
-    conn: asyncpg.Connection, refresh_token: str
+    conn: asyncpg.Connection, refresh_token: str, client_id: str
 ) -> tuple[uuid.UUID, uuid.UUID] | None:
-    """End the family of ``refresh_token`` (RFC 7009); return ``(user id, family id)``, or
-    None if the token is unknown."""
+    """End the family of ``refresh_token`` if it was issued to ``client_id`` (RFC 7009
+    §2.1); return ``(user id, family id)``, or None if the token is unknown or another
+    client's."""
     if not is_refresh_token_shaped(refresh_token):
         return None
     row = await queries.lock_token(conn, hash_refresh_token(refresh_token))
-    if row is None:
+    if row is None or row["client_id"] != client_id:
         return None
     await queries.revoke_family(conn, row["family_id"], "revoked")
     return row["user_id"], row["family_id"]
