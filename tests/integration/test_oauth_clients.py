@@ -3,7 +3,7 @@ v6) discovers the server (RFC 8414), runs the device authorization grant (RFC 86
 authorization code grant with PKCE (RFC 7636, with RFC 9207's ``iss`` checked), refreshes and
 revokes (RFC 7009); Authlib's ``OAuth2Session`` runs the code grant with PKCE and a refresh.
 The person in between (sign-in, device code, consent) is played through the HTML pages by an
-``httpx.Client`` that keeps cookies (``oauth_pages``)."""
+``httpx.Client`` that keeps cookies and fills in the forms it is served (``html_forms``)."""
 
 from __future__ import annotations
 
