@@ -97,7 +97,7 @@ def test_client_credentials_are_refused_with_a_challenge(stack: RunningStack, pa
         (form, basic, {}, 'Basic realm="bulwark"'),
         ({**form, "client_secret": "secret"}, None, {}, 'Basic realm="bulwark"'),
         ({**form, "client_id": "no-such-client"}, None, {}, 'Basic realm="bulwark"'),
-        (form, None, {"Authorization": "Bearer abc"}, 'Bearer realm="bulwark"'),
+        (form, None, {"Authorization": "Digest username=x"}, 'Digest realm="bulwark"'),
     ]
     for data, auth, headers, challenge in cases:
         answer = httpx.post(
@@ -109,7 +109,16 @@ def test_client_credentials_are_refused_with_a_challenge(stack: RunningStack, pa
         assert answer.headers["cache-control"] == "no-store"
     # Refused before the grant: the token was neither spent nor revoked.
     assert _me(stack, tokens["access_token"]) == 200
-    assert refresh(stack.auth_url, str(tokens["refresh_token"]), user).status_code == 200
+    # An app's access token sent along (an HTTP interceptor) is not client authentication.
+    with_bearer = httpx.post(
+        f"{stack.auth_url}/oauth2/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        headers={**user.headers, "Authorization": f"Bearer {tokens['access_token']}"},
+    )
+    if path == "/oauth2/token":
+        assert with_bearer.status_code == 200, with_bearer.text
+    else:
+        assert refresh(stack.auth_url, str(tokens["refresh_token"]), user).status_code == 200
 
 
 def test_two_client_authentications_are_invalid_request(stack: RunningStack) -> None:

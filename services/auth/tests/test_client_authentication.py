@@ -42,9 +42,17 @@ def test_http_basic_credentials_are_invalid_client_with_a_basic_challenge(
 def test_another_scheme_is_invalid_client_challenged_in_that_scheme(
     settings: AuthSettings,
 ) -> None:
-    refused = _refusal(settings, ["Bearer eyJhbGciOi.x.y"], {})
+    refused = _refusal(settings, ["Digest username=x"], {})
     assert (refused.error, refused.status) == ("invalid_client", 401)
-    assert refused.headers == {"WWW-Authenticate": 'Bearer realm="bulwark"'}
+    assert refused.headers == {"WWW-Authenticate": 'Digest realm="bulwark"'}
+
+
+def test_a_bearer_token_is_not_client_authentication_and_is_ignored(
+    settings: AuthSettings,
+) -> None:
+    # An app's HTTP client may attach its access token to every request, refreshes included.
+    client = client_authentication(["Bearer eyJhbGciOi.x.y"], {}, settings)
+    assert client.client_id == settings.client_id
 
 
 def test_a_client_secret_or_an_unknown_client_is_invalid_client_with_a_challenge(

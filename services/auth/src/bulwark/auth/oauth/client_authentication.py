@@ -8,8 +8,11 @@ nothing. A request that offers credentials anyway is refused, never served as if
 not there: a client that believes it has a secret is misconfigured, and accepting its
 request would teach it that the secret is checked. The decisions:
 
-- An ``Authorization`` header of any scheme is an attempt to authenticate with a method no
-  client is registered for: ``invalid_client`` (RFC 6749 §5.2 lists "unsupported
+- An ``Authorization: Bearer`` header is not client authentication (RFC 6750 access tokens
+  are for resource servers) and is ignored: apps whose HTTP client attaches the access token
+  to every request (an interceptor) must not be logged out at their next refresh.
+- An ``Authorization`` header of any other scheme is an attempt to authenticate with a
+  method no client is registered for: ``invalid_client`` (RFC 6749 §5.2 lists "unsupported
   authentication method" there, not under ``invalid_request``), 401 with a
   ``WWW-Authenticate`` challenge of the scheme the client used (§5.2 MUST), e.g.
   ``Basic realm="bulwark"`` for HTTP Basic.
@@ -45,6 +48,10 @@ def _refused(description: str, scheme: str = "Basic") -> OAuthError:
     )
 
 
+def _is_bearer(value: str) -> bool:
+    return value.strip().partition(" ")[0].lower() == "bearer"
+
+
 def client_authentication(
     authorization: Sequence[str], params: Mapping[str, str], settings: AuthSettings
 ) -> OAuthClient:
@@ -60,6 +67,7 @@ def client_authentication(
             for more than one credential or a malformed Authorization header. See the
             module docstring for why each.
     """
+    authorization = [value for value in authorization if not _is_bearer(value)]
     if len(authorization) > 1 or (authorization and "client_secret" in params):
         raise OAuthError("invalid_request", "Send at most one client authentication.")
     if authorization:
