@@ -7,19 +7,17 @@ because OAuth client libraries parse that shape.
 
 import base64
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 
-from bulwark.auth.authorization import rules as authorization
 from bulwark.auth.deps import client_context
 from bulwark.auth.device import rules as device
-from bulwark.auth.oauth import revocation
+from bulwark.auth.oauth import grants, revocation
 from bulwark.auth.oauth.client_authentication import client_authentication
-from bulwark.auth.oauth.clients import DEVICE_CODE_GRANT, OAuthClient, supported_scopes
+from bulwark.auth.oauth.clients import DEVICE_CODE_GRANT, supported_scopes
 from bulwark.auth.oauth.errors import OAuthError
 from bulwark.auth.oauth.schemas import (
     MAX_FORM_FIELDS,
@@ -31,21 +29,16 @@ from bulwark.auth.oauth.schemas import (
     ServerMetadata,
     TokenForm,
 )
-from bulwark.auth.sessions import rules
 from bulwark.auth.sessions.ending import SessionEnder
-from bulwark.auth.sessions.rules import ClientContext
 from bulwark.auth.settings import AuthSettings
 from bulwark.auth.tokens import TokenResponse
 from bulwark.common import rate_limits
 from bulwark.common.db import Database
-from bulwark.common.logging import get_logger
-from bulwark.common.metrics import count_refresh_reuse
 from bulwark.common.request_bodies import RefusedPairsError, urlencoded_pairs
 from bulwark.common.schemas import has_control_characters
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _FORM = "application/x-www-form-urlencoded"
-_log = get_logger(__name__)
 
 
 def on_oauth_error(_request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, str]]:
@@ -106,15 +99,6 @@ def _subject(access_token: str) -> str:
     return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"])
 
 
-def _refresh_error(refusal: rules.Refusal) -> OAuthError:
-    """The RFC 6749 §5.2 error of a refused refresh: ``invalid_scope`` for the scope,
-    ``invalid_grant`` otherwise, described only where the client can act on it."""
-    description = refusal.description or "The refresh token is invalid."
-    if refusal.reason is rules.RefreshRejection.INVALID_SCOPE:
-        return OAuthError("invalid_scope", description)
-    return OAuthError("invalid_grant", description)
-
-
 async def _limit_per_ip(request: Request[Any, Any, State], state: State) -> None:
     """Count the call against the token endpoint's per-IP limit (429/503 when refused)."""
     await rate_limits.enforce(
@@ -123,141 +107,6 @@ async def _limit_per_ip(request: Request[Any, Any, State], state: State) -> None
         fail_open=state.settings.fails_open("token"),
         request_state=request.scope["state"],
     )
-
-
-_GRANT_TYPES = frozenset({"refresh_token", "authorization_code", DEVICE_CODE_GRANT})
-
-
-def _client(
-    request: Request[Any, Any, State], params: Mapping[str, str], grant_type: str
-) -> OAuthClient:
-    """The registered client a request comes from (`client_authentication`: credentials of
-    any kind and unknown clients are refused; a request naming none is the mobile app's,
-    whose refreshes never carried one), allowed ``grant_type``.
-
-    Raises:
-        OAuthError: as `client_authentication`; ``invalid_request`` when a grant other than
-            the refresh names no client (public clients name themselves: RFC 6749 §3.2.1),
-            ``unauthorized_client`` for a client not registered for ``grant_type`` (§5.2).
-    """
-    settings: AuthSettings = request.app.state.settings
-    client = client_authentication(request.headers.getall("authorization", []), params, settings)
-    if "client_id" not in params and grant_type != "refresh_token":
-        raise OAuthError("invalid_request", "client_id is required.")
-    if grant_type not in client.grant_types:
-        raise OAuthError("unauthorized_client", f"The client may not use {grant_type}.")
-    return client
-
-
-def _scope(params: Mapping[str, str], client: OAuthClient) -> str:
-    """The scope a request asks for, the client's whole scope when it names none (RFC 6749
-    §3.3).
-
-    Raises:
-        OAuthError: ``invalid_scope``: a scope the client may not ask for, or malformed.
-    """
-    scope = params.get("scope") or client.default_scope
-    if not client.allows_scope(scope):
-        raise OAuthError("invalid_scope", "The requested scope is not allowed for this client.")
-    return scope
-
-
-async def _refresh(
-    *,
-    request: Request[Any, Any, State],
-    state: State,
-    db: Database,
-    ender: SessionEnder,
-    params: Mapping[str, str],
-    client: OAuthClient,
-) -> TokenResponse:
-    """The refresh token grant (RFC 6749 §6); see ``sessions.rules.rotate``."""
-    refresh_token = params.get("refresh_token")
-    if not refresh_token:
-        raise OAuthError("invalid_request", "refresh_token is required.")
-    # Committed whatever the outcome: a reuse revokes the family and records the event.
-    async with db.transaction() as conn:
-        outcome = await rules.rotate(
-            conn,
-            state.settings,
-            state.signing_keys,
-            refresh_token=refresh_token,
-            client=client_context(request),
-            client_id=client.client_id,
-            scope=params.get("scope"),
-        )
-    if isinstance(outcome, rules.Refusal):
-        if outcome.revoked_family is not None:
-            await ender.publish([outcome.revoked_family])
-        if outcome.reason is rules.RefreshRejection.REUSED:
-            count_refresh_reuse()
-        _log.info("refresh_rejected", reason=outcome.reason.value)
-        raise _refresh_error(outcome)
-    return outcome
-
-
-async def _exchange_code(
-    *,
-    state: State,
-    db: Database,
-    ender: SessionEnder,
-    params: Mapping[str, str],
-    client: OAuthClient,
-    context: ClientContext,
-) -> TokenResponse:
-    """The authorization code grant (RFC 6749 §4.1.3) with PKCE (RFC 7636 §4.5)."""
-    code = params.get("code")
-    if not code:
-        raise OAuthError("invalid_request", "code is required.")
-    redirect_uri = params.get("redirect_uri")
-    # Committed whatever the outcome: a presented code is spent, a replay ends its session.
-    async with db.transaction() as conn:
-        try:
-            exchanged = await authorization.exchange(
-                conn,
-                state.settings,
-                state.signing_keys,
-                code=code,
-                client=client,
-                redirect_uri=redirect_uri,
-                code_verifier=params.get("code_verifier"),
-                context=context,
-            )
-        except OAuthError as refused:
-            exchanged = authorization.Exchanged(refusal=refused)
-    if exchanged.ended_family is not None:
-        await ender.publish([exchanged.ended_family])
-    if exchanged.tokens is None:
-        raise exchanged.refusal or OAuthError("invalid_grant", "The authorization code is invalid.")
-    return exchanged.tokens
-
-
-async def _exchange_device_code(
-    *,
-    state: State,
-    db: Database,
-    params: Mapping[str, str],
-    client: OAuthClient,
-    context: ClientContext,
-) -> TokenResponse:
-    """The device code grant (RFC 8628 §3.4-3.5); every poll is recorded."""
-    device_code = params.get("device_code")
-    if not device_code:
-        raise OAuthError("invalid_request", "device_code is required.")
-    refusal: OAuthError | None = None
-    async with db.transaction() as conn:
-        try:
-            return await device.exchange(
-                conn,
-                state.settings,
-                state.signing_keys,
-                device_code=device_code,
-                client=client,
-                context=context,
-            )
-        except OAuthError as refused:  # committed: the poll and a raised interval count
-            refusal = refused
-    raise refusal
 
 
 class OAuthController(Controller):
@@ -290,21 +139,20 @@ class OAuthController(Controller):
         grant_type = params.get("grant_type")
         if not grant_type:
             raise OAuthError("invalid_request", "grant_type is required.")
-        if grant_type not in _GRANT_TYPES:  # a grant type name
+        if grant_type not in grants.EXCHANGES:  # a grant type name
             raise OAuthError("unsupported_grant_type", f"{grant_type} is not supported.")
-        client = _client(request, params, grant_type)
-        if grant_type == "refresh_token":
-            tokens = await _refresh(
-                request=request, state=state, db=db, ender=ender, params=params, client=client
-            )
-        elif grant_type == "authorization_code":
-            tokens = await _exchange_code(
-                state=state, db=db, ender=ender, params=params, client=client, context=context
-            )
-        else:
-            tokens = await _exchange_device_code(
-                state=state, db=db, params=params, client=client, context=context
-            )
+        authorization = request.headers.getall("authorization", [])
+        client = grants.client_for(authorization, params, state.settings, grant_type)
+        exchange = grants.Exchange(
+            db=db,
+            settings=state.settings,
+            keys=state.signing_keys,
+            ender=ender,
+            params=params,
+            client=client,
+            context=context,
+        )
+        tokens = await grants.EXCHANGES[grant_type](exchange)
         request.scope["state"]["user_id"] = _subject(tokens.access_token)  # for the access line
         return tokens
 
@@ -327,8 +175,11 @@ class OAuthController(Controller):
         Counted against the token endpoint's per-IP limit."""
         await _limit_per_ip(request, state)
         params = await _form(request)
-        client = _client(request, params, DEVICE_CODE_GRANT)
-        return await device.start(db, state.settings, client, _scope(params, client))
+        authorization = request.headers.getall("authorization", [])
+        client = grants.client_for(authorization, params, state.settings, DEVICE_CODE_GRANT)
+        return await device.start(
+            db, state.settings, client, grants.requested_scope(params, client)
+        )
 
     @post(
         "/revoke",
