@@ -358,3 +358,15 @@ def test_sign_in_refuses_a_next_that_cannot_be_a_location(oauth_stack: RunningSt
             signed_in = sign_in(page, user, target)
             assert signed_in.status_code == 303
             assert signed_in.headers["location"] == "/device"
+
+
+def test_a_password_longer_than_logins_is_refused_before_any_work(
+    oauth_stack: RunningStack,
+) -> None:
+    auth = oauth_stack.auth_url
+    user = register(auth)
+    user.password = "A1!" + "a" * 1022  # 1,025 characters: /v1/auth/login's schema refuses it too
+    with browser(auth) as page:
+        refused = sign_in(page, user)
+    assert refused.status_code == 400
+    assert "The password is too long." in refused.text

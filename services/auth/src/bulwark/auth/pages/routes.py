@@ -46,6 +46,8 @@ MAX_VALUE_LENGTH = 8192
 #: Where a sign-in may send the browser next: our own approval pages only (no open redirect).
 _NEXT_PAGES = ("/device", "/oauth2/authorize")
 INVALID_CODE = "That code is not valid or has expired."
+#: Longest password read, in characters (as ``LoginRequest``'s).
+MAX_PASSWORD_LENGTH = 1024
 _FORM = "application/x-www-form-urlencoded"
 _PRINTABLE_ASCII = re.compile(r"^[\x21-\x7e]+\Z")
 
@@ -181,12 +183,15 @@ class PagesController(Controller):
                 error=error,
             )
 
+        password = form.get("password", "")
+        if len(password) > MAX_PASSWORD_LENGTH:  # as /v1/auth/login's schema: no argon2 work
+            return retry("The password is too long.", 400)
         try:
             email = normalise_email(form.get("email", ""))
         except Problem:
             return retry("Enter a valid email address.", 400)
         attempt = login_flow.LoginAttempt(
-            email=email, password=form.get("password", ""), device_name=None, client=client
+            email=email, password=password, device_name=None, client=client
         )
         limits = LoginLimits(
             state.ratelimit,
