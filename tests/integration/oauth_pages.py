@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import json
-import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from tests.integration.helpers import MobileUser
+from tests.integration.html_forms import forms
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 TV = {
@@ -35,22 +34,22 @@ WEB = {
 }
 #: The auth service's environment for a stack with both test clients registered.
 CLIENTS_ENV = {"OAUTH_CLIENTS": json.dumps([TV, WEB])}
-_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def csrf_of(page: httpx.Response) -> str:
     """The ``csrf_token`` of the form on ``page``."""
-    found = _CSRF.search(page.text)
-    assert found, page.text[:500]
-    return found.group(1)
+    tokens = [f.inputs["csrf_token"] for f in forms(page.text).values() if "csrf_token" in f.inputs]
+    assert tokens, page.text[:500]
+    return tokens[0]
 
 
 def hidden_fields(page: httpx.Response) -> dict[str, str]:
-    """Every hidden input of ``page``'s forms but the CSRF token, by name (HTML entities
-    decoded)."""
+    """The inputs of ``page``'s forms but the CSRF token, by name (on the consent page, the
+    authorization request it carries)."""
     return {
-        name: html.unescape(value)
-        for name, value in re.findall(r'type="hidden" name="([^"]+)" value="([^"]*)"', page.text)
+        name: value
+        for found in forms(page.text).values()
+        for name, value in found.inputs.items()
         if name != "csrf_token"
     }
 

@@ -13,7 +13,7 @@ from bulwark.common.outages import OutageLog
 SWEEP_SECONDS = 60.0
 #: Most rows deleted per table and statement.
 SWEEP_BATCH = 1000
-_TABLES = ("device_authorizations", "authorization_codes", "page_sessions")
+#: Each swept table and its primary key.
 _KEYS = {
     "device_authorizations": "device_code_hash",
     "authorization_codes": "code_hash",
@@ -29,8 +29,7 @@ async def purge_expired(db: Queryable, limit: int = SWEEP_BATCH) -> int:
         DatabaseUnavailable: the database failed.
     """
     deleted = 0
-    for table in _TABLES:
-        key = _KEYS[table]
+    for table, key in _KEYS.items():
         status: str = await db.execute(
             f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table}"  # noqa: S608  # constant names
             " WHERE expires_at < now() - interval '1 hour' LIMIT $1 FOR UPDATE SKIP LOCKED)",
