@@ -12,7 +12,7 @@ def test_revocation_check_defaults() -> None:
     settings = from_env(BASE)
     assert settings.revocation_failure_mode == "deny"
     assert settings.redis_key_prefix == "bulwark:"
-    assert settings.redis_timeout == 0.5
+    assert settings.redis_timeout == 1.0
     allow = from_env({**BASE, "REVOCATION_FAILURE_MODE": "allow"})
     assert allow.revocation_failure_mode == "allow"
     with pytest.raises(SettingsError, match="REVOCATION_FAILURE_MODE"):

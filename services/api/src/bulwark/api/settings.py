@@ -91,7 +91,7 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     http: HttpLimits = HttpLimits()  # the HTTP server's limits (HTTP_*)
     redis_url: str
     redis_key_prefix: str = "bulwark:"
-    redis_timeout: float = 0.5
+    redis_timeout: float = 1.0
     revocation_failure_mode: Literal["allow", "deny"] = "deny"
     # Anomaly detectors (docs/anomalies.md): request bursts, reads of others' notes.
     anomaly_burst_window: int = 60
@@ -242,7 +242,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
         http=_http_limits(env, uploads),
         redis_url=env_redis_url(env, "redis://127.0.0.1:6379/0" if local else None),
         redis_key_prefix=env_str(env, "REDIS_KEY_PREFIX", "bulwark:"),
-        redis_timeout=env_float(env, "REDIS_TIMEOUT_SECONDS", 0.5, minimum=0.001),
+        redis_timeout=env_float(env, "REDIS_TIMEOUT_SECONDS", 1.0, minimum=0.001),
         revocation_failure_mode="allow" if revocation_mode == "allow" else "deny",
         anomaly_burst_window=env_int(env, "ANOMALY_BURST_WINDOW_SECONDS", 60, minimum=1),
         anomaly_burst_floor=env_int(env, "ANOMALY_BURST_FLOOR", 120, minimum=1),
