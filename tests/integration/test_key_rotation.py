@@ -23,10 +23,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from bulwark.auth.cli import main
 from bulwark.auth.keys import read_keys
 from bulwark.auth.keys.files import StoredKey, generate_key, write_key
+from bulwark.common.access_tokens import JWKS_HOLD_SECONDS
 
 from .conftest import RunningStack, StackFactory
 from .helpers import MobileUser, bearer, login, refresh, register
@@ -223,6 +225,12 @@ def test_revoking_the_active_key_stops_its_tokens_at_the_api(
         time.sleep(0.1)
     jwks = httpx.get(f"{stack.auth_url}/.well-known/jwks.json").json()
     assert revoked not in {key["kid"] for key in jwks["keys"]}
+    # Listed for as long as an API's JWKS cache may hold the key, stale set included (an
+    # auth outage keeps it serving): past the listing, a forged token would verify again.
+    auth_env = stack.env["auth"]
+    with redis.Redis.from_url(auth_env["REDIS_URL"]) as client:
+        listed = client.ttl(f"{auth_env['REDIS_KEY_PREFIX']}revoked:kid:{revoked}")
+    assert listed > JWKS_HOLD_SECONDS, listed
 
     # The session survives: its refresh token is not signed, and yields a token of the new key.
     renewed = refresh(stack.auth_url, str(tokens["refresh_token"]), user)

@@ -12,6 +12,7 @@ import pytest
 from joserfc.jwk import ECKey
 
 from bulwark.common.access_tokens import JwksCache, JwksUnavailable
+from bulwark.common.revocations import entry_lifetime, revoked_key_lifetime
 
 
 class Clock:
@@ -165,3 +166,23 @@ async def test_a_hostile_jwks_document_is_a_failed_fetch(clock: Clock, content: 
     clock.now += 301
     assert await cache.get(kid) is not None  # the last good set, stale but served
     assert await cache.get("unknown") is None
+
+
+async def test_a_removed_key_is_listed_for_as_long_as_a_cache_can_serve_it(
+    clock: Clock, server: AuthServer, cache: JwksCache
+) -> None:
+    """A key fetched just before it was removed, with the auth service unreachable after (so
+    the stale set keeps serving), must stay listed as revoked until no cache serves it: the
+    listing is all that refuses a compromised key's forged tokens meanwhile."""
+    server.max_age = 86400  # the longest JWKS_MAX_AGE_SECONDS the auth service allows
+    kid = str(server.keys[0].kid)
+    assert await cache.get(kid) is not None
+    server.down = True
+    served_for = 0.0
+    with pytest.raises(JwksUnavailable):
+        while served_for < 10 * 86400:
+            clock.now += 60
+            assert await cache.get(kid) is not None
+            served_for += 60
+    assert served_for > entry_lifetime(900)  # a listing of one token lifetime is too short
+    assert revoked_key_lifetime(900) > served_for

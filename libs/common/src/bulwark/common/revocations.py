@@ -7,9 +7,10 @@ writes ``{prefix}revoked:sid:<sid>`` (value ``1``) to Redis when a session ends 
 logout-all, deletion, refresh reuse, device mismatch, RFC 7009 revocation), with an expiry of
 `entry_lifetime` seconds: after that, every access token of the session has expired anyway.
 A signing key removed from the auth service's key folder (an emergency ``keys revoke``) is
-listed the same way as ``{prefix}revoked:kid:<kid>``, so tokens it signed fail at once even
-while the API's JWKS cache still holds the key. The API asks Redis one ``EXISTS`` over both
-keys per request, bounded by a short timeout.
+listed the same way as ``{prefix}revoked:kid:<kid>``, for `revoked_key_lifetime` seconds, so
+tokens it signed fail at once and for as long as the API's JWKS cache may still hold the key
+(including the stale key set it keeps serving while the auth service is unreachable). The
+API asks Redis one ``MGET`` over both keys per request, bounded by a short timeout.
 
 Postgres stays the record of which sessions ended; Redis holds only the recent ones, and the
 auth service re-publishes them periodically, so a lost write heals.
@@ -37,7 +38,7 @@ from typing import Protocol
 import redis.asyncio
 import redis.exceptions
 
-from bulwark.common.access_tokens import LEEWAY_SECONDS
+from bulwark.common.access_tokens import JWKS_HOLD_SECONDS, LEEWAY_SECONDS
 from bulwark.common.logging import get_logger
 from bulwark.common.problems import ServiceUnavailable, Unauthorized
 from bulwark.common.redis_clients import bounded_redis
@@ -74,6 +75,15 @@ def entry_lifetime(access_token_ttl: int) -> int:
     session before it ended can still verify (its lifetime plus the verifier's ``exp``
     leeway), plus one more leeway for tokens minted while the revocation was committing."""
     return access_token_ttl + 2 * LEEWAY_SECONDS
+
+
+def revoked_key_lifetime(access_token_ttl: int) -> int:
+    """Seconds a removed signing key (``kid``) must stay listed: as long as a verifier's JWKS
+    cache can still hold the key (`JWKS_HOLD_SECONDS` after its last fetch, which came before
+    the removal was published, plus a leeway), and never less than `entry_lifetime`. Once no
+    cache holds the key, a token it signed names an unknown ``kid`` and fails anyway; before
+    that, the listing is all that refuses it (a compromised key's forged tokens)."""
+    return max(entry_lifetime(access_token_ttl), JWKS_HOLD_SECONDS + LEEWAY_SECONDS)
 
 
 class SessionRevocations:

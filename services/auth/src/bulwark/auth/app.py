@@ -41,7 +41,7 @@ from bulwark.common.openapi import document
 from bulwark.common.problems import exception_handlers
 from bulwark.common.ratelimit_client import RateLimitClient
 from bulwark.common.request_bodies import strict_json_bodies
-from bulwark.common.revocations import SessionRevocations, entry_lifetime
+from bulwark.common.revocations import SessionRevocations, revoked_key_lifetime
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: Database connections of the anomaly detectors, apart from the request pool.
@@ -133,7 +133,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
                     access_token_ttl=settings.access_token_ttl,
                     interval_seconds=settings.revocation_resync_interval,
                     recent_kids=lambda: key_folder.recently_removed(
-                        entry_lifetime(settings.access_token_ttl)
+                        revoked_key_lifetime(settings.access_token_ttl)
                     ),
                 ),
                 name="revocation-resync",
@@ -144,7 +144,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             # within a second even while its JWKS cache still holds the key.
             async def publish_removed(kids: list[str]) -> None:
                 await revocations.revoke_signing_keys(
-                    kids, entry_lifetime(settings.access_token_ttl)
+                    kids, revoked_key_lifetime(settings.access_token_ttl)
                 )
 
             key_watcher = asyncio.create_task(
