@@ -175,6 +175,29 @@ def test_a_narrower_scope_applies_to_the_access_token_only(stack: RunningStack) 
     assert (again.status_code, again.json()["scope"]) == (200, "notes:read api")
 
 
+def test_the_api_refuses_a_token_whose_scope_lacks_api(stack: RunningStack) -> None:
+    """RFC 6750 §3.1: a valid token without the API's scope is 403 ``insufficient_scope``,
+    on reads and writes alike; the same session's token with ``api`` still works."""
+    user = register(stack.auth_url)
+    tokens = login(stack.auth_url, user)
+    grant_scope(stack.databases["auth"], user.user_id, "api notes:read")
+    narrow = _refresh(stack, tokens["refresh_token"], user, "notes:read").json()
+    headers = bearer(narrow["access_token"], user)
+    for method, path in (("GET", "/v1/me"), ("GET", "/v1/notes"), ("POST", "/v1/notes")):
+        answer = httpx.request(
+            method, f"{stack.api_url}{path}", headers=headers, json={"title": "t", "body": "b"}
+        )
+        assert answer.status_code == 403, (path, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert 'error="insufficient_scope", scope="api"' in answer.headers["www-authenticate"]
+    notes = httpx.get(f"{stack.api_url}/v1/notes", headers=bearer(tokens["access_token"], user))
+    assert notes.status_code == 200
+    assert notes.json()["items"] == []  # nothing was written
+    whole = _refresh(stack, narrow["refresh_token"], user, None).json()
+    me = httpx.get(f"{stack.api_url}/v1/me", headers=bearer(whole["access_token"], user))
+    assert me.status_code == 200, me.text
+
+
 @pytest.mark.parametrize("scope", ["api admin", "admin", "API", "api  api", " api", 'a"b'])
 def test_a_wider_or_malformed_scope_is_invalid_scope_and_spends_nothing(
     stack: RunningStack, scope: str

@@ -179,10 +179,14 @@ async def test_a_removed_key_is_listed_for_as_long_as_a_cache_can_serve_it(
     assert await cache.get(kid) is not None
     server.down = True
     served_for = 0.0
-    with pytest.raises(JwksUnavailable):
-        while served_for < 10 * 86400:
-            clock.now += 60
-            assert await cache.get(kid) is not None
-            served_for += 60
+    while served_for < 10 * 86400:
+        clock.now += 60
+        try:
+            key = await cache.get(kid)
+        except JwksUnavailable:
+            break
+        assert key is not None
+        served_for += 60
+    assert 0 < served_for < 10 * 86400
     assert served_for > entry_lifetime(900)  # a listing of one token lifetime is too short
     assert revoked_key_lifetime(900) > served_for

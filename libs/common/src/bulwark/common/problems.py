@@ -90,6 +90,24 @@ class Unauthorized(Problem):
         super().__init__(detail, {"WWW-Authenticate": challenge})
 
 
+class InsufficientScope(Problem):
+    """403: the access token is valid but its ``scope`` lacks ``required``; sends the Bearer
+    challenge ``error="insufficient_scope"`` naming the scope (RFC 6750 §3.1)."""
+
+    status = 403
+    title = "Forbidden"
+
+    def __init__(self, required: str):
+        super().__init__(
+            f"The access token's scope does not include {required!r}.",
+            {
+                "WWW-Authenticate": (
+                    f'Bearer realm="bulwark", error="insufficient_scope", scope="{required}"'
+                )
+            },
+        )
+
+
 class NotFound(Problem):
     """404: no such resource visible to the caller."""
 

@@ -8,6 +8,8 @@ IP and, for a live session, per user (``remote_address`` and ``user_id`` descrip
 request with a bad or ended token is still counted per IP, so a flood of forged or stolen
 tokens is limited too, but never against the user it names. Each request of a live session
 is also counted, in the background, by the burst detector (``bulwark.api.anomalies``).
+Last, the token's ``scope`` must include `REQUIRED_SCOPE`: a client granted other scopes
+only (or a refresh that narrowed its access token to them) reaches none of the API.
 """
 
 from collections.abc import Mapping
@@ -26,9 +28,11 @@ from bulwark.common.access_tokens import (
     bearer_token,
 )
 from bulwark.common.logging import get_logger
-from bulwark.common.problems import ServiceUnavailable, Unauthorized
+from bulwark.common.problems import InsufficientScope, ServiceUnavailable, Unauthorized
 
 _log = get_logger(__name__)
+#: The scope an access token needs for any ``/v1`` route of the API (RFC 6749 §3.3).
+REQUIRED_SCOPE = "api"
 
 
 async def caller(request: Request[Any, Any, Any], state: State) -> AccessTokenClaims:
@@ -37,6 +41,7 @@ async def caller(request: Request[Any, Any, Any], state: State) -> AccessTokenCl
     Raises:
         Unauthorized: missing, malformed, forged, expired or foreign token, or its session
             has ended (401).
+        InsufficientScope: the token's scope lacks `REQUIRED_SCOPE` (403, RFC 6750 §3.1).
         TooManyRequests: the IP or the user is over its limit (429).
         ServiceUnavailable: the JWKS cannot be fetched and none is cached, or the
             revocation check cannot be made and ``REVOCATION_FAILURE_MODE`` is ``deny`` (503).
@@ -81,4 +86,6 @@ async def caller(request: Request[Any, Any, Any], state: State) -> AccessTokenCl
     )
     if claims is None:
         raise rejection or Unauthorized()
+    if REQUIRED_SCOPE not in claims.scope.split(" "):
+        raise InsufficientScope(REQUIRED_SCOPE)
     return claims

@@ -34,7 +34,7 @@ ANSWERS: Mapping[str, tuple[int, ...]] = {
     BODY: (400, 413, 415),
     FORM: (400, 413),
     PATH: (404,),
-    "caller": (401, 429, 503),  # bulwark.api.caller: token, revocation, rate limit
+    "caller": (401, 403, 429, 503),  # bulwark.api.caller: token, scope, revocation, rate limit
     "claims": (401, 429, 503),  # bulwark.auth.deps.authenticated: the same, and Postgres
     "db": (503,),  # bulwark.common.db.DatabaseUnavailable
     "ender": (503,),  # bulwark.auth.sessions.ending: Postgres and Redis
@@ -109,6 +109,16 @@ STATUSES: Mapping[int, tuple[str, Mapping[str, Any]]] = {
         {
             "WWW-Authenticate": {
                 "description": "A Bearer challenge (RFC 6750 §3).",
+                "required": True,
+                "schema": {"type": "string"},
+            }
+        },
+    ),
+    403: (
+        "The access token's scope does not include the one the API needs (api).",
+        {
+            "WWW-Authenticate": {
+                "description": 'A Bearer challenge, error="insufficient_scope" (RFC 6750 §3.1).',
                 "required": True,
                 "schema": {"type": "string"},
             }
