@@ -160,7 +160,16 @@ def create_app(settings: ApiSettings) -> ASGIApp:
         databases = NotesDatabases(
             db, replica, positions, max_lag_seconds=settings.replica_max_lag_seconds
         )
-        uploads = None if storage is None else UploadService(databases, storage, settings.uploads)
+        uploads = (
+            None
+            if storage is None
+            else UploadService(
+                databases,
+                storage,
+                settings.uploads,
+                queue_timeout_seconds=settings.http.queue_timeout,
+            )
+        )
         try:
             databases.start()
             # The manifest is read before the first request, then every

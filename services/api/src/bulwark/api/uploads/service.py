@@ -72,13 +72,20 @@ class UploadService:
     """Uploads of every user over ``databases`` and ``storage``, within ``config``."""
 
     def __init__(
-        self, databases: NotesDatabases, storage: ObjectStorage, config: UploadConfig
+        self,
+        databases: NotesDatabases,
+        storage: ObjectStorage,
+        config: UploadConfig,
+        *,
+        queue_timeout_seconds: float = 2.0,
     ) -> None:
-        """Nothing is connected here."""
+        """Nothing is connected here. A ``complete`` waits at most ``queue_timeout_seconds``
+        for one of the `CONCURRENT_CHECKS` check slots (``HTTP_QUEUE_TIMEOUT_SECONDS``)."""
         self._db = databases
         self._storage = storage
         self._config = config
         self._checks = asyncio.Semaphore(CONCURRENT_CHECKS)
+        self._queue_timeout = queue_timeout_seconds
 
     async def create(
         self, owner: str, declared: UploadCreate, key: IdempotencyKey | None
@@ -153,7 +160,8 @@ class UploadService:
             Conflict: nothing has been uploaded yet (409; the upload stays pending).
             UploadRejected: the object is not what was declared (422; object and record
                 are deleted).
-            ServiceUnavailable: the storage failed (503).
+            ServiceUnavailable: the storage failed, or every check slot stayed busy for the
+                queue timeout (503, ``Retry-After``; the upload stays pending).
         """
         owner_id = uuid.UUID(owner)
         row = await self._db.write(
@@ -222,30 +230,42 @@ class UploadService:
         return deleted
 
     async def _check(self, owner: str, row: Record) -> bytes:
-        """The object's bytes, once checked against the declaration (see `complete`)."""
+        """The object's bytes, once checked against the declaration (see `complete`), in
+        one of the check slots: a caller that finds none free within the queue timeout is
+        refused, so slow files from one user hold the others up for a bounded time only."""
+        try:
+            async with asyncio.timeout(self._queue_timeout):
+                await self._checks.acquire()
+        except TimeoutError:
+            raise ServiceUnavailable("Every file check is busy; retry shortly.") from None
+        try:
+            return await self._check_in_slot(owner, row)
+        finally:
+            self._checks.release()
+
+    async def _check_in_slot(self, owner: str, row: Record) -> bytes:
         size = int(row["size"])
-        async with self._checks:
-            try:
-                data = await self._storage.read(row["object_key"], size + 1)
-            except StorageUnavailableError:
-                raise unavailable() from None
-            if data is None:
-                raise Conflict("Nothing has been uploaded yet: PUT the file to its upload URL.")
-            limits = CheckLimits(
-                seconds=self._config.check_seconds,
-                max_pixels=self._config.max_pixels,
-                max_scans=MAX_JPEG_SCANS,
-                memory_bytes=memory_ceiling(self._config.max_pixels),
+        try:
+            data = await self._storage.read(row["object_key"], size + 1)
+        except StorageUnavailableError:
+            raise unavailable() from None
+        if data is None:
+            raise Conflict("Nothing has been uploaded yet: PUT the file to its upload URL.")
+        limits = CheckLimits(
+            seconds=self._config.check_seconds,
+            max_pixels=self._config.max_pixels,
+            max_scans=MAX_JPEG_SCANS,
+            memory_bytes=memory_ceiling(self._config.max_pixels),
+        )
+        try:
+            await check_in_process(
+                data, declared_type=row["content_type"], declared_size=size, limits=limits
             )
-            try:
-                await check_in_process(
-                    data, declared_type=row["content_type"], declared_size=size, limits=limits
-                )
-            except CheckUnavailableError:
-                raise ServiceUnavailable("Files cannot be checked now; retry shortly.") from None
-            except ContentRejectedError as rejected:
-                await self._reject(owner, row["id"])
-                raise UploadRejected(f"{rejected} The upload has been deleted.") from None
+        except CheckUnavailableError:
+            raise ServiceUnavailable("Files cannot be checked now; retry shortly.") from None
+        except ContentRejectedError as rejected:
+            await self._reject(owner, row["id"])
+            raise UploadRejected(f"{rejected} The upload has been deleted.") from None
         return data
 
     async def _reject(self, owner: str, upload_id: uuid.UUID) -> None:
