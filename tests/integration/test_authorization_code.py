@@ -21,6 +21,7 @@ from tests.integration.oauth_pages import (
     query_of,
     sign_in,
 )
+from tests.integration.sessions_db import events
 
 CODE_TTL = 5
 
@@ -179,8 +180,12 @@ def test_an_expired_code_is_refused(oauth_stack: RunningStack) -> None:
 def test_a_denial_is_redirected_as_access_denied(oauth_stack: RunningStack) -> None:
     auth = oauth_stack.auth_url
     _, challenge = pkce_pair()
-    answer = query_of(_authorize(auth, register(auth), challenge, decision="deny"))
+    user = register(auth)
+    answer = query_of(_authorize(auth, user, challenge, decision="deny"))
     assert answer == {"error": "access_denied", "state": "s-123", "iss": auth}
+    recorded = [event for event, _ in events(oauth_stack.databases["auth"], user.user_id)]
+    assert "authorization_denied" in recorded
+    assert "authorization_code_issued" not in recorded
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,7 @@ class SecurityEvent(StrEnum):
     DEVICE_AUTHORIZATION_DENIED = "device_authorization_denied"
     DEVICE_CODE_EXCHANGED = "device_code_exchanged"  # its session started (RFC 8628 §3.5)
     AUTHORIZATION_CODE_ISSUED = "authorization_code_issued"
+    AUTHORIZATION_DENIED = "authorization_denied"  # the user refused on the consent page
     AUTHORIZATION_CODE_EXCHANGED = "authorization_code_exchanged"
     AUTHORIZATION_CODE_REUSED = "authorization_code_reused"  # RFC 6749 §4.1.2
 

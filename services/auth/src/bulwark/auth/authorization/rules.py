@@ -182,6 +182,17 @@ async def issue_code(
     return code
 
 
+async def record_denial(db: Database, *, user_id: uuid.UUID, ip: str | None) -> None:
+    """Record that ``user_id`` refused a client on the consent page (the client is told
+    ``access_denied``).
+
+    Raises:
+        DatabaseUnavailable: the database cannot answer (503; the client is not told).
+    """
+    async with db.transaction() as conn:
+        await record(conn, SecurityEvent.AUTHORIZATION_DENIED, user_id=user_id, ip=ip)
+
+
 def s256(code_verifier: str) -> str:
     """The S256 code challenge of ``code_verifier`` (RFC 7636 §4.2)."""
     digest = hashlib.sha256(code_verifier.encode("ascii")).digest()

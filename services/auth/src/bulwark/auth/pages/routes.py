@@ -342,6 +342,8 @@ class PagesController(Controller):
             return _sign_in_first("/oauth2/authorize?" + urlencode(params))
         answer = {"state": checked.state, "iss": settings.issuer}
         if form.get("decision") != "approve":
+            ip = client_context(request).ip
+            await authorization.record_denial(db, user_id=user.user_id, ip=ip)
             answer = {"error": "access_denied", **answer}
         else:
             code = await authorization.issue_code(
