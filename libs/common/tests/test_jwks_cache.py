@@ -13,6 +13,8 @@ from joserfc.jwk import ECKey
 
 from bulwark.common.access_tokens import JwksCache, JwksUnavailable
 
+pytestmark = pytest.mark.security(stride="SD", asvs=("V9.1",))
+
 
 class Clock:
     def __init__(self) -> None:
