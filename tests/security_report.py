@@ -170,6 +170,13 @@ class _Report:
         self.config = config
         self.path = path
         self.started = time.monotonic()
+        # Read before any test runs: what ran is the commit plus the changes made before the
+        # run, not files a test writes (the browser tests' screenshots), nor the report itself.
+        root = config.rootpath.resolve()
+        self.commit = _git(root, "rev-parse", "HEAD") or "unknown"
+        report = path.resolve()
+        exclude = [f":(exclude){report.relative_to(root)}"] if report.is_relative_to(root) else []
+        self.dirty = bool(_git(root, "status", "--porcelain", "--", ".", *exclude))
         self.coverage: dict[str, Coverage] = {}
         self.outcomes: dict[str, str] = {}
         self.collection_errors: list[str] = []
@@ -214,12 +221,6 @@ class _Report:
 
     def render(self) -> str:
         """The report as Markdown; the same run always gives the same text but its date."""
-        root = self.config.rootpath
-        commit = _git(root, "rev-parse", "HEAD") or "unknown"
-        report = self.path.resolve()
-        inside = report.is_relative_to(root.resolve())
-        exclude = [f":(exclude){report.relative_to(root.resolve())}"] if inside else []
-        dirty = _git(root, "status", "--porcelain", "--", ".", *exclude)
         command = shlex.join(["pytest", *self.config.invocation_params.args])
         totals = Counter(self.outcome(nodeid) for nodeid in self.coverage)
         lines = [
@@ -232,7 +233,7 @@ class _Report:
             "this commit is not in the history.",
             "",
             f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-            f"- Commit: `{commit}`" + (" (with uncommitted changes)" if dirty else ""),
+            f"- Commit: `{self.commit}`" + (" (with uncommitted changes)" if self.dirty else ""),
             f"- Command: `{command}`",
             f"- Duration: {time.monotonic() - self.started:.0f} s",
             f"- Totals: {len(self.coverage)} tests: " + _counts(totals),
@@ -241,8 +242,9 @@ class _Report:
         bad = sorted(n for n in self.coverage if self.outcome(n) in {"failed", "error", "xpassed"})
         if bad or self.collection_errors:
             lines += ["## Failures", ""]
-            lines += [f"- `{n}`: could not be collected (error)" for n in self.collection_errors]
-            lines += [f"- `{n}`: {self.outcome(n)}" for n in bad]
+            errors = self.collection_errors
+            lines += [f"- {_code(n)}: could not be collected (error)" for n in errors]
+            lines += [f"- {_code(n)}: {self.outcome(n)}" for n in bad]
             lines.append("")
         lines += ["## By threat (STRIDE)", ""]
         for letter, name in STRIDE.items():
@@ -264,10 +266,11 @@ class _Report:
         if with_asvs:
             lines += ["| Test | ASVS | Outcome |", "| --- | --- | --- |"]
             for n in tests:
-                lines.append(f"| `{n}` | {', '.join(self.coverage[n].asvs)} | {self.outcome(n)} |")
+                asvs = ", ".join(self.coverage[n].asvs)
+                lines.append(f"| {_code(n)} | {asvs} | {self.outcome(n)} |")
         else:
             lines += ["| Test | Outcome |", "| --- | --- |"]
-            lines += [f"| `{n}` | {self.outcome(n)} |" for n in tests]
+            lines += [f"| {_code(n)} | {self.outcome(n)} |" for n in tests]
         return [*lines, ""]
 
     def _not_covered(self) -> list[str]:
@@ -283,6 +286,11 @@ class _Report:
                 reason = NOT_COVERED.get(letter, "no reason recorded in tests/security_report.py")
                 lines.append(f"- STRIDE {letter} ({name}): {reason}")
         return lines or ["Every ASVS 5.0 chapter and every STRIDE letter has a marked test."]
+
+
+def _code(text: str) -> str:
+    """``text`` as a Markdown code span, also when it holds a backtick (test ids can)."""
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
 def _counts(counts: Counter[str]) -> str:
