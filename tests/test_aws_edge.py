@@ -80,6 +80,7 @@ def test_cfn_lint_reports_nothing() -> None:
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
+@pytest.mark.security(stride="D", asvs=("V2.4",))
 def test_strict_methods_are_modelled_and_throttled_far_below_the_stage_default(
     template: dict[str, Any],
 ) -> None:
@@ -107,6 +108,7 @@ def test_strict_methods_are_modelled_and_throttled_far_below_the_stage_default(
         assert default_of(template, entry["ThrottlingBurstLimit"]) * 10 <= default_burst
 
 
+@pytest.mark.security(stride="DT", asvs=("V2.4", "V4.1"))
 def test_web_acl_has_the_managed_groups_the_auth_rate_rule_and_the_size_rule(
     template: dict[str, Any],
 ) -> None:
@@ -148,6 +150,7 @@ def test_web_acl_has_the_managed_groups_the_auth_rate_rule_and_the_size_rule(
     assert inspection["DefaultSizeInspectionLimit"] == "KB_64"
 
 
+@pytest.mark.security(stride="I", asvs=("V16.2",))
 def test_web_acl_is_associated_with_the_stage_and_logs_without_credentials(
     template: dict[str, Any],
 ) -> None:
@@ -216,6 +219,7 @@ def test_one_query_definition_per_incident_query(template: dict[str, Any]) -> No
     )
 
 
+@pytest.mark.security(stride="I", asvs=("V13.3",))
 def test_no_account_id_in_the_template() -> None:
     # Twelve digits standing alone, as in an ARN (":123456789012:"); the twelve zeros ending an
     # example UUID are not one.

@@ -6,6 +6,8 @@ import pytest
 from bulwark.auth.users.rules import normalise_email
 from bulwark.ratelimit.rules import normalize_identity
 
+pytestmark = pytest.mark.security(stride="S", asvs=("V2.4", "V6.3"))
+
 # Pairs the auth service keeps as two accounts, and pairs it merges into one.
 DISTINCT = [
     ("strasse@example.com", "straße@example.com"),

@@ -27,6 +27,7 @@ def test_the_published_document_is_the_one_the_app_produces(service: str) -> Non
     )
 
 
+@pytest.mark.security(stride="I", asvs=("V13.4",))
 @pytest.mark.parametrize("service", sorted(SERVICES))
 def test_schema_is_served_in_development_only(service: str) -> None:
     app, settings = SERVICES[service]

@@ -21,7 +21,7 @@ from tests.integration.oauth_pages import DEVICE_GRANT, TV
 
 from .conftest import PHONE, screenshot
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.security(stride="S", asvs=("V10.4",))]
 
 DEVICE_CODE_TTL = 10  # seconds: the shortest the auth service takes
 INVALID_CODE = "That code is not valid or has expired."
@@ -192,6 +192,7 @@ def test_an_expired_code_is_an_error_page(short_lived: RunningStack, page: Page)
     assert token.json()["error"] == "expired_token"  # RFC 8628 §3.5
 
 
+@pytest.mark.security(stride="T", asvs=("V3.5",))
 def test_a_consent_posted_without_its_csrf_token_is_refused(
     stack: RunningStack, page: Page
 ) -> None:
@@ -208,6 +209,7 @@ def test_a_consent_posted_without_its_csrf_token_is_refused(
     assert answer.json().get("error") in {"authorization_pending", "slow_down"}, answer.text
 
 
+@pytest.mark.security(stride="T", asvs=("V3.5",))
 def test_a_sign_in_posted_without_its_csrf_token_is_refused(
     stack: RunningStack, page: Page
 ) -> None:

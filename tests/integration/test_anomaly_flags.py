@@ -30,6 +30,8 @@ from bulwark.devstack.stack import console_script
 from .conftest import RunningStack, StackFactory
 from .helpers import MobileUser, bearer, login, register
 
+pytestmark = pytest.mark.security(stride="R", asvs=("V16.3",))
+
 T = TypeVar("T")
 COUNTRY = "CloudFront-Viewer-Country"
 BURST_FLOOR = 20
@@ -145,6 +147,7 @@ def _go_inactive(stack: RunningStack, user: MobileUser, days: int) -> None:
     )
 
 
+@pytest.mark.security(stride="S", asvs=("V6.3",))
 def test_login_from_a_new_country_after_inactivity_is_flagged(flag_stack: RunningStack) -> None:
     user = register(flag_stack.auth_url)
     auth_db = flag_stack.databases["auth"]
@@ -174,6 +177,7 @@ def test_login_from_a_new_country_after_inactivity_is_flagged(flag_stack: Runnin
     _login_from(flag_stack, user, "BR")
 
 
+@pytest.mark.security(stride="S", asvs=("V4.1",))
 def test_country_header_from_an_untrusted_peer_is_ignored(flag_stack: RunningStack) -> None:
     user = register(flag_stack.auth_url)
     _login_and_wait(flag_stack, user, "DE")
@@ -353,6 +357,7 @@ def _try_notes(
     return answers
 
 
+@pytest.mark.security(stride="E", asvs=("V8.2",))
 def test_repeated_attempts_at_other_users_notes_are_flagged(flag_stack: RunningStack) -> None:
     api_db = flag_stack.databases["api"]
     owner, prober = register(flag_stack.auth_url), register(flag_stack.auth_url)
@@ -400,6 +405,7 @@ def _failed_checks(stack: RunningStack) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.security(stride="D", asvs=("V16.5",))
 def test_a_failing_detector_never_fails_the_request(flag_stack: RunningStack) -> None:
     """With flags refused by the database, the requests that trip the detector still get
     their usual answers, and the failure is logged."""

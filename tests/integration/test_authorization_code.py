@@ -23,6 +23,8 @@ from tests.integration.oauth_pages import (
 )
 from tests.integration.sessions_db import events
 
+pytestmark = pytest.mark.security(stride="ST", asvs=("V10.4", "V3.4"))
+
 CODE_TTL = 5
 
 
@@ -102,6 +104,7 @@ def _exchange(auth_url: str, code: str, verifier: str, **overrides: str) -> http
     )
 
 
+@pytest.mark.security(stride="E", asvs=("V7.4",))
 def test_a_code_is_exchanged_once_and_a_replay_ends_its_session(
     oauth_stack: RunningStack,
 ) -> None:
@@ -177,6 +180,7 @@ def test_an_expired_code_is_refused(oauth_stack: RunningStack) -> None:
     assert _exchange(auth, code, verifier).json()["error"] == "invalid_grant"
 
 
+@pytest.mark.security(stride="E", asvs=("V10.7",))
 def test_a_denial_is_redirected_as_access_denied(oauth_stack: RunningStack) -> None:
     auth = oauth_stack.auth_url
     _, challenge = pkce_pair()
@@ -237,6 +241,7 @@ def test_an_untrusted_client_or_redirect_is_shown_never_redirected(
     assert answer.headers["content-type"].startswith("text/html")
 
 
+@pytest.mark.security(stride="E", asvs=("V10.7",))
 def test_a_tampered_consent_form_is_checked_again(oauth_stack: RunningStack) -> None:
     auth = oauth_stack.auth_url
     user = register(auth)
@@ -282,6 +287,7 @@ def test_a_long_state_survives_the_sign_in(oauth_stack: RunningStack) -> None:
     assert _exchange(oauth_stack.auth_url, answer["code"], verifier).status_code == 200
 
 
+@pytest.mark.security(stride="E", asvs=("V7.4",))
 def test_logging_out_everywhere_spends_unused_codes(oauth_stack: RunningStack) -> None:
     auth = oauth_stack.auth_url
     user = register(auth)

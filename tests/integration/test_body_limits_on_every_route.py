@@ -31,6 +31,8 @@ from bulwark.auth.settings import from_env as auth_settings
 from .conftest import RunningStack
 from .helpers import PROBLEM
 
+pytestmark = pytest.mark.security(stride="TD", asvs=("V2.2", "V4.2", "V15.2"))
+
 BODY_METHODS = ("POST", "PUT", "PATCH")
 #: The RFC 6749 endpoints and the pages, which take ``application/x-www-form-urlencoded``.
 FORM_PATHS = ("/oauth2/", "/signin", "/device")

@@ -23,6 +23,8 @@ from .conftest import RunningStack, StackFactory, databases_on
 from .helpers import MobileUser, bearer, login, register
 from .outages import ThrowawayRedis
 
+pytestmark = pytest.mark.security(stride="D", asvs=("V16.5",))
+
 CLIENTS = 6
 # No answer may take longer: the longest wait a request has is one database timeout for a
 # connection plus one per statement, or the 1 s rate-limit deadline, plus CPU contention.

@@ -14,9 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from .conftest import RunningStack, StackFactory
 from .helpers import bearer, random_email, register
+
+pytestmark = pytest.mark.security(stride="S", asvs=("V4.1", "V2.4"))
 
 CLIENT = "203.0.113.7"
 PER_IP_LOGINS = 3

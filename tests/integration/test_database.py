@@ -62,6 +62,7 @@ async def test_a_failed_block_rolls_back_and_gives_the_connection_back(
         await db.close()
 
 
+@pytest.mark.security(stride="D", asvs=("V16.5",))
 async def test_a_stalled_statement_and_an_exhausted_pool_are_503s_within_the_timeout(
     database_server_url: str,
 ) -> None:

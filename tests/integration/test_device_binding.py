@@ -5,10 +5,13 @@ refused too, but leaves the session and the token as they were."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from .conftest import RunningStack
 from .helpers import MobileUser, bearer, login, refresh, register
 from .sessions_db import events, family_state
+
+pytestmark = pytest.mark.security(stride="S", asvs=("V10.4",))
 
 
 def test_a_refresh_from_another_device_is_refused_and_ends_the_session(

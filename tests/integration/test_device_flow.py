@@ -22,6 +22,8 @@ from tests.integration.oauth_pages import (
     start_device_flow,
 )
 
+pytestmark = pytest.mark.security(stride="S", asvs=("V10.4",))
+
 #: Seconds a device code lives in this module's stack (the minimum), so expiry is testable.
 CODE_TTL = 10
 INVALID_CODE = "That code is not valid or has expired."
@@ -157,6 +159,7 @@ def test_the_page_asks_to_sign_in_first_and_comes_back(oauth_stack: RunningStack
         assert signed_in.headers["location"] == f"/device?user_code={started['user_code']}"
 
 
+@pytest.mark.security(stride="S", asvs=("V6.3",))
 def test_a_wrong_password_on_the_page_is_refused_like_a_login(oauth_stack: RunningStack) -> None:
     auth = oauth_stack.auth_url
     user = register(auth)
@@ -169,6 +172,7 @@ def test_a_wrong_password_on_the_page_is_refused_like_a_login(oauth_stack: Runni
         assert page.get("/device").status_code == 303  # not signed in
 
 
+@pytest.mark.security(stride="T", asvs=("V3.5",))
 def test_a_post_without_its_csrf_token_changes_nothing(oauth_stack: RunningStack) -> None:
     auth = oauth_stack.auth_url
     user = register(auth)
@@ -195,6 +199,7 @@ def test_a_post_without_its_csrf_token_changes_nothing(oauth_stack: RunningStack
     assert _error(poll(auth, started["device_code"])) == "authorization_pending"
 
 
+@pytest.mark.security(stride="T", asvs=("V3.5",))
 def test_a_sign_in_form_without_its_csrf_token_is_refused(oauth_stack: RunningStack) -> None:
     auth = oauth_stack.auth_url
     user = register(auth)
@@ -207,6 +212,7 @@ def test_a_sign_in_form_without_its_csrf_token_is_refused(oauth_stack: RunningSt
         assert page.get("/device").status_code == 303  # not signed in
 
 
+@pytest.mark.security(stride="S", asvs=("V2.4",))
 def test_guessing_user_codes_is_rate_limited_per_code(oauth_stack: RunningStack) -> None:
     auth = oauth_stack.auth_url
     user = register(auth)
@@ -219,6 +225,7 @@ def test_guessing_user_codes_is_rate_limited_per_code(oauth_stack: RunningStack)
     assert answers[10] == 429
 
 
+@pytest.mark.security(stride="S", asvs=("V3.7",))
 def test_sign_in_never_redirects_off_site(oauth_stack: RunningStack) -> None:
     auth = oauth_stack.auth_url
     user = register(auth)
@@ -227,6 +234,7 @@ def test_sign_in_never_redirects_off_site(oauth_stack: RunningStack) -> None:
             assert sign_in(page, user, target).headers["location"] == "/device"
 
 
+@pytest.mark.security(stride="E", asvs=("V8.2",))
 def test_clients_may_use_only_their_own_grants_and_scopes(oauth_stack: RunningStack) -> None:
     endpoint = f"{oauth_stack.auth_url}/oauth2/device_authorization"
     unknown = httpx.post(endpoint, data={"client_id": "nobody"})
@@ -245,6 +253,7 @@ def test_clients_may_use_only_their_own_grants_and_scopes(oauth_stack: RunningSt
     assert poll(oauth_stack.auth_url, "bdc_" + "A" * 43).json()["error"] == "invalid_grant"
 
 
+@pytest.mark.security(stride="I", asvs=("V14.2",))
 async def test_codes_are_stored_only_as_hashes(oauth_stack: RunningStack) -> None:
     started = start_device_flow(oauth_stack.auth_url)
     conn = await asyncpg.connect(oauth_stack.databases["auth"])
@@ -272,6 +281,7 @@ def test_the_metadata_names_every_endpoint_and_capability(oauth_stack: RunningSt
     }
 
 
+@pytest.mark.security(stride="E", asvs=("V7.4",))
 def test_logging_out_everywhere_ends_the_sign_in_on_the_pages(oauth_stack: RunningStack) -> None:
     auth = oauth_stack.auth_url
     user = register(auth)
@@ -305,6 +315,7 @@ async def test_expired_codes_are_swept_an_hour_after_expiry(oauth_stack: Running
     assert hashlib.sha256(str(swept["device_code"]).encode()).digest() not in hashes
 
 
+@pytest.mark.security(stride="E", asvs=("V7.4",))
 def test_logging_out_everywhere_withdraws_an_approval_not_yet_exchanged(
     oauth_stack: RunningStack,
 ) -> None:
@@ -337,6 +348,7 @@ def test_a_refresh_names_its_client_unless_it_is_the_mobile_apps(
     assert named.status_code == 200
 
 
+@pytest.mark.security(stride="E", asvs=("V8.2",))
 def test_one_client_cannot_revoke_anothers_tokens(oauth_stack: RunningStack) -> None:
     auth = oauth_stack.auth_url
     user = register(auth)
@@ -350,6 +362,7 @@ def test_one_client_cannot_revoke_anothers_tokens(oauth_stack: RunningStack) -> 
     assert me.status_code == 200
 
 
+@pytest.mark.security(stride="S", asvs=("V3.7",))
 def test_sign_in_refuses_a_next_that_cannot_be_a_location(oauth_stack: RunningStack) -> None:
     auth = oauth_stack.auth_url
     user = register(auth)
@@ -360,6 +373,7 @@ def test_sign_in_refuses_a_next_that_cannot_be_a_location(oauth_stack: RunningSt
             assert signed_in.headers["location"] == "/device"
 
 
+@pytest.mark.security(stride="D", asvs=("V6.2",))
 def test_a_password_longer_than_logins_is_refused_before_any_work(
     oauth_stack: RunningStack,
 ) -> None:

@@ -42,6 +42,8 @@ from bulwark.devstack.rules import packaged_rules_with_raised_limits
 from .conftest import RunningStack, StackFactory
 from .helpers import MobileUser, bearer, login, register
 
+pytestmark = pytest.mark.security(stride="SE", asvs=("V9.1", "V9.2"))
+
 JsonObject = dict[str, Any]
 PROBLEM_JSON = "application/problem+json"
 LEEWAY_SECONDS = 60  # the verifier's policy; the claim cases go well beyond it
@@ -574,6 +576,7 @@ def test_a_token_just_inside_the_lifetime_and_leeway_is_accepted(
         assert response.status_code == 200, response.text
 
 
+@pytest.mark.security(stride="I", asvs=("V14.2",))
 def test_token_in_the_query_string_is_401_even_when_genuine(
     stack: RunningStack, genuine: Genuine
 ) -> None:
@@ -619,6 +622,7 @@ def api_rejections(log: str, reason: str) -> int:
     return count
 
 
+@pytest.mark.security(stride="D", asvs=("V9.1",))
 def test_a_flood_of_unknown_kids_costs_one_jwks_fetch_per_cooldown(
     stack_factory: StackFactory, tmp_path: Path, attacker: ec.EllipticCurvePrivateKey
 ) -> None:

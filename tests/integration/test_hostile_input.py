@@ -15,6 +15,8 @@ import pytest
 from .conftest import RunningStack
 from .helpers import PASSWORD, assert_problem, bearer, login, random_email, register
 
+pytestmark = pytest.mark.security(stride="TD", asvs=("V2.2",))
+
 
 @pytest.fixture(scope="module")
 def headers(stack: RunningStack) -> dict[str, str]:
@@ -120,6 +122,7 @@ def test_forged_cursors_are_400(
     assert [e["field"] for e in errors] == ["cursor"]  # type: ignore[union-attr,index]
 
 
+@pytest.mark.security(stride="S", asvs=("V4.2",))
 def test_two_authorization_headers_are_400(stack: RunningStack, headers: dict[str, str]) -> None:
     good = headers["Authorization"]
     for pair in ((good, "Bearer garbage"), ("Bearer garbage", good)):
@@ -130,6 +133,7 @@ def test_two_authorization_headers_are_400(stack: RunningStack, headers: dict[st
         assert_problem(response, 400)
 
 
+@pytest.mark.security(stride="I", asvs=("V16.5",))
 def test_an_empty_body_names_no_internal_parameter(
     stack: RunningStack, headers: dict[str, str]
 ) -> None:
@@ -138,6 +142,7 @@ def test_an_empty_body_names_no_internal_parameter(
     assert errors == [{"field": "body", "message": "a JSON body is required"}]
 
 
+@pytest.mark.security(stride="S", asvs=("V1.1", "V6.3"))
 def test_one_mailbox_in_two_spellings_is_one_account(stack: RunningStack) -> None:
     local = f"ann-{uuid.uuid4().hex[:8]}"
     unicode_form = {"email": f"{local}@exämple.com", "password": PASSWORD, "displayName": "A"}
@@ -151,6 +156,7 @@ def test_one_mailbox_in_two_spellings_is_one_account(stack: RunningStack) -> Non
     assert logged_in.status_code == 200
 
 
+@pytest.mark.security(stride="S", asvs=("V1.1", "V6.2"))
 def test_a_password_matches_in_any_unicode_composition(stack: RunningStack) -> None:
     password = "Crème-Brûlée-2026!"
     email = random_email()

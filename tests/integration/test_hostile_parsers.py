@@ -17,6 +17,8 @@ import pytest
 from .conftest import RunningStack
 from .helpers import PASSWORD, assert_problem, bearer, login, random_email, register
 
+pytestmark = pytest.mark.security(stride="TD", asvs=("V2.2", "V4.2"))
+
 
 @pytest.fixture(scope="module")
 def headers(stack: RunningStack) -> dict[str, str]:
@@ -49,6 +51,7 @@ HOSTILE_EMAILS = {
 }
 
 
+@pytest.mark.security(stride="I", asvs=("V6.3",))
 @pytest.mark.parametrize("case", list(HOSTILE_EMAILS))
 def test_an_email_is_refused_the_same_way_at_registration_and_login(
     stack: RunningStack, case: str
@@ -67,6 +70,7 @@ def test_an_email_is_refused_the_same_way_at_registration_and_login(
     assert [e["field"] for e in at_login["errors"]] == ["email"]  # type: ignore[attr-defined,index]
 
 
+@pytest.mark.security(stride="I", asvs=("V6.3",))
 def test_a_well_formed_unknown_email_is_still_the_401_of_a_wrong_password(
     stack: RunningStack,
 ) -> None:
@@ -85,6 +89,7 @@ def test_a_well_formed_unknown_email_is_still_the_401_of_a_wrong_password(
     }
 
 
+@pytest.mark.security(stride="S", asvs=("V1.1",))
 def test_lookalike_spellings_reach_one_account_at_both(stack: RunningStack) -> None:
     user = register(stack.auth_url)
     local, _, domain = user.email.partition("@")
@@ -257,6 +262,7 @@ HOSTILE_AUTHORIZATION = {
 }
 
 
+@pytest.mark.security(stride="S", asvs=("V9.1",))
 @pytest.mark.parametrize("case", list(HOSTILE_AUTHORIZATION))
 def test_hostile_authorization_headers_are_401(stack: RunningStack, case: str) -> None:
     value = HOSTILE_AUTHORIZATION[case]
@@ -265,6 +271,7 @@ def test_hostile_authorization_headers_are_401(stack: RunningStack, case: str) -
         assert_problem(response, 401)
 
 
+@pytest.mark.security(stride="S", asvs=("V4.1",))
 def test_hostile_mobile_and_forwarding_headers_do_not_break_a_request(
     stack: RunningStack, headers: dict[str, str]
 ) -> None:

@@ -24,6 +24,8 @@ import pytest
 from .conftest import RunningStack, StackFactory
 from .helpers import new_request_id
 
+pytestmark = pytest.mark.security(stride="D", asvs=("V4.2", "V15.2"))
+
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 2.0
 FAST = {
@@ -183,6 +185,7 @@ def test_101_headers_are_431_and_100_are_served(limited: RunningStack, service: 
     assert exchange(url, get(enough)).statuses == [200]
 
 
+@pytest.mark.security(stride="I", asvs=("V16.2",))
 def test_a_long_user_agent_costs_little_and_leaks_nothing(limited: RunningStack) -> None:
     """Redaction of the User-Agent used to take minutes on some 16 KiB texts (one request
     stalled the process); now 20 such requests at once are served within a second or two."""
@@ -262,6 +265,7 @@ def test_a_body_that_stalls_is_408_within_the_body_timeout(
     assert line["route"] == BODY_ROUTE[service].decode()  # the app's own line
 
 
+@pytest.mark.security(stride="R", asvs=("V16.2",))
 def test_a_client_gone_mid_body_is_one_info_line_not_a_500(
     limited: RunningStack, service: str
 ) -> None:
@@ -321,6 +325,7 @@ def malformed(request: pytest.FixtureRequest) -> bytes:
     return MALFORMED[str(request.param)]
 
 
+@pytest.mark.security(stride="R", asvs=("V16.2",))
 def test_malformed_framing_is_400_closed_promptly_and_logged_once(
     limited: RunningStack, service: str, malformed: bytes
 ) -> None:
@@ -329,6 +334,7 @@ def test_malformed_framing_is_400_closed_promptly_and_logged_once(
     assert result.seconds < PROMPTLY
 
 
+@pytest.mark.security(stride="R", asvs=("V16.2",))
 def test_a_framing_error_after_the_body_started_is_400_and_one_line(
     limited: RunningStack, service: str
 ) -> None:

@@ -145,6 +145,7 @@ def test_the_ingress_routes_each_path_to_its_service(cluster: Cluster) -> None:
     assert httpx.get(f"{cluster.url}/healthz").status_code == 404
 
 
+@pytest.mark.security(stride="I", asvs=("V16.5",))
 @pytest.mark.parametrize(
     ("method", "path", "extra", "status"),
     [
@@ -167,6 +168,7 @@ def test_what_the_ingress_refuses_is_problem_json(
     assert "nginx" not in answer.text
 
 
+@pytest.mark.security(stride="S", asvs=("V4.1",))
 def test_a_client_cannot_choose_its_country_through_the_ingress(cluster: Cluster) -> None:
     """The auth service believes the geo header (``GEO_COUNTRY_HEADER``, CloudFront's by
     default) from the ingress only; an ingress that sets no country must strip the client's,
@@ -197,6 +199,7 @@ def test_a_client_cannot_choose_its_country_through_the_ingress(cluster: Cluster
     assert [row["country"] for row in rows] == [None]
 
 
+@pytest.mark.security(stride="S", asvs=("V4.1",))
 def test_only_the_ingress_is_trusted_with_x_forwarded_for(cluster: Cluster) -> None:
     user = register(cluster.url)
     spoofed = {**user.headers, "X-Forwarded-For": "203.0.113.9"}
@@ -220,6 +223,7 @@ def test_only_the_ingress_is_trusted_with_x_forwarded_for(cluster: Cluster) -> N
     assert [s["lastIp"] for s in sessions] == ["127.0.0.1", "127.0.0.1"]
 
 
+@pytest.mark.security(stride="S", asvs=("V2.4", "V6.3"))
 def test_the_login_limit_per_email_is_exact_whichever_replica_answers(cluster: Cluster) -> None:
     user = register(cluster.url)
     answers = [
@@ -238,6 +242,7 @@ def test_the_login_limit_per_email_is_exact_whichever_replica_answers(cluster: C
     assert set(turns) == {_address(s.auth_url) for s in cluster.stacks[:2]}
 
 
+@pytest.mark.security(stride="SE", asvs=("V7.4", "V10.4"))
 def test_refresh_reuse_and_logout_hold_on_every_auth_replica_at_once(cluster: Cluster) -> None:
     user = register(cluster.url)
     tokens = login(cluster.url, user)
@@ -261,6 +266,7 @@ def test_refresh_reuse_and_logout_hold_on_every_auth_replica_at_once(cluster: Cl
     assert _upstream(refused) != _upstream(logout)
 
 
+@pytest.mark.security(stride="E", asvs=("V7.4",))
 def test_a_revoked_session_is_refused_by_every_api_replica_within_a_second(
     cluster: Cluster,
 ) -> None:

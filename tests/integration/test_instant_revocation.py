@@ -14,6 +14,8 @@ import redis
 from .conftest import RunningStack, StackFactory
 from .helpers import MobileUser, bearer, login, refresh, register
 
+pytestmark = pytest.mark.security(stride="E", asvs=("V7.4",))
+
 
 def _me(stack: RunningStack, access_token: object) -> int:
     return httpx.get(f"{stack.api_url}/v1/me", headers=bearer(access_token)).status_code
@@ -65,6 +67,7 @@ def test_logout_all_stops_every_sessions_access_token(stack: RunningStack) -> No
     assert [_me(stack, s["access_token"]) for s in sessions] == [401, 401, 401]
 
 
+@pytest.mark.security(stride="S", asvs=("V10.4",))
 def test_refresh_reuse_and_rfc7009_revocation_stop_the_access_tokens(stack: RunningStack) -> None:
     user = register(stack.auth_url)
     tokens = login(stack.auth_url, user)
@@ -81,6 +84,7 @@ def test_refresh_reuse_and_rfc7009_revocation_stop_the_access_tokens(stack: Runn
     assert _me(stack, other["access_token"]) == 401
 
 
+@pytest.mark.security(stride="R", asvs=("V7.5",))
 def test_sessions_list_shows_device_platform_times_and_ip(stack: RunningStack) -> None:
     user = register(stack.auth_url)
     tokens = login(stack.auth_url, user)
@@ -99,6 +103,7 @@ def test_sessions_list_shows_device_platform_times_and_ip(stack: RunningStack) -
     assert used > created  # the refresh counted as a use
 
 
+@pytest.mark.security(stride="I", asvs=("V7.5", "V8.2"))
 def test_deleting_a_session_ends_it_everywhere_and_hides_others(stack: RunningStack) -> None:
     user = register(stack.auth_url)
     phone, tablet = login(stack.auth_url, user), login(stack.auth_url, user)
@@ -160,6 +165,7 @@ def _user_remaining(response: httpx.Response) -> int:
     raise AssertionError(response.headers["RateLimit"])
 
 
+@pytest.mark.security(stride="D", asvs=("V2.4",))
 def test_an_ended_sessions_token_does_not_spend_its_users_limit(stack: RunningStack) -> None:
     """A stolen token of a logged-out session is refused and counted per IP only: it cannot
     use up the user's own per-user limit (nor feed the user's burst detector)."""

@@ -33,6 +33,8 @@ from bulwark.common.access_tokens import JWKS_HOLD_SECONDS
 from .conftest import RunningStack, StackFactory
 from .helpers import MobileUser, bearer, login, refresh, register
 
+pytestmark = pytest.mark.security(stride="S", asvs=("V9.1",))
+
 MAX_AGE = 1  # JWKS_MAX_AGE_SECONDS of these stacks
 PUBLISH_WAIT = 1 + MAX_AGE + 1  # reload poll + max-age + whole-second timestamps
 #: How long a revoked key may still verify at the API, whatever its JWKS cache holds: the
@@ -165,6 +167,7 @@ def running_traffic(stack: RunningStack, clients: int) -> Iterator[Traffic]:
             thread.join(timeout=30)
 
 
+@pytest.mark.security(stride="D", asvs=("V11",))
 def test_rotation_under_traffic_fails_no_request(rotating_stack: RunningStack) -> None:
     stack = rotating_stack
     keys_dir = stack.config.keys_dir
@@ -248,6 +251,7 @@ STAGING_ISSUER = "https://auth.staging.bulwark.test"
 PRODUCTION_ISSUER = "https://auth.bulwark.test"
 
 
+@pytest.mark.security(stride="S", asvs=("V9.2",))
 def test_a_staging_token_is_refused_by_the_production_api(
     stack_factory: StackFactory, tmp_path: Path
 ) -> None:

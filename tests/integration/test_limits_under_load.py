@@ -25,6 +25,8 @@ from .conftest import RunningStack, StackFactory
 from .helpers import bearer, login, register
 from .prometheus import Series, scrape, value
 
+pytestmark = pytest.mark.security(stride="D", asvs=("V2.4",))
+
 REQUESTS = 600
 CLIENTS = 48
 USER_LIMIT = 300  # per minute, services/ratelimit/src/bulwark/ratelimit/rules.yaml

@@ -12,9 +12,12 @@ import urllib.parse
 from typing import Any
 
 import httpx
+import pytest
 
 from .conftest import RunningStack, StackFactory
 from .helpers import MobileUser, random_email
+
+pytestmark = pytest.mark.security(stride="I", asvs=("V14.2", "V16.2"))
 
 SERVICES = ("auth", "api", "ratelimit")
 

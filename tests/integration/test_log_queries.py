@@ -206,6 +206,7 @@ def test_every_block_of_the_library_is_a_jq_or_shell_one_liner(jq: str) -> None:
     assert jq
 
 
+@pytest.mark.security(stride="R", asvs=("V16.2",))
 def test_every_request_by_one_user(jq: str, incident: dict[str, Any]) -> None:
     assert jq
     stack, alice = incident["stack"], incident["alice"]
@@ -268,6 +269,7 @@ def test_endpoints_above_a_latency_threshold(jq: str, incident: dict[str, Any]) 
     assert all(line["latency_ms"] > threshold for line in slow)
 
 
+@pytest.mark.security(stride="R", asvs=("V16.3",))
 def test_failed_logins_by_ip_and_the_emails_each_tried(jq: str, incident: dict[str, Any]) -> None:
     assert jq
     stack, alice, unknown = incident["stack"], incident["alice"], incident["unknown"]
@@ -295,6 +297,7 @@ def test_failed_logins_by_ip_and_the_emails_each_tried(jq: str, incident: dict[s
     assert [line["email_fingerprint"] for line in attempts] == by_ip[IP_C]["email_fingerprints"]
 
 
+@pytest.mark.security(stride="R", asvs=("V16.3",))
 def test_refresh_reuse_events(jq: str, incident: dict[str, Any]) -> None:
     assert jq
     found = _run(_queries()["refresh-reuse"], incident["stack"])

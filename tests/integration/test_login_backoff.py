@@ -17,6 +17,8 @@ import pytest
 from .conftest import RunningStack, StackFactory
 from .helpers import random_email, register
 
+pytestmark = pytest.mark.security(stride="SD", asvs=("V2.4", "V6.3"))
+
 BLOCK = 2  # block_seconds of both backoff rules; max_block_seconds is 4 * BLOCK
 RULES = f"""
 domains:
@@ -146,6 +148,7 @@ def test_one_ip_failing_on_many_identities_is_refused_new_ones(
     assert _login(backoff_stack, user.email, user.password, "198.51.100.41").status_code == 200
 
 
+@pytest.mark.security(stride="S", asvs=("V15.4",))
 def test_parallel_logins_from_one_ip_cannot_outrun_the_failure_limits(
     backoff_stack: RunningStack,
 ) -> None:

@@ -4,9 +4,12 @@ whatever the letter case or surrounding spaces of the email."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from .conftest import RunningStack
 from .helpers import register
+
+pytestmark = pytest.mark.security(stride="S", asvs=("V2.4", "V6.3"))
 
 
 def _attempt(stack: RunningStack, email: str, password: str) -> httpx.Response:
@@ -35,6 +38,7 @@ def test_sixth_attempt_is_429_even_with_the_right_password(stack: RunningStack) 
     assert "access_token" not in blocked.text
 
 
+@pytest.mark.security(stride="I", asvs=("V6.3",))
 def test_failed_login_bodies_do_not_reveal_whether_the_account_exists(
     stack: RunningStack,
 ) -> None:

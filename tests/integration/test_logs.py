@@ -14,9 +14,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
 from .conftest import RunningStack
 from .helpers import bearer, login, new_request_id, random_email, refresh, register
+
+pytestmark = pytest.mark.security(stride="R", asvs=("V16.2",))
 
 ACCESS_FIELDS = {
     "request_id",
@@ -76,6 +79,7 @@ def _wait_for(stack: RunningStack, service: str, **fields: object) -> list[dict[
             return found
 
 
+@pytest.mark.security(stride="I", asvs=("V14.2",))
 def test_a_session_leaves_no_secret_in_any_log(stack: RunningStack) -> None:
     user = register(stack.auth_url)
     user.password = "Canary-Pass-7731!"
@@ -190,6 +194,7 @@ def test_auth_access_lines_name_the_user_of_login_refresh_and_logout(
     assert routes == {"/v1/auth/login", "/oauth2/token", "/v1/auth/logout"}
 
 
+@pytest.mark.security(stride="R", asvs=("V16.3",))
 def test_security_events_are_log_lines_with_ip_device_and_email_fingerprint(
     stack: RunningStack,
 ) -> None:
@@ -267,6 +272,7 @@ BREAKERS = [b"\r", b"\n", b"\x00", b"\x0b", b"\x0c", b"\x1c", b"\x1e", b"\x85", 
 UNICODE_BREAKERS = ["\u2028", "\u2029", "\u0085", "\u202e"]
 
 
+@pytest.mark.security(stride="T", asvs=("V16.4", "V1.2"))
 def test_control_characters_in_client_values_cannot_start_or_forge_a_line(
     stack: RunningStack,
 ) -> None:

@@ -142,6 +142,7 @@ def session(stack: RunningStack) -> Session:
     )
 
 
+@pytest.mark.security(stride="I", asvs=("V13.4",))
 def test_the_public_ports_do_not_serve_metrics(stack: RunningStack) -> None:
     for url in (stack.api_url, stack.auth_url):
         response = httpx.get(f"{url}/metrics")
@@ -181,12 +182,14 @@ def test_http_durations_are_a_histogram_in_seconds(session: Session) -> None:
     assert "# TYPE bulwark_http_server_requests_total counter" in session.texts["api"]
 
 
+@pytest.mark.security(stride="R", asvs=("V16.3",))
 def test_login_failures_are_counted_by_reason(session: Session) -> None:
     failures = "bulwark_login_failures_total"
     assert session.delta("auth", failures, reason="invalid_credentials") >= 5
     assert session.delta("auth", failures, reason="rate_limited") >= 1
 
 
+@pytest.mark.security(stride="R", asvs=("V16.3",))
 def test_a_refresh_token_reuse_is_counted(session: Session) -> None:
     assert session.delta("auth", "bulwark_refresh_reuse_detections_total") >= 1
 
@@ -203,6 +206,7 @@ def test_ratelimit_calls_and_decisions_are_counted_by_rule_and_result(session: S
         assert session.delta("ratelimit", decisions, **api_ok) >= 3
 
 
+@pytest.mark.security(stride="I", asvs=("V14.2",))
 def test_no_label_holds_an_email_an_address_a_token_or_an_id(session: Session) -> None:
     labels = {
         (name, label, text)

@@ -72,6 +72,7 @@ def test_four_jobs_at_once_apply_each_migration_exactly_once(
     assert _events(output, "migrations_done")[0]["count"] == 0
 
 
+@pytest.mark.security(stride="I", asvs=("V13.3",))
 def test_an_unreachable_database_exits_1_without_the_password() -> None:
     job = _migrate("api", f"postgresql://bulwark:n0t-this-pw@127.0.0.1:{free_port()}/x")
     output = job.communicate(timeout=60)[0]
@@ -153,6 +154,7 @@ def test_a_serving_replica_never_migrates_and_is_ready_once_the_job_ran(
     assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
 
 
+@pytest.mark.security(stride="I", asvs=("V13.3",))
 @pytest.mark.parametrize(
     "password",
     ["Sx9Qp#Zr7k", "abcd/efgh9", "1234#abcdef", "qwerty?xy=12345"],

@@ -26,6 +26,8 @@ from .html_forms import decide, sign_in
 from .oauth_node import NodeClient, node_or_skip
 from .oauth_pages import CLIENTS_ENV, DEVICE_GRANT, WEB_REDIRECT, browser
 
+pytestmark = pytest.mark.security(stride="S", asvs=("V10.1", "V10.4"))
+
 REDIRECT_URI = WEB_REDIRECT  # never fetched: the test reads the Location
 USER_CODE = re.compile(r"[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}")
 

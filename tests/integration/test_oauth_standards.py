@@ -15,6 +15,8 @@ from .conftest import RunningStack
 from .helpers import MobileUser, bearer, login, refresh, register
 from .sessions_db import grant_scope
 
+pytestmark = pytest.mark.security(stride="SE", asvs=("V10.4",))
+
 
 def _me(stack: RunningStack, access_token: object) -> int:
     return httpx.get(f"{stack.api_url}/v1/me", headers=bearer(access_token)).status_code
@@ -62,6 +64,7 @@ def test_a_refresh_token_is_revoked_whatever_the_hint(stack: RunningStack) -> No
     assert refresh(stack.auth_url, str(tokens["refresh_token"]), user).status_code == 400
 
 
+@pytest.mark.security(stride="T", asvs=("V10.4",))
 def test_a_forged_or_garbage_token_is_200_and_ends_nothing(stack: RunningStack) -> None:
     user = register(stack.auth_url)
     tokens = login(stack.auth_url, user)
@@ -175,6 +178,7 @@ def test_a_narrower_scope_applies_to_the_access_token_only(stack: RunningStack) 
     assert (again.status_code, again.json()["scope"]) == (200, "notes:read api")
 
 
+@pytest.mark.security(stride="E", asvs=("V8.2", "V10.3"))
 def test_the_api_refuses_a_token_whose_scope_lacks_api(stack: RunningStack) -> None:
     """RFC 6750 §3.1: a valid token without the API's scope is 403 ``insufficient_scope``,
     on reads and writes alike; the same session's token with ``api`` still works."""
@@ -198,6 +202,7 @@ def test_the_api_refuses_a_token_whose_scope_lacks_api(stack: RunningStack) -> N
     assert me.status_code == 200, me.text
 
 
+@pytest.mark.security(stride="E", asvs=("V8.2",))
 @pytest.mark.parametrize("scope", ["api admin", "admin", "API", "api  api", " api", 'a"b'])
 def test_a_wider_or_malformed_scope_is_invalid_scope_and_spends_nothing(
     stack: RunningStack, scope: str
@@ -212,6 +217,7 @@ def test_a_wider_or_malformed_scope_is_invalid_scope_and_spends_nothing(
     assert (rotated.status_code, rotated.json()["scope"]) == (200, "api")
 
 
+@pytest.mark.security(stride="I", asvs=("V10.4",))
 def test_an_unknown_or_ended_token_says_nothing_about_the_scope(stack: RunningStack) -> None:
     user = register(stack.auth_url)
     tokens = login(stack.auth_url, user)

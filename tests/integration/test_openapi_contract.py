@@ -190,6 +190,7 @@ def _failures(document: dict[str, Any], base_url: str, headers: dict[str, str]) 
     yield from (f"the {phase.value} phase did not run" for phase in REQUIRED_PHASES - ran)
 
 
+@pytest.mark.security(stride="TD", asvs=("V2.2", "V4.1"))
 @pytest.mark.parametrize("service", ["api", "auth"])
 def test_the_service_does_what_its_document_says(
     contract_stack: RunningStack, client_headers: dict[str, str], service: str

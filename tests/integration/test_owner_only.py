@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime
 
 import httpx
+import pytest
 import redis
 
 from bulwark.api.notes.rules import Cursor, encode_cursor
@@ -27,6 +28,7 @@ def _foreign_attempts(stack: RunningStack, user_id: str) -> int:
     return int(count) if count else 0
 
 
+@pytest.mark.security(stride="EI", asvs=("V8.2",))
 def test_another_users_note_is_404_for_every_verb(stack: RunningStack) -> None:
     alice, mallory = register(stack.auth_url), register(stack.auth_url)
     alice_token = login(stack.auth_url, alice)["access_token"]

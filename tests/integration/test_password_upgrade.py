@@ -9,9 +9,12 @@ import uuid
 import argon2
 import asyncpg
 import httpx
+import pytest
 
 from .conftest import RunningStack
 from .helpers import register
+
+pytestmark = pytest.mark.security(stride="S", asvs=("V11.4",))
 
 
 async def _hash_of(database_url: str, user_id: str, new_hash: str | None = None) -> str:

@@ -33,6 +33,8 @@ from .conftest import RunningStack, StackFactory
 from .helpers import MobileUser, bearer, login, register
 from .prometheus import scrape, value
 
+pytestmark = pytest.mark.security(stride="D", asvs=("V15.2", "V16.5"))
+
 POOL_SIZE = 3
 DB_TIMEOUT = 1.0
 TIMEOUT = httpx.Timeout(10.0)

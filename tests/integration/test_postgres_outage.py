@@ -89,6 +89,7 @@ def _check_logs_clean(stack: RunningStack) -> None:
         assert '"event":"unhandled_exception"' not in log, service
 
 
+@pytest.mark.security(stride="D", asvs=("V16.5",))
 def test_postgres_stopped_then_started(own: RunningStack, postgres: EmbeddedPostgres) -> None:
     user, headers = _session(own)
     notes_url = f"{own.api_url}/v1/notes"
@@ -124,6 +125,7 @@ def test_postgres_stopped_then_started(own: RunningStack, postgres: EmbeddedPost
     _check_logs_clean(own)
 
 
+@pytest.mark.security(stride="D", asvs=("V16.5",))
 def test_postgres_stalled(own: RunningStack, postgres: EmbeddedPostgres) -> None:
     _user, headers = _session(own)
     notes_url = f"{own.api_url}/v1/notes"
@@ -145,6 +147,7 @@ def test_postgres_stalled(own: RunningStack, postgres: EmbeddedPostgres) -> None
     _check_logs_clean(own)
 
 
+@pytest.mark.security(stride="D", asvs=("V2.4", "V16.5"))
 def test_logins_refused_by_an_outage_do_not_count_against_the_address(
     own: RunningStack, postgres: EmbeddedPostgres
 ) -> None:

@@ -15,6 +15,8 @@ from .conftest import RunningStack, StackFactory, raised_api_limits
 from .helpers import bearer, login, register
 from .outages import SLACK, ThrowawayRedis, TimedTraffic, Traffic, eventually, timed
 
+pytestmark = pytest.mark.security(stride="D", asvs=("V16.5",))
+
 REDIS_DEADLINE = 0.5  # REDIS_TIMEOUT_SECONDS of the API and of the limiter (default)
 
 
@@ -95,6 +97,7 @@ def test_redis_restart_under_traffic(own: RunningStack, throwaway_redis: Throwaw
         assert "Traceback" not in own.log(service)
 
 
+@pytest.mark.security(stride="E", asvs=("V7.4",))
 def test_a_logged_out_session_stays_refused_across_a_redis_restart_that_loses_it(
     own: RunningStack, throwaway_redis: ThrowawayRedis
 ) -> None:
@@ -167,6 +170,7 @@ def test_requests_succeed_within_a_second_of_redis_answering_again(
     assert set(late) == {200}, sorted(set(late))
 
 
+@pytest.mark.security(stride="E", asvs=("V7.4",))
 def test_a_logged_out_session_stays_refused_when_redis_comes_back_from_an_older_snapshot(
     own: RunningStack, throwaway_redis: ThrowawayRedis
 ) -> None:

@@ -13,6 +13,8 @@ from .conftest import RunningStack, StackFactory
 from .helpers import bearer, login, refresh, register
 from .sessions_db import events, family_state
 
+pytestmark = pytest.mark.security(stride="SE", asvs=("V10.4", "V15.4"))
+
 GRACE_SECONDS = 2
 
 

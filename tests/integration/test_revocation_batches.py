@@ -14,6 +14,8 @@ import pytest
 
 from bulwark.common.revocations import RevocationsUnavailable, SessionRevocations
 
+pytestmark = pytest.mark.security(stride="ED", asvs=("V7.4", "V16.5"))
+
 
 @pytest.fixture
 async def revocations(redis_url: str) -> AsyncIterator[SessionRevocations]:

@@ -123,6 +123,7 @@ def test_the_same_key_with_another_request_is_422(stack: RunningStack) -> None:
     assert httpx.post(url, json={"title": "one"}, headers={**headers, **key}).json() == first.json()
 
 
+@pytest.mark.security(stride="IE", asvs=("V8.2",))
 def test_keys_are_per_user(stack: RunningStack) -> None:
     alice, as_alice = _user(stack)
     mallory, as_mallory = _user(stack)
@@ -157,6 +158,7 @@ def refused_user(stack: RunningStack) -> tuple[MobileUser, dict[str, str]]:
     return _user(stack)
 
 
+@pytest.mark.security(stride="T", asvs=("V2.2",))
 @pytest.mark.parametrize(
     "value",
     [
@@ -243,6 +245,7 @@ async def test_a_request_whose_key_is_in_flight_gets_409(stack: RunningStack) ->
     assert await _count_notes(stack, user) == 1
 
 
+@pytest.mark.security(stride="T", asvs=("V15.4",))
 async def test_concurrent_retries_execute_once(stack: RunningStack) -> None:
     user, headers = _user(stack)
     key = {KEY: _new_key()}
@@ -351,6 +354,7 @@ def test_delete_honours_if_match(stack: RunningStack) -> None:
 # --- what a PATCH may change -----------------------------------------------------------------
 
 
+@pytest.mark.security(stride="TE", asvs=("V15.3",))
 @pytest.mark.parametrize(
     "field", ["id", "owner", "ownerId", "createdAt", "updatedAt", "version", "isPinned"]
 )

@@ -4,9 +4,12 @@ detection, logout; each against the real services, Postgres and Redis."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from .conftest import RunningStack
 from .helpers import bearer, login, refresh, register
+
+pytestmark = pytest.mark.security(stride="SE", asvs=("V7.2", "V10.4"))
 
 
 def test_full_session_with_reuse_detection(stack: RunningStack) -> None:
@@ -60,6 +63,7 @@ def test_full_session_with_reuse_detection(stack: RunningStack) -> None:
     assert refresh(stack.auth_url, str(again["refresh_token"]), user).status_code == 400
 
 
+@pytest.mark.security(stride="E", asvs=("V7.4", "V7.5"))
 def test_sessions_list_and_logout_all(stack: RunningStack) -> None:
     user = register(stack.auth_url)
     phone = login(stack.auth_url, user)
@@ -82,6 +86,7 @@ def test_sessions_list_and_logout_all(stack: RunningStack) -> None:
         assert refresh(stack.auth_url, str(tokens["refresh_token"]), user).status_code == 400
 
 
+@pytest.mark.security(stride="E", asvs=("V7.4",))
 def test_revocation_endpoint_ends_the_family(stack: RunningStack) -> None:
     user = register(stack.auth_url)
     tokens = login(stack.auth_url, user)
@@ -93,6 +98,7 @@ def test_revocation_endpoint_ends_the_family(stack: RunningStack) -> None:
     assert unknown.status_code == 200
 
 
+@pytest.mark.security(stride="I", asvs=("V16.5",))
 def test_token_endpoint_errors_follow_rfc6749(stack: RunningStack) -> None:
     cases = [
         ({"grant_type": "password", "username": "a", "password": "b"}, "unsupported_grant_type"),

@@ -10,6 +10,8 @@ import pytest
 from .conftest import RunningStack, StackFactory
 from .helpers import bearer, login, register
 
+pytestmark = pytest.mark.security(stride="SD", asvs=("V2.4",))
+
 USER_LIMIT = 120  # endpoint=sessions, user_id: services/ratelimit/src/bulwark/ratelimit/rules.yaml
 IP_LIMIT = 600  # endpoint=sessions, remote_address
 

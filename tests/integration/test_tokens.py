@@ -5,9 +5,12 @@ Forgeries (and genuine tokens misused) are in ``test_forged_tokens.py``."""
 from __future__ import annotations
 
 import jwt
+import pytest
 
 from .conftest import RunningStack
 from .helpers import login, register
+
+pytestmark = pytest.mark.security(stride="S", asvs=("V9.1",))
 
 
 def test_pyjwt_verifies_the_access_token_from_the_jwks(stack: RunningStack) -> None:

@@ -159,6 +159,7 @@ def test_a_login_is_one_trace_across_auth_ratelimit_and_postgres(session: Sessio
     assert any(s.service == "bulwark-auth" and s.name == "SELECT" for s in spans)
 
 
+@pytest.mark.security(stride="T", asvs=("V4.1",))
 @pytest.mark.parametrize(
     ("service", "request_attr", "client_trace", "client_span"),
     [
@@ -186,6 +187,7 @@ def test_span_names_are_route_templates(session: Session) -> None:
     assert read[0].attributes["http.response.status_code"] == 200
 
 
+@pytest.mark.security(stride="I", asvs=("V14.2",))
 def test_no_secret_and_no_request_data_is_exported(session: Session) -> None:
     assert session.raw, "nothing was exported"
     for what, secret in session.secrets.items():

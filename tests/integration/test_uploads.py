@@ -28,6 +28,8 @@ from . import upload_files
 from .conftest import RunningStack, StackFactory
 from .helpers import MobileUser, assert_problem, bearer, login, register
 
+pytestmark = pytest.mark.security(stride="T", asvs=("V5.2",))
+
 
 @dataclass
 class Client:
@@ -83,6 +85,7 @@ def _upload(client: Client, filename: str, content_type: str, data: bytes) -> st
     return str(created.json()["upload"]["id"])
 
 
+@pytest.mark.security(stride="T", asvs=("V5.4", "V3.2"))
 def test_upload_flow_and_download_headers(uploads_stack: RunningStack) -> None:
     alice, mallory = _client(uploads_stack), _client(uploads_stack)
     data = upload_files.png()
@@ -165,6 +168,7 @@ def test_declarations_are_checked(uploads_stack: RunningStack) -> None:
         assert field in [error["field"] for error in refused["errors"]], (filename, refused)
 
 
+@pytest.mark.security(stride="S", asvs=("V5.2",))
 def test_put_url_is_bound_to_its_type_length_and_lifetime(uploads_stack: RunningStack) -> None:
     client = _client(uploads_stack)
     data = upload_files.png()
@@ -262,6 +266,7 @@ def _upload_flags(stack: RunningStack, user_id: str) -> list[dict[str, Any]]:
     return asyncio.run(run())
 
 
+@pytest.mark.security(stride="ER", asvs=("V8.2", "V16.3"))
 def test_attempts_at_other_users_uploads_are_flagged(uploads_stack: RunningStack) -> None:
     owner, prober = _client(uploads_stack), _client(uploads_stack)
     upload_id = _upload(owner, "photo.png", "image/png", upload_files.png())
@@ -408,6 +413,7 @@ def slow_check_stack(stack_factory: StackFactory) -> RunningStack:
     return stack_factory(env={"api": {"UPLOADS_CHECK_SECONDS": str(CHECK_SECONDS)}})
 
 
+@pytest.mark.security(stride="D", asvs=("V15.2",))
 def test_a_slow_check_is_killed_at_its_deadline_and_others_go_on(
     slow_check_stack: RunningStack,
 ) -> None:
@@ -442,6 +448,7 @@ def busy_checks_stack(stack_factory: StackFactory) -> RunningStack:
     return stack_factory(env={"api": env})
 
 
+@pytest.mark.security(stride="D", asvs=("V15.2",))
 def test_a_complete_that_finds_every_check_busy_is_503_and_stays_pending(
     busy_checks_stack: RunningStack,
 ) -> None:

@@ -27,6 +27,8 @@ from . import upload_files
 from .conftest import RunningStack, StackFactory
 from .helpers import assert_problem, bearer, login, register
 
+pytestmark = pytest.mark.security(stride="T", asvs=("V5.2",))
+
 BUCKET = "bulwark-uploads-test"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
@@ -214,6 +216,7 @@ def test_an_object_larger_than_declared_is_refused(s3_stack: RunningStack, s3: S
     assert not s3.exists(key)
 
 
+@pytest.mark.security(stride="D", asvs=("V16.5",))
 def test_s3_down_is_a_503_and_the_upload_waits(s3_stack: RunningStack, s3: S3Server) -> None:
     owner, headers = _headers(s3_stack)
     data = upload_files.png()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from .conftest import RunningStack
 from .helpers import PASSWORD, bearer, login, random_email, register
+
+pytestmark = pytest.mark.security(stride="T", asvs=("V2.2",))
 
 PROBLEM = "application/problem+json"
 
@@ -14,6 +17,7 @@ def _register(stack: RunningStack, body: object) -> httpx.Response:
     return httpx.post(f"{stack.auth_url}/v1/users", json=body)
 
 
+@pytest.mark.security(stride="E", asvs=("V15.3",))
 def test_mass_assignment_fields_are_rejected_by_name(stack: RunningStack) -> None:
     email = random_email()
     for extra in ({"role": "admin"}, {"isAdmin": True}, {"id": "00000000-0000-0000-0000-0"}):
@@ -81,6 +85,7 @@ def test_every_bad_field_of_a_note_is_named_at_once(stack: RunningStack) -> None
     assert (updated.status_code, updated.json()["title"]) == (200, "u")
 
 
+@pytest.mark.security(stride="S", asvs=("V6.2",))
 def test_registration_policy(stack: RunningStack) -> None:
     cases = {
         "email": [{"email": "not-an-email"}, {"email": "a" * 250 + "@example.com"}],
@@ -105,6 +110,7 @@ def test_registration_policy(stack: RunningStack) -> None:
             assert field in {e["field"] for e in response.json()["errors"]}, variant
 
 
+@pytest.mark.security(stride="S", asvs=("V1.1",))
 def test_email_is_normalised_and_unique_in_any_case(stack: RunningStack) -> None:
     email = random_email()
     created = _register(
@@ -140,6 +146,7 @@ def test_malformed_and_oversized_bodies(stack: RunningStack) -> None:
     assert control.status_code == 400
 
 
+@pytest.mark.security(stride="R", asvs=("V16.2",))
 def test_request_id_is_echoed_or_generated(stack: RunningStack) -> None:
     echoed = httpx.get(f"{stack.api_url}/healthz", headers={"X-Request-ID": "abc-123"})
     assert echoed.headers["x-request-id"] == "abc-123"

@@ -27,6 +27,7 @@ OVERLAY_POLICIES: list[Callable[[Objects], list[str]]] = [
 ]
 
 
+@pytest.mark.security(stride="ED", asvs=("V13.2",))
 @pytest.mark.parametrize("policy", OVERLAY_POLICIES, ids=lambda p: p.__name__)
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_complies(
@@ -200,6 +201,7 @@ BREAKS: dict[str, tuple[str, Callable[[Objects], list[str]], Callable[[Objects],
 }
 
 
+@pytest.mark.security(stride="ED", asvs=("V13.2",))
 @pytest.mark.parametrize("case", BREAKS)
 def test_policy_reports_a_broken_copy(rendered: dict[str, Objects], case: str) -> None:
     overlay, policy, breaks = BREAKS[case]
@@ -209,6 +211,7 @@ def test_policy_reports_a_broken_copy(rendered: dict[str, Objects], case: str) -
     assert len(policy(objects)) >= 1
 
 
+@pytest.mark.security(stride="S", asvs=("V13.3", "V9.2"))
 def test_staging_and_production_share_no_key_secret_and_no_issuer(
     rendered: dict[str, Objects],
 ) -> None:
@@ -225,6 +228,7 @@ def _auth_pod_spec(objects: Objects) -> dict[str, Any]:
     return spec
 
 
+@pytest.mark.security(stride="S", asvs=("V13.3", "V9.2"))
 def test_sharing_a_key_secret_or_the_issuer_is_reported(rendered: dict[str, Objects]) -> None:
     staging = copy.deepcopy(rendered["staging"])
     production = rendered["production"]

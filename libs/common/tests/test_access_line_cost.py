@@ -14,9 +14,12 @@ from bulwark.common import http
 from bulwark.common.http import logged_user_agent
 from bulwark.common.redaction import REDACTED
 
+pytestmark = pytest.mark.security(stride="I", asvs=("V16.2",))
+
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJlX3g"
 
 
+@pytest.mark.security(stride="D", asvs=("V15.2",))
 @pytest.mark.parametrize("length", [300, 16 * 1024, 1024 * 1024])
 def test_the_user_agent_is_redacted_in_a_bounded_window(
     monkeypatch: pytest.MonkeyPatch, length: int

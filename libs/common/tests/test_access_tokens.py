@@ -25,6 +25,8 @@ from bulwark.common.access_tokens import (
     InvalidAccessToken,
 )
 
+pytestmark = pytest.mark.security(stride="SE", asvs=("V9.1", "V9.2"))
+
 ISSUER, AUDIENCE = "https://auth.example", "bulwark-api"
 LIFETIME = 900
 

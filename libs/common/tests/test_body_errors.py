@@ -3,6 +3,7 @@
 from typing import Annotated
 
 import msgspec
+import pytest
 
 from bulwark.common.body_errors import MAX_ERRORS, MAX_PATH, body_struct_errors, struct_errors
 from bulwark.common.schemas import Schema
@@ -58,6 +59,7 @@ def test_nested_structs_and_list_items_are_named_by_their_path() -> None:
     ]
 
 
+@pytest.mark.security(stride="T", asvs=("V2.2",))
 def test_nul_is_listed_for_every_field_that_holds_it() -> None:
     body = {"displayName": "a\x00", "age": 1, "address": {"streetName": "b\x00"}}
     assert struct_errors(body, Person) == [
@@ -66,6 +68,7 @@ def test_nul_is_listed_for_every_field_that_holds_it() -> None:
     ]
 
 
+@pytest.mark.security(stride="T", asvs=("V2.2",))
 def test_conversion_is_strict_as_the_schema_says() -> None:
     assert struct_errors({"displayName": "A", "age": "3"}, Person) == [
         ("age", "Expected `int`, got `str`")

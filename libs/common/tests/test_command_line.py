@@ -7,6 +7,8 @@ import pytest
 
 from bulwark.common.command_line import CommandParser, rewrite_arguments
 
+pytestmark = pytest.mark.security(stride="T", asvs=("V1.2",))
+
 
 def tool() -> CommandParser:
     """A command shaped like ``bulwark-auth``: ``keys revoke KID`` with options from a

@@ -10,6 +10,8 @@ import pytest
 from bulwark.common import flag_commands
 from bulwark.common.command_line import CommandParser
 
+pytestmark = pytest.mark.security(stride="T", asvs=("V1.2",))
+
 USER = uuid.UUID("3f0c2a9e-5b1d-4c6e-9f7a-2d8b1e4c6a50")
 
 

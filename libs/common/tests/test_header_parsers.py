@@ -24,6 +24,8 @@ from bulwark.common.http import (
 )
 from bulwark.common.problems import Problem
 
+pytestmark = pytest.mark.security(stride="TD", asvs=("V2.2", "V4.1"))
+
 FUZZ = settings(max_examples=300, deadline=timedelta(seconds=1))
 PROXIES = parse_trusted_proxies("10.0.0.0/8, 127.0.0.1, ::1, fd00::/8")
 #: Header values as a server hands them over: any bytes but CR, LF and NUL, read as latin-1.

@@ -30,21 +30,25 @@ def test_trusted_proxies_parse_addresses_and_networks() -> None:
         parse_trusted_proxies("10.0.0.1/8")
 
 
+@pytest.mark.security(stride="S", asvs=("V4.1",))
 def test_without_trusted_proxies_the_peer_is_the_client() -> None:
     assert resolve_client_ip("127.0.0.1", ["203.0.113.9"], ()) == "127.0.0.1"
     assert resolve_client_ip(None, ["203.0.113.9"], PROXIES) is None
 
 
+@pytest.mark.security(stride="S", asvs=("V4.1",))
 def test_an_untrusted_peer_cannot_choose_its_address() -> None:
     assert resolve_client_ip("198.51.100.4", ["203.0.113.9"], PROXIES) == "198.51.100.4"
 
 
+@pytest.mark.security(stride="S", asvs=("V4.1",))
 def test_the_right_most_untrusted_hop_is_the_client() -> None:
     # The client claims 1.2.3.4; the first proxy appended the real peer, the second its own.
     xff = ["1.2.3.4, 203.0.113.7, 10.1.2.3"]
     assert resolve_client_ip("127.0.0.1", xff, PROXIES) == "203.0.113.7"
 
 
+@pytest.mark.security(stride="S", asvs=("V4.1",))
 def test_values_the_client_prepends_do_not_change_the_result() -> None:
     for spoof in ("", "6.6.6.6,", "10.0.0.1, 6.6.6.6,", "garbage, ", "1.1.1.1, 2.2.2.2,"):
         xff = [f"{spoof} 203.0.113.7"]
@@ -57,6 +61,7 @@ def test_several_header_fields_are_one_list_in_arrival_order() -> None:
     )
 
 
+@pytest.mark.security(stride="S", asvs=("V4.1",))
 def test_malformed_hops_and_all_trusted_chains() -> None:
     # A malformed entry ends the walk: the last hop we could verify is the client.
     assert resolve_client_ip("127.0.0.1", ["junk, 10.0.0.7"], PROXIES) == "10.0.0.7"
@@ -171,6 +176,7 @@ async def _access_line(headers: list[tuple[bytes, bytes]]) -> tuple[dict[str, An
     return line, answered["x-request-id"]
 
 
+@pytest.mark.security(stride="I", asvs=("V16.2",))
 @pytest.mark.parametrize(
     "secret", ["4012888888881881", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJlX3g"]
 )
@@ -182,6 +188,7 @@ async def test_a_secret_across_the_user_agent_cut_is_redacted_first(secret: str)
     assert secret[:8] not in line["user_agent"]
 
 
+@pytest.mark.security(stride="I", asvs=("V16.2",))
 async def test_a_secret_shaped_request_id_is_replaced() -> None:
     line, answered = await _access_line([(b"x-request-id", b"4012888888881881")])
     assert answered != "4012888888881881"
@@ -190,6 +197,7 @@ async def test_a_secret_shaped_request_id_is_replaced() -> None:
     assert (answered, line["request_id"]) == ("req-123.abc", "req-123.abc")
 
 
+@pytest.mark.security(stride="D", asvs=("V15.2",))
 async def test_past_max_concurrency_requests_wait_their_turn_then_are_shed() -> None:
     """Two requests in flight with ``max_concurrency=2``: a third waits for a turn (its app
     does not start), /healthz does not wait; when none frees within the queue timeout the

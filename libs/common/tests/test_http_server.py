@@ -25,6 +25,8 @@ from bulwark.common.http import (
 from bulwark.common.http_server import GuardedHttpToolsProtocol, protocol_class
 from bulwark.common.logging import configure_logging
 
+pytestmark = pytest.mark.security(stride="D", asvs=("V4.2", "V15.2"))
+
 LIMITS = HttpLimits(max_header_bytes=16 * 1024, max_headers=100, header_timeout=5, body_timeout=5)
 PEER = ("203.0.113.7", 50123)
 
@@ -358,6 +360,7 @@ async def test_a_framing_error_in_a_body_the_app_is_reading_is_one_400_and_one_l
     assert not server.other_lines()
 
 
+@pytest.mark.security(stride="R", asvs=("V16.2",))
 async def test_a_refused_request_behind_a_trusted_proxy_logs_the_client() -> None:
     server = Server(trusted_proxies="203.0.113.0/24")
     await server.send(b"GET / HTTP/1.1\r\nX-Forwarded-For: 198.51.100.4\r\nX-A: \x01\r\n\r\n")

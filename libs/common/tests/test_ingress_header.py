@@ -1,6 +1,10 @@
 """Headers set by the ingress are believed only from a trusted proxy."""
 
+import pytest
+
 from bulwark.common.http import ingress_header, parse_trusted_proxies
+
+pytestmark = pytest.mark.security(stride="S", asvs=("V4.1",))
 
 TRUSTED = parse_trusted_proxies("10.0.0.0/8, ::1")
 

@@ -14,6 +14,8 @@ from joserfc.jwk import ECKey
 from bulwark.common.access_tokens import JwksCache, JwksUnavailable
 from bulwark.common.revocations import entry_lifetime, revoked_key_lifetime
 
+pytestmark = pytest.mark.security(stride="SD", asvs=("V9.1",))
+
 
 class Clock:
     def __init__(self) -> None:

@@ -19,6 +19,8 @@ from bulwark.common import logging as bulwark_logging
 from bulwark.common.logging import configure_logging, get_logger, line_logger
 from bulwark.common.redaction import REDACTED
 
+pytestmark = pytest.mark.security(stride="R", asvs=("V16.2",))
+
 JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
 # Every character some reader takes as a line break, or that could spoof a field on screen.
 BREAKERS = "\r\n\x00\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\u202e"
@@ -41,6 +43,7 @@ def _lines(stream: io.StringIO) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
+@pytest.mark.security(stride="T", asvs=("V16.4", "V1.2"))
 def test_values_cannot_start_a_line_or_forge_a_field(stream: io.StringIO) -> None:
     forged = f'x{BREAKERS}{{"level":"critical","forged":true}}\n{{"event":"forged"}}'
     get_logger("t").info("login", user_agent=forged, device_id="\u00e9\U0001f600")
@@ -52,6 +55,7 @@ def test_values_cannot_start_a_line_or_forge_a_field(stream: io.StringIO) -> Non
     assert "forged" not in lines[0]
 
 
+@pytest.mark.security(stride="I", asvs=("V14.2",))
 def test_structlog_events_are_redacted(stream: io.StringIO) -> None:
     get_logger("t").info("login", password="p", token=JWT, note=f"sent {JWT}")
     (line,) = _lines(stream)
@@ -60,6 +64,7 @@ def test_structlog_events_are_redacted(stream: io.StringIO) -> None:
     assert line["note"] == f"sent {REDACTED}"
 
 
+@pytest.mark.security(stride="I", asvs=("V14.2",))
 def test_stdlib_records_with_arguments_extras_and_tracebacks_are_redacted(
     stream: io.StringIO,
 ) -> None:
@@ -80,6 +85,7 @@ def test_stdlib_records_with_arguments_extras_and_tracebacks_are_redacted(
     assert lines[2]["logger"] == "third.party"
 
 
+@pytest.mark.security(stride="I", asvs=("V14.2",))
 def test_a_record_that_cannot_be_formatted_prints_nothing_of_it(
     stream: io.StringIO, capsys: pytest.CaptureFixture[str]
 ) -> None:

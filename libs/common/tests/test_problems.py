@@ -1,6 +1,7 @@
 """Problem responses: every error is problem+json with a request id, naming no internals."""
 
 import msgspec
+import pytest
 from litestar import Litestar, get, post
 from litestar.params import JSONBody
 from litestar.testing import TestClient
@@ -9,6 +10,8 @@ from bulwark.common.http import RequestContextMiddleware
 from bulwark.common.problems import NotFound, exception_handlers
 from bulwark.common.request_bodies import strict_json_bodies
 from bulwark.common.schemas import Schema
+
+pytestmark = pytest.mark.security(stride="I", asvs=("V16.5",))
 
 
 class Thing(Schema, frozen=True):

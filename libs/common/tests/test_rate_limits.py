@@ -22,6 +22,8 @@ from bulwark.common.ratelimit_client import (
     _status,
 )
 
+pytestmark = pytest.mark.security(stride="D", asvs=("V2.4",))
+
 _Response = rls_pb2.RateLimitResponse
 LOGIN = [
     [("endpoint", "login"), ("email", "ann@example.com")],
@@ -66,6 +68,7 @@ def test_jitter_adds_up_to_ten_percent_and_at_least_one_second_of_spread() -> No
     assert len(drawn) > 5  # spread, not one value
 
 
+@pytest.mark.security(stride="I", asvs=("V14.2",))
 def test_policy_names_keep_the_endpoint_and_drop_personal_values() -> None:
     assert [policy_name(d) for d in LOGIN] == ["login-email", "login-remote_address"]
     assert policy_name([("user_id", "u-1")]) == "user_id"

@@ -18,6 +18,8 @@ from bulwark.common.redaction import (
     redact_value,
 )
 
+pytestmark = pytest.mark.security(stride="I", asvs=("V14.2", "V16.2"))
+
 JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
 REFRESH = "brt_" + "A" * 43
 

@@ -19,6 +19,8 @@ import pytest
 
 from bulwark.common.redaction import REDACTED, redact_text
 
+pytestmark = pytest.mark.security(stride="ID", asvs=("V16.2", "V15.2"))
+
 SIZE = 64 * 1024
 BUDGET_SECONDS = 2.0  # linear redaction of 64 KiB takes 0.02-0.2 s
 

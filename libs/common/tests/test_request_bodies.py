@@ -22,6 +22,8 @@ from bulwark.common.request_bodies import (
     loads_bounded,
 )
 
+pytestmark = pytest.mark.security(stride="TD", asvs=("V2.2", "V4.1"))
+
 
 def _check(body: bytes) -> None:
     check_json_body(body, "application/json", {})

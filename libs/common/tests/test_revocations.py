@@ -11,6 +11,8 @@ from bulwark.common.revocations import (
     entry_lifetime,
 )
 
+pytestmark = pytest.mark.security(stride="E", asvs=("V7.4",))
+
 
 class StandIn:
     """Answers like Redis would: revoked sids, or unreachable."""
@@ -38,6 +40,7 @@ async def test_a_live_session_passes_with_one_lookup() -> None:
     assert redis.asked == 1
 
 
+@pytest.mark.security(stride="D", asvs=("V16.5",))
 async def test_unreachable_redis_fails_closed_with_503_and_retry_after() -> None:
     with pytest.raises(ServiceUnavailable) as raised:
         await ensure_session_live(StandIn(down=True), "s1", fail_open=False)
@@ -45,6 +48,7 @@ async def test_unreachable_redis_fails_closed_with_503_and_retry_after() -> None
     assert "redis" not in raised.value.detail.lower()
 
 
+@pytest.mark.security(stride="D", asvs=("V16.5",))
 async def test_unreachable_redis_fails_open_when_configured() -> None:
     await ensure_session_live(StandIn(down=True), "s1", fail_open=True)
 
@@ -60,6 +64,7 @@ def test_keys_are_prefixed_per_deployment() -> None:
     assert revocations.key("abc") == "bulwark:test:revoked:sid:abc"
 
 
+@pytest.mark.security(stride="S", asvs=("V9.1",))
 async def test_a_revoked_signing_key_is_401_whatever_the_session() -> None:
     with pytest.raises(Unauthorized):
         await ensure_session_live(StandIn({"kid-1"}), "live-sid", kid="kid-1", fail_open=True)

@@ -153,6 +153,7 @@ def _routed(status: int, template: str | None = "/v1/notes/{note_id}") -> Any:
     return app
 
 
+@pytest.mark.security(stride="I", asvs=("V14.2",))
 async def test_the_server_span_is_named_by_route_and_records_no_request_data() -> None:
     recorder = Recorder()
     inner = _routed(200)
@@ -182,6 +183,7 @@ async def test_unmatched_routes_and_unknown_methods_keep_a_low_cardinality_name(
     assert recorder.spans()[1].attributes["http.request.method"] == "_OTHER"  # type: ignore[index]
 
 
+@pytest.mark.security(stride="T", asvs=("V4.1",))
 async def test_an_untrusted_traceparent_starts_a_new_trace_with_a_link() -> None:
     recorder = Recorder()
     middleware = TracingMiddleware(
@@ -199,6 +201,7 @@ async def test_an_untrusted_traceparent_starts_a_new_trace_with_a_link() -> None
     assert dict(link.attributes or {}) == {"bulwark.untrusted_parent": True}
 
 
+@pytest.mark.security(stride="T", asvs=("V4.1",))
 async def test_a_malformed_traceparent_is_ignored() -> None:
     recorder = Recorder()
     middleware = TracingMiddleware(_routed(200), (), recorder.provider)
@@ -208,6 +211,7 @@ async def test_a_malformed_traceparent_is_ignored() -> None:
     assert not span.links
 
 
+@pytest.mark.security(stride="T", asvs=("V4.1",))
 async def test_a_trusted_peer_continues_its_trace() -> None:
     recorder = Recorder()
     middleware = TracingMiddleware(
@@ -221,6 +225,7 @@ async def test_a_trusted_peer_continues_its_trace() -> None:
     assert not span.links
 
 
+@pytest.mark.security(stride="I", asvs=("V14.2",))
 async def test_server_errors_and_exceptions_mark_the_span_without_their_message() -> None:
     recorder = Recorder()
     await _call(TracingMiddleware(_routed(503), (), recorder.provider), _scope())

@@ -15,6 +15,8 @@ from bulwark.api.anomalies.bursts import Burst
 from bulwark.common.background import BackgroundChecks
 from bulwark.common.logging import configure_logging
 
+pytestmark = pytest.mark.security(stride="R", asvs=("V16.3",))
+
 
 class EveryAccountCrosses:
     """Stands in for Redis's counter: every account of the batch starts a burst."""

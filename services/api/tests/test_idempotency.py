@@ -7,6 +7,8 @@ from bulwark.api.idempotency import MAX_KEY_LENGTH, StoredAnswer, fingerprint, j
 from bulwark.api.notes.schemas import NoteCreate
 from bulwark.common.problems import BadRequest
 
+pytestmark = pytest.mark.security(stride="T", asvs=("V2.3",))
+
 
 def test_a_key_is_a_structured_field_string() -> None:
     assert parse_key([]) is None

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from bulwark.api.notes.rules import Cursor, check_text, decode_cursor, encode_cursor
 from bulwark.common.problems import ValidationFailed
 
+pytestmark = pytest.mark.security(stride="T", asvs=("V2.2",))
+
 
 def test_cursor_round_trip() -> None:
     cursor = Cursor(created_at=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC), id=uuid.uuid4())

@@ -26,6 +26,7 @@ def test_malformed_if_match_is_400(value: str) -> None:
         parse_if_match([value])
 
 
+@pytest.mark.security(stride="T", asvs=("V15.4",))
 def test_patch_must_be_conditional() -> None:
     with pytest.raises(PreconditionRequired):
         require_if_match([])

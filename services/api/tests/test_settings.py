@@ -8,6 +8,7 @@ from bulwark.common.settings import SettingsError
 BASE = {"DATABASE_URL": "postgresql://x/y"}
 
 
+@pytest.mark.security(stride="E", asvs=("V7.4",))
 def test_revocation_check_defaults() -> None:
     settings = from_env(BASE)
     assert settings.revocation_failure_mode == "deny"
@@ -72,6 +73,7 @@ def test_read_replica_is_optional() -> None:
         from_env({**BASE, "READ_YOUR_WRITES_SECONDS": "0"})
 
 
+@pytest.mark.security(stride="I", asvs=("V13.3",))
 @pytest.mark.parametrize("name", ["DATABASE_URL", "DATABASE_READ_URL"])
 @pytest.mark.parametrize(
     "url", ["postgresql://u:Sx9Qp#Zr7k@db:5432/x", "postgresql://u:abcd/efgh@db/x", "mysql://db/x"]

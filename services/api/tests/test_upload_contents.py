@@ -23,6 +23,8 @@ from bulwark.api.uploads.contents import (
     count_jpeg_scans,
 )
 
+pytestmark = pytest.mark.security(stride="TD", asvs=("V5.2",))
+
 MAX_PIXELS = 1_000_000
 
 

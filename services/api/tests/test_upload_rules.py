@@ -14,6 +14,8 @@ from bulwark.api.uploads.rules import (
 )
 from bulwark.common.problems import ValidationFailed
 
+pytestmark = pytest.mark.security(stride="T", asvs=("V5.2",))
+
 CONFIG = UploadConfig(max_bytes=1000)
 
 
@@ -117,11 +119,13 @@ def test_size_limit_and_every_error_named_at_once() -> None:
     assert [e.field for e in refused.value.errors] == ["filename", "contentType", "size"]
 
 
+@pytest.mark.security(stride="T", asvs=("V5.3",))
 def test_object_key_is_made_of_ids_only() -> None:
     owner, upload = uuid.uuid4(), uuid.uuid4()
     assert object_key(owner, upload) == f"uploads/{owner}/{upload}"
 
 
+@pytest.mark.security(stride="T", asvs=("V5.4", "V3.2"))
 def test_content_disposition_forces_a_download_with_a_safe_name() -> None:
     assert content_disposition("photo.png") == (
         "attachment; filename=\"photo.png\"; filename*=UTF-8''photo.png"

@@ -9,6 +9,8 @@ from bulwark.auth.anomalies.rules import LastLogin, new_country_after_inactivity
 from bulwark.auth.settings import from_env
 from bulwark.common.settings import SettingsError
 
+pytestmark = pytest.mark.security(stride="SR", asvs=("V16.3",))
+
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 MONTH = timedelta(days=30)
 

@@ -9,6 +9,8 @@ from bulwark.auth.oauth.client_authentication import client_authentication
 from bulwark.auth.oauth.errors import OAuthError
 from bulwark.auth.settings import AuthSettings, from_env
 
+pytestmark = pytest.mark.security(stride="S", asvs=("V10.4",))
+
 TV = {"client_id": "tv-app", "name": "TV", "grant_types": ["refresh_token"]}
 
 

@@ -10,6 +10,8 @@ from bulwark.auth.security_events import email_fingerprint
 from bulwark.auth.settings import DEVELOPMENT_EMAIL_FINGERPRINT_KEY, from_env
 from bulwark.common.settings import SettingsError
 
+pytestmark = pytest.mark.security(stride="I", asvs=("V14.2", "V16.2"))
+
 KEY = b"k" * 32
 
 

@@ -17,6 +17,8 @@ from bulwark.auth.keys import (
 from bulwark.auth.keys.files import KeyState, import_private_key
 from bulwark.common.settings import SettingsError
 
+pytestmark = pytest.mark.security(stride="S", asvs=("V11.6", "V9.1"))
+
 
 def test_development_generates_a_key_on_first_run(tmp_path: Path) -> None:
     keys = load_signing_keys(tmp_path / "keys", "development", generate=True)
@@ -31,12 +33,14 @@ def test_production_never_generates_keys(tmp_path: Path) -> None:
         load_signing_keys(tmp_path, "production", generate=False)
 
 
+@pytest.mark.security(stride="S", asvs=("V9.2",))
 def test_a_key_of_another_environment_is_refused(tmp_path: Path) -> None:
     write_key(tmp_path, generate_key("staging"))
     with pytest.raises(SettingsError, match="another environment"):
         load_signing_keys(tmp_path, "production", generate=False)
 
 
+@pytest.mark.security(stride="I", asvs=("V11.6",))
 def test_the_jwks_has_public_parts_only(tmp_path: Path) -> None:
     keys = load_signing_keys(tmp_path, "test", generate=True)
     (published,) = keys.jwks()["keys"]
@@ -83,6 +87,7 @@ def test_a_public_only_jwk_cannot_be_a_signing_key() -> None:
         import_private_key(msgspec.structs.replace(stored, private_jwk=dict(public)))
 
 
+@pytest.mark.security(stride="I", asvs=("V13.3",))
 def test_key_files_are_replaced_atomically_with_owner_only_mode(tmp_path: Path) -> None:
     key = generate_key("test", state="next")
     path = write_key(tmp_path, key)

@@ -13,6 +13,8 @@ from bulwark.auth.keys.commands import add_parser, run
 from bulwark.auth.keys.files import StoredKey, generate_key, write_key
 from bulwark.common.command_line import CommandParser
 
+pytestmark = pytest.mark.security(stride="S", asvs=("V11",))
+
 T0 = 1_800_000_000
 ENV = {"BULWARK_ENV": "production", "JWKS_MAX_AGE_SECONDS": "60", "ACCESS_TOKEN_TTL_SECONDS": "300"}
 PUBLISH_WAIT = 1 + 60 + 1

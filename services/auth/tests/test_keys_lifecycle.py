@@ -14,6 +14,8 @@ from bulwark.auth.keys.lifecycle import (
     plan_rotate,
 )
 
+pytestmark = pytest.mark.security(stride="S", asvs=("V11", "V9.1"))
+
 T0 = 1_800_000_000
 TIMING = KeyTiming(jwks_max_age=300, access_token_ttl=900)
 

@@ -10,6 +10,8 @@ from bulwark.auth.keys import KeyFolder, generate_key, write_key
 from bulwark.auth.keys.files import read_keys
 from bulwark.auth.keys.lifecycle import KeyTiming, apply_change, plan_revoke, plan_rotate
 
+pytestmark = pytest.mark.security(stride="SD", asvs=("V11",))
+
 TIMING = KeyTiming(jwks_max_age=1, access_token_ttl=60)
 
 

@@ -14,6 +14,8 @@ from bulwark.common.ratelimit_client import (
     RateLimitUnavailable,
 )
 
+pytestmark = pytest.mark.security(stride="S", asvs=("V2.4", "V6.3"))
+
 Call = tuple[list[list[tuple[str, str]]], int | Sequence[int]]
 
 

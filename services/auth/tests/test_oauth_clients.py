@@ -9,6 +9,8 @@ from bulwark.auth.device.rules import display_user_code, normalise_user_code
 from bulwark.auth.oauth.clients import parse_clients, supported_scopes
 from bulwark.common.settings import SettingsError
 
+pytestmark = pytest.mark.security(stride="S", asvs=("V10.4",))
+
 WEB = {
     "client_id": "web",
     "name": "Web",

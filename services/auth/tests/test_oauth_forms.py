@@ -15,6 +15,8 @@ from bulwark.auth.oauth.routes import (
     parse_form,
 )
 
+pytestmark = pytest.mark.security(stride="T", asvs=("V2.2",))
+
 
 def test_a_token_request_is_parsed() -> None:
     body = b"grant_type=refresh_token&refresh_token=rt_abc-DEF_123&client_id=bulwark%2Dmobile"

@@ -4,8 +4,11 @@ import threading
 from typing import Literal
 
 import argon2
+import pytest
 
 from bulwark.auth.passwords import PasswordHasher
+
+pytestmark = pytest.mark.security(stride="SI", asvs=("V11.4", "V6.3"))
 
 
 async def test_hash_verify_and_dummy_path() -> None:

@@ -4,6 +4,8 @@ import pytest
 
 from bulwark.auth.oauth.scopes import InvalidScope, narrowed
 
+pytestmark = pytest.mark.security(stride="E", asvs=("V10.4", "V8.2"))
+
 
 def test_no_scope_asked_is_the_whole_grant() -> None:
     assert narrowed(None, "api notes:read") == "api notes:read"

@@ -15,6 +15,7 @@ def test_development_defaults() -> None:
     assert settings.argon2_memory_kib >= 19456
 
 
+@pytest.mark.security(stride="S", asvs=("V13",))
 def test_production_requires_an_https_issuer_and_a_key_folder() -> None:
     base = {"BULWARK_ENV": "production", "DATABASE_URL": "postgresql://x/y"}
     with pytest.raises(SettingsError, match="ISSUER"):
@@ -25,6 +26,7 @@ def test_production_requires_an_https_issuer_and_a_key_folder() -> None:
         from_env({**base, "ISSUER": "https://auth.example"})
 
 
+@pytest.mark.security(stride="S", asvs=("V11.4",))
 def test_weaker_argon2_parameters_are_refused() -> None:
     with pytest.raises(SettingsError, match="ARGON2_MEMORY_KIB"):
         from_env({"DATABASE_URL": "postgresql://x/y", "ARGON2_MEMORY_KIB": "1024"})
@@ -60,6 +62,7 @@ def test_jwks_max_age_defaults_to_five_minutes_and_is_bounded() -> None:
             from_env({**base, "JWKS_MAX_AGE_SECONDS": bad})
 
 
+@pytest.mark.security(stride="D", asvs=("V2.4",))
 def test_rate_limiter_failure_modes_are_one_table_per_endpoint() -> None:
     base = {"DATABASE_URL": "postgresql://x/y"}
     settings = from_env(base)
@@ -88,6 +91,7 @@ def test_rate_limiter_failure_modes_are_one_table_per_endpoint() -> None:
         from_env({**base, "RATELIMIT_FAILURE_MODE": "allow"})  # the old name is refused
 
 
+@pytest.mark.security(stride="S", asvs=("V4.1",))
 def test_trusted_proxies_default_to_none() -> None:
     base = {"DATABASE_URL": "postgresql://x/y"}
     assert from_env(base).trusted_proxies == ()

@@ -2,8 +2,12 @@
 
 import uuid
 
+import pytest
+
 from bulwark.auth.sessions import successors
 from bulwark.auth.tokens import new_refresh_token
+
+pytestmark = pytest.mark.security(stride="ST", asvs=("V11", "V10.4"))
 
 
 def test_seal_round_trip_and_refusals() -> None:

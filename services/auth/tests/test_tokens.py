@@ -3,6 +3,7 @@
 import uuid
 from pathlib import Path
 
+import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
@@ -14,6 +15,8 @@ from bulwark.auth.tokens import (
     new_refresh_token,
 )
 from bulwark.common.access_tokens import AccessTokenVerifier
+
+pytestmark = pytest.mark.security(stride="SI", asvs=("V9.2", "V11.5"))
 
 
 def test_access_token_header_and_claims(tmp_path: Path) -> None:

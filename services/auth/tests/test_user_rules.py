@@ -17,7 +17,10 @@ from bulwark.auth.users.rules import (
 from bulwark.common.problems import ValidationFailed
 from bulwark.ratelimit.rules import normalize_identity
 
+pytestmark = pytest.mark.security(stride="T", asvs=("V2.2",))
 
+
+@pytest.mark.security(stride="S", asvs=("V1.1",))
 def test_emails_are_trimmed_lowercased_and_nfkc_normalised() -> None:
     assert normalise_email("  Alice@Example.COM ") == "alice@example.com"
     assert normalise_email("\uff21lice@example.com") == "alice@example.com"  # fullwidth A
@@ -30,6 +33,7 @@ def test_invalid_emails_are_refused(email: str) -> None:
         check_email(email)
 
 
+@pytest.mark.security(stride="S", asvs=("V6.2",))
 @pytest.mark.parametrize(
     ("password", "expected"),
     [
@@ -134,6 +138,7 @@ def test_an_address_is_at_most_254_octets() -> None:
         assert _email_errors(email) == _registration_errors(email) is not None
 
 
+@pytest.mark.security(stride="S", asvs=("V1.1",))
 @pytest.mark.parametrize(
     ("first", "second"),
     [
@@ -187,6 +192,7 @@ _EMAILISH = st.builds(
 )
 
 
+@pytest.mark.security(stride="S", asvs=("V1.1",))
 @FUZZ
 @given(st.text(max_size=400) | _EMAILISH)
 def test_fuzz_an_email_is_one_key_or_one_refusal_at_both(raw: str) -> None:

@@ -24,6 +24,8 @@ from bulwark.ratelimit.rules import RateLimit, parse_rules, redis_key
 from bulwark.ratelimit.server import RateLimitServer
 from bulwark.ratelimit.service import key_for
 
+pytestmark = pytest.mark.security(stride="SD", asvs=("V2.4",))
+
 RULES = """
 domains:
   - domain: t
@@ -306,6 +308,7 @@ async def test_refund_removes_an_identity_from_the_distinct_set(call: Caller) ->
     assert (await call(stuffing("10.0.0.9", "e@x"), hits=0)).overall_code == OVER
 
 
+@pytest.mark.security(stride="S", asvs=("V15.4",))
 async def test_parallel_reservations_from_one_ip_are_judged_one_by_one(call: Caller) -> None:
     """Parallel reservations (failures counted at check time, as the login sends them) are
     judged one after the other: 3 distinct identities and 3 failures per IP admit exactly 3.
@@ -320,6 +323,7 @@ async def test_parallel_reservations_from_one_ip_are_judged_one_by_one(call: Cal
 # --- failure modes ---------------------------------------------------------------------------
 
 
+@pytest.mark.security(stride="D", asvs=("V16.5",))
 async def test_failure_modes_answer_when_redis_is_down(start_server: Any, free_port: int) -> None:
     server = await start_server(
         REDIS_URL=f"redis://127.0.0.1:{free_port}/0", REDIS_TIMEOUT_SECONDS="0.05"
@@ -341,6 +345,7 @@ async def test_failure_modes_answer_when_redis_is_down(start_server: Any, free_p
         await caller.channel.close()
 
 
+@pytest.mark.security(stride="D", asvs=("V16.5",))
 async def test_failure_mode_when_redis_never_answers(start_server: Any) -> None:
     async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()

@@ -123,6 +123,7 @@ async def test_operator_api_on_the_cluster(
     assert (await cluster_client.should_rate_limit([email])).allowed
 
 
+@pytest.mark.security(stride="S", asvs=("V2.4",))
 async def test_failures_that_start_blocks_start_them_all_and_count_nothing_else(
     cluster_client: RateLimitClient, key_prefix: str
 ) -> None:

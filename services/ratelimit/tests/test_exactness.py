@@ -14,6 +14,8 @@ import pytest
 from bulwark.common.ratelimit_client import RateLimitClient
 from bulwark.ratelimit.server import RateLimitServer
 
+pytestmark = pytest.mark.security(stride="D", asvs=("V2.4", "V15.4"))
+
 ServerFactory = Callable[..., Awaitable[RateLimitServer]]
 
 RULES = """

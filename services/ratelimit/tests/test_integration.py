@@ -42,6 +42,7 @@ def raw_request(key: str, value: str = "v", domain: str = "test") -> Any:
     return message
 
 
+@pytest.mark.security(stride="D", asvs=("V2.4",))
 async def test_allows_the_limit_then_denies(client: RateLimitClient) -> None:
     decisions = [await client.should_rate_limit(one("three_per_minute")) for _ in range(4)]
     assert decisions[:3] == [
@@ -55,6 +56,7 @@ async def test_allows_the_limit_then_denies(client: RateLimitClient) -> None:
     assert (await client.should_rate_limit(one("three_per_minute", "other"))).allowed
 
 
+@pytest.mark.security(stride="D", asvs=("V2.4",))
 async def test_denied_requests_consume_nothing(client: RateLimitClient) -> None:
     descriptor = one("three_per_second")
     for _ in range(3):
@@ -78,6 +80,7 @@ async def test_hits_addend_zero_checks_without_counting(client: RateLimitClient)
     assert check.retry_after_seconds >= 59
 
 
+@pytest.mark.security(stride="D", asvs=("V2.4",))
 async def test_request_denied_by_one_descriptor_consumes_no_other(
     client: RateLimitClient,
 ) -> None:
@@ -90,6 +93,7 @@ async def test_request_denied_by_one_descriptor_consumes_no_other(
     assert check.remaining == 2  # only the first, admitted request was counted
 
 
+@pytest.mark.security(stride="D", asvs=("V2.4", "V15.4"))
 async def test_concurrent_clients_admit_exactly_the_limit(
     server: RateLimitServer, redis_url: str, key_prefix: str
 ) -> None:
@@ -139,6 +143,7 @@ async def test_unlimited_descriptor_and_unknown_domain_are_ok(
     assert decision == RateLimitDecision(True, 0, None, None)
 
 
+@pytest.mark.security(stride="T", asvs=("V2.2",))
 async def test_invalid_input_is_invalid_argument(
     server: RateLimitServer, client: RateLimitClient
 ) -> None:
@@ -155,6 +160,7 @@ async def test_invalid_input_is_invalid_argument(
         assert fault in (raw.value.details() or "")
 
 
+@pytest.mark.security(stride="T", asvs=("V2.2",))
 async def test_client_counts_hostile_long_values_instead_of_failing(
     client: RateLimitClient,
 ) -> None:
@@ -194,6 +200,7 @@ async def test_one_access_log_line_per_call(
     assert access[0]["service"] == "ratelimit"
 
 
+@pytest.mark.security(stride="D", asvs=("V16.5",))
 async def test_redis_unreachable_is_answered_fast(
     start_server: ServerFactory, free_port: int
 ) -> None:
@@ -212,6 +219,7 @@ async def test_redis_unreachable_is_answered_fast(
         await rl_client.close()
 
 
+@pytest.mark.security(stride="D", asvs=("V16.5",))
 async def test_redis_that_never_answers_is_answered_fast(start_server: ServerFactory) -> None:
     async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # accept, read and never answer
@@ -234,6 +242,7 @@ async def test_redis_that_never_answers_is_answered_fast(start_server: ServerFac
         blackhole.close()
 
 
+@pytest.mark.security(stride="D", asvs=("V16.5",))
 async def test_client_deadline_when_service_is_down(free_port: int) -> None:
     rl_client = RateLimitClient(f"127.0.0.1:{free_port}", "test", timeout_seconds=0.1)
     try:

@@ -23,6 +23,8 @@ from bulwark.ratelimit.limiter import Limiter
 from bulwark.ratelimit.rules import parse_rules
 from bulwark.ratelimit.service import RateLimitService
 
+pytestmark = pytest.mark.security(stride="D", asvs=("V2.4", "V15.2"))
+
 REDIS_SERVER = shutil.which("redis-server")
 RULES = """
 domains:

@@ -139,6 +139,7 @@ async def test_listed_blocks_that_expired_are_not_listed(
     assert await _blocks(operator) == []
 
 
+@pytest.mark.security(stride="E", asvs=("V8",))
 @pytest.mark.parametrize(
     "request_",
     [
@@ -152,6 +153,7 @@ async def test_clear_block_refuses_foreign_keys(operator: Any, request_: Any) ->
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+@pytest.mark.security(stride="T", asvs=("V2.2",))
 async def test_invalid_descriptor_is_invalid_argument(operator: Any) -> None:
     for request in (
         operator_pb2.GetUsageRequest(domain="test", descriptor=operator_pb2.Descriptor()),

@@ -14,6 +14,8 @@ import redis.exceptions
 from bulwark.common.ratelimit_client import RateLimitClient
 from bulwark.ratelimit.server import RateLimitServer
 
+pytestmark = pytest.mark.security(stride="D", asvs=("V16.5",))
+
 ServerFactory = Callable[..., Awaitable[RateLimitServer]]
 REDIS_SERVER = shutil.which("redis-server")
 

@@ -85,6 +85,7 @@ def test_refund_action_only_on_backoff_distinct_and_sliding_log_rules() -> None:
     assert api is None  # a reset stays a backoff rule's action
 
 
+@pytest.mark.security(stride="S", asvs=("V2.4",))
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -146,6 +147,7 @@ def test_errors_name_the_line(text: str, line: int, message: str) -> None:
     assert message in str(info.value)
 
 
+@pytest.mark.security(stride="S", asvs=("V2.4",))
 def test_packaged_rules_hold_the_documented_backoff_protocol() -> None:
     """docs/ratelimit.md "Backoff protocol": the descriptors the auth service sends."""
     rules = load_rules(packaged_rules_path())
@@ -169,6 +171,7 @@ def test_packaged_rules_hold_the_documented_backoff_protocol() -> None:
     }
 
 
+@pytest.mark.security(stride="S", asvs=("V2.4",))
 @pytest.mark.parametrize(
     ("value", "bucket"),
     [
@@ -188,6 +191,7 @@ def test_an_ipv6_client_is_one_64(value: str, bucket: str) -> None:
     assert match.entries == [("remote_address", bucket)]
 
 
+@pytest.mark.security(stride="S", asvs=("V2.4",))
 def test_packaged_backoff_blocks_are_reachable_under_the_attempt_limits() -> None:
     """Every failure is an attempt: a backoff rule whose window holds fewer attempts than the
     failures that start a block (failures + 1) could never block (with 5 attempts and 5

@@ -23,6 +23,7 @@ domains:
 """
 
 
+@pytest.mark.security(stride="D", asvs=("V2.4",))
 def test_packaged_rules_match_the_documented_limits() -> None:
     rules = load_rules(packaged_rules_path())
     login = [("endpoint", "login")]
@@ -107,6 +108,7 @@ def test_missing_rules_file(tmp_path: Path) -> None:
         load_rules(tmp_path / "absent.yaml")
 
 
+@pytest.mark.security(stride="T", asvs=("V1.2",))
 def test_redis_keys_are_bounded_and_injection_free() -> None:
     short = redis_key("rl:", "d", [("k", "v")])
     hostile = redis_key("rl:", "d", [("k", "x" * 10_000)])

@@ -29,6 +29,7 @@ def test_hits_addend_defaults_to_one_and_descriptor_value_wins() -> None:
     assert [hits for _, hits in parse_request(message)] == [4, 0]
 
 
+@pytest.mark.security(stride="T", asvs=("V2.2",))
 @pytest.mark.parametrize(
     ("message", "fault"),
     [
