@@ -3,6 +3,7 @@
 - Every marked test (tests/browser included) is listed in the committed report, and the
   commit the report names is in the history of HEAD: a new marked test means running
   ``make security-report`` again.
+- Every test docs/threat-model.md cites is in it (so marked).
 - The plugin that writes it (tests/security_report.py) refuses a mark naming an unknown STRIDE
   letter or ASVS chapter at collection, and its report lists a failed test as failed.
 """
@@ -14,6 +15,8 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.integration.test_threat_model import cited_tests
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "docs" / "security-report.md"
@@ -110,3 +113,18 @@ def test_the_report_lists_failures_and_what_is_not_covered(tmp_path: Path) -> No
     assert "- V17 WebRTC: Bulwark has no WebRTC" in text
     assert "- STRIDE T (Tampering):" in text
     assert "- V6 Authentication" not in text
+
+
+def test_every_test_the_threat_model_cites_is_in_the_report() -> None:
+    """docs/threat-model.md names the tests that prove its mitigations: each is a marked
+    security test, so the report shows how it went (tests/containers aside: make
+    test-containers runs them, the report does not)."""
+    listed = REPORT.read_text(encoding="utf-8")
+    cited = cited_tests((ROOT / "docs" / "threat-model.md").read_text(encoding="utf-8"))
+    unlisted = sorted(
+        f"{path}::{name}"
+        for path, name in cited
+        if not path.startswith("tests/containers/")
+        and not re.search(rf"`{re.escape(path)}::{re.escape(name)}(\[[^`]*\])?`", listed)
+    )
+    assert not unlisted, "cited by the threat model, not marked security: " + ", ".join(unlisted)

@@ -175,6 +175,7 @@ def test_a_change_is_in_force_within_the_cache_bound_without_restart(
     assert _login(app_stack, user, {}).status_code == 200
 
 
+@pytest.mark.security(stride="T", asvs=("V4",))
 def test_the_manifest_is_published_for_apps_and_auth(app_stack: RunningStack) -> None:
     set_minimum(app_stack, "android", "2.0.0+build.7")
     url = f"{app_stack.api_url}/v1/app-versions"
@@ -189,6 +190,7 @@ def test_the_manifest_is_published_for_apps_and_auth(app_stack: RunningStack) ->
     assert [(r["platform"], r["minimum_version"]) for r in rows] == [("android", "2.0.0+build.7")]
 
 
+@pytest.mark.security(stride="T", asvs=("V4",))
 def test_headers_that_do_not_say_which_app_are_answered_as_documented(
     app_stack: RunningStack,
 ) -> None:
@@ -232,6 +234,7 @@ def test_headers_that_do_not_say_which_app_are_answered_as_documented(
         assert httpx.get(url).status_code == 200, url
 
 
+@pytest.mark.security(stride="T", asvs=("V2.2",))
 def test_the_command_refuses_what_is_not_a_version(app_stack: RunningStack) -> None:
     # Every malformed form is refused by the same check (services/api/tests/test_cli.py).
     refused = app_versions(app_stack, "set", "ios", "01.2.3")
@@ -242,6 +245,7 @@ def test_the_command_refuses_what_is_not_a_version(app_stack: RunningStack) -> N
     assert (nothing.returncode, nothing.stderr) == (1, "app-versions unset: ios has no minimum\n")
 
 
+@pytest.mark.security(stride="D", asvs=("V4",))
 def test_auth_keeps_the_last_manifest_while_the_api_is_down(app_stack: RunningStack) -> None:
     user = register(app_stack.auth_url)
     set_minimum(app_stack, "ios", "3.2.0")
@@ -256,6 +260,7 @@ def test_auth_keeps_the_last_manifest_while_the_api_is_down(app_stack: RunningSt
         app_stack.stack.start_service("api")
 
 
+@pytest.mark.security(stride="D", asvs=("V4",))
 def test_the_local_backends_object_urls_are_not_judged(app_stack: RunningStack) -> None:
     """A pre-signed URL stands in for S3's, which no version check guards: the app's HTTP
     library may send it without the app's headers, and the URL is the credential."""

@@ -119,6 +119,7 @@ def _upstream(response: httpx.Response) -> str:
     return response.headers["x-upstream"].split(",")[-1].strip()
 
 
+@pytest.mark.security(stride="E", asvs=("V13",))
 def test_the_ingress_routes_each_path_to_its_service(cluster: Cluster) -> None:
     auth = {_address(s.auth_url) for s in cluster.stacks[:2]}
     api = {_address(s.api_url) for s in cluster.stacks}

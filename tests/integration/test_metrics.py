@@ -150,6 +150,7 @@ def test_the_public_ports_do_not_serve_metrics(stack: RunningStack) -> None:
         assert "bulwark_" not in response.text
 
 
+@pytest.mark.security(stride="I", asvs=("V16.2",))
 def test_http_requests_are_counted_by_route_template_method_and_status(session: Session) -> None:
     me = {"route": "/v1/me", "method": "GET", "status_code": "200"}
     assert session.delta("api", "bulwark_http_server_requests_total", **me) >= 1
@@ -224,6 +225,7 @@ def test_no_label_holds_an_email_an_address_a_token_or_an_id(session: Session) -
             assert secret not in text
 
 
+@pytest.mark.security(stride="R", asvs=("V16.2",))
 def test_every_series_the_alert_rules_read_is_exported(session: Session) -> None:
     read = set(re.findall(r"\bbulwark_[a-z_]+", ALERT_RULES.read_text()))
     assert len(read) >= 7

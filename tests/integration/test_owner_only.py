@@ -81,6 +81,7 @@ def test_another_users_note_is_404_for_every_verb(stack: RunningStack) -> None:
     assert still.json()["version"] == 1
 
 
+@pytest.mark.security(stride="E", asvs=("V8.2",))
 def test_note_lifecycle_and_cursor_pagination(stack: RunningStack) -> None:
     user = register(stack.auth_url)
     headers = bearer(login(stack.auth_url, user)["access_token"], user)

@@ -208,6 +208,7 @@ def _until(done: Callable[[], bool], seconds: float) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.security(stride="D", asvs=("V4",))
 def test_the_minimum_app_versions_stay_in_force_while_postgres_is_down(
     own: RunningStack, postgres: EmbeddedPostgres
 ) -> None:

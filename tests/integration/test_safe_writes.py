@@ -71,6 +71,7 @@ def _assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
 # --- Idempotency-Key -------------------------------------------------------------------------
 
 
+@pytest.mark.security(stride="T", asvs=("V2.3",))
 def test_a_retry_gets_the_first_answer_and_creates_nothing(stack: RunningStack) -> None:
     user, headers = _user(stack)
     key = {KEY: _new_key()}
@@ -108,6 +109,7 @@ def test_a_retry_gets_the_first_answer_and_creates_nothing(stack: RunningStack) 
     assert set(json.loads(kept["headers"])) == {"Location", "ETag"}
 
 
+@pytest.mark.security(stride="T", asvs=("V2.3",))
 def test_the_same_key_with_another_request_is_422(stack: RunningStack) -> None:
     user, headers = _user(stack)
     key = {KEY: _new_key()}
@@ -303,6 +305,7 @@ async def test_expired_keys_run_again_and_are_swept(stack: RunningStack) -> None
 # --- ETag and If-Match -----------------------------------------------------------------------
 
 
+@pytest.mark.security(stride="T", asvs=("V2.3",))
 def test_notes_carry_strong_etags_and_patch_requires_if_match(stack: RunningStack) -> None:
     _, headers = _user(stack)
     created = httpx.post(f"{stack.api_url}/v1/notes", json={"title": "v1"}, headers=headers)
@@ -334,6 +337,7 @@ def test_notes_carry_strong_etags_and_patch_requires_if_match(stack: RunningStac
     assert [item["version"] for item in listed] == [4]
 
 
+@pytest.mark.security(stride="T", asvs=("V2.3",))
 def test_delete_honours_if_match(stack: RunningStack) -> None:
     _, headers = _user(stack)
     url = f"{stack.api_url}/v1/notes"
@@ -372,6 +376,7 @@ def test_patch_refuses_fields_a_user_may_not_change(stack: RunningStack, field: 
     assert httpx.get(url, headers=headers).json() == created.json()  # nothing written
 
 
+@pytest.mark.security(stride="T", asvs=("V2.2",))
 def test_an_empty_patch_is_400(stack: RunningStack) -> None:
     _, headers = _user(stack)
     created = httpx.post(f"{stack.api_url}/v1/notes", json={"title": "mine"}, headers=headers)

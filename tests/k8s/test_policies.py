@@ -260,6 +260,7 @@ def test_the_rules_configmap_is_the_packaged_default() -> None:
     )
 
 
+@pytest.mark.security(stride="E", asvs=("V13",))
 def test_the_ingress_routes_auth_paths_to_auth_and_the_rest_of_v1_to_the_api(
     rendered: dict[str, Objects],
 ) -> None:

@@ -144,6 +144,7 @@ async def test_the_published_manifest_is_read_back() -> None:
         (200, b"[]", ValueError),
     ],
 )
+@pytest.mark.security(stride="D", asvs=("V4",))
 async def test_anything_else_is_a_failed_read(status: int, body: bytes, error: type) -> None:
     async with _client(status, body) as client:
         with pytest.raises(error):

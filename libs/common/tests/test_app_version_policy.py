@@ -158,6 +158,7 @@ def test_a_request_without_headers_is_refused_once_a_minimum_is_set() -> None:
     assert response.json()["errors"] == [{"field": "X-Platform", "message": "is required"}]
 
 
+@pytest.mark.security(stride="D", asvs=("V4",))
 @pytest.mark.parametrize("path", ["/healthz", "/.well-known/jwks.json", "/v1/app-versions"])
 def test_exempt_routes_need_no_headers(path: str) -> None:
     with _client(IOS_ONLY) as client:

@@ -31,6 +31,7 @@ def _text(registry: CollectorRegistry) -> str:
     return generate_latest(registry).decode()
 
 
+@pytest.mark.security(stride="I", asvs=("V16.2",))
 def test_http_requests_are_labelled_by_route_template_not_by_path(
     exposition: CollectorRegistry,
 ) -> None:
@@ -95,6 +96,7 @@ def test_nothing_is_recorded_before_install() -> None:
     metrics.count_refresh_reuse()
 
 
+@pytest.mark.security(stride="I", asvs=("V13",))
 def test_metrics_endpoint_is_off_unless_metrics_port_is_set() -> None:
     assert env_metrics_endpoint({}, host="10.0.0.5", port=8000) is None
     on = env_metrics_endpoint({"METRICS_PORT": "9464"}, host="10.0.0.5", port=8000)

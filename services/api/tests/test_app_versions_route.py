@@ -1,6 +1,7 @@
 """``GET /v1/app-versions`` publishes this replica's manifest, and answers 503 before its
 first read rather than an empty manifest (which would lift the policy at the auth service)."""
 
+import pytest
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.testing import TestClient
@@ -11,6 +12,7 @@ from bulwark.common.app_versions.versions import parse_version
 from bulwark.common.problems import exception_handlers
 
 
+@pytest.mark.security(stride="T", asvs=("V4",))
 def test_the_manifest_is_published_once_it_has_been_read() -> None:
     manifests = ManifestCache(source="database", refresh_seconds=30, timeout_seconds=1)
     app = Litestar(

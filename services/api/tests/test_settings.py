@@ -117,6 +117,7 @@ def test_the_app_versions_are_read_at_most_every_30_seconds() -> None:
             from_env({**BASE, "APP_VERSIONS_CACHE_SECONDS": bad})
 
 
+@pytest.mark.security(stride="T", asvs=("V13",))
 def test_uploads_default_to_the_local_backend_in_development_only() -> None:
     uploads = from_env(BASE).uploads
     assert uploads.backend == "local"

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ENTRY = ("-c", "from bulwark.ratelimit.cli import main; main()")
@@ -62,6 +63,7 @@ async def test_serves_on_port_0_and_stops_on_sigterm(
             await process.wait()
 
 
+@pytest.mark.security(stride="D", asvs=("V15.2",))
 async def test_sigterm_reports_not_serving_before_the_server_stops(
     redis_url: str, key_prefix: str, rules_path: Path
 ) -> None:

@@ -96,6 +96,7 @@ async def test_decisions_are_counted_by_rule_and_result(
     assert not values & {"u-8c1f", "411111"}
 
 
+@pytest.mark.security(stride="R", asvs=("V16.2",))
 async def test_failure_mode_answers_are_counted_apart(
     start_server: ServerFactory, shop_rules: Path, registry: CollectorRegistry, free_port: int
 ) -> None:

@@ -173,6 +173,7 @@ async def test_client_counts_hostile_long_values_instead_of_failing(
     assert (await client.should_rate_limit(one("three_per_minute", other))).allowed
 
 
+@pytest.mark.security(stride="D", asvs=("V13",))
 async def test_health_is_serving(server: RateLimitServer) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -181,6 +182,7 @@ async def test_health_is_serving(server: RateLimitServer) -> None:
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
+@pytest.mark.security(stride="R", asvs=("V16.2",))
 async def test_one_access_log_line_per_call(
     client: RateLimitClient, log_stream: io.StringIO
 ) -> None:

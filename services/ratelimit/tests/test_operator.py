@@ -54,6 +54,7 @@ async def operator(server: RateLimitServer) -> AsyncIterator[Any]:
         yield operator_pb2_grpc.RateLimitOperatorStub(channel)
 
 
+@pytest.mark.security(stride="T", asvs=("V2.4",))
 async def test_get_usage_reads_without_counting(operator: Any, client: RateLimitClient) -> None:
     request = operator_pb2.GetUsageRequest(domain="test", descriptor=descriptor("three_per_minute"))
     fresh = await operator.GetUsage(request, timeout=2)
@@ -78,6 +79,7 @@ async def test_get_usage_of_an_unlimited_descriptor(operator: Any) -> None:
     assert not usage.HasField("limit")
 
 
+@pytest.mark.security(stride="E", asvs=("V2.4",))
 async def test_list_and_clear_a_block(operator: Any, client: RateLimitClient) -> None:
     entries = [[("one_per_minute", "blocked-user")]]
     assert (await client.should_rate_limit(entries)).allowed
@@ -102,6 +104,7 @@ async def test_list_and_clear_a_block(operator: Any, client: RateLimitClient) ->
     assert (again.cleared, (await client.should_rate_limit(entries)).allowed) == (True, True)
 
 
+@pytest.mark.security(stride="R", asvs=("V2.4",))
 async def test_backoff_blocks_are_listed(operator: Any, client: RateLimitClient) -> None:
     entries = [[("failures", "mallory@example.com")]]
     assert (await client.should_rate_limit(entries)).allowed  # first failure
@@ -115,6 +118,7 @@ async def test_backoff_blocks_are_listed(operator: Any, client: RateLimitClient)
     assert (await client.should_rate_limit(entries, hits_addend=0)).allowed
 
 
+@pytest.mark.security(stride="E", asvs=("V2.4",))
 async def test_clear_key_by_descriptor(operator: Any, client: RateLimitClient) -> None:
     entries = [[("three_per_minute", "Someone")]]
     for _ in range(3):
@@ -128,6 +132,7 @@ async def test_clear_key_by_descriptor(operator: Any, client: RateLimitClient) -
     assert (await client.should_rate_limit(entries)).remaining == 2
 
 
+@pytest.mark.security(stride="R", asvs=("V2.4",))
 async def test_listed_blocks_that_expired_are_not_listed(
     operator: Any, client: RateLimitClient
 ) -> None:
@@ -170,6 +175,7 @@ async def test_invalid_descriptor_is_invalid_argument(operator: Any) -> None:
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+@pytest.mark.security(stride="I", asvs=("V13",))
 async def test_reflection_lists_both_services(server: RateLimitServer) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
@@ -183,6 +189,7 @@ async def test_reflection_lists_both_services(server: RateLimitServer) -> None:
     assert answers[1].file_descriptor_response.file_descriptor_proto  # grpcurl can describe it
 
 
+@pytest.mark.security(stride="I", asvs=("V13",))
 @pytest.mark.parametrize("service", [V1_SERVICE, V1ALPHA_SERVICE])
 async def test_reflection_answers_under_v1_and_v1alpha(
     server: RateLimitServer, service: str

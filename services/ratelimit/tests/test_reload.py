@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from bulwark.common.ratelimit_client import RateLimitClient
 from bulwark.ratelimit.reload import RulesWatcher
 from bulwark.ratelimit.rules import Rules, load_rules
@@ -32,6 +34,7 @@ def touch_later(path: Path, text: str) -> None:
     os.utime(path, ns=(before + 1_000_000_000, before + 1_000_000_000))
 
 
+@pytest.mark.security(stride="T", asvs=("V13",))
 def test_watcher_applies_a_valid_change_and_keeps_the_rules_on_a_broken_one(
     tmp_path: Path, log_stream: io.StringIO
 ) -> None:

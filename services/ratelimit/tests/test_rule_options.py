@@ -55,6 +55,7 @@ def test_defaults_are_the_exact_log_and_fail_open() -> None:
     )
 
 
+@pytest.mark.security(stride="T", asvs=("V2.4",))
 def test_reset_action_only_on_backoff_rules() -> None:
     rules = parse_rules(OPTIONS)
     reset = rules.resolve("d", [("email", " X@Y "), ("backoff", "reset")])

@@ -10,6 +10,7 @@ from bulwark.ratelimit.settings import from_env, packaged_rules_path
 REDIS = {"REDIS_URL": "redis://127.0.0.1:6379/0"}
 
 
+@pytest.mark.security(stride="D", asvs=("V13",))
 def test_defaults() -> None:
     settings = from_env(REDIS)
     assert (settings.host, settings.port, settings.redis_key_prefix) == ("127.0.0.1", 50051, "rl:")
