@@ -124,7 +124,7 @@ def test_restarts_of_redis_postgres_and_the_limiter_under_load(
     statuses = {status for status, _, _ in answers}
     assert 0 not in statuses, "a request hung"
     errors = [route for status, _, route in answers if status >= 500 and status != 503]
-    assert not errors, errors
+    assert not errors, (errors, _error_lines(own))
     assert max(seconds for _, seconds, _ in answers) < HANG
     assert 503 in statuses, "the outages were not seen at all"
     # Everything answers again: each client's last calls, after all is back, succeed.
@@ -136,3 +136,15 @@ def test_restarts_of_redis_postgres_and_the_limiter_under_load(
         log = own.log(service)
         assert "Traceback" not in log, service
         assert '"event":"unhandled_exception"' not in log, service
+
+
+def _error_lines(stack: RunningStack) -> dict[str, list[str]]:
+    """Each service's error lines and tracebacks: what a failure says (which call broke)."""
+    return {
+        service: [
+            line
+            for line in stack.log(service).splitlines()
+            if '"level":"error"' in line or "Traceback" in line or "Error" in line[:40]
+        ][-8:]
+        for service in ("api", "auth", "ratelimit")
+    }
