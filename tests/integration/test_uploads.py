@@ -407,10 +407,19 @@ def test_a_delete_racing_completes_leaves_no_file_behind(uploads_stack: RunningS
 CHECK_SECONDS = 2.0
 
 
+#: How long `slow_check_stack`'s requests wait for a turn (an upload check slot too), seconds.
+QUEUE_SECONDS = 0.5
+
+
 @pytest.fixture(scope="module")
 def slow_check_stack(stack_factory: StackFactory) -> RunningStack:
-    """A stack whose API kills a content check after `CHECK_SECONDS`."""
-    return stack_factory(env={"api": {"UPLOADS_CHECK_SECONDS": str(CHECK_SECONDS)}})
+    """A stack whose API kills a content check after `CHECK_SECONDS` and lets a request
+    wait `QUEUE_SECONDS` for its turn."""
+    env = {
+        "UPLOADS_CHECK_SECONDS": str(CHECK_SECONDS),
+        "HTTP_QUEUE_TIMEOUT_SECONDS": str(QUEUE_SECONDS),
+    }
+    return stack_factory(env={"api": env})
 
 
 @pytest.mark.security(stride="D", asvs=("V15.2",))
@@ -441,33 +450,26 @@ def test_a_slow_check_is_killed_at_its_deadline_and_others_go_on(
     assert_problem(alice.get(slow), 404)
 
 
-@pytest.fixture(scope="module")
-def busy_checks_stack(stack_factory: StackFactory) -> RunningStack:
-    """A stack whose checks take up to 3 s and whose requests wait 0.5 s for a turn."""
-    env = {"UPLOADS_CHECK_SECONDS": "3", "HTTP_QUEUE_TIMEOUT_SECONDS": "0.5"}
-    return stack_factory(env={"api": env})
-
-
 @pytest.mark.security(stride="D", asvs=("V15.2",))
 def test_a_complete_that_finds_every_check_busy_is_503_and_stays_pending(
-    busy_checks_stack: RunningStack,
+    slow_check_stack: RunningStack,
 ) -> None:
     """One user's slow files hold both check slots: another user's ``complete`` waits the
     queue timeout (HTTP_QUEUE_TIMEOUT_SECONDS), not for them, and can retry later."""
-    alice, bob = _client(busy_checks_stack), _client(busy_checks_stack)
-    first = _upload(bob, "first.png", "image/png", upload_files.png())  # starts the fork server
+    alice, bob = _client(slow_check_stack), _client(slow_check_stack)
+    first = _upload(bob, "first.png", "image/png", upload_files.png())  # the fork server runs
     assert bob.complete(first).status_code == 200
     slow = [_upload(alice, f"scans{i}.jpg", "image/jpeg", upload_files.slow_jpeg()) for i in (1, 2)]
     small = _upload(bob, "photo.png", "image/png", upload_files.png())
     with ThreadPoolExecutor(max_workers=2) as pool:
         slow_done = [pool.submit(alice.complete, upload) for upload in slow]
-        time.sleep(0.5)  # both slow checks hold their slots (each takes seconds)
+        time.sleep(0.6)  # both slow checks hold their slots (each takes seconds)
         started = time.monotonic()
         busy = bob.complete(small)
         waited = time.monotonic() - started
         assert not any(done.done() for done in slow_done)
         problem = assert_problem(busy, 503)
-        assert waited < 2.0, waited
+        assert waited < CHECK_SECONDS - 0.6, waited
         assert int(busy.headers["retry-after"]) >= 1
         assert "busy" in str(problem["detail"])
         for done in slow_done:
