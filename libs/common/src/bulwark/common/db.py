@@ -81,7 +81,30 @@ def _lost(exc: BaseException, conn: asyncpg.Connection) -> bool:
     if not isinstance(exc, interface):
         return False
     chained = exc.__cause__ or exc.__context__
-    return conn.is_closed() or (chained is not None and _lost(chained, conn))
+    return _is_closed(conn) or (chained is not None and _lost(chained, conn))
+
+
+def _is_closed(conn: asyncpg.Connection) -> bool:
+    """True when ``conn`` (a pool's proxy) is closed, or was lost and already taken back.
+
+    asyncpg gives a connection lost while checked out (the server ended it, or went away)
+    back to its pool at once, before the task using it sees the error, and the pool's proxy
+    then refuses every call, ``is_closed()`` and ``terminate()`` included, with
+    InterfaceError ("connection has been released back to the pool"). Only a detached proxy
+    raises here.
+    """
+    try:
+        closed: bool = conn.is_closed()
+    except asyncpg.exceptions.InterfaceError:
+        return True
+    return closed
+
+
+def _terminate(conn: asyncpg.Connection) -> None:
+    """Close ``conn`` at once without a word to the server, unless it is already gone (a
+    connection its pool took back is closed; see `_is_closed`)."""
+    if not _is_closed(conn):
+        conn.terminate()
 
 
 class DatabaseUnavailable(ServiceUnavailable):
@@ -182,14 +205,14 @@ class Database:
             # Cancelled mid-call (a deadline, a shutdown): the connection's state is unknown,
             # and a graceful reset would wait on a server that may be stalled. Terminate it;
             # the server rolls back what it had.
-            conn.terminate()
+            _terminate(conn)
             raise
         except Exception as exc:
             if not _lost(exc, conn):
                 raise
             # A connection that failed mid-call is not reused: the server rolls back what
             # it had when the connection ends.
-            conn.terminate()
+            _terminate(conn)
             self._outage("unreachable", type(exc).__name__)
             raise DatabaseUnavailable from None
         finally:
