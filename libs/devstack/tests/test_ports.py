@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from bulwark.devstack.net import free_port
+from bulwark.devstack.net import ephemeral_ports, free_port
 from bulwark.devstack.ports import DEFAULT_METRICS_PORTS, DEFAULT_PORTS, Ports, choose_ports
 
 MOVED = {"api": 28000, "auth": 28001, "ratelimit": 25051}
@@ -54,3 +54,14 @@ def test_taken_names_the_ports_another_program_listens_on() -> None:
         ports = choose_ports({"api": busy}, {}, free=True)
         assert ports.taken("127.0.0.1") == [("api", busy)]
     assert choose_ports({"api": free_port()}, {}, free=True).taken("127.0.0.1") == []
+
+
+def test_free_ports_are_below_the_ephemeral_range_distinct_and_bindable() -> None:
+    """An outgoing connection's local port (the ephemeral range) can never take a free port
+    between its pick and the server's bind: the stacks' "Address already in use"."""
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    assert max(ports) < ephemeral_ports().start
+    for port in ports[:5]:
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", port))

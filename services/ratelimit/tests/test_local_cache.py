@@ -7,7 +7,6 @@ Runs on a throwaway ``redis-server`` (its own process, nothing else talks to it)
 import asyncio
 import contextlib
 import shutil
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +17,7 @@ import redis.exceptions
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 
+from bulwark.devstack.net import free_port
 from bulwark.ratelimit.cache import OverLimitCache
 from bulwark.ratelimit.limiter import Limiter
 from bulwark.ratelimit.rules import parse_rules
@@ -48,9 +48,7 @@ Response = rls_pb2.RateLimitResponse
 async def throwaway() -> AsyncIterator[redis.asyncio.Redis]:
     if REDIS_SERVER is None:
         pytest.skip("redis-server is not on PATH")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # below the ephemeral range: no outgoing connection takes it
     process = await asyncio.create_subprocess_exec(
         REDIS_SERVER,
         *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),

@@ -3,7 +3,6 @@ counted again without a restart."""
 
 import asyncio
 import shutil
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -12,6 +11,7 @@ import redis.asyncio
 import redis.exceptions
 
 from bulwark.common.ratelimit_client import RateLimitClient
+from bulwark.devstack.net import free_port
 from bulwark.ratelimit.server import RateLimitServer
 
 pytestmark = pytest.mark.security(stride="D", asvs=("V16.5",))
@@ -70,9 +70,7 @@ class ThrowawayRedis:
 async def throwaway_redis() -> AsyncIterator[ThrowawayRedis]:
     if REDIS_SERVER is None:
         pytest.skip("redis-server is not on PATH")
-    with socket.socket() as sock:  # free a moment ago; redis-server binds it at once
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    port = free_port()  # below the ephemeral range: no outgoing connection takes it
     instance = ThrowawayRedis(port)
     await instance.start()
     yield instance

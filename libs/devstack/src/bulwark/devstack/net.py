@@ -2,20 +2,44 @@
 
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
 
 import httpx
 
+#: Lowest port `free_port` hands out.
+LOWEST_PORT = 10000
+#: Ports already handed out by this process: never twice, even before their server binds.
+_handed_out: set[int] = set()
+
+
+def ephemeral_ports() -> range:
+    """The kernel's range for the local ports of outgoing connections (Linux's
+    ``ip_local_port_range``; 32768-60999 when it cannot be read)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on ``host`` that was free a moment ago (bind to port 0, then release).
+    """Return a TCP port on ``host`` that is free now, picked at random below the kernel's
+    ephemeral range and never handed out before by this process.
 
-    Another process may take it before the caller binds it; callers start a server on it at once.
+    Not bind-to-port-0: that port comes from the ephemeral range, where any outgoing
+    connection (a test's HTTP client, a database pool) can take it as its local port between
+    this pick and the server's bind ("Address already in use"). Below the range, only a
+    server binding that very port can, and callers start theirs on it at once.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    candidates = range(LOWEST_PORT, max(LOWEST_PORT + 1000, ephemeral_ports().start))
+    for _ in range(200):
+        port = random.choice(candidates)  # noqa: S311  # a port number, not a secret
+        if port not in _handed_out and port_free(host, port):
+            _handed_out.add(port)
+            return port
+    raise OSError(f"no free port on {host} in {candidates.start}-{candidates.stop - 1}")
 
 
 def port_free(host: str, port: int) -> bool:
