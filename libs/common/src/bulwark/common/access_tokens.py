@@ -43,14 +43,14 @@ LEEWAY_SECONDS = 60
 SUPPORTED_ALGORITHMS = frozenset({"ES256", "RS256"})
 #: Longest token accepted, in bytes; anything longer is rejected before parsing.
 MAX_TOKEN_BYTES = 4096
-#: Bounds of a fetched JWKS document (RFC 7517): a few keys; RSA moduli and ``x5c``
-#: certificates are the longest strings. A document beyond them is a failed fetch.
 #: Upper bounds of `JwksCache`: a key set is fresh for at most `JWKS_MAX_TTL_SECONDS`, and the
 #: last good set keeps serving while fetches fail for `JWKS_STALE_SECONDS` more, so a verifier
 #: can hold a key for `JWKS_HOLD_SECONDS` after the last fetch that listed it.
 JWKS_MAX_TTL_SECONDS = 3600
 JWKS_STALE_SECONDS = 3600
 JWKS_HOLD_SECONDS = JWKS_MAX_TTL_SECONDS + JWKS_STALE_SECONDS
+#: Bounds of a fetched JWKS document (RFC 7517): a few keys; RSA moduli and ``x5c``
+#: certificates are the longest strings. A document beyond them is a failed fetch.
 JWKS_JSON_LIMITS = JsonLimits(max_depth=8, max_values=4096, max_string=16384, max_number=32)
 _FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
 _KID = re.compile(r"[A-Za-z0-9_-]{1,128}")
