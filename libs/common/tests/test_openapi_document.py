@@ -65,6 +65,7 @@ def test_an_authenticated_body_route_answers_what_its_parts_can_refuse() -> None
     assert _problem_statuses(create) == [
         "400",
         "401",
+        "403",
         "408",
         "413",
         "414",
