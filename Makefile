@@ -13,7 +13,7 @@ UV ?= $(shell command -v uv 2>/dev/null \
 UV_SYNC_FLAGS ?= $(if $(wildcard uv.lock),--locked,)
 
 .PHONY: help uv install promtool jq nginx pgbouncer wrk run stop demo test lint bench bench-http bench-ratelimit rl-node-peer \
-	oauth-node-client browser test-browser security-report proto openapi clean images compose-keys test-containers
+	oauth-node-client browser test-browser test-resilience security-report proto openapi clean images compose-keys test-containers
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
@@ -152,6 +152,13 @@ demo: install ## play a scripted mobile session against the running stack (make 
 test: install ## run every test (unit and integration); needs jq, promtool, nginx, pgbouncer and the node OAuth client, fetched when missing (apt-get as root, npm)
 	@$(MAKE) --no-print-directory --keep-going oauth-node-client promtool jq nginx pgbouncer
 	$(UV) run pytest
+
+# The failure-path suites, apart from make test for its time budget: Redis, Postgres and the
+# limiter stopped, stalled and restarted under load, load bursts against the limits, a
+# streaming replica, PgBouncer (tests marked `resilience`; about 4 minutes).
+test-resilience: install ## the failure-path suites: dependencies killed or stalled under load, load bursts, replica, PgBouncer
+	@$(MAKE) --no-print-directory --keep-going pgbouncer
+	$(UV) run pytest -m resilience tests/integration
 
 test-browser: install browser ## the browser tests (tests/browser: Playwright driving Debian's chromium through the auth pages)
 	$(UV) run pytest -m browser tests/browser

@@ -23,7 +23,7 @@ from .conftest import RunningStack, StackFactory, databases_on
 from .helpers import MobileUser, bearer, login, register
 from .outages import ThrowawayRedis
 
-pytestmark = pytest.mark.security(stride="D", asvs=("V16.5",))
+pytestmark = [pytest.mark.resilience, pytest.mark.security(stride="D", asvs=("V16.5",))]
 
 CLIENTS = 6
 # No answer may take longer: the longest wait a request has is one database timeout for a

@@ -12,7 +12,7 @@ import pytest
 from .conftest import RunningStack, StackFactory
 from .helpers import PASSWORD, random_email
 
-pytestmark = pytest.mark.security(stride="I", asvs=("V16.5", "V13.4"))
+pytestmark = [pytest.mark.resilience, pytest.mark.security(stride="I", asvs=("V16.5", "V13.4"))]
 
 LEAKS = ("users_gone", "relation", "asyncpg", "Traceback", "SELECT", "INSERT", "postgres", "sql")
 

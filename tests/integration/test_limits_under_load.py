@@ -25,7 +25,7 @@ from .conftest import RunningStack, StackFactory
 from .helpers import bearer, login, register
 from .prometheus import Series, scrape, value
 
-pytestmark = pytest.mark.security(stride="D", asvs=("V2.4",))
+pytestmark = [pytest.mark.resilience, pytest.mark.security(stride="D", asvs=("V2.4",))]
 
 REQUESTS = 600
 CLIENTS = 48

@@ -30,6 +30,8 @@ from .conftest import StackFactory
 from .helpers import bearer, login, refresh, register
 from .pgbouncer import PgBouncer
 
+pytestmark = pytest.mark.resilience
+
 _POOL_SIZE = 3  # server connections per database: far fewer than the services' pools
 
 

@@ -27,6 +27,8 @@ from .conftest import RunningStack, StackFactory, databases_on
 from .helpers import MobileUser, bearer, login, register
 from .outages import resume, stall
 
+pytestmark = pytest.mark.resilience
+
 DB_TIMEOUT = 1.0
 APP_VERSIONS_CACHE_SECONDS = 1
 # A change of the minimum app versions is in force within one read period and one read.

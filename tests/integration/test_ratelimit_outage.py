@@ -16,7 +16,7 @@ from .conftest import RunningStack, StackFactory, raised_api_limits
 from .helpers import bearer, login, random_email, refresh, register
 from .outages import SLACK, Traffic, eventually, timed
 
-pytestmark = pytest.mark.security(stride="SD", asvs=("V2.4", "V16.5"))
+pytestmark = [pytest.mark.resilience, pytest.mark.security(stride="SD", asvs=("V2.4", "V16.5"))]
 
 AUTH_DEADLINE = 1.0  # RATELIMIT_TIMEOUT_MS of the auth service (default)
 API_DEADLINE = 1.0  # RATELIMIT_TIMEOUT_MS of the API (default)

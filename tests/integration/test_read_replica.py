@@ -43,6 +43,8 @@ from .outages import ThrowawayRedis, resume, stall
 from .prometheus import scrape, value
 from .streaming_replica import StreamingReplica
 
+pytestmark = pytest.mark.resilience
+
 DB_TIMEOUT = 1.0
 #: Longest wait for the replica to show a write after replay resumes, in seconds.
 CATCH_UP = 15.0

@@ -15,7 +15,7 @@ from .conftest import RunningStack, StackFactory, raised_api_limits
 from .helpers import bearer, login, register
 from .outages import SLACK, ThrowawayRedis, TimedTraffic, Traffic, eventually, timed
 
-pytestmark = pytest.mark.security(stride="D", asvs=("V16.5",))
+pytestmark = [pytest.mark.resilience, pytest.mark.security(stride="D", asvs=("V16.5",))]
 
 REDIS_DEADLINE = 0.5  # REDIS_TIMEOUT_SECONDS of the API and of the limiter (default)
 

@@ -16,7 +16,7 @@ from bulwark.devstack.net import free_port
 from .conftest import RunningStack, StackFactory
 from .helpers import bearer, login, register
 
-pytestmark = pytest.mark.security(stride="ED", asvs=("V7.4", "V16.5"))
+pytestmark = [pytest.mark.resilience, pytest.mark.security(stride="ED", asvs=("V7.4", "V16.5"))]
 
 
 @pytest.fixture(scope="module")
