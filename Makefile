@@ -149,7 +149,7 @@ stop: ## stop what an earlier `make run` of this checkout left running
 demo: install ## play a scripted mobile session against the running stack (make run first)
 	$(VENV_BIN)/bulwark-dev demo $(DEMO_ARGS)
 
-test: install ## run every test (unit and integration); needs jq, promtool, nginx, pgbouncer and the node OAuth client, fetched when missing (apt-get as root, npm)
+test: install ## run the unit and integration tests (the failure-path suites: make test-resilience); needs jq, promtool, nginx, pgbouncer and the node OAuth client, fetched when missing (apt-get as root, npm)
 	@$(MAKE) --no-print-directory --keep-going oauth-node-client promtool jq nginx pgbouncer
 	$(UV) run pytest
 
