@@ -95,6 +95,8 @@ class AccessTokenClaims(msgspec.Struct, frozen=True):
     client_id: _Text
     sid: _Uuid
     scope: _Text = ""
+    #: OpenID Connect Core §5.1; absent (older tokens) reads as not verified.
+    email_verified: bool = False
     #: Not a claim: the ``kid`` of the JOSE header the token was verified with.
     kid: str = ""
 

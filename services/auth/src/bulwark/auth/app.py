@@ -12,8 +12,10 @@ from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from bulwark.auth.account.routes import AccountController, SignedInAccountController
 from bulwark.auth.anomalies.checks import LoginAnomalies
 from bulwark.auth.keys import KeyFolder, SigningKeys
+from bulwark.auth.mail.delivery import deliver_forever
 from bulwark.auth.oauth.errors import OAuthError
 from bulwark.auth.oauth.routes import DiscoveryController, OAuthController, on_oauth_error
 from bulwark.auth.oauth.sweep import sweep_forever
@@ -32,7 +34,7 @@ from bulwark.common.access_tokens import AccessTokenVerifier
 from bulwark.common.allow import answer_options, first_answer
 from bulwark.common.app_versions.manifest import ManifestCache, fetch_manifest
 from bulwark.common.app_versions.policy import AppVersionPolicy
-from bulwark.common.background import running
+from bulwark.common.background import BackgroundChecks, running
 from bulwark.common.db import Database, open_database
 from bulwark.common.health import healthz
 from bulwark.common.http import ASGIApp, RequestContextMiddleware
@@ -41,7 +43,11 @@ from bulwark.common.openapi import document
 from bulwark.common.problems import exception_handlers
 from bulwark.common.ratelimit_client import RateLimitClient
 from bulwark.common.request_bodies import strict_json_bodies
-from bulwark.common.revocations import SessionRevocations, revoked_key_lifetime
+from bulwark.common.revocations import (
+    SessionRevocations,
+    entry_lifetime,
+    revoked_key_lifetime,
+)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: Database connections of the anomaly detectors, apart from the request pool.
@@ -122,6 +128,8 @@ def create_app(settings: AuthSettings) -> ASGIApp:
         )
         login_anomalies = LoginAnomalies(detector_db, settings)
         manifest_client = httpx.AsyncClient(timeout=APP_VERSIONS_TIMEOUT_SECONDS)
+        # Password-reset lookups run after their 202 (docs/account.md), bounded in number.
+        account_work = BackgroundChecks(limit=64, timeout_seconds=10.0)
         revocation_resync: asyncio.Task[None] | None = None
         key_watcher: asyncio.Task[None] | None = None
         try:
@@ -156,7 +164,11 @@ def create_app(settings: AuthSettings) -> ASGIApp:
                 manifests.kept_fresh(
                     lambda: fetch_manifest(manifest_client, settings.app_versions_url)
                 ),
-                running(sweep_forever(db), "oauth-sweep"),  # expired codes and sign-ins
+                running(  # expired codes, sign-ins and tokens; deleted accounts' tombstones
+                    sweep_forever(db, tombstone_seconds=entry_lifetime(settings.access_token_ttl)),
+                    "oauth-sweep",
+                ),
+                running(deliver_forever(db, settings.smtp), "mail-delivery"),
             ):
                 app.state.update(
                     settings=settings,
@@ -168,6 +180,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
                     ratelimit=ratelimit,
                     revocations=revocations,
                     login_anomalies=login_anomalies,
+                    account_work=account_work,
                     verifier=AccessTokenVerifier(
                         LocalKeys(keys),
                         issuer=settings.issuer,
@@ -183,6 +196,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             if revocation_resync is not None:
                 revocation_resync.cancel()
                 await asyncio.gather(revocation_resync, return_exceptions=True)
+            await account_work.aclose()
             await manifest_client.aclose()
             await login_anomalies.aclose()
             await detector_db.close()
@@ -209,6 +223,8 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             readyz,
             UserController,
             SessionController,
+            AccountController,
+            SignedInAccountController,
             OAuthController,
             DiscoveryController,
             PagesController,

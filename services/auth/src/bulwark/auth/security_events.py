@@ -42,6 +42,18 @@ class SecurityEvent(StrEnum):
     AUTHORIZATION_DENIED = "authorization_denied"  # the user refused on the consent page
     AUTHORIZATION_CODE_EXCHANGED = "authorization_code_exchanged"
     AUTHORIZATION_CODE_REUSED = "authorization_code_reused"  # RFC 6749 §4.1.2
+    # The account's life (docs/account.md).
+    EMAIL_VERIFICATION_SENT = "email_verification_sent"
+    EMAIL_VERIFIED = "email_verified"
+    PASSWORD_RESET_REQUESTED = "password_reset_requested"  # noqa: S105  # an event name
+    PASSWORD_RESET = "password_reset"  # noqa: S105
+    PASSWORD_CHANGED = "password_changed"  # noqa: S105
+    REAUTHENTICATION_FAILED = "reauthentication_failed"  # a wrong current password
+    ACCOUNT_CODE_FAILED = "account_code_failed"  # a wrong or spent link or code
+    EMAIL_CHANGE_REQUESTED = "email_change_requested"
+    EMAIL_CHANGED = "email_changed"
+    EMAIL_CHANGE_UNDONE = "email_change_undone"
+    ACCOUNT_DELETED = "account_deleted"
 
 
 # Events a responder looks at first: logged at warning level, the others at info.
@@ -51,6 +63,9 @@ _WARNINGS = frozenset(
         SecurityEvent.REFRESH_REUSE_DETECTED,
         SecurityEvent.REFRESH_DEVICE_MISMATCH,
         SecurityEvent.AUTHORIZATION_CODE_REUSED,
+        SecurityEvent.REAUTHENTICATION_FAILED,
+        SecurityEvent.ACCOUNT_CODE_FAILED,
+        SecurityEvent.EMAIL_CHANGE_UNDONE,
     }
 )
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import msgspec
 
+from bulwark.auth.mail.delivery import SmtpSettings, parse_smtp_url
 from bulwark.auth.oauth.clients import OAuthClient, parse_clients
 from bulwark.common.app_versions.manifest import MAX_REFRESH_SECONDS
 from bulwark.common.db import PoolMode
@@ -45,6 +46,12 @@ RATELIMIT_FAILURE_MODES: Mapping[str, FailureMode] = {
     "sessions": "allow",
     # User-code lookups on /device: the limit is what stops brute force (RFC 8628 §5.1).
     "device_verification": "deny",
+    # The account flows (docs/account.md) send mail or check secrets: unlimited, they would
+    # bomb inboxes or let codes and passwords be guessed.
+    "password_reset": "deny",
+    "account_code": "deny",
+    "account_mail": "deny",
+    "reauthentication": "deny",
 }
 
 
@@ -110,6 +117,23 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
     authorization_code_ttl: int = 60
     #: How long a sign-in on the pages (``/signin``) lasts (``PAGE_SESSION_TTL_SECONDS``).
     page_session_ttl: int = 600
+    #: Where mail goes (``SMTP_URL``, ``SMTP_USERNAME``, ``SMTP_PASSWORD``, ``MAIL_FROM``,
+    #: ``SMTP_CA_FILE``; docs/mail.md); None only in development and test, where mail then
+    #: waits in the outbox.
+    smtp: SmtpSettings | None = None
+    #: The app's name in mails and a word no password may contain (``APP_NAME``).
+    app_name: str = "Bulwark"
+    #: Where the links in account mails point (``ACCOUNT_LINKS_URL``): the pages under
+    #: ``{ISSUER}/account`` by default, or the app's universal links (docs/account.md).
+    account_links_url: str = "http://127.0.0.1:8001/account"
+    #: Lifetimes of the one-time tokens mailed to users, in seconds.
+    email_verification_ttl: int = 24 * 3600
+    password_reset_ttl: int = 30 * 60
+    #: How long the old address may undo an email change (``EMAIL_CHANGE_UNDO_SECONDS``).
+    email_change_undo_ttl: int = 7 * 86400
+    #: Whether an account whose address is not verified may log in (``UNVERIFIED_LOGIN``:
+    #: ``allow``, the default, or ``deny``); the API can still require it per route.
+    unverified_login: bool = True
 
     def oauth_client(self, client_id: str | None) -> OAuthClient | None:
         """The registered client ``client_id``, or None."""
@@ -141,6 +165,28 @@ def _email_fingerprint_key(env: Mapping[str, str], *, local: bool) -> bytes:
     if len(key) < 32:
         raise SettingsError("EMAIL_FINGERPRINT_KEY must be at least 32 characters")
     return key.encode()
+
+
+def _smtp(env: Mapping[str, str], *, local: bool) -> SmtpSettings | None:
+    """``SMTP_URL`` and its companions; required outside development and test."""
+    url = env_str(env, "SMTP_URL", "" if local else None)
+    if not url:
+        return None
+    return parse_smtp_url(
+        url,
+        sender=env_str(env, "MAIL_FROM", "Bulwark <no-reply@bulwark.localhost>" if local else None),
+        username=env.get("SMTP_USERNAME"),
+        password=env.get("SMTP_PASSWORD"),
+        ca_file=env.get("SMTP_CA_FILE"),
+        allow_plain=local,
+    )
+
+
+def _unverified_login(env: Mapping[str, str]) -> bool:
+    value = env_str(env, "UNVERIFIED_LOGIN", "allow")
+    if value not in {"allow", "deny"}:
+        raise SettingsError("UNVERIFIED_LOGIN must be allow or deny")
+    return value == "allow"
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
@@ -207,6 +253,11 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
         device_poll_interval=env_int(env, "DEVICE_POLL_INTERVAL_SECONDS", 5, minimum=1),
         authorization_code_ttl=env_int(env, "AUTHORIZATION_CODE_TTL_SECONDS", 60, minimum=5),
         page_session_ttl=env_int(env, "PAGE_SESSION_TTL_SECONDS", 600, minimum=60),
+        smtp=_smtp(env, local=local),
+        app_name=env_str(env, "APP_NAME", "Bulwark"),
+        account_links_url=env_str(env, "ACCOUNT_LINKS_URL", f"{issuer.rstrip('/')}/account"),
+        email_change_undo_ttl=env_int(env, "EMAIL_CHANGE_UNDO_SECONDS", 7 * 86400, minimum=3600),
+        unverified_login=_unverified_login(env),
     )
     if settings.access_token_ttl > 3600:
         raise SettingsError("ACCESS_TOKEN_TTL_SECONDS must be at most 3600")
@@ -220,6 +271,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
         raise SettingsError("AUTHORIZATION_CODE_TTL_SECONDS must be at most 60")
     if settings.page_session_ttl > 3600:
         raise SettingsError("PAGE_SESSION_TTL_SECONDS must be at most 3600")
+    if not local and not settings.account_links_url.startswith("https://"):
+        raise SettingsError("ACCOUNT_LINKS_URL must be an https URL outside development and test")
     if settings.refresh_idle_ttl > settings.refresh_absolute_ttl:
         raise SettingsError("REFRESH_IDLE_TTL_SECONDS must not exceed the absolute lifetime")
     return settings

@@ -3,8 +3,9 @@
 Access token header: ``{"alg": <the active key's alg: ES256 or RS256>, "typ": "at+jwt",
 "kid": ...}``; claims: ``iss``,
 ``aud``, ``sub``, ``client_id``, ``iat``, ``exp``, ``jti``, ``sid`` (the refresh family),
-``scope``. Refresh tokens are opaque: ``brt_`` + 256 random bits in base64url, stored only as
-their SHA-256 hash.
+``scope``, ``email_verified`` (OpenID Connect Core §5.1: the address was proven to reach the
+user; docs/account.md). Refresh tokens are opaque: ``brt_`` + 256 random bits in base64url,
+stored only as their SHA-256 hash.
 """
 
 import hashlib
@@ -43,6 +44,7 @@ def mint_access_token(
     family_id: uuid.UUID,
     lifetime: int,
     scope: str = DEFAULT_SCOPE,
+    email_verified: bool = False,
 ) -> str:
     """A signed access token for ``user_id`` in session ``family_id``, valid ``lifetime`` s,
     signed by the active key with that key's algorithm."""
@@ -59,6 +61,7 @@ def mint_access_token(
         "jti": uuid.uuid4().hex,
         "sid": str(family_id),
         "scope": scope,
+        "email_verified": email_verified,
     }
     return jwt.encode(header, claims, private_key, algorithms=[algorithm])
 

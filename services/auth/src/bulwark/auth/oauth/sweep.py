@@ -1,12 +1,14 @@
-"""Deleting what the OAuth grants leave behind once it can no longer be used: device
-authorizations, authorization codes and page sign-ins an hour past their expiry (the hour
-keeps an expired code answering ``expired_token`` rather than ``invalid_grant`` for a while,
-and a replayed authorization code able to end its session)."""
+"""Deleting what can no longer be used: device authorizations, authorization codes, page
+sign-ins and mailed account tokens an hour past their expiry (the hour keeps an expired code
+answering ``expired_token`` rather than ``invalid_grant`` for a while, and a replayed
+authorization code able to end its session); and deleted accounts' tombstones once their
+sessions' last access token has expired (docs/account.md)."""
 
 import asyncio
 
 import asyncpg
 
+from bulwark.auth.account import queries as account_queries
 from bulwark.common.db import Database, DatabaseUnavailable, Queryable
 from bulwark.common.outages import OutageLog
 
@@ -18,6 +20,7 @@ _KEYS = {
     "device_authorizations": "device_code_hash",
     "authorization_codes": "code_hash",
     "page_sessions": "token_hash",
+    "account_tokens": "token_hash",
 }
 
 
@@ -39,13 +42,15 @@ async def purge_expired(db: Queryable, limit: int = SWEEP_BATCH) -> int:
     return deleted
 
 
-async def sweep_forever(db: Database) -> None:
-    """Every `SWEEP_SECONDS`, `purge_expired`, until cancelled; a failing sweep (database
-    down, schema not migrated yet) is logged once per outage and retried next period."""
+async def sweep_forever(db: Database, *, tombstone_seconds: int) -> None:
+    """Every `SWEEP_SECONDS`, `purge_expired` and delete tombstones older than
+    ``tombstone_seconds``, until cancelled; a failing sweep (database down, schema not
+    migrated yet) is logged once per outage and retried next period."""
     failures = OutageLog("oauth_sweep_failed", "oauth_sweep_recovered")
     while True:
         try:
             await purge_expired(db)
+            await account_queries.purge_tombstones(db, tombstone_seconds, SWEEP_BATCH)
         except (DatabaseUnavailable, asyncpg.PostgresError) as exc:
             failures.failed(type(exc).__name__)
         else:

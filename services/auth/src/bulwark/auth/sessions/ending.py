@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import asyncpg
+
 from bulwark.auth.authorization import queries as authorization_queries
 from bulwark.auth.device import queries as device_queries
 from bulwark.auth.pages import queries as page_queries
@@ -20,6 +22,20 @@ from bulwark.auth.sessions import queries, revocations, rules
 from bulwark.common.access_tokens import AccessTokenClaims
 from bulwark.common.db import Database
 from bulwark.common.revocations import SessionRevocations
+
+
+async def end_user_sessions(
+    conn: asyncpg.Connection, user_id: uuid.UUID, reason: str, *, keep: uuid.UUID | None = None
+) -> list[uuid.UUID]:
+    """In the caller's transaction, end every live session of ``user_id`` but ``keep``,
+    every sign-in on the pages, and every approval not exchanged yet (an approved device
+    code is denied, an unused authorization code spent); return the ended sessions' ids,
+    for `SessionEnder.publish` once the transaction has committed."""
+    ended = await queries.revoke_user_families(conn, user_id, reason, keep=keep)
+    await page_queries.delete_for_user(conn, user_id)
+    await device_queries.withdraw_approvals(conn, user_id)
+    await authorization_queries.spend_unused(conn, user_id)
+    return ended
 
 
 @dataclass(frozen=True)
@@ -51,10 +67,7 @@ class SessionEnder:
             DatabaseUnavailable: the database cannot answer (503; nothing ended).
         """
         async with self.db.transaction() as conn:
-            ended = await queries.revoke_user_families(conn, user_id, "logout_all")
-            await page_queries.delete_for_user(conn, user_id)
-            await device_queries.withdraw_approvals(conn, user_id)
-            await authorization_queries.spend_unused(conn, user_id)
+            ended = await end_user_sessions(conn, user_id, "logout_all")
             await record(conn, SecurityEvent.LOGOUT_ALL, user_id=user_id, ip=ip)
         await self.publish(ended)
 

@@ -124,14 +124,15 @@ async def revoke_family(conn: asyncpg.Connection, family_id: uuid.UUID, reason: 
 
 
 async def revoke_user_families(
-    conn: asyncpg.Connection, user_id: uuid.UUID, reason: str
+    conn: asyncpg.Connection, user_id: uuid.UUID, reason: str, *, keep: uuid.UUID | None = None
 ) -> list[uuid.UUID]:
-    """End every live family of a user; return their ids."""
+    """End every live family of a user but ``keep``; return their ids."""
     rows = await conn.fetch(
         "UPDATE refresh_families SET revoked_at = now(), revoked_reason = $2"
-        " WHERE user_id = $1 AND revoked_at IS NULL RETURNING id",
+        " WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $3 RETURNING id",
         user_id,
         reason,
+        keep,
     )
     return [row["id"] for row in rows]
 
@@ -182,3 +183,11 @@ async def live_families(conn: Queryable, user_id: uuid.UUID) -> list[asyncpg.Rec
         user_id,
     )
     return rows
+
+
+async def email_verified(conn: asyncpg.Connection, user_id: uuid.UUID) -> bool:
+    """Whether ``user_id``'s current address is verified (the ``email_verified`` claim)."""
+    verified: bool | None = await conn.fetchval(
+        "SELECT email_verified_at IS NOT NULL FROM users WHERE id = $1", user_id
+    )
+    return bool(verified)

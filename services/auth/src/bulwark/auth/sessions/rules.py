@@ -70,6 +70,7 @@ def _response(
     client_id: str,
     scope: str,
     refresh_token: str,
+    email_verified: bool,
 ) -> TokenResponse:
     access_token = mint_access_token(
         keys,
@@ -80,6 +81,7 @@ def _response(
         family_id=family_id,
         lifetime=settings.access_token_ttl,
         scope=scope,
+        email_verified=email_verified,
     )
     return TokenResponse(
         access_token=access_token,
@@ -114,6 +116,7 @@ async def _issue(
         client_id=client_id,
         scope=scope,
         refresh_token=token,
+        email_verified=await queries.email_verified(conn, user_id),
     )
 
 
@@ -252,6 +255,7 @@ async def _accept_retry(
         client_id=row["client_id"],
         scope=scope,
         refresh_token=successor,
+        email_verified=await queries.email_verified(conn, row["user_id"]),
     )
 
 

@@ -7,7 +7,9 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
 
+from bulwark.auth.account import verification
 from bulwark.auth.deps import client_context
+from bulwark.auth.mail.messages import negotiate_locale
 from bulwark.auth.passwords import PasswordHasher
 from bulwark.auth.users import queries
 from bulwark.auth.users.rules import check_registration
@@ -43,7 +45,17 @@ class UserController(Controller):
         email, display_name = check_registration(data.email, data.password, data.display_name)
         # Hash before taking a database connection: argon2 must not hold a pooled one.
         password_hash = await password_hasher.hash(data.password)
-        user_id = await queries.insert_user(db, email, display_name, password_hash)
+        async with db.transaction() as conn:
+            user_id = await queries.insert_user(conn, email, display_name, password_hash)
+            if user_id is not None:  # the address is verified by the mailed link or code
+                await verification.send_verification(
+                    conn,
+                    state.settings,
+                    user_id=user_id,
+                    email=email,
+                    locale=negotiate_locale(request.headers.get("accept-language")),
+                    ip=client_context(request).ip,
+                )
         if user_id is None:
             raise Conflict("An account with this email already exists.")
         return User(id=str(user_id), email=email, display_name=display_name)
