@@ -216,6 +216,17 @@ def test_wait_for_sees_a_message_that_arrives_while_it_waits(sink: SmtpSink) -> 
     assert mailbox.wait_for("grace@example.com", timeout=TIMEOUT)["To"] == "grace@example.com"
 
 
+def test_a_message_that_cannot_be_stored_is_a_transient_failure(sink: SmtpSink) -> None:
+    sink.folder.rmdir()
+    sink.folder.write_text("a file where the folder was")
+    with pytest.raises(smtplib.SMTPDataError) as failed:
+        _send(sink, _message(subject="lost"))
+    assert failed.value.smtp_code == 451
+    sink.folder.unlink()
+    _send(sink, _message(subject="kept"))  # the sink still serves
+    assert [m["Subject"] for m in sink.messages()] == ["kept"]
+
+
 def test_stops_and_starts_again_on_the_same_port(tmp_path: Path) -> None:
     sink = SmtpSink(tmp_path / "mail").start()
     try:

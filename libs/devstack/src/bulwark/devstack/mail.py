@@ -16,7 +16,8 @@ What it refuses, with the reply codes of RFC 5321 §4.2.2 and its extensions:
 - with ``tls="starttls"``: any MAIL before STARTTLS (RFC 3207): 530;
 - with ``auth``: MAIL before a successful AUTH (RFC 4954): 530; AUTH PLAIN or LOGIN before
   TLS (they send the password as is): 538; wrong credentials: 535. A sink without TLS and with
-  ``auth`` never accepts a message: a sender must not send credentials in clear.
+  ``auth`` never accepts a message: a sender must not send credentials in clear;
+- a message it cannot write to its folder: 451 (a transient failure: the sender retries).
 """
 
 from __future__ import annotations
@@ -71,17 +72,21 @@ class _Store:
         transport = server.transport
         tls = transport.get_extra_info("ssl_object") if transport is not None else None
         auth_data = session.auth_data
-        store(
-            self.folder,
-            envelope.original_content or b"",
-            mail_from=envelope.mail_from or "",
-            rcpt_tos=envelope.rcpt_tos,
-            tls=tls.version() if isinstance(tls, ssl.SSLObject | ssl.SSLSocket) else None,
-            auth_login=auth_data.login.decode(errors="replace")
-            if session.authenticated and isinstance(auth_data, LoginPassword)
-            else None,
-            keep=self.keep,
-        )
+        try:
+            store(
+                self.folder,
+                envelope.original_content or b"",
+                mail_from=envelope.mail_from or "",
+                rcpt_tos=envelope.rcpt_tos,
+                tls=tls.version() if isinstance(tls, ssl.SSLObject | ssl.SSLSocket) else None,
+                auth_login=auth_data.login.decode(errors="replace")
+                if session.authenticated and isinstance(auth_data, LoginPassword)
+                else None,
+                keep=self.keep,
+            )
+        except OSError as exc:
+            # A transient failure (RFC 5321 §4.2.5): the sender keeps the message and retries.
+            return f"451 4.3.0 the sink cannot store the message ({exc.strerror or exc})"
         return "250 2.0.0 OK: stored by the Bulwark SMTP sink"
 
 
