@@ -12,7 +12,7 @@ UV ?= $(shell command -v uv 2>/dev/null \
 # --locked: fail if uv.lock is out of date with the pyproject files instead of rewriting it.
 UV_SYNC_FLAGS ?= $(if $(wildcard uv.lock),--locked,)
 
-.PHONY: help uv install promtool jq nginx pgbouncer wrk run stop demo test lint bench bench-http bench-ratelimit rl-node-peer \
+.PHONY: help uv install promtool jq nginx pgbouncer wrk run stop demo mail test lint bench bench-http bench-ratelimit rl-node-peer \
 	oauth-node-client browser test-browser test-resilience security-report proto openapi clean images compose-keys test-containers
 
 help: ## list the targets
@@ -148,6 +148,10 @@ stop: ## stop what an earlier `make run` of this checkout left running
 # URLs of the stack `make run` is running (.bulwark/run/stack.json), else the default ports.
 demo: install ## play a scripted mobile session against the running stack (make run first)
 	$(VENV_BIN)/bulwark-dev demo $(DEMO_ARGS)
+
+# MAIL_ARGS, e.g. "show --last" (the newest message), "show 3 --html", "--json".
+mail: install ## list the mail the services sent to the SMTP sink of make run (.bulwark/mail)
+	$(VENV_BIN)/bulwark-dev mail $(MAIL_ARGS)
 
 test: install ## run the unit and integration tests (the failure-path suites: make test-resilience); needs jq, promtool, nginx, pgbouncer and the node OAuth client, fetched when missing (apt-get as root, npm)
 	@$(MAKE) --no-print-directory --keep-going oauth-node-client promtool jq nginx pgbouncer

@@ -6,9 +6,10 @@ Postgres and Redis, once per session, in this order of preference:
 3. the embedded servers of ``bulwark.devstack.embedded`` (under ``.bulwark/data/test-*``).
 
 ``stack_factory`` starts a Bulwark stack (fresh databases, free ports, a random Redis key
-prefix, ``BULWARK_ENV=test``, temporary keys and rules) and stops it at the end of the
-session; ``stack`` is the default one. A test that needs a second stack (say, a second auth
-instance sharing the first one's database and keys) calls the factory with overrides.
+prefix, ``BULWARK_ENV=test``, temporary keys and rules, and an SMTP sink the auth service
+sends to: ``running.mail.wait_for(address)``) and stops it at the end of the session;
+``stack`` is the default one. A test that needs a second stack (say, a second auth instance
+sharing the first one's database and keys) calls the factory with overrides.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import pytest
 from bulwark.devstack.cli import repo_root
 from bulwark.devstack.databases import create_databases, drop_databases, unique_names
 from bulwark.devstack.embedded import EmbeddedPostgres, EmbeddedRedis
+from bulwark.devstack.mail import SmtpSink
 from bulwark.devstack.net import free_port
 from bulwark.devstack.rules import packaged_rules_with_raised_limits
 from bulwark.devstack.stack import SERVICE_ORDER, Stack, StackConfig, bulwark_services
@@ -127,7 +129,8 @@ def raised_api_limits(destination: Path) -> Path:
 
 @dataclass
 class RunningStack:
-    """A started stack: where its services listen and how they were configured."""
+    """A started stack: where its services listen and how they were configured. ``mail`` is
+    the SMTP sink its auth service sends to (``mail.messages()``, ``mail.wait_for(to)``)."""
 
     auth_url: str
     api_url: str
@@ -137,6 +140,7 @@ class RunningStack:
     databases: dict[str, str]  # "auth" / "api" -> database URL
     config: StackConfig
     stack: Stack = field(repr=False)
+    mail: SmtpSink = field(repr=False)
 
     def log(self, service: str) -> str:
         """The log of ``service`` so far (one JSON object per line), read once it has stopped
@@ -177,7 +181,7 @@ def session_stack_factory(
 ) -> Iterator[StackFactory]:
     """Start Bulwark stacks; every one still running is stopped, and every database made
     dropped, at session end. Modules start theirs through ``stack_factory``."""
-    started: list[Stack] = []
+    started: list[Stack | SmtpSink] = []
     created: list[str] = []
 
     def start(
@@ -196,6 +200,9 @@ def session_stack_factory(
             created.extend(names.values())
             made = asyncio.run(create_databases(database_server_url, names.values()))
             urls.update({svc: made[name] for svc, name in names.items()})
+        sink = SmtpSink(work / "mail")
+        started.append(sink)
+        sink.start()
         config = StackConfig(
             auth_database_url=urls["auth"],
             api_database_url=urls["api"],
@@ -212,6 +219,7 @@ def session_stack_factory(
             session_key_prefix=f"bulwark:{redis_key_prefix or secrets.token_hex(4)}:",
             ratelimit_rules=packaged_rules(work / "rules.yaml"),
             log_level="info",
+            smtp_url=sink.url,
             env=env or {},
         )
         stack = Stack(bulwark_services(config, only=services), work / "logs", stop_grace=5.0)
@@ -226,13 +234,14 @@ def session_stack_factory(
             databases=urls,
             config=config,
             stack=stack,
+            mail=sink,
         )
 
     try:
         yield start
     finally:
-        for stack in reversed(started):
-            stack.stop()
+        for thing in reversed(started):
+            thing.stop()
         if created:
             asyncio.run(drop_databases(database_server_url, created))
 
@@ -254,6 +263,7 @@ def stack_factory(session_stack_factory: StackFactory) -> Iterator[StackFactory]
     finally:
         for running in reversed(started):
             running.stack.stop()
+            running.mail.stop()
 
 
 @pytest.fixture(scope="module")

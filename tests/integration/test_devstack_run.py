@@ -1,9 +1,11 @@
 """``bulwark-dev run`` (what ``make run`` runs), as a process with the real services.
 
 One run per module, on ports given the way the README gives them: every port moves, metrics
-included; ``bulwark-dev demo`` finds it; a service killed with SIGKILL is restarted while the
-others keep answering; a second run in the same checkout names the first and stops; and,
-last, a runner killed with SIGKILL takes its services with it. The tests run in file order.
+included; its SMTP sink is up, named in the banner, given to auth as SMTP_URL, and what it
+receives is listed by ``bulwark-dev mail``; ``bulwark-dev demo`` finds it; a service killed
+with SIGKILL is restarted while the others keep answering; a second run in the same checkout
+names the first and stops; and, last, a runner killed with SIGKILL takes its services with
+it. The tests run in file order.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ import asyncio
 import os
 import secrets
 import signal
+import smtplib
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -85,7 +90,11 @@ def run(
         proc = subprocess.Popen(  # noqa: S603 - our own console script
             [console_script("bulwark-dev"), "run", *flags, "--database-suffix", suffix],
             cwd=cwd,
-            env={**os.environ, "DATABASE_URL": database_server_url, "REDIS_URL": redis_url},
+            env={
+                **{k: v for k, v in os.environ.items() if k != "SMTP_URL"},  # so: a sink
+                "DATABASE_URL": database_server_url,
+                "REDIS_URL": redis_url,
+            },
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -124,6 +133,43 @@ def test_port_flags_move_every_port_metrics_included(run: Run) -> None:
         assert "# TYPE" in response.text
     for name in ("api", "auth"):
         assert http_ok(f"{state.address(name)}/readyz")
+
+
+def _environ(pid: int) -> list[bytes]:
+    return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+
+
+@pytest.mark.timeout(60)
+def test_the_smtp_sink_is_up_auth_has_its_url_and_bulwark_dev_mail_lists(run: Run) -> None:
+    state = run.state()
+    assert state.smtp_url is not None
+    assert state.mail_folder == str(run.cwd / ".bulwark" / "mail")
+    assert f"mail       {state.smtp_url}" in run.out()  # the banner
+    assert "bulwark-dev mail" in run.out()
+    assert f"SMTP_URL={state.smtp_url}".encode() in _environ(state.services["auth"].pid)
+    for other in ("api", "ratelimit"):
+        assert not [v for v in _environ(state.services[other].pid) if v.startswith(b"SMTP_")]
+    url = urlsplit(state.smtp_url)
+    assert (url.scheme, url.hostname) == ("smtp", "127.0.0.1")
+    assert url.port is not None
+    message = EmailMessage()
+    message["From"] = "Bulwark <no-reply@bulwark.localhost>"
+    message["To"] = "someone@example.com"
+    message["Subject"] = "Hello from the devstack test"
+    message.set_content("It arrived.")
+    with smtplib.SMTP(url.hostname, url.port, timeout=10) as client:
+        client.send_message(message)
+    listed = subprocess.run(  # noqa: S603 - our own console script
+        [console_script("bulwark-dev"), "mail"],
+        cwd=run.cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "someone@example.com" in listed.stdout
+    assert "Hello from the devstack test" in listed.stdout
 
 
 @pytest.mark.timeout(60)

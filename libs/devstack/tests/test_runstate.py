@@ -65,6 +65,21 @@ def test_the_file_round_trips_and_is_removed_only_by_its_runner(tmp_path: Path) 
     assert not run_file.path.exists()
 
 
+def test_the_smtp_sink_is_recorded_when_the_run_has_one(tmp_path: Path) -> None:
+    run_file = RunFile(tmp_path / "stack.json")
+    services = {"api": _record(4712, 8000, started="100")}
+    with_sink = RunState(4711, "99", services, "smtp://127.0.0.1:10025", "/x/.bulwark/mail")
+    run_file.write(with_sink)
+    assert run_file.read() == with_sink
+    assert '"smtp_url": "smtp://127.0.0.1:10025"' in run_file.path.read_text()
+    without = RunState(4711, "99", services)
+    run_file.write(without)
+    assert '"mail"' not in run_file.path.read_text()
+    read = run_file.read()
+    assert read is not None
+    assert read.smtp_url is None
+
+
 def test_leftovers_are_the_live_processes_of_the_recorded_run(
     tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:

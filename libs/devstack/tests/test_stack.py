@@ -118,6 +118,33 @@ def test_bulwark_services_wire_urls_and_isolate_variables(tmp_path: Path) -> Non
         assert specs[name].env["REDIS_URL"] == "redis://h:1/0"
         assert specs[name].env["REDIS_KEY_PREFIX"] == "bulwark:"
     assert [s.name for s in bulwark_services(config, only=["auth"])] == ["auth"]
+    assert all("SMTP_URL" not in spec.env for spec in specs.values())  # no sink: no mail
+
+
+def test_only_auth_gets_the_smtp_url_and_no_mail_variable_leaks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = StackConfig(
+        auth_database_url="postgresql://h/a",
+        api_database_url="postgresql://h/b",
+        redis_url="redis://h:1/0",
+        smtp_url="smtp://127.0.0.1:10025",
+    )
+    envs = config.service_env()
+    assert envs["auth"]["SMTP_URL"] == "smtp://127.0.0.1:10025"
+    assert "SMTP_URL" not in envs["api"]
+    assert "SMTP_URL" not in envs["ratelimit"]
+    # Our own mail settings stay ours: a service gets only what its spec gives it.
+    for name in ("SMTP_URL", "SMTP_USERNAME", "SMTP_PASSWORD", "MAIL_FROM"):
+        monkeypatch.setenv(name, "from-the-runner")
+    show = "import os; print(sorted(k for k in os.environ if 'SMTP' in k or 'MAIL' in k))"
+    spec, _ = _serving("svc", {"SMTP_URL": "smtp://127.0.0.1:10025"})
+    spec = ServiceSpec(
+        spec.name, spec.argv, spec.env, spec.ready, 10, setup=[[sys.executable, "-c", show]]
+    )
+    with Stack([spec], tmp_path):
+        pass
+    assert "['SMTP_URL']" in (tmp_path / "svc.log").read_text()
 
 
 def test_one_service_stops_and_starts_again_while_the_others_run(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """``bulwark-dev``: run the whole stack locally and supervise it (``run``), stop what an earlier
-run left (``stop``), or play a mobile session against a running stack (``demo``)."""
+run left (``stop``), play a mobile session against a running stack (``demo``), or read the
+mail its SMTP sink received (``mail``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ from types import FrameType
 from bulwark.devstack.databases import DEFAULT_DATABASES, create_databases, unique_names
 from bulwark.devstack.demo import run_demo
 from bulwark.devstack.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError
+from bulwark.devstack.mail import SmtpSink
+from bulwark.devstack.mailbox import Mailbox
+from bulwark.devstack.mailview import listing, shown
+from bulwark.devstack.net import free_port
 from bulwark.devstack.ports import SERVICES, Ports, choose_ports
 from bulwark.devstack.procs import process_start
 from bulwark.devstack.runstate import (
@@ -69,6 +74,11 @@ def _run_file(root: Path) -> RunFile:
     return RunFile(root / ".bulwark" / "run" / "stack.json")
 
 
+def mail_dir(root: Path) -> Path:
+    """Where the SMTP sink of ``bulwark-dev run`` stores what it receives."""
+    return root / ".bulwark" / "mail"
+
+
 def _port(text: str) -> int:
     port = int(text)
     if not 0 < port < 65536:
@@ -85,7 +95,7 @@ def _choose_ports(args: argparse.Namespace) -> Ports:
     )
 
 
-def _run_state(config: StackConfig, pids: dict[str, int]) -> RunState:
+def _run_state(config: StackConfig, sink: SmtpSink | None, pids: dict[str, int]) -> RunState:
     runner_pid, runner_started = this_process()
     addresses = {
         "api": config.api_url,
@@ -104,10 +114,12 @@ def _run_state(config: StackConfig, pids: dict[str, int]) -> RunState:
             metrics_port=config.metrics_ports.get(name),
             metrics_url=config.metrics_url(name),
         )
-    return RunState(runner_pid, runner_started, services)
+    if sink is None:
+        return RunState(runner_pid, runner_started, services)
+    return RunState(runner_pid, runner_started, services, sink.url, str(sink.folder))
 
 
-def _banner(config: StackConfig, log_dir: Path, run_file: Path) -> str:
+def _banner(config: StackConfig, sink: SmtpSink | None, log_dir: Path, run_file: Path) -> str:
     rows = [
         ("api", config.api_url),
         ("auth", config.auth_url),
@@ -116,6 +128,12 @@ def _banner(config: StackConfig, log_dir: Path, run_file: Path) -> str:
     lines = [
         f"  {name:<10} {address:<28} metrics {config.metrics_url(name)}" for name, address in rows
     ]
+    if sink is not None:
+        lines.append(
+            f"  {'mail':<10} {sink.url:<28} SMTP sink: `bulwark-dev mail` lists what was sent"
+        )
+    else:
+        lines.append(f"  {'mail':<10} to SMTP_URL from the environment (no local SMTP sink)")
     return (
         f"\nBulwark is up (logs in {log_dir}, state in {run_file}):\n"
         + "\n".join(lines)
@@ -146,11 +164,38 @@ def _preflight(args: argparse.Namespace, run_file: RunFile) -> Ports | None:
     return ports
 
 
+def _mail_sink(
+    args: argparse.Namespace, ports: Ports, folder: Path, cleanup: ExitStack
+) -> SmtpSink | None:
+    """The SMTP sink the auth service sends to, started, or None when SMTP_URL is set."""
+    if os.environ.get("SMTP_URL"):
+        return None
+    port = args.smtp_port
+    if port is None:
+        taken = {given for _, given in ports.labelled()}
+        port = free_port(HOST)
+        while port in taken:
+            port = free_port(HOST)
+    try:
+        sink = cleanup.enter_context(SmtpSink(folder, host=HOST, port=port))
+    except OSError as exc:
+        raise OSError(f"the SMTP sink cannot listen on {HOST}:{port} ({exc})") from exc
+    print(f"SMTP sink          {sink.url}  (mail in {folder}: `bulwark-dev mail`)")
+    return sink
+
+
+def _mail_env(sink: SmtpSink | None) -> dict[str, str]:
+    """The auth service's mail variables from our environment, beside SMTP_URL: MAIL_FROM
+    when set, and SMTP_USERNAME / SMTP_PASSWORD for an SMTP_URL of ours (not for the sink)."""
+    names = ["MAIL_FROM"] + (["SMTP_USERNAME", "SMTP_PASSWORD"] if sink is None else [])
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
 def _configure(
     args: argparse.Namespace, ports: Ports, state: Path, cleanup: ExitStack
-) -> StackConfig:
+) -> tuple[StackConfig, SmtpSink | None]:
     """Postgres and Redis (the embedded ones unless DATABASE_URL / REDIS_URL are set), the
-    databases, and the stack's settings."""
+    databases, the SMTP sink (unless SMTP_URL is set), and the stack's settings."""
     databases = unique_names(args.database_suffix) if args.database_suffix else DEFAULT_DATABASES
     database_url = os.environ.get("DATABASE_URL")
     if not database_url:
@@ -163,7 +208,8 @@ def _configure(
         redis_url = redis.url
         print(f"embedded Redis     {redis_url}")
     urls = asyncio.run(create_databases(database_url, databases.values()))
-    return StackConfig(
+    sink = _mail_sink(args, ports, state / "mail", cleanup)
+    config = StackConfig(
         auth_database_url=urls[databases["auth"]],
         api_database_url=urls[databases["api"]],
         redis_url=redis_url,
@@ -176,10 +222,19 @@ def _configure(
         keys_dir=state / "keys",
         uploads_dir=state / "uploads",
         log_level=args.log_level,
+        smtp_url=sink.url if sink is not None else os.environ["SMTP_URL"],
+        env={"auth": _mail_env(sink)},
     )
+    return config, sink
 
 
-def _supervise(config: StackConfig, log_dir: Path, run_file: RunFile, cleanup: ExitStack) -> None:
+def _supervise(
+    config: StackConfig,
+    sink: SmtpSink | None,
+    log_dir: Path,
+    run_file: RunFile,
+    cleanup: ExitStack,
+) -> None:
     """Start the services, record them in the run file, and restart any that exits; returns
     only by an exception (Ctrl-C, SIGTERM, a service not ready at start-up)."""
     # Registered before the stack, so it runs after the stack has stopped.
@@ -193,13 +248,13 @@ def _supervise(config: StackConfig, log_dir: Path, run_file: RunFile, cleanup: E
         )
     )
     pids = stack.pids()
-    run_file.write(_run_state(config, pids))
-    print(_banner(config, log_dir, run_file.path), flush=True)
+    run_file.write(_run_state(config, sink, pids))
+    print(_banner(config, sink, log_dir, run_file.path), flush=True)
     while True:
         stack.supervise()
         if (now := stack.pids()) != pids:
             pids = now
-            run_file.write(_run_state(config, pids))
+            run_file.write(_run_state(config, sink, pids))
         time.sleep(0.2)
 
 
@@ -214,8 +269,8 @@ def _run(args: argparse.Namespace) -> int:
             ports = _preflight(args, run_file)
             if ports is None:
                 return 1
-            config = _configure(args, ports, root / ".bulwark", cleanup)
-            _supervise(config, root / ".bulwark" / "logs", run_file, cleanup)
+            config, sink = _configure(args, ports, root / ".bulwark", cleanup)
+            _supervise(config, sink, root / ".bulwark" / "logs", run_file, cleanup)
         except (KeyboardInterrupt, _Stopped):
             _say("\nstopping...")
             return 0
@@ -273,8 +328,68 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if not failures else 1
 
 
+def _out(text: str) -> None:
+    """Print to stdout; a reader that went away (``| head``) ends the output quietly."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _mail(args: argparse.Namespace) -> int:
+    folder = args.dir or mail_dir(repo_root())
+    entries = Mailbox(folder).entries()
+    if args.mail_command != "show":
+        _out(listing(folder, entries, as_json=bool(args.json)))
+        return 0
+    if not entries:
+        _say(f"bulwark-dev: no mail in {folder} yet")
+        return 1
+    index = len(entries) if args.last or args.index is None else args.index
+    if not 1 <= index <= len(entries):
+        _say(f"bulwark-dev: no message {index}: {len(entries)} in {folder} (1-{len(entries)})")
+        return 1
+    path, message = entries[index - 1]
+    _out(shown(index, path, message, html=args.html, as_json=bool(args.json)))
+    return 0
+
+
+def _mail_options(parser: argparse.ArgumentParser, *, default: object) -> None:
+    parser.add_argument("--json", action="store_true", default=default, help="JSON, for scripts")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=default,
+        help="the mail folder (default: .bulwark/mail of this checkout)",
+    )
+
+
+def _add_mail_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    mail = sub.add_parser(
+        "mail",
+        help="list the mail the local SMTP sink received (newest last); `mail show N` prints one",
+        description="The SMTP sink of `bulwark-dev run` stores each message the services send "
+        "in .bulwark/mail (the newest 1000). This reads that folder, while the stack runs or "
+        "after.",
+    )
+    _mail_options(mail, default=None)
+    mail.set_defaults(func=_mail, mail_command=None)
+    mail_sub = mail.add_subparsers(dest="mail_command")
+    show = mail_sub.add_parser(
+        "show",
+        help="print message N (from the listing; default: the newest)",
+        description="Prints the header fields and the text/plain part, and says whether there "
+        "is an HTML part.",
+    )
+    # SUPPRESS: given before `show`, they are not reset to a default after it.
+    _mail_options(show, default=argparse.SUPPRESS)
+    show.add_argument("index", nargs="?", type=int, metavar="N", help="1 is the oldest")
+    show.add_argument("--last", action="store_true", help="the newest message")
+    show.add_argument("--html", action="store_true", help="print the HTML part too")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``bulwark-dev`` argument parser (subcommands ``run``, ``stop`` and ``demo``)."""
+    """The ``bulwark-dev`` argument parser (subcommands ``run``, ``stop``, ``demo``, ``mail``)."""
     parser = argparse.ArgumentParser(prog="bulwark-dev", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser(
@@ -289,6 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument(f"--{name}-port", type=_port, metavar="PORT")
     for name in SERVICES:
         run.add_argument(f"--{name}-metrics-port", type=_port, metavar="PORT")
+    run.add_argument(
+        "--smtp-port",
+        type=_port,
+        metavar="PORT",
+        help="port of the SMTP sink (default: a free one; no sink when SMTP_URL is set)",
+    )
     run.add_argument(
         "--free-ports", action="store_true", help="free ports for every port not given"
     )
@@ -317,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--auth", help=f"auth service base URL (default: the running stack's, else {DEFAULT_AUTH})"
     )
     demo.set_defaults(func=_demo)
+    _add_mail_parser(sub)
     return parser
 
 

@@ -5,7 +5,10 @@ It says which process runs the stack and, per service, its pid and where it list
     {"runner": {"pid": 4711, "started": "912345"},
      "services": {"api": {"pid": 4720, "started": "912400", "port": 8000,
                           "address": "http://127.0.0.1:8000", "metrics_port": 9464,
-                          "metrics_url": "http://127.0.0.1:9464/metrics"}, ...}}
+                          "metrics_url": "http://127.0.0.1:9464/metrics"}, ...},
+     "mail": {"smtp_url": "smtp://127.0.0.1:10025", "folder": "/.../.bulwark/mail"}}
+
+(``mail`` only when the run started its SMTP sink, i.e. SMTP_URL was not set.)
 
 ``run`` writes it once the stack is up and again after each restart, and removes it when it
 stops; ``demo`` takes its URLs from it; ``stop`` and the next ``run`` find in it what an earlier
@@ -47,6 +50,8 @@ class RunState:
     runner_pid: int
     runner_started: str | None
     services: Mapping[str, ServiceRecord]
+    smtp_url: str | None = None  # the SMTP sink's, in the runner process
+    mail_folder: str | None = None  # where the sink stores what it receives
 
     def address(self, service: str) -> str | None:
         """Where ``service`` listens (``http://127.0.0.1:8000``), or None if it is not listed."""
@@ -55,23 +60,26 @@ class RunState:
 
     def to_json(self) -> str:
         """The file's text."""
-        return json.dumps(
-            {
-                "runner": {"pid": self.runner_pid, "started": self.runner_started},
-                "services": {name: asdict(record) for name, record in self.services.items()},
-            },
-            indent=2,
-        )
+        data: dict[str, Any] = {
+            "runner": {"pid": self.runner_pid, "started": self.runner_started},
+            "services": {name: asdict(record) for name, record in self.services.items()},
+        }
+        if self.smtp_url is not None:
+            data["mail"] = {"smtp_url": self.smtp_url, "folder": self.mail_folder}
+        return json.dumps(data, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> RunState:
         """Parse the file's text; raises ``ValueError`` (or ``KeyError``/``TypeError``) when
         it is not what ``to_json`` writes."""
         data: dict[str, Any] = json.loads(text)
+        mail = data.get("mail") or {}
         return cls(
             runner_pid=int(data["runner"]["pid"]),
             runner_started=data["runner"].get("started"),
             services={name: ServiceRecord(**rec) for name, rec in data["services"].items()},
+            smtp_url=mail.get("smtp_url"),
+            mail_folder=mail.get("folder"),
         )
 
 

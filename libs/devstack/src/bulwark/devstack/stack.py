@@ -84,6 +84,10 @@ SERVICE_VARIABLES = frozenset(
         "S3_REGION",
         "S3_ENDPOINT_URL",
         "S3_TIMEOUT_SECONDS",
+        "SMTP_URL",
+        "SMTP_USERNAME",
+        "SMTP_PASSWORD",
+        "MAIL_FROM",
         # Each service names itself (bulwark-api ...); the other OTEL_* variables pass through.
         "OTEL_SERVICE_NAME",
         "TRUSTED_TRACE_PEERS",
@@ -444,7 +448,9 @@ def console_script(name: str) -> str:
 class StackConfig:
     """Settings of one Bulwark stack: where the services listen and what they connect to.
 
-    ``env`` adds or overrides variables per service (``{"auth": {"LOG_LEVEL": "debug"}}``).
+    ``smtp_url`` is where the auth service sends mail (``SMTP_URL``; a local ``SmtpSink``'s
+    ``url``), None for none. ``env`` adds or overrides variables per service
+    (``{"auth": {"LOG_LEVEL": "debug"}}``).
     """
 
     auth_database_url: str
@@ -466,6 +472,7 @@ class StackConfig:
     audience: str = "bulwark-api"
     issuer: str | None = None
     ready_timeout: float = 30.0
+    smtp_url: str | None = None
     env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @property
@@ -530,6 +537,8 @@ class StackConfig:
                 "REDIS_KEY_PREFIX": self.session_key_prefix,
             },
         }
+        if self.smtp_url is not None:
+            envs["auth"]["SMTP_URL"] = self.smtp_url
         for service, port in self.metrics_ports.items():
             envs[service]["METRICS_PORT"] = str(port)
         for service, extra in self.env.items():
