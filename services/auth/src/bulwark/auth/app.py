@@ -29,6 +29,8 @@ from bulwark.auth.sessions.ending import SessionEnder
 from bulwark.auth.sessions.revocations import resync_forever
 from bulwark.auth.sessions.routes import SessionController
 from bulwark.auth.settings import APP_VERSIONS_TIMEOUT_SECONDS, AuthSettings, from_env
+from bulwark.auth.users.breached_passwords import PwnedPasswordsRange
+from bulwark.auth.users.password_policy import PasswordPolicy
 from bulwark.auth.users.routes import UserController
 from bulwark.common.access_tokens import AccessTokenVerifier
 from bulwark.common.allow import answer_options, first_answer
@@ -130,6 +132,16 @@ def create_app(settings: AuthSettings) -> ASGIApp:
         manifest_client = httpx.AsyncClient(timeout=APP_VERSIONS_TIMEOUT_SECONDS)
         # Password-reset lookups run after their 202 (docs/account.md), bounded in number.
         account_work = BackgroundChecks(limit=64, timeout_seconds=10.0)
+        password_policy = PasswordPolicy(
+            settings.password_policy,
+            app_name=settings.app_name,
+            breached=(
+                PwnedPasswordsRange(settings.hibp_range_url, timeout_seconds=settings.hibp_timeout)
+                if settings.breach_check == "hibp"
+                else None
+            ),
+            unreachable=settings.breach_check_unreachable,
+        )
         revocation_resync: asyncio.Task[None] | None = None
         key_watcher: asyncio.Task[None] | None = None
         try:
@@ -177,6 +189,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
                     db=db,
                     session_ender=SessionEnder(db, revocations, settings.access_token_ttl),
                     password_hasher=hasher,
+                    password_policy=password_policy,
                     ratelimit=ratelimit,
                     revocations=revocations,
                     login_anomalies=login_anomalies,
@@ -203,11 +216,16 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             await revocations.aclose()
             await ratelimit.close()
             hasher.close()
+            await password_policy.aclose()
             await db.close()
 
     def provide_password_hasher(state: State) -> PasswordHasher:
         hasher: PasswordHasher = state.password_hasher
         return hasher
+
+    def provide_password_policy(state: State) -> PasswordPolicy:
+        policy: PasswordPolicy = state.password_policy
+        return policy
 
     def provide_database(state: State) -> Database:
         db: Database = state.db
@@ -233,6 +251,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
         # sibling raised): use cases take connections in ``async with`` blocks.
         dependencies={
             "password_hasher": Provide(provide_password_hasher, sync_to_thread=False),
+            "password_policy": Provide(provide_password_policy, sync_to_thread=False),
             "db": Provide(provide_database, sync_to_thread=False),
             "ender": Provide(provide_session_ender, sync_to_thread=False),
         },

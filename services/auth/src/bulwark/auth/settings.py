@@ -3,11 +3,13 @@
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal, cast
 
 import msgspec
 
 from bulwark.auth.mail.delivery import SmtpSettings, parse_smtp_url
 from bulwark.auth.oauth.clients import OAuthClient, parse_clients
+from bulwark.auth.users.password_policy import PRESETS, PresetName, UnreachableAnswer
 from bulwark.common.app_versions.manifest import MAX_REFRESH_SECONDS
 from bulwark.common.db import PoolMode
 from bulwark.common.http import HttpLimits, TrustedProxies
@@ -33,6 +35,10 @@ from bulwark.common.settings import (
 
 #: Longest wait for one read of ``APP_VERSIONS_URL`` (connect, send, answer), in seconds.
 APP_VERSIONS_TIMEOUT_SECONDS = 2.0
+#: Longest ``HIBP_TIMEOUT_SECONDS`` accepted: the check runs inside a request.
+MAX_HIBP_TIMEOUT_SECONDS = 5.0
+#: Have I Been Pwned's Pwned Passwords range endpoint (``HIBP_RANGE_URL``'s default).
+HIBP_RANGE_URL = "https://api.pwnedpasswords.com/range/"
 #: What each rate-limited endpoint does when the rate-limit service cannot answer within
 #: ``RATELIMIT_TIMEOUT_MS`` (``RATELIMIT_FAILURE_MODES`` overrides entries). Login fails
 #: closed (503): an unlimited login window is an open door to credential stuffing.
@@ -121,8 +127,6 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: ``SMTP_CA_FILE``; docs/mail.md); None only in development and test, where mail then
     #: waits in the outbox.
     smtp: SmtpSettings | None = None
-    #: The app's name in mails and a word no password may contain (``APP_NAME``).
-    app_name: str = "Bulwark"
     #: Where the links in account mails point (``ACCOUNT_LINKS_URL``): the pages under
     #: ``{ISSUER}/account`` by default, or the app's universal links (docs/account.md).
     account_links_url: str = "http://127.0.0.1:8001/account"
@@ -134,6 +138,18 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: Whether an account whose address is not verified may log in (``UNVERIFIED_LOGIN``:
     #: ``allow``, the default, or ``deny``); the API can still require it per route.
     unverified_login: bool = True
+    #: The password policy's preset (``PASSWORD_POLICY``: ``brief`` or ``nist``) and the app's
+    #: name it refuses inside passwords (``APP_NAME``); docs/passwords.md.
+    password_policy: PresetName = "brief"  # noqa: S105  # a preset's name, not a password
+    app_name: str = "Bulwark"  # also the name mails give the app
+    #: ``BREACHED_PASSWORD_CHECK=hibp`` asks Have I Been Pwned's range API
+    #: (``HIBP_RANGE_URL``) about each new password, waiting at most ``hibp_timeout``
+    #: seconds (``HIBP_TIMEOUT_SECONDS``, at most 5); without an answer the password is
+    #: accepted (``BREACHED_PASSWORD_UNREACHABLE=allow``) or the request answered 503 (``deny``).
+    breach_check: Literal["off", "hibp"] = "off"
+    hibp_range_url: str = HIBP_RANGE_URL
+    hibp_timeout: float = 1.0
+    breach_check_unreachable: UnreachableAnswer = "allow"
 
     def oauth_client(self, client_id: str | None) -> OAuthClient | None:
         """The registered client ``client_id``, or None."""
@@ -187,6 +203,28 @@ def _unverified_login(env: Mapping[str, str]) -> bool:
     if value not in {"allow", "deny"}:
         raise SettingsError("UNVERIFIED_LOGIN must be allow or deny")
     return value == "allow"
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """The variable ``name``, one of ``choices`` (default: the first).
+
+    Raises:
+        SettingsError: another value.
+    """
+    value = env_str(env, name, choices[0]).strip().lower()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}")
+    return value
+
+
+def _hibp_range_url(env: Mapping[str, str], *, local: bool) -> str:
+    """``HIBP_RANGE_URL``: https outside development and test (the prefix of a password's
+    hash is not for every network hop to read)."""
+    url = env_str(env, "HIBP_RANGE_URL", HIBP_RANGE_URL)
+    schemes = ("https://", "http://") if local else ("https://",)
+    if not url.startswith(schemes):
+        raise SettingsError("HIBP_RANGE_URL must be an https URL outside development and test")
+    return url
 
 
 def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
@@ -254,10 +292,19 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
         authorization_code_ttl=env_int(env, "AUTHORIZATION_CODE_TTL_SECONDS", 60, minimum=5),
         page_session_ttl=env_int(env, "PAGE_SESSION_TTL_SECONDS", 600, minimum=60),
         smtp=_smtp(env, local=local),
-        app_name=env_str(env, "APP_NAME", "Bulwark"),
         account_links_url=env_str(env, "ACCOUNT_LINKS_URL", f"{issuer.rstrip('/')}/account"),
         email_change_undo_ttl=env_int(env, "EMAIL_CHANGE_UNDO_SECONDS", 7 * 86400, minimum=3600),
         unverified_login=_unverified_login(env),
+        password_policy=cast("PresetName", _choice(env, "PASSWORD_POLICY", tuple(PRESETS))),
+        app_name=env_str(env, "APP_NAME", "Bulwark").strip() or "Bulwark",
+        breach_check=cast(
+            "Literal['off', 'hibp']", _choice(env, "BREACHED_PASSWORD_CHECK", ("off", "hibp"))
+        ),
+        hibp_range_url=_hibp_range_url(env, local=local),
+        hibp_timeout=env_float(env, "HIBP_TIMEOUT_SECONDS", 1.0, minimum=0.05),
+        breach_check_unreachable=cast(
+            "UnreachableAnswer", _choice(env, "BREACHED_PASSWORD_UNREACHABLE", ("allow", "deny"))
+        ),
     )
     if settings.access_token_ttl > 3600:
         raise SettingsError("ACCESS_TOKEN_TTL_SECONDS must be at most 3600")
@@ -273,6 +320,8 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
         raise SettingsError("PAGE_SESSION_TTL_SECONDS must be at most 3600")
     if not local and not settings.account_links_url.startswith("https://"):
         raise SettingsError("ACCOUNT_LINKS_URL must be an https URL outside development and test")
+    if settings.hibp_timeout > MAX_HIBP_TIMEOUT_SECONDS:
+        raise SettingsError("HIBP_TIMEOUT_SECONDS must be at most 5")
     if settings.refresh_idle_ttl > settings.refresh_absolute_ttl:
         raise SettingsError("REFRESH_IDLE_TTL_SECONDS must not exceed the absolute lifetime")
     return settings

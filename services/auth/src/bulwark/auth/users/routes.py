@@ -12,6 +12,7 @@ from bulwark.auth.deps import client_context
 from bulwark.auth.mail.messages import negotiate_locale
 from bulwark.auth.passwords import PasswordHasher
 from bulwark.auth.users import queries
+from bulwark.auth.users.password_policy import PasswordPolicy
 from bulwark.auth.users.rules import check_registration
 from bulwark.auth.users.schemas import User, UserCreate
 from bulwark.common import rate_limits
@@ -27,14 +28,18 @@ class UserController(Controller):
     @post(operation_id="registerUser", status_code=201, opt={"answers": (409, 429)})
     async def register(
         self,
+        *,
         request: Request[Any, Any, State],
         data: JSONBody[UserCreate],
         state: State,
         db: NamedDependency[Database],
         password_hasher: NamedDependency[PasswordHasher],
+        password_policy: NamedDependency[PasswordPolicy],
     ) -> User:
-        """Register a user. 400 names invalid or unknown fields; 409 when the email is taken;
-        429 when this IP registers too fast (by default fails open if the limiter is down)."""
+        """Register a user. 400 names invalid or unknown fields (a refused password names the
+        rule it breaks, docs/passwords.md); 409 when the email is taken; 429 when this IP
+        registers too fast (by default fails open if the limiter is down); 503 when the
+        breached-password check is on, cannot answer, and its answer is ``deny``."""
         ip = client_context(request).ip or "unknown"
         await rate_limits.enforce(
             state.ratelimit,
@@ -42,7 +47,9 @@ class UserController(Controller):
             fail_open=state.settings.fails_open("register"),
             request_state=request.scope["state"],
         )
-        email, display_name = check_registration(data.email, data.password, data.display_name)
+        email, display_name = await check_registration(
+            data.email, data.password, data.display_name, password_policy
+        )
         # Hash before taking a database connection: argon2 must not hold a pooled one.
         password_hash = await password_hasher.hash(data.password)
         async with db.transaction() as conn:

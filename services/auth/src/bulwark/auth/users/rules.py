@@ -1,4 +1,5 @@
-"""Rules for user input: email, password and display-name policies.
+"""Rules for user input: email and display-name policies, and registration as a whole
+(the password policy is `bulwark.auth.users.password_policy`).
 
 Each ``check_*`` returns the normalised value or raises ``ValidationFailed`` naming the field
 as the client sent it (``email``, ``password``, ``displayName``). ``normalise_email`` is the
@@ -9,6 +10,7 @@ import unicodedata
 
 from email_validator import EmailNotValidError, validate_email
 
+from bulwark.auth.users.password_policy import PasswordPolicy
 from bulwark.common.problems import FieldError, ValidationFailed
 from bulwark.common.schemas import has_control_characters
 
@@ -17,8 +19,6 @@ from bulwark.common.schemas import has_control_characters
 MAX_EMAIL_OCTETS = 254
 #: RFC 5321 §4.5.3.1.1: a local part is at most 64 octets.
 MAX_LOCAL_PART_OCTETS = 64
-MIN_PASSWORD_LENGTH = 12
-MAX_PASSWORD_LENGTH = 128
 MAX_DISPLAY_NAME_LENGTH = 100
 # Never in an address, wherever they stand: controls (NUL, newlines), format characters
 # (zero-width spaces and joiners, bidi overrides, soft hyphens, BOM), surrogates, private
@@ -79,20 +79,6 @@ def check_email(raw: str) -> str:
     return normalise_email(raw)
 
 
-def password_problems(password: str) -> list[str]:
-    """Every way ``password`` breaks the policy (empty when it is acceptable)."""
-    problems = []
-    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
-        problems.append(f"must be {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters")
-    if not any(char.isupper() for char in password):
-        problems.append("must contain an upper-case letter")
-    if not any(char.isdecimal() for char in password):
-        problems.append("must contain a digit")
-    if all(char.isalnum() for char in password):
-        problems.append("must contain a character that is neither a letter nor a digit")
-    return problems
-
-
 def check_display_name(raw: str) -> str:
     """Return the trimmed display name: 1 to 100 characters, no control characters."""
     name = raw.strip()
@@ -119,14 +105,19 @@ def check_device_name(raw: str | None) -> str | None:
     return name
 
 
-def check_registration(email: str, password: str, display_name: str) -> tuple[str, str]:
-    """Validate a registration; return ``(email, display_name)`` normalised.
+async def check_registration(
+    email: str, password: str, display_name: str, policy: PasswordPolicy
+) -> tuple[str, str]:
+    """Validate a registration; return ``(email, display_name)`` normalised. The password
+    is held to ``policy`` (docs/passwords.md) with the email and display name as context.
 
     Raises:
-        ValidationFailed: listing every invalid field at once.
+        ValidationFailed: listing every invalid field at once (400).
+        PasswordCheckUnavailable: the breached-password check could not be made and its
+            answer is ``deny`` (503).
     """
     errors: list[FieldError] = []
-    checked: dict[str, str] = {}
+    checked: dict[str, str] = {"email": email, "displayName": display_name}
     for field, check, value in (
         ("email", check_email, email),
         ("displayName", check_display_name, display_name),
@@ -135,7 +126,10 @@ def check_registration(email: str, password: str, display_name: str) -> tuple[st
             checked[field] = check(value)
         except ValidationFailed as failed:
             errors.extend(failed.errors)
-    errors.extend(FieldError("password", problem) for problem in password_problems(password))
+    problems = await policy.problems(
+        password, email=checked["email"], display_name=checked["displayName"]
+    )
+    errors.extend(FieldError("password", problem) for problem in problems)
     if errors:
         raise ValidationFailed(errors)
     return checked["email"], checked["displayName"]
