@@ -11,9 +11,11 @@ an API process mid-deletion is in test_account_deletion_crash.py.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,12 +25,13 @@ import asyncpg
 import pytest
 import redis.asyncio
 import structlog
+from moto.server import ThreadedMotoServer
 
 from bulwark.api.account_deletions.consumer import DeletionConsumer
 from bulwark.api.account_deletions.service import Erased, erase_user
-from bulwark.api.uploads.config import UploadConfig
+from bulwark.api.uploads.config import S3Config, UploadConfig
 from bulwark.api.uploads.local_storage import LocalStorage
-from bulwark.api.uploads.storage import StorageUnavailableError
+from bulwark.api.uploads.storage import S3Storage, StorageUnavailableError
 from bulwark.common.account_deletions import CONSUMER_GROUP, publish, stream_key
 from bulwark.common.db import open_database
 
@@ -300,5 +303,71 @@ def test_anomaly_flags_are_deleted_only_by_their_own_users_erasure(stack: Runnin
             assert (await conn.fetchval(flags, alice), await conn.fetchval(flags, bob)) == (0, 1)
         finally:
             await conn.close()
+
+    asyncio.run(scenario())
+
+
+def test_s3_deletes_every_object_of_the_user_over_pages_and_nobody_elses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`S3Storage.delete_owned` against a real S3-compatible server (moto): more objects
+    than one listing page (1,000) under ``uploads/<user>/``, some under ``files/<user>/``;
+    another user's objects, and a key that only starts like the user's, stay."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(name, value)
+    config = S3Config(bucket="erasure", endpoint_url=f"http://{host}:{port}", timeout=5.0)
+    storage = S3Storage(config)
+    client = storage._client  # the storage's own client, to set the scene
+    try:
+        client.create_bucket(Bucket="erasure")
+        alice, bob = uuid.uuid4(), uuid.uuid4()
+        alice_keys = [f"uploads/{alice}/{uuid.uuid4()}" for _ in range(1001)]
+        alice_keys += [f"files/{alice}/{uuid.uuid4()}" for _ in range(2)]
+        others = [f"uploads/{bob}/{uuid.uuid4()}", f"files/{bob}/{uuid.uuid4()}"]
+        others.append(f"uploads/{alice}x/{uuid.uuid4()}")  # not under "uploads/<alice>/"
+        with ThreadPoolExecutor(8) as pool:
+            put = functools.partial(client.put_object, Bucket="erasure", Body=b"x")
+            list(pool.map(lambda key: put(Key=key), alice_keys + others))
+
+        assert asyncio.run(storage.delete_owned(alice)) == 1003
+        remaining = client.list_objects_v2(Bucket="erasure").get("Contents", [])
+        assert sorted(item["Key"] for item in remaining) == sorted(others)
+        assert asyncio.run(storage.delete_owned(alice)) == 0  # again: nothing, no error
+    finally:
+        asyncio.run(storage.aclose())
+        server.stop()
+
+
+def test_trimming_drops_only_acknowledged_entries(stack: RunningStack, tmp_path: Path) -> None:
+    """Entries past the retention (ids of 1970 here) go only once acknowledged: never one
+    still pending, nor one not yet delivered to the group."""
+
+    async def scenario() -> None:
+        async with rig(stack, tmp_path) as r:
+            key = stream_key(r.prefix)
+            await r.consumer.ensure_group()
+            fields = {"user_id": str(uuid.uuid4()), "deleted_at": "1970-01-01T00:00:01Z"}
+            for entry_id in ("1000-0", "2000-0", "3000-0"):
+                await r.redis.xadd(key, fields, id=entry_id)
+            await r.redis.xreadgroup(CONSUMER_GROUP, "dead", {key: ">"}, count=3)
+            await r.redis.xack(key, CONSUMER_GROUP, "1000-0", "3000-0")
+            await r.redis.xadd(key, fields, id="4000-0")  # not delivered yet
+
+            assert await r.consumer.trim() == 1
+            ids = [entry_id.decode() for entry_id, _ in await r.redis.xrange(key)]
+            assert ids == ["2000-0", "3000-0", "4000-0"]  # 2000-0 is pending
+            await r.redis.xack(key, CONSUMER_GROUP, "2000-0")
+            assert await r.consumer.trim() == 2
+            assert [entry_id.decode() for entry_id, _ in await r.redis.xrange(key)] == ["4000-0"]
+            # The consumer that held 2000-0 has been idle for less than the retention: kept.
+            consumers = await r.redis.xinfo_consumers(key, CONSUMER_GROUP)
+            assert [c["name"] for c in consumers] == [b"dead"]
 
     asyncio.run(scenario())
