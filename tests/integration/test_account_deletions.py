@@ -371,3 +371,41 @@ def test_trimming_drops_only_acknowledged_entries(stack: RunningStack, tmp_path:
             assert [c["name"] for c in consumers] == [b"dead"]
 
     asyncio.run(scenario())
+
+
+def test_the_loop_logs_a_failure_backs_off_and_finishes_when_the_cause_is_gone(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    """`DeletionConsumer.run_forever`: the storage fails, the failure is logged with the
+    entry's id and retried after a backoff (not in a tight loop); once the cause is gone the
+    deletion finishes and the recovery is logged. Cancelling the loop ends it."""
+
+    async def scenario() -> None:
+        async with rig(stack, tmp_path) as r:
+            alice = uuid.uuid4()
+            await add_user_data(r.conn, r.root, alice)
+            entry = await publish(r.redis, r.prefix, alice, datetime.now(UTC))
+            stuck = r.root / "uploads" / str(alice) / "stuck"
+            stuck.mkdir()
+            with structlog.testing.capture_logs() as logs:
+                loop = asyncio.create_task(r.consumer.run_forever())
+                await asyncio.sleep(1.2)  # attempts at 0, ~0.5 and ~1.5 s: two so far
+                failed = [line for line in logs if line["event"] == "account_deletion_failed"]
+                assert [(f["error_type"], f["entry_id"]) for f in failed] == [
+                    ("StorageUnavailableError", entry)
+                ] * len(failed)
+                assert 1 <= len(failed) <= 2
+                assert await row_counts(r.conn, alice) == FULL
+                stuck.rmdir()
+                for _ in range(50):
+                    if await pending(r) == 0:
+                        break
+                    await asyncio.sleep(0.1)
+                loop.cancel()
+                await asyncio.gather(loop, return_exceptions=True)
+            assert loop.cancelled()
+            assert await row_counts(r.conn, alice) == dict.fromkeys(TABLES, 0)
+            events = [line["event"] for line in logs]
+            assert events[-2:] == ["account_data_deleted", "account_deletion_recovered"]
+
+    asyncio.run(scenario())

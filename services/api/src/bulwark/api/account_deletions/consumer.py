@@ -12,10 +12,11 @@ entries):
 
 Each entry is erased (`service.erase_user`), then acknowledged (``XACK``), never before. A
 failure (Redis, Postgres, storage down, or a bug) is logged as ``account_deletion_failed``
-and retried after a backoff that doubles from 0.5 s to `MAX_BACKOFF_SECONDS`; the entry
-stays pending. An entry that is not a deletion (a malformed user id) is logged as
-``account_deletion_malformed`` and acknowledged: retrying cannot mend it. Every Redis call
-has a deadline. At most once an hour the consumer trims the stream (`trim`).
+(the exception's class and the entry's id) and retried after a backoff that doubles from
+0.5 s to `MAX_BACKOFF_SECONDS`; the entry stays pending. An entry that is not a deletion
+(a malformed user id) is logged as ``account_deletion_malformed`` and acknowledged:
+retrying cannot mend it. Every Redis call has a deadline. At most once an hour the
+consumer trims the stream (`trim`).
 
 An erasure that lasts longer than ``claim_idle_seconds`` may be claimed by another replica
 and run twice at once; that costs work, not correctness (`service.erase_user` is
@@ -42,7 +43,6 @@ from bulwark.common.account_deletions import (
     stream_key,
 )
 from bulwark.common.logging import get_logger
-from bulwark.common.redaction import redact_text
 
 _log = get_logger(__name__)
 
@@ -113,6 +113,8 @@ class DeletionConsumer:
         self.name = name or consumer_name()
         self._claim_cursor = "0-0"
         self._group_ready = False
+        #: The entry being handled (for the failure's log line), or None.
+        self.current: str | None = None
 
     async def _call(self, call: Awaitable[Any], extra_seconds: float = 0.0) -> Any:
         async with asyncio.timeout(self._timeout + extra_seconds):
@@ -203,9 +205,12 @@ class DeletionConsumer:
         Raises:
             Exception: the first failure (later entries of the round stay pending too).
         """
+        self.current = None
         entries = await self.next_entries()
         for entry_id, fields in entries:
+            self.current = entry_id
             await self.handle(entry_id, fields)
+        self.current = None
         return len(entries)
 
     async def trim(self) -> int:
@@ -254,10 +259,11 @@ class DeletionConsumer:
                 failures += 1
                 self._group_ready = False  # a flushed Redis lost it: NOGROUP
                 delay = backoff_seconds(failures)
+                # The class only: a message may name a host, a bucket or an object key.
                 _log.warning(
                     "account_deletion_failed",
                     error_type=type(exc).__name__,
-                    error=redact_text(str(exc))[:200],
+                    entry_id=self.current,
                     failures=failures,
                     retry_in_seconds=round(delay, 1),
                 )
