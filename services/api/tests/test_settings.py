@@ -158,3 +158,12 @@ def test_uploads_default_to_the_local_backend_in_development_only() -> None:
 def test_upload_settings_refused(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         from_env({**BASE, name: value})
+
+
+def test_an_account_deletion_is_taken_over_after_30_seconds_unless_told() -> None:
+    assert from_env(BASE).account_deletion_claim_seconds == 30.0
+    settings = from_env({**BASE, "ACCOUNT_DELETION_CLAIM_SECONDS": "2"})
+    assert settings.account_deletion_claim_seconds == 2.0
+    for bad in ("0", "3601", "soon"):
+        with pytest.raises(SettingsError, match="ACCOUNT_DELETION_CLAIM_SECONDS"):
+            from_env({**BASE, "ACCOUNT_DELETION_CLAIM_SECONDS": bad})

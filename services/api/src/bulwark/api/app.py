@@ -6,10 +6,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
+import redis.asyncio
 from litestar import Controller, Litestar, Router, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 
+from bulwark.api.account_deletions.consumer import DeletionConsumer
+from bulwark.api.account_deletions.service import erase_user
 from bulwark.api.anomalies.checks import ApiAnomalies
 from bulwark.api.app_versions import queries as app_version_queries
 from bulwark.api.app_versions.routes import app_versions
@@ -21,6 +24,7 @@ from bulwark.api.settings import ApiSettings, from_env
 from bulwark.api.uploads.local_storage import OBJECTS_PATH, UploadObjectController
 from bulwark.api.uploads.routes import UploadController
 from bulwark.api.uploads.service import UploadService, open_storage, sweep_abandoned_forever
+from bulwark.api.uploads.storage import ObjectStorage
 from bulwark.api.write_positions import WritePositions
 from bulwark.common.access_tokens import AccessTokenClaims, AccessTokenVerifier, JwksCache
 from bulwark.common.allow import answer_options, first_answer
@@ -34,6 +38,7 @@ from bulwark.common.migrations import SchemaCheck
 from bulwark.common.openapi import document
 from bulwark.common.problems import ServiceUnavailable, exception_handlers
 from bulwark.common.ratelimit_client import RateLimitClient
+from bulwark.common.redis_clients import bounded_redis
 from bulwark.common.request_bodies import strict_json_bodies
 from bulwark.common.revocations import SessionRevocations
 from bulwark.common.schemas import Schema
@@ -113,6 +118,31 @@ async def open_replica(settings: ApiSettings) -> tuple[Database | None, WritePos
     return replica, positions
 
 
+#: Longest wait of one read of the account-deletion stream, in seconds.
+DELETIONS_BLOCK_SECONDS = 5.0
+
+
+def deletion_consumer(
+    settings: ApiSettings, db: Database, storage: ObjectStorage | None
+) -> tuple[DeletionConsumer, redis.asyncio.Redis]:
+    """The account-deletion consumer of this process and its own Redis client (whose socket
+    timeout outlasts the blocking read); nothing is connected yet."""
+    client = bounded_redis(
+        settings.redis_url,
+        max_connections=1,
+        timeout_seconds=DELETIONS_BLOCK_SECONDS + settings.redis_timeout,
+    )
+    consumer = DeletionConsumer(
+        client,
+        lambda user_id: erase_user(db, storage, user_id),
+        prefix=settings.redis_key_prefix,
+        claim_idle_seconds=settings.account_deletion_claim_seconds,
+        block_seconds=DELETIONS_BLOCK_SECONDS,
+        timeout_seconds=settings.redis_timeout,
+    )
+    return consumer, client
+
+
 def create_app(settings: ApiSettings) -> ASGIApp:
     """The resource API as an ASGI app; pools and clients open in its lifespan."""
     manifests = ManifestCache(
@@ -170,6 +200,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
                 queue_timeout_seconds=settings.http.queue_timeout,
             )
         )
+        deletions, deletions_redis = deletion_consumer(settings, db, storage)
         try:
             databases.start()
             # The manifest is read before the first request, then every
@@ -177,6 +208,8 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             async with (
                 manifests.kept_fresh(lambda: app_version_queries.load_manifest(db)),
                 running(sweep_forever(db), "idempotency-sweep"),  # expired Idempotency-Keys
+                # Deleted accounts' data (docs/account-deletion.md).
+                running(deletions.run_forever(), "account-deletions"),
                 # Uploads never completed, and their objects.
                 running(sweep_abandoned_forever(uploads), "upload-sweep")
                 if uploads is not None
@@ -214,6 +247,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
                 await replica.close()
             await ratelimit.close()
             await revocations.aclose()
+            await deletions_redis.aclose()
             await jwks.aclose()
             await db.close()
 

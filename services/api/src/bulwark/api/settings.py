@@ -109,6 +109,10 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: (``database_timeout``). docs/app-versions.md.
     app_versions_cache_seconds: int = MAX_REFRESH_SECONDS
     uploads: UploadConfig = UploadConfig()
+    #: Seconds an account deletion may stay unacknowledged in one process's hands before
+    #: another takes it over (``ACCOUNT_DELETION_CLAIM_SECONDS``, 1 to 3600; docs/
+    #: account-deletion.md): how soon the deletion a crashed replica was doing resumes.
+    account_deletion_claim_seconds: float = 30.0
     log_level: str = "INFO"
 
     def fails_open(self, endpoint: str) -> bool:
@@ -123,6 +127,14 @@ def _access_token_ttl(env: Mapping[str, str]) -> int:
     if ttl > 3600:
         raise SettingsError("ACCESS_TOKEN_TTL_SECONDS must be at most 3600")
     return ttl
+
+
+def _claim_seconds(env: Mapping[str, str]) -> float:
+    """``ACCOUNT_DELETION_CLAIM_SECONDS``: 1 to 3600, default 30."""
+    seconds = env_float(env, "ACCOUNT_DELETION_CLAIM_SECONDS", 30.0, minimum=1.0)
+    if seconds > 3600:
+        raise SettingsError("ACCOUNT_DELETION_CLAIM_SECONDS must be at most 3600")
+    return seconds
 
 
 #: What the HTTP server reads of a request body beyond the largest upload (its framing).
@@ -254,5 +266,6 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
         idempotency_key_ttl=env_int(env, "IDEMPOTENCY_KEY_TTL_SECONDS", 86400, minimum=1),
         app_versions_cache_seconds=env_app_versions_cache_seconds(env),
         uploads=uploads,
+        account_deletion_claim_seconds=_claim_seconds(env),
         log_level=env_str(env, "LOG_LEVEL", "INFO"),
     )

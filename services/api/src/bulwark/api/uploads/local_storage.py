@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +36,8 @@ from litestar.params import FromPath
 from litestar.response import File
 
 from bulwark.api.uploads.config import UploadConfig
-from bulwark.api.uploads.storage import PresignedRequest
+from bulwark.api.uploads.rules import owner_prefixes
+from bulwark.api.uploads.storage import PresignedRequest, StorageUnavailableError
 from bulwark.common.problems import NotFound, Problem
 from bulwark.common.request_bodies import check_query_string
 
@@ -177,6 +179,27 @@ class LocalStorage:
     async def delete(self, key: str) -> None:
         """See `ObjectStorage.delete`."""
         await asyncio.to_thread(self.path(key).unlink, missing_ok=True)
+
+    async def delete_owned(self, owner_id: uuid.UUID) -> int:
+        """See `ObjectStorage.delete_owned`: the owner's folders go too, with any partial
+        file of a PUT that was cut short (not counted)."""
+        return await asyncio.to_thread(self._delete_owned, owner_id)
+
+    def _delete_owned(self, owner_id: uuid.UUID) -> int:
+        deleted = 0
+        try:
+            for prefix in owner_prefixes(owner_id):
+                folder = self._root / prefix
+                if not folder.is_dir():
+                    continue
+                for path in folder.iterdir():
+                    deleted += bool(_KEY.fullmatch(prefix + path.name))
+                    path.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    folder.rmdir()
+        except OSError as error:  # a file PUT meanwhile (not empty), a permission
+            raise StorageUnavailableError(type(error).__name__) from None
+        return deleted
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -115,6 +115,12 @@ def file_key(owner_id: uuid.UUID, upload_id: uuid.UUID) -> str:
     return f"files/{owner_id}/{upload_id}"
 
 
+def owner_prefixes(owner_id: uuid.UUID) -> tuple[str, str]:
+    """The key prefixes under which every object of ``owner_id`` lives (`object_key` and
+    `file_key`): ``("uploads/<owner>/", "files/<owner>/")``."""
+    return f"uploads/{owner_id}/", f"files/{owner_id}/"
+
+
 def content_disposition(filename: str) -> str:
     """``attachment`` with ``filename`` as RFC 6266 §4.3 advises: a plain ASCII
     ``filename`` (anything else, and ``"``, ``\\`` and ``%``, as ``_``) for old clients and

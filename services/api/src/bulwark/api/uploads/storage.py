@@ -8,8 +8,9 @@ The local backend for development is in `bulwark.api.uploads.local_storage`.
 
 import asyncio
 import time
+import uuid
 from collections.abc import Mapping
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import boto3
 import msgspec
@@ -17,7 +18,11 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bulwark.api.uploads.config import S3Config
+from bulwark.api.uploads.rules import owner_prefixes
 from bulwark.common.problems import ServiceUnavailable
+
+if TYPE_CHECKING:  # the stubs are a development dependency
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 #: Server-side encryption asked of S3 on every PUT (S3-managed keys); the header is signed.
 SERVER_SIDE_ENCRYPTION: Final = "AES256"
@@ -84,6 +89,16 @@ class ObjectStorage(Protocol):
 
         Raises:
             StorageUnavailableError: the storage failed or did not answer in time.
+        """
+        ...
+
+    async def delete_owned(self, owner_id: uuid.UUID) -> int:
+        """Delete every object of ``owner_id`` (every key under `rules.owner_prefixes`, also
+        one no record names any more) and return how many there were; 0 when none.
+
+        Raises:
+            StorageUnavailableError: the storage failed or did not answer in time (some
+                objects may be gone already: call again).
         """
         ...
 
@@ -218,6 +233,35 @@ class S3Storage:
             await asyncio.to_thread(self._client.delete_object, Bucket=self._bucket, Key=key)
         except (ClientError, BotoCoreError) as error:
             raise StorageUnavailableError(str(error)) from None
+
+    async def delete_owned(self, owner_id: uuid.UUID) -> int:
+        """See `ObjectStorage.delete_owned`: each prefix listed (``ListObjectsV2``, 1,000
+        keys a page) and each page deleted in one ``DeleteObjects``; needs
+        ``s3:ListBucket`` on the bucket besides ``s3:DeleteObject``."""
+        return await asyncio.to_thread(self._delete_owned, owner_id)
+
+    def _delete_owned(self, owner_id: uuid.UUID) -> int:
+        deleted = 0
+        try:
+            for prefix in owner_prefixes(owner_id):
+                pages = self._client.get_paginator("list_objects_v2").paginate(
+                    Bucket=self._bucket, Prefix=prefix, PaginationConfig={"PageSize": 1000}
+                )
+                for page in pages:
+                    keys: list[ObjectIdentifierTypeDef] = [
+                        {"Key": item["Key"]} for item in page.get("Contents", [])
+                    ]
+                    if not keys:
+                        continue
+                    answer = self._client.delete_objects(
+                        Bucket=self._bucket, Delete={"Objects": keys, "Quiet": True}
+                    )
+                    if answer.get("Errors"):
+                        raise StorageUnavailableError("some objects were not deleted")
+                    deleted += len(keys)
+        except (ClientError, BotoCoreError) as error:
+            raise StorageUnavailableError(str(error)) from None
+        return deleted
 
     async def aclose(self) -> None:
         """Close the client's connection pool."""
