@@ -12,6 +12,7 @@ from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.di import Provide
 
+from bulwark.auth.account.deletion import relay_forever
 from bulwark.auth.account.routes import AccountController, SignedInAccountController
 from bulwark.auth.anomalies.checks import LoginAnomalies
 from bulwark.auth.keys import KeyFolder, SigningKeys
@@ -181,6 +182,10 @@ def create_app(settings: AuthSettings) -> ASGIApp:
                     "oauth-sweep",
                 ),
                 running(deliver_forever(db, settings.smtp), "mail-delivery"),
+                running(
+                    relay_forever(db, settings.redis_url, settings.redis_key_prefix),
+                    "account-deletion-relay",
+                ),
             ):
                 app.state.update(
                     settings=settings,
