@@ -40,6 +40,9 @@ from .test_account_deletions import TABLES, row_counts
 T = TypeVar("T")
 CLAIM_SECONDS = 2
 
+pytestmark = pytest.mark.security(stride="T", asvs=("V14.2",))
+
+
 
 @pytest.fixture(scope="module")
 def crash_stack(stack_factory: StackFactory) -> RunningStack:

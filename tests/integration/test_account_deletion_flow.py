@@ -21,6 +21,9 @@ from .test_account_deletion_crash import counts, files_of, make_data, wait_for
 
 DEVICE_IP = "198.51.100.77"
 
+pytestmark = pytest.mark.security(stride="ITE", asvs=("V14.2", "V7.4"))
+
+
 
 @pytest.fixture(scope="module")
 def deletions(stack_factory: StackFactory) -> RunningStack:

@@ -24,6 +24,9 @@ NEW_PASSWORD = "Fresh-Lantern-47&"
 _CODE = re.compile(r"\b(\d{6})\b")
 _LINK = re.compile(r"(https?://\S+\?token=([A-Za-z0-9_-]+))")
 
+pytestmark = pytest.mark.security(stride="SRIDE", asvs=("V6.4", "V6.2", "V7.4"))
+
+
 
 @pytest.fixture(scope="module")
 def accounts(stack_factory: StackFactory) -> RunningStack:

@@ -27,6 +27,8 @@ UPPER = "must contain an upper-case letter"
 DIGIT = "must contain a digit"
 OTHER = "must contain a character that is neither a letter nor a digit"
 
+pytestmark = pytest.mark.security(stride="S", asvs=("V6.2",))
+
 
 def problems(
     password: str, preset: PresetName = "brief", email: str = EMAIL, name: str = NAME
