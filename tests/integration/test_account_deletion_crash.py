@@ -43,7 +43,6 @@ CLAIM_SECONDS = 2
 pytestmark = pytest.mark.security(stride="T", asvs=("V14.2",))
 
 
-
 @pytest.fixture(scope="module")
 def crash_stack(stack_factory: StackFactory) -> RunningStack:
     return stack_factory(env={"api": {"ACCOUNT_DELETION_CLAIM_SECONDS": str(CLAIM_SECONDS)}})

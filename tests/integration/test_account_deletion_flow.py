@@ -24,7 +24,6 @@ DEVICE_IP = "198.51.100.77"
 pytestmark = pytest.mark.security(stride="ITE", asvs=("V14.2", "V7.4"))
 
 
-
 @pytest.fixture(scope="module")
 def deletions(stack_factory: StackFactory) -> RunningStack:
     # The test client's address is what the services record: one they can be asked about.

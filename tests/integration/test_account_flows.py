@@ -27,7 +27,6 @@ _LINK = re.compile(r"(https?://\S+\?token=([A-Za-z0-9_-]+))")
 pytestmark = pytest.mark.security(stride="SRIDE", asvs=("V6.4", "V6.2", "V7.4"))
 
 
-
 @pytest.fixture(scope="module")
 def accounts(stack_factory: StackFactory) -> RunningStack:
     """A stack of this module's own: its limits and mails are not shared."""
