@@ -124,7 +124,7 @@ class AuthSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: How long a sign-in on the pages (``/signin``) lasts (``PAGE_SESSION_TTL_SECONDS``).
     page_session_ttl: int = 600
     #: Where mail goes (``SMTP_URL``, ``SMTP_USERNAME``, ``SMTP_PASSWORD``, ``MAIL_FROM``,
-    #: ``SMTP_CA_FILE``; docs/mail.md); None only in development and test, where mail then
+    #: ``SMTP_CA_FILE``; docs/mail.md); required in production. None elsewhere means mail
     #: waits in the outbox.
     smtp: SmtpSettings | None = None
     #: Where the links in account mails point (``ACCOUNT_LINKS_URL``): the pages under
@@ -183,9 +183,12 @@ def _email_fingerprint_key(env: Mapping[str, str], *, local: bool) -> bytes:
     return key.encode()
 
 
-def _smtp(env: Mapping[str, str], *, local: bool) -> SmtpSettings | None:
-    """``SMTP_URL`` and its companions; required outside development and test."""
-    url = env_str(env, "SMTP_URL", "" if local else None)
+def _smtp(env: Mapping[str, str], *, environment: Environment) -> SmtpSettings | None:
+    """``SMTP_URL`` and its companions: required in production; elsewhere, without it, mail
+    waits in the outbox (a warning at start-up says so). Plain ``smtp://`` only in
+    development and test."""
+    local = environment in {"development", "test"}
+    url = env_str(env, "SMTP_URL", None if environment == "production" else "")
     if not url:
         return None
     return parse_smtp_url(
@@ -291,7 +294,7 @@ def from_env(environ: Mapping[str, str] | None = None) -> AuthSettings:
         device_poll_interval=env_int(env, "DEVICE_POLL_INTERVAL_SECONDS", 5, minimum=1),
         authorization_code_ttl=env_int(env, "AUTHORIZATION_CODE_TTL_SECONDS", 60, minimum=5),
         page_session_ttl=env_int(env, "PAGE_SESSION_TTL_SECONDS", 600, minimum=60),
-        smtp=_smtp(env, local=local),
+        smtp=_smtp(env, environment=environment),
         account_links_url=env_str(env, "ACCOUNT_LINKS_URL", f"{issuer.rstrip('/')}/account"),
         email_change_undo_ttl=env_int(env, "EMAIL_CHANGE_UNDO_SECONDS", 7 * 86400, minimum=3600),
         unverified_login=_unverified_login(env),
