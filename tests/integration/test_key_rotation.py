@@ -265,7 +265,13 @@ def test_a_staging_token_is_refused_by_the_production_api(
         bulwark_env="production",
         keys_dir=directories["production"],
         env={
-            "auth": {"ISSUER": PRODUCTION_ISSUER, "EMAIL_FINGERPRINT_KEY": "p" * 32},
+            "auth": {
+                "ISSUER": PRODUCTION_ISSUER,
+                "EMAIL_FINGERPRINT_KEY": "p" * 32,
+                # Production mails only over TLS: a server nothing listens on (mail waits).
+                "SMTP_URL": "smtps://127.0.0.1:9",
+                "MAIL_FROM": "Bulwark <no-reply@example.com>",
+            },
             "api": {"ISSUER": PRODUCTION_ISSUER},
         },
     )
@@ -278,6 +284,7 @@ def test_a_staging_token_is_refused_by_the_production_api(
                 "ISSUER": STAGING_ISSUER,
                 "RATELIMIT_TARGET": production.ratelimit_target,
                 "EMAIL_FINGERPRINT_KEY": "s" * 32,
+                "SMTP_URL": "",  # not the plain local sink: staging mails only over TLS
             }
         },
     )

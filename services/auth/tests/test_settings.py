@@ -72,6 +72,10 @@ def test_rate_limiter_failure_modes_are_one_table_per_endpoint() -> None:
         "token": "allow",
         "sessions": "allow",
         "device_verification": "deny",
+        "password_reset": "deny",
+        "account_code": "deny",
+        "account_mail": "deny",
+        "reauthentication": "deny",
     }
     assert not settings.fails_open("login")
     assert settings.fails_open("register")
@@ -82,6 +86,10 @@ def test_rate_limiter_failure_modes_are_one_table_per_endpoint() -> None:
         "token": "deny",
         "sessions": "allow",
         "device_verification": "deny",
+        "password_reset": "deny",
+        "account_code": "deny",
+        "account_mail": "deny",
+        "reauthentication": "deny",
     }
     with pytest.raises(SettingsError, match="unknown endpoint 'logout'"):
         from_env({**base, "RATELIMIT_FAILURE_MODES": "logout=deny"})
@@ -112,6 +120,8 @@ def test_the_app_versions_url_is_required_outside_development_and_read_at_most_e
         "KEYS_DIR": "/k",
         "REDIS_URL": "rediss://cache:6380/0",
         "EMAIL_FINGERPRINT_KEY": "k" * 32,
+        "SMTP_URL": "smtps://smtp.example",
+        "MAIL_FROM": "Example <no-reply@example.com>",
     }
     with pytest.raises(SettingsError, match="APP_VERSIONS_URL"):
         from_env(production)
