@@ -40,7 +40,8 @@ def _ssn() -> str:
 
 def _password() -> str:
     # Non-ASCII on purpose: the log renderer writes it as \\u escapes, which are checked too.
-    return f"Canary-{secrets.token_hex(6)}-Pässwort!"
+    # Not "Canary-...": the password policy refuses one containing the display name.
+    return f"Tripwire-{secrets.token_hex(6)}-Pässwort!"
 
 
 def _encodings(secret: str) -> set[str]:
