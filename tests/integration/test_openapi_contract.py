@@ -81,6 +81,18 @@ SEMANTIC_REFUSALS: dict[str, tuple[tuple[str, ...], str]] = {
         ("400", "422"),
         "the filename and content-type rules (docs/uploads.md); an Idempotency-Key as above",
     ),
+    "requestPasswordReset": (("400",), "email-validator's address rules"),
+    "confirmPasswordReset": (
+        ("400",),
+        "a link token or an address and code the service mailed (either, not both), and the"
+        " password policy (docs/account.md)",
+    ),
+    "confirmEmailVerification": (("400",), "a link token or code the service mailed"),
+    "confirmEmailChange": (("400",), "a link token or code the service mailed"),
+    "undoEmailChange": (("400",), "a link token the service mailed"),
+    "changePassword": (("400",), "the current password, and the password policy"),
+    "requestEmailChange": (("400",), "the password, and email-validator's address rules"),
+    "deleteAccount": (("400",), "the password (docs/account.md)"),
     "updateNote": (("400", "412"), "If-Match must name the note's current ETag"),
     "deleteNote": (("400", "412"), "If-Match, when given, must name the note's current ETag"),
 }
