@@ -24,7 +24,7 @@ from bulwark.auth.passwords import PasswordHasher
 from bulwark.auth.security_events import SecurityEvent, record
 from bulwark.auth.sessions.ending import SessionEnder, end_user_sessions
 from bulwark.auth.settings import AuthSettings
-from bulwark.common import account_deletions
+from bulwark.common.account_deletions import publish as publish_deletion
 from bulwark.common.db import Database, DatabaseUnavailable
 from bulwark.common.logging import get_logger
 from bulwark.common.outages import OutageLog
@@ -84,7 +84,7 @@ async def publish_pending(db: Database, client: redis.Redis, prefix: str) -> int
     )
     for row in rows:
         async with asyncio.timeout(RELAY_TIMEOUT_SECONDS):
-            await account_deletions.publish(client, prefix, row["user_id"], row["deleted_at"])
+            await publish_deletion(client, prefix, row["user_id"], row["deleted_at"])
         await db.execute(
             "UPDATE account_deletions SET published_at = now() WHERE user_id = $1",
             row["user_id"],

@@ -47,17 +47,20 @@ async def mark_verified(conn: Queryable, user_id: uuid.UUID, email: str) -> bool
     return status.endswith(" 1")
 
 
-async def change_email(conn: Queryable, user_id: uuid.UUID, email: str) -> bool:
+async def change_email(conn: asyncpg.Connection, user_id: uuid.UUID, email: str) -> bool:
     """Make ``email`` (already proven to reach the user) the user's address; False when
-    another account has it."""
-    row = await conn.fetchrow(
-        "UPDATE users SET email = $2, email_verified_at = now()"
-        " WHERE id = $1 AND deleted_at IS NULL"
-        " AND NOT EXISTS (SELECT 1 FROM users WHERE lower(email) = $2 AND id <> $1)"
-        " RETURNING id",
-        user_id,
-        email,
-    )
+    another account has it, even one registered at the same moment (the unique index
+    decides, inside a savepoint, so the caller's transaction goes on)."""
+    try:
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE users SET email = $2, email_verified_at = now()"
+                " WHERE id = $1 AND deleted_at IS NULL RETURNING id",
+                user_id,
+                email,
+            )
+    except asyncpg.UniqueViolationError:
+        return False
     return row is not None
 
 
