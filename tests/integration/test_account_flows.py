@@ -214,7 +214,7 @@ def test_reset_timing_does_not_tell_whether_the_account_exists(accounts: Running
     with httpx.Client(base_url=accounts.auth_url, timeout=10) as client:
         known: list[float] = []
         unknown: list[float] = []
-        for round_ in range(8):
+        for round_ in range(5):  # the address allows 5 an hour
             for email, samples in ((user.email, known), (random_email(), unknown)):
                 started = time.perf_counter()
                 response = client.post(
@@ -223,7 +223,7 @@ def test_reset_timing_does_not_tell_whether_the_account_exists(accounts: Running
                     headers={"X-Forwarded-For": f"10.9.{round_}.1"},
                 )
                 samples.append(time.perf_counter() - started)
-                assert response.status_code in {202, 429}
+                assert response.status_code == 202
                 time.sleep(0.1)  # the known address's background lookup ends before the next
     # The lookup runs after the answer: the medians differ by noise only.
     assert abs(statistics.median(known) - statistics.median(unknown)) < 0.025
