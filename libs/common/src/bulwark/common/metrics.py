@@ -66,8 +66,11 @@ GRPC_DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 #: ``reason`` of ``bulwark_login_failures_total``: a wrong email or password (401); the
 #: login limits refused the attempt (429: the attempt limit, or a failure backoff block, or
 #: too many identities failed from one IP); the limiter could not answer and login failed
-#: closed (503).
-LoginFailureReason = Literal["invalid_credentials", "rate_limited", "ratelimit_unavailable"]
+#: closed (503); the right password of an unverified account under ``UNVERIFIED_LOGIN=deny``
+#: (403).
+LoginFailureReason = Literal[
+    "invalid_credentials", "rate_limited", "ratelimit_unavailable", "email_not_verified"
+]
 #: ``result`` of ``bulwark_ratelimit_decisions_total`` (see `count_ratelimit_decision`).
 DecisionResult = Literal[
     "ok", "over_limit", "shadow_over_limit", "failure_allowed", "failure_denied"

@@ -90,12 +90,16 @@ class Unauthorized(Problem):
         super().__init__(detail, {"WWW-Authenticate": challenge})
 
 
-class InsufficientScope(Problem):
-    """403: the access token is valid but its ``scope`` lacks ``required``; sends the Bearer
-    challenge ``error="insufficient_scope"`` naming the scope (RFC 6750 §3.1)."""
+class Forbidden(Problem):
+    """403: the caller is known, and may not do this."""
 
     status = 403
     title = "Forbidden"
+
+
+class InsufficientScope(Forbidden):
+    """403: the access token is valid but its ``scope`` lacks ``required``; sends the Bearer
+    challenge ``error="insufficient_scope"`` naming the scope (RFC 6750 §3.1)."""
 
     def __init__(self, required: str):
         super().__init__(
@@ -106,6 +110,25 @@ class InsufficientScope(Problem):
                 )
             },
         )
+
+
+class EmailNotVerified(Forbidden):
+    """403: the account's email address is not verified, and this needs it (docs/
+    email-verification.md). Carries ``error: "email_not_verified"`` (an RFC 9457 §3.2
+    extension member, as stable as ``type``, for the app to branch on) and no Bearer
+    challenge: a new token would not help until the address is confirmed.
+
+    Args:
+        detail: what the app should do next (confirm the address, then log in or refresh).
+    """
+
+    type = "urn:bulwark:problem:email-not-verified"
+    title = "Email address not verified"
+    error: ClassVar[str] = "email_not_verified"
+
+    def extensions(self) -> dict[str, Any]:
+        """``error``: ``email_not_verified``."""
+        return {"error": self.error}
 
 
 class NotFound(Problem):

@@ -16,7 +16,7 @@ from bulwark.api.account_deletions.service import erase_user
 from bulwark.api.anomalies.checks import ApiAnomalies
 from bulwark.api.app_versions import queries as app_version_queries
 from bulwark.api.app_versions.routes import app_versions
-from bulwark.api.caller import caller
+from bulwark.api.caller import caller, check_verified_email_operations
 from bulwark.api.idempotency import idempotency_key, sweep_forever
 from bulwark.api.notes.routes import NoteController
 from bulwark.api.replica import NotesDatabases
@@ -144,7 +144,12 @@ def deletion_consumer(
 
 
 def create_app(settings: ApiSettings) -> ASGIApp:
-    """The resource API as an ASGI app; pools and clients open in its lifespan."""
+    """The resource API as an ASGI app; pools and clients open in its lifespan.
+
+    Raises:
+        SettingsError: ``REQUIRE_VERIFIED_EMAIL`` names an operation the app does not
+            authenticate (`check_verified_email_operations`).
+    """
     manifests = ManifestCache(
         source="database",
         refresh_seconds=settings.app_versions_cache_seconds,
@@ -283,6 +288,7 @@ def create_app(settings: ApiSettings) -> ASGIApp:
             else None
         ),
     )
+    check_verified_email_operations(app, settings)
     return RequestContextMiddleware(cast("ASGIApp", app), settings.trusted_proxies, settings.http)
 
 

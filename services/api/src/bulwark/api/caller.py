@@ -8,17 +8,21 @@ IP and, for a live session, per user (``remote_address`` and ``user_id`` descrip
 request with a bad or ended token is still counted per IP, so a flood of forged or stolen
 tokens is limited too, but never against the user it names. Each request of a live session
 is also counted, in the background, by the burst detector (``bulwark.api.anomalies``).
-Last, the token's ``scope`` must include `REQUIRED_SCOPE`: a client granted other scopes
-only (or a refresh that narrowed its access token to them) reaches none of the API.
+Then the token's ``scope`` must include `REQUIRED_SCOPE`: a client granted other scopes
+only (or a refresh that narrowed its access token to them) reaches none of the API. Last, a
+route listed in ``REQUIRE_VERIFIED_EMAIL`` (by its ``operation_id``) needs a token that says
+``email_verified: true`` (docs/email-verification.md); all of it before the handler runs,
+so a refused request writes nothing.
 """
 
 from collections.abc import Mapping
 from typing import Any, cast
 
-from litestar import Request
+from litestar import Litestar, Request
 from litestar.datastructures import State
+from litestar.routes import HTTPRoute
 
-from bulwark.api.settings import ApiSettings
+from bulwark.api.settings import EVERY_OPERATION, ApiSettings
 from bulwark.common import http, rate_limits, revocations
 from bulwark.common.access_tokens import (
     AccessTokenClaims,
@@ -28,11 +32,22 @@ from bulwark.common.access_tokens import (
     bearer_token,
 )
 from bulwark.common.logging import get_logger
-from bulwark.common.problems import InsufficientScope, ServiceUnavailable, Unauthorized
+from bulwark.common.problems import (
+    EmailNotVerified,
+    InsufficientScope,
+    ServiceUnavailable,
+    Unauthorized,
+)
+from bulwark.common.settings import SettingsError
 
 _log = get_logger(__name__)
 #: The scope an access token needs for any ``/v1`` route of the API (RFC 6749 §3.3).
 REQUIRED_SCOPE = "api"
+#: The detail of a 403 ``email_not_verified`` (docs/email-verification.md).
+UNVERIFIED_DETAIL = (
+    "This operation needs a verified email address: confirm the address with the link or"
+    " code mailed to it, then refresh the access token (its email_verified claim) and retry."
+)
 
 
 async def caller(request: Request[Any, Any, Any], state: State) -> AccessTokenClaims:
@@ -42,6 +57,8 @@ async def caller(request: Request[Any, Any, Any], state: State) -> AccessTokenCl
         Unauthorized: missing, malformed, forged, expired or foreign token, or its session
             has ended (401).
         InsufficientScope: the token's scope lacks `REQUIRED_SCOPE` (403, RFC 6750 §3.1).
+        EmailNotVerified: the route is in ``REQUIRE_VERIFIED_EMAIL`` and the token's
+            ``email_verified`` is not true (403 ``email_not_verified``).
         TooManyRequests: the IP or the user is over its limit (429).
         ServiceUnavailable: the JWKS cannot be fetched and none is cached, or the
             revocation check cannot be made and ``REVOCATION_FAILURE_MODE`` is ``deny`` (503).
@@ -88,4 +105,39 @@ async def caller(request: Request[Any, Any, Any], state: State) -> AccessTokenCl
         raise rejection or Unauthorized()
     if REQUIRED_SCOPE not in claims.scope.split(" "):
         raise InsufficientScope(REQUIRED_SCOPE)
+    operation_id = request.route_handler.operation_id  # a str on every route of ours
+    if not claims.email_verified and settings.requires_verified_email(
+        operation_id if isinstance(operation_id, str) else None
+    ):
+        raise EmailNotVerified(UNVERIFIED_DETAIL)
     return claims
+
+
+def verifiable_operations(app: Litestar) -> frozenset[str]:
+    """The operation ids of ``app``'s routes that authenticate with `caller`: the names
+    ``REQUIRE_VERIFIED_EMAIL`` may list."""
+    return frozenset(
+        handler.operation_id
+        for route in app.routes
+        if isinstance(route, HTTPRoute)
+        for handler, _ in route.route_handler_map.values()
+        if isinstance(handler.operation_id, str)
+        and "caller" in handler.parsed_fn_signature.parameters
+    )
+
+
+def check_verified_email_operations(app: Litestar, settings: ApiSettings) -> None:
+    """Refuse a ``REQUIRE_VERIFIED_EMAIL`` naming an operation ``app`` does not authenticate
+    (a typo, a route without a caller, or one of a feature that is off, such as uploads),
+    so a misspelt name cannot leave a route open.
+
+    Raises:
+        SettingsError: naming the unknown ids and every valid one.
+    """
+    valid = verifiable_operations(app)
+    unknown = sorted(settings.require_verified_email - valid - {EVERY_OPERATION})
+    if unknown:
+        raise SettingsError(
+            f"REQUIRE_VERIFIED_EMAIL names no authenticated route: {', '.join(unknown)};"
+            f" the operations are {', '.join(sorted(valid))} (or * for all)"
+        )

@@ -1,6 +1,7 @@
 """Settings of the resource API, read once from the environment (see README's table)."""
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -37,6 +38,9 @@ from bulwark.common.settings import (
 #: ``/v1`` route (one limit per IP and per user, counted in ``caller``): it fails open,
 #: because those limits protect capacity and a limiter outage should not take the app down.
 RATELIMIT_FAILURE_MODES: Mapping[str, FailureMode] = {"v1": "allow"}
+#: ``REQUIRE_VERIFIED_EMAIL``'s value for every authenticated operation.
+EVERY_OPERATION = "*"
+_OPERATION_ID = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
 
 
 class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,7 +117,18 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: another takes it over (``ACCOUNT_DELETION_CLAIM_SECONDS``, 1 to 3600; docs/
     #: account-deletion.md): how soon the deletion a crashed replica was doing resumes.
     account_deletion_claim_seconds: float = 30.0
+    #: The operations (``createNote``) whose caller's access token must say
+    #: ``email_verified: true`` (``REQUIRE_VERIFIED_EMAIL``: a comma-separated list of
+    #: operation ids, or `EVERY_OPERATION` for every authenticated one; empty by default).
+    #: Names are checked against the app's routes at start-up (`bulwark.api.caller.
+    #: check_verified_email_operations`); docs/email-verification.md.
+    require_verified_email: frozenset[str] = frozenset()
     log_level: str = "INFO"
+
+    def requires_verified_email(self, operation_id: str | None) -> bool:
+        """Whether the caller of ``operation_id`` must have a verified email address."""
+        required = self.require_verified_email
+        return EVERY_OPERATION in required or operation_id in required
 
     def fails_open(self, endpoint: str) -> bool:
         """Whether ``endpoint`` (a key of `RATELIMIT_FAILURE_MODES`) is served when the
@@ -135,6 +150,22 @@ def _claim_seconds(env: Mapping[str, str]) -> float:
     if seconds > 3600:
         raise SettingsError("ACCOUNT_DELETION_CLAIM_SECONDS must be at most 3600")
     return seconds
+
+
+def _require_verified_email(env: Mapping[str, str]) -> frozenset[str]:
+    """``REQUIRE_VERIFIED_EMAIL``: operation ids separated by commas, or ``*`` alone; empty
+    by default. Whether each names a route is checked by the app at start-up."""
+    names = [name.strip() for name in env.get("REQUIRE_VERIFIED_EMAIL", "").split(",")]
+    names = [name for name in names if name]
+    if EVERY_OPERATION in names and len(names) > 1:
+        raise SettingsError("REQUIRE_VERIFIED_EMAIL must be * alone or a list of operation ids")
+    malformed = [n for n in names if n != EVERY_OPERATION and not _OPERATION_ID.fullmatch(n)]
+    if malformed:
+        raise SettingsError(
+            "REQUIRE_VERIFIED_EMAIL must list operation ids (createNote,...) or be *;"
+            f" not {malformed[0][:64]!r}"
+        )
+    return frozenset(names)
 
 
 #: What the HTTP server reads of a request body beyond the largest upload (its framing).
@@ -267,5 +298,6 @@ def from_env(environ: Mapping[str, str] | None = None) -> ApiSettings:
         app_versions_cache_seconds=env_app_versions_cache_seconds(env),
         uploads=uploads,
         account_deletion_claim_seconds=_claim_seconds(env),
+        require_verified_email=_require_verified_email(env),
         log_level=env_str(env, "LOG_LEVEL", "INFO"),
     )

@@ -27,6 +27,8 @@ class SecurityEvent(StrEnum):
 
     LOGIN_SUCCEEDED = "login_succeeded"
     LOGIN_FAILED = "login_failed"
+    # The right password of an unverified account under UNVERIFIED_LOGIN=deny: no session.
+    LOGIN_REFUSED_UNVERIFIED = "login_refused_unverified"
     REFRESH_REUSE_DETECTED = "refresh_reuse_detected"
     REFRESH_RETRY_ACCEPTED = "refresh_retry_accepted"  # a repeat within the grace window
     REFRESH_DEVICE_MISMATCH = "refresh_device_mismatch"

@@ -34,7 +34,8 @@ ANSWERS: Mapping[str, tuple[int, ...]] = {
     BODY: (400, 413, 415),
     FORM: (400, 413),
     PATH: (404,),
-    "caller": (401, 403, 429, 503),  # bulwark.api.caller: token, scope, revocation, rate limit
+    # bulwark.api.caller: token, scope or unverified email, revocation, rate limit
+    "caller": (401, 403, 429, 503),
     "claims": (401, 429, 503),  # bulwark.auth.deps.authenticated: the same, and Postgres
     "db": (503,),  # bulwark.common.db.DatabaseUnavailable
     "ender": (503,),  # bulwark.auth.sessions.ending: Postgres and Redis
@@ -115,11 +116,15 @@ STATUSES: Mapping[int, tuple[str, Mapping[str, Any]]] = {
         },
     ),
     403: (
-        "The access token's scope does not include the one the API needs (api).",
+        "Forbidden: the access token's scope does not include the one the API needs (api), "
+        "or the account's email address is not verified and this operation requires it "
+        '(type urn:bulwark:problem:email-not-verified, error "email_not_verified": confirm '
+        "the address, then refresh or log in again; docs/email-verification.md).",
         {
             "WWW-Authenticate": {
-                "description": 'A Bearer challenge, error="insufficient_scope" (RFC 6750 §3.1).',
-                "required": True,
+                "description": 'With a scope refusal only: a Bearer challenge, error="'
+                'insufficient_scope" (RFC 6750 §3.1).',
+                "required": False,
                 "schema": {"type": "string"},
             }
         },

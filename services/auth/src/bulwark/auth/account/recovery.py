@@ -7,7 +7,7 @@ the address stored for the account, never to the address as typed: a lookalike t
 normalises to an account's address reaches that account's owner, not its typist. Using the
 reset sets the password, ends every session of the user (the API refuses their access
 tokens within a second), spends the user's other reset tokens, and tells the account's
-address.
+address. It also marks the address verified when it was not: the mail reached it.
 """
 
 import uuid
@@ -129,6 +129,13 @@ async def reset_password(
         else:
             await queries.set_password_hash(conn, user["id"], password_hash)
             await tokens.spend_all(conn, user["id"], tokens.Purpose.PASSWORD_RESET)
+            # The mail reached the address: it is verified too, so an account refused at
+            # login for want of verification (UNVERIFIED_LOGIN=deny) whose link has expired
+            # has a way back without signing in.
+            if not user["email_verified"] and await queries.mark_verified(
+                conn, user["id"], spent.email
+            ):
+                await record(conn, SecurityEvent.EMAIL_VERIFIED, user_id=user["id"], ip=ip)
             ended = await end_user_sessions(conn, user["id"], "password_reset")
             await record(conn, SecurityEvent.PASSWORD_RESET, user_id=user["id"], ip=ip)
             await mailing.queue(

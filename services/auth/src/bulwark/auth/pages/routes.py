@@ -34,7 +34,7 @@ from bulwark.auth.settings import AuthSettings
 from bulwark.auth.users.rules import normalise_email
 from bulwark.common import rate_limits
 from bulwark.common.db import Database
-from bulwark.common.problems import Problem, Unauthorized
+from bulwark.common.problems import EmailNotVerified, Problem, Unauthorized
 from bulwark.common.request_bodies import RefusedPairsError, urlencoded_pairs
 
 #: Limits of a page's query string or form: a handful of short fields.
@@ -204,8 +204,8 @@ class PagesController(Controller):
             user = await login_flow.authenticate(
                 attempt, db=db, hasher=password_hasher, limits=limits, settings=settings
             )
-        except Unauthorized as refused:
-            return retry(refused.detail, 401)
+        except (Unauthorized, EmailNotVerified) as refused:  # 401, or 403 (UNVERIFIED_LOGIN)
+            return retry(refused.detail, refused.status)
         except Problem as problem:
             return _problem_page(problem)
         try:

@@ -6,9 +6,15 @@ connection held, and one transaction for the new session. The failure the limits
 before the password check becomes a failure only when that check ran and failed; every
 other ending (the database down, a timeout, a cancelled request) gives it back
 (`LoginLimits.abandoned`), so an outage never locks out the users it turned away.
+
+With ``UNVERIFIED_LOGIN=deny`` the right password of an account whose address is not
+verified is refused (403 ``email_not_verified``) after the password check, so only someone
+with the password learns it, and before any session starts; it is not a failure for the
+backoff.
 """
 
 import uuid
+from typing import NoReturn
 
 import msgspec
 
@@ -23,7 +29,13 @@ from bulwark.auth.tokens import TokenResponse
 from bulwark.auth.users import queries as user_queries
 from bulwark.common.db import Database, Record
 from bulwark.common.metrics import count_login_failure
-from bulwark.common.problems import Unauthorized
+from bulwark.common.problems import EmailNotVerified, Unauthorized
+
+#: The detail of a login refused for an unverified address (docs/email-verification.md).
+UNVERIFIED_DETAIL = (
+    "Confirm your email address first: open the link in the mail sent to it, then log in"
+    " again. Without that mail, reset the password: that confirms the address too."
+)
 
 
 class LoginAttempt(msgspec.Struct, frozen=True):
@@ -64,6 +76,8 @@ async def authenticate(
             database cannot answer (`DatabaseUnavailable`): 503, reservation given back.
         Unauthorized: unknown email or wrong password (401; the failure is counted and
             recorded as a ``login_failed`` security event).
+        EmailNotVerified: the right password, but the address is not verified and
+            ``UNVERIFIED_LOGIN`` is ``deny`` (403; `_refuse_unverified`).
     """
     await limits.check()
     try:
@@ -83,7 +97,37 @@ async def authenticate(
         )
         count_login_failure("invalid_credentials")
         raise Unauthorized("The email or password is incorrect.", error=None)
+    if not user["email_verified"] and not settings.unverified_login:
+        await _refuse_unverified(attempt, user, db=db, limits=limits)
     return user
+
+
+async def _refuse_unverified(
+    attempt: LoginAttempt, user: Record, *, db: Database, limits: LoginLimits
+) -> NoReturn:
+    """Refuse the right password of an unverified account (``UNVERIFIED_LOGIN=deny``).
+
+    Told only to whoever has the password, after the same work as a failure. It is not a
+    failure: the reservation is given back as for a success (the attempt still counts).
+
+    Raises:
+        EmailNotVerified: always (403; a ``login_refused_unverified`` security event).
+        DatabaseUnavailable: the event cannot be recorded (503; reservation given back).
+    """
+    try:
+        await record(
+            db,
+            SecurityEvent.LOGIN_REFUSED_UNVERIFIED,
+            user_id=user["id"],
+            ip=attempt.client.ip,
+            device_id=attempt.client.device_id,
+        )
+    except BaseException:
+        await limits.abandoned()
+        raise
+    await limits.succeeded()
+    count_login_failure("email_not_verified")
+    raise EmailNotVerified(UNVERIFIED_DETAIL)
 
 
 async def login(
@@ -98,7 +142,8 @@ async def login(
     """Check the password of ``attempt`` (`authenticate`) and start a device session.
 
     Raises:
-        TooManyRequests, ServiceUnavailable, Unauthorized: as `authenticate`.
+        TooManyRequests, ServiceUnavailable, Unauthorized, EmailNotVerified: as
+            `authenticate` (no session is started).
     """
     user = await authenticate(attempt, db=db, hasher=hasher, limits=limits, settings=settings)
     try:

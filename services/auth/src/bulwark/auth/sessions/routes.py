@@ -40,7 +40,7 @@ class SessionController(Controller):
         operation_id="login",
         status_code=200,
         response_headers=NO_STORE,
-        opt={"answers": (401, 429)},
+        opt={"answers": (401, 403, 429)},
     )
     async def login(
         self,
@@ -53,7 +53,9 @@ class SessionController(Controller):
         """Check the password and start a device session; the body is RFC 6749 §5.1.
 
         Unknown email and wrong password get the same 401 and take the same time; every
-        attempt counts against the login limits first (429; ``sessions.login``).
+        attempt counts against the login limits first (429; ``sessions.login``). With
+        ``UNVERIFIED_LOGIN=deny``, the right password of an unverified account is 403
+        ``email_not_verified`` and starts no session.
         """
         client = client_context(request)
         if client.device_id is None and request.headers.get("x-device-id") is not None:

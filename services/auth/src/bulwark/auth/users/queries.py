@@ -24,9 +24,12 @@ async def insert_user(
 
 
 async def find_by_email(conn: Queryable, email: str) -> asyncpg.Record | None:
-    """The user row (id, email, display_name, password_hash) for ``email``, or None."""
+    """The user row (id, email, display_name, password_hash, email_verified) for ``email``,
+    or None."""
     row: asyncpg.Record | None = await conn.fetchrow(
-        "SELECT id, email, display_name, password_hash FROM users WHERE lower(email) = $1",
+        "SELECT id, email, display_name, password_hash,"
+        " email_verified_at IS NOT NULL AS email_verified"
+        " FROM users WHERE lower(email) = $1",
         email,
     )
     return row
