@@ -23,6 +23,9 @@ PROBLEM_TYPE = "urn:bulwark:problem:email-not-verified"
 _LINK = re.compile(r"https?://\S+\?token=([A-Za-z0-9_-]+)")
 _CODE = re.compile(r"\b(\d{6})\b")
 
+pytestmark = pytest.mark.security(stride="E", asvs=("V8.2",))
+
+
 
 @pytest.fixture(scope="module")
 def verified_stack(stack_factory: StackFactory) -> RunningStack:

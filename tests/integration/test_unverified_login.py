@@ -46,6 +46,9 @@ domains:
                       max_block_seconds: 60}
 """
 
+pytestmark = pytest.mark.security(stride="E", asvs=("V6.4",))
+
+
 
 @pytest.fixture(scope="module")
 def deny_stack(
