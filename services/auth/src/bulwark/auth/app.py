@@ -20,11 +20,8 @@ from bulwark.auth.mail.delivery import deliver_forever
 from bulwark.auth.oauth.errors import OAuthError
 from bulwark.auth.oauth.routes import DiscoveryController, OAuthController, on_oauth_error
 from bulwark.auth.oauth.sweep import sweep_forever
-from bulwark.auth.pages.routes import (
-    PagesController,
-    UnreadablePageRequestError,
-    on_bad_page_request,
-)
+from bulwark.auth.pages.forms import UnreadablePageRequestError, on_bad_page_request
+from bulwark.auth.pages.routes import PagesController
 from bulwark.auth.passwords import PasswordHasher
 from bulwark.auth.sessions.ending import SessionEnder
 from bulwark.auth.sessions.revocations import resync_forever
