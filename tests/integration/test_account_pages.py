@@ -1,7 +1,7 @@
-"""The pages behind the links in account mails (docs/account-pages.md), driven as a browser
-drives them: the link from a real mail (the stack's SMTP sink) is opened, the form it shows
-is read and sent back with its cookies. Opening a link never uses it; only the same-site
-form does, through the same flows as the JSON routes."""
+"""The pages behind the links in account mails (docs/account.md, "The pages behind the
+links"), driven as a browser drives them: the link from a real mail (the stack's SMTP sink)
+is opened, the form it shows is read and sent back with its cookies. Opening a link never
+uses it; only the same-site form does, through the same flows as the JSON routes."""
 
 from __future__ import annotations
 
