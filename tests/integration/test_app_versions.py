@@ -145,6 +145,10 @@ def test_an_outdated_app_is_refused_at_the_api_and_at_auth(app_stack: RunningSta
     assert unsent.status_code == 400
     assert unsent.json()["error"] == "invalid_grant"
     assert httpx.get(f"{app_stack.auth_url}/signin").status_code == 200
+    # So are the pages a mail's link opens, and their forms (refused here for their CSRF).
+    link_page = f"{app_stack.auth_url}/account/reset-password"
+    assert httpx.get(link_page, params={"token": "A" * 43}).status_code == 200
+    assert httpx.post(link_page, data={"token": "A" * 43}).status_code == 403
     logout = httpx.post(
         f"{app_stack.auth_url}/v1/auth/logout", headers={**bearer(tokens["access_token"]), **OLD}
     )

@@ -35,9 +35,9 @@ pytestmark = pytest.mark.security(stride="TD", asvs=("V2.2", "V4.2", "V15.2"))
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
 #: The RFC 6749 endpoints and the pages, which take ``application/x-www-form-urlencoded``.
-FORM_PATHS = ("/oauth2/", "/signin", "/device")
+FORM_PATHS = ("/oauth2/", "/signin", "/device", "/account/")
 #: The pages, which answer browsers with HTML, refusals included.
-PAGE_PATHS = ("/signin", "/device", "/oauth2/authorize")
+PAGE_PATHS = ("/signin", "/device", "/oauth2/authorize", "/account/")
 #: A path parameter's value for each of its types (the route need not find anything).
 PATH_VALUES = {"uuid": str(uuid.UUID(int=0)), "str": "x", "int": "1"}
 #: Routes that take raw bytes, not JSON: the local upload backend's pre-signed PUT, whose

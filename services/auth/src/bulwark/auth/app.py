@@ -20,11 +20,9 @@ from bulwark.auth.mail.delivery import deliver_forever
 from bulwark.auth.oauth.errors import OAuthError
 from bulwark.auth.oauth.routes import DiscoveryController, OAuthController, on_oauth_error
 from bulwark.auth.oauth.sweep import sweep_forever
-from bulwark.auth.pages.routes import (
-    PagesController,
-    UnreadablePageRequestError,
-    on_bad_page_request,
-)
+from bulwark.auth.pages.account import ACCOUNT_PAGE_PATHS, AccountPagesController
+from bulwark.auth.pages.forms import UnreadablePageRequestError, on_bad_page_request
+from bulwark.auth.pages.routes import PagesController
 from bulwark.auth.passwords import PasswordHasher
 from bulwark.auth.sessions.ending import SessionEnder
 from bulwark.auth.sessions.revocations import resync_forever
@@ -58,8 +56,8 @@ DETECTOR_CONNECTIONS = 2
 #: Largest request body accepted, in bytes; every auth request is a small form or JSON.
 MAX_BODY_BYTES = 16 * 1024
 #: The pages, opened in browsers, which send no app headers: never judged by the minimum
-#: app version (docs/app-versions.md).
-PAGE_ROUTES = ("/signin", "/device", "/oauth2/authorize")
+#: app version (docs/app-versions.md). The account pages are opened from mails.
+PAGE_ROUTES = ("/signin", "/device", "/oauth2/authorize", *ACCOUNT_PAGE_PATHS)
 #: The OAuth endpoints that standard clients (TVs, web apps, OAuth libraries) call without
 #: our app headers: judged only when a request says which app it is (``X-Platform``).
 STANDARD_CLIENT_ROUTES = ("/oauth2/token", "/oauth2/revoke", "/oauth2/device_authorization")
@@ -251,6 +249,7 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             OAuthController,
             DiscoveryController,
             PagesController,
+            AccountPagesController,
         ],
         # No dependency holds a database connection (Litestar would not clean up one whose
         # sibling raised): use cases take connections in ``async with`` blocks.
@@ -267,7 +266,8 @@ def create_app(settings: AuthSettings) -> ASGIApp:
             )
         ],
         before_request=first_answer(
-            answer_options, strict_json_bodies(form_paths=("/oauth2/", "/signin", "/device"))
+            answer_options,
+            strict_json_bodies(form_paths=("/oauth2/", "/signin", "/device", "/account/")),
         ),
         exception_handlers={
             **exception_handlers,

@@ -15,6 +15,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody
 
 from bulwark.auth.account import deletion, email_change, password_change, recovery, verification
+from bulwark.auth.account.limits import limit
 from bulwark.auth.account.schemas import (
     Accepted,
     AccountDeletion,
@@ -29,23 +30,8 @@ from bulwark.auth.account.schemas import (
 from bulwark.auth.deps import authenticated, client_context
 from bulwark.auth.mail.messages import negotiate_locale
 from bulwark.auth.users.rules import normalise_email
-from bulwark.common import rate_limits
 from bulwark.common.access_tokens import AccessTokenClaims
 from bulwark.common.problems import FieldError, Unauthorized, ValidationFailed
-
-
-async def _limit(request: Request[Any, Any, State], endpoint: str, **keys: str) -> None:
-    """Count one hit per ``keys`` entry (plus the IP) against ``endpoint``'s limits."""
-    state = request.app.state
-    ip = client_context(request).ip or "unknown"
-    descriptors = [[("endpoint", endpoint), ("remote_address", ip)]]
-    descriptors += [[("endpoint", endpoint), (key, value)] for key, value in keys.items()]
-    await rate_limits.enforce(
-        state.ratelimit,
-        descriptors,
-        fail_open=state.settings.fails_open(endpoint),
-        request_state=request.scope["state"],
-    )
 
 
 def _locale(request: Request[Any, Any, State]) -> str:
@@ -78,7 +64,7 @@ class AccountController(Controller):
         """Mail a password reset to the account of ``email``, if there is one: the same 202,
         in the same time, either way. 429 per email and per IP."""
         email = normalise_email(data.email)
-        await _limit(request, "password_reset", email=email)
+        await limit(request, "password_reset", email=email)
         ip = client_context(request).ip
         state.account_work.spawn(
             "password_reset",
@@ -106,7 +92,7 @@ class AccountController(Controller):
         email = None if data.email is None else normalise_email(data.email)
         if data.code is not None and email is None:
             raise ValidationFailed([FieldError("email", "is required with code")])
-        await _limit(request, "account_code", **({} if email is None else {"email": email}))
+        await limit(request, "account_code", **({} if email is None else {"email": email}))
         await recovery.reset_password(
             recovery.ResetProof(token=data.token, email=email, code=data.code),
             data.new_password,
@@ -138,7 +124,7 @@ class AccountController(Controller):
         user_id = None
         if data.code is not None:
             user_id = uuid.UUID((await _caller(request, state)).sub)
-        await _limit(
+        await limit(
             request, "account_code", **({} if user_id is None else {"user_id": str(user_id)})
         )
         await verification.verify(
@@ -169,7 +155,7 @@ class AccountController(Controller):
         user_id = None
         if data.code is not None:
             user_id = uuid.UUID((await _caller(request, state)).sub)
-        await _limit(
+        await limit(
             request, "account_code", **({} if user_id is None else {"user_id": str(user_id)})
         )
         await email_change.confirm_change(
@@ -196,7 +182,7 @@ class AccountController(Controller):
     ) -> None:
         """Give the account back the old address with the link mailed there: every session
         ends and a password reset is mailed to that address."""
-        await _limit(request, "account_code")
+        await limit(request, "account_code")
         await email_change.undo_change(
             state.db,
             state.settings,
@@ -230,7 +216,7 @@ class SignedInAccountController(Controller):
     ) -> None:
         """Change the password, proven with the current one (400 ``currentPassword`` when
         wrong): every other session ends, this one stays, the address is told."""
-        await _limit(request, "reauthentication", user_id=claims.sub)
+        await limit(request, "reauthentication", user_id=claims.sub)
         await password_change.change_password(
             uuid.UUID(claims.sub),
             uuid.UUID(claims.sid),
@@ -259,7 +245,7 @@ class SignedInAccountController(Controller):
     ) -> Accepted:
         """Mail a new verification link and code (the earlier ones stop working); nothing
         is sent when the address is already verified."""
-        await _limit(request, "account_mail", user_id=claims.sub)
+        await limit(request, "account_mail", user_id=claims.sub)
         await verification.resend(
             state.db,
             state.settings,
@@ -285,8 +271,8 @@ class SignedInAccountController(Controller):
         """Mail a link and a code to ``newEmail``, proven with the ``password`` (400 when
         wrong); the account keeps its address until the new one is confirmed."""
         new_email = normalise_email(data.new_email)
-        await _limit(request, "reauthentication", user_id=claims.sub)
-        await _limit(request, "account_mail", user_id=claims.sub)
+        await limit(request, "reauthentication", user_id=claims.sub)
+        await limit(request, "account_mail", user_id=claims.sub)
         await email_change.request_change(
             uuid.UUID(claims.sub),
             data.password,
@@ -314,7 +300,7 @@ class SignedInAccountController(Controller):
     ) -> Accepted:
         """Delete the account, proven with the ``password`` (400 when wrong): every session
         ends at once; the account's data in the API is deleted shortly after (202)."""
-        await _limit(request, "reauthentication", user_id=claims.sub)
+        await limit(request, "reauthentication", user_id=claims.sub)
         await deletion.delete_account(
             uuid.UUID(claims.sub),
             data.password,

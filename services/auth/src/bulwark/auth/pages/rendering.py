@@ -15,6 +15,8 @@ import jinja2
 from litestar import Response
 from litestar.datastructures import Cookie
 
+from bulwark.common.problems import Problem
+
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("bulwark.auth.pages", "templates"),
     autoescape=True,
@@ -86,6 +88,25 @@ def message(
 ) -> Response[bytes]:
     """A page that only says something: a result or an error."""
     return page("message.html", title=title, status=status, message=text, error=error, hint=hint)
+
+
+def problem_page(problem: Problem) -> Response[bytes]:
+    """A refusal (``problem``'s status and detail) as a page; keeps ``Retry-After``."""
+    shown = message("Please try again", problem.detail, status=problem.status, error=True)
+    shown.headers.update({k: v for k, v in problem.headers.items() if k.lower() == "retry-after"})
+    return shown
+
+
+def forged_post() -> Response[bytes]:
+    """403: a form without its CSRF token, or sent from another site
+    (`bulwark.auth.pages.browser.same_site_post`)."""
+    return message(
+        "Please try again",
+        "This form has expired or was not sent from this site.",
+        status=403,
+        error=True,
+        hint="Go back, reload the page and try again.",
+    )
 
 
 def redirect(

@@ -19,10 +19,13 @@ from bulwark.auth.authorization import rules as authorization
 from bulwark.auth.deps import client_context
 from bulwark.auth.device import rules as device
 from bulwark.auth.pages import browser
+from bulwark.auth.pages.forms import read_form, read_query
 from bulwark.auth.pages.rendering import (
+    forged_post,
     form_action_source,
     message,
     page,
+    problem_page,
     redirect,
     scope_descriptions,
 )
@@ -35,53 +38,13 @@ from bulwark.auth.users.rules import normalise_email
 from bulwark.common import rate_limits
 from bulwark.common.db import Database
 from bulwark.common.problems import EmailNotVerified, Problem, Unauthorized
-from bulwark.common.request_bodies import RefusedPairsError, urlencoded_pairs
 
-#: Limits of a page's query string or form: a handful of short fields.
-MAX_FIELDS = 16
-MAX_NAME_LENGTH = 64
-#: A value may be long: ``next`` carries a whole authorization request (``state`` up to 512
-#: characters, percent-encoded twice).
-MAX_VALUE_LENGTH = 8192
 #: Where a sign-in may send the browser next: our own approval pages only (no open redirect).
 _NEXT_PAGES = ("/device", "/oauth2/authorize")
 INVALID_CODE = "That code is not valid or has expired."
 #: Longest password read, in characters (as ``LoginRequest``'s).
 MAX_PASSWORD_LENGTH = 1024
-_FORM = "application/x-www-form-urlencoded"
 _PRINTABLE_ASCII = re.compile(r"^[\x21-\x7e]+\Z")
-
-
-class UnreadablePageRequestError(Exception):
-    """A query string or form the pages cannot read (shown as a 400 page)."""
-
-
-def _pairs(raw: bytes) -> dict[str, str]:
-    try:
-        pairs = urlencoded_pairs(
-            raw, max_fields=MAX_FIELDS, max_name=MAX_NAME_LENGTH, max_value=MAX_VALUE_LENGTH
-        )
-    except RefusedPairsError as refused:
-        raise UnreadablePageRequestError(str(refused)) from None
-    return {name: value for name, value in pairs.items() if value}
-
-
-def _query(request: Request[Any, Any, Any]) -> dict[str, str]:
-    return _pairs(request.scope.get("query_string", b""))
-
-
-async def _form(request: Request[Any, Any, Any]) -> dict[str, str]:
-    media_type, media_params = request.content_type
-    if media_type != _FORM or media_params.get("charset", "utf-8").lower() != "utf-8":
-        raise UnreadablePageRequestError(f"the form must be sent as {_FORM} in UTF-8")
-    return _pairs(await request.body())
-
-
-def on_bad_page_request(_request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
-    """Render a `UnreadablePageRequestError` as a 400 page."""
-    return message(
-        "Something went wrong", f"This request cannot be read: {exc}.", status=400, error=True
-    )
 
 
 def _safe_next(raw: str | None) -> str:
@@ -92,22 +55,6 @@ def _safe_next(raw: str | None) -> str:
         if rest == "" or rest.startswith("?"):
             return raw
     return "/device"
-
-
-def _problem_page(problem: Problem) -> Response[bytes]:
-    page_ = message("Please try again", problem.detail, status=problem.status, error=True)
-    page_.headers.update({k: v for k, v in problem.headers.items() if k.lower() == "retry-after"})
-    return page_
-
-
-def _forged_post() -> Response[bytes]:
-    return message(
-        "Please try again",
-        "This form has expired or was not sent from this site.",
-        status=403,
-        error=True,
-        hint="Go back, reload the page and try again.",
-    )
 
 
 def _sign_in_first(path_and_query: str) -> Response[bytes]:
@@ -149,7 +96,7 @@ class PagesController(Controller):
             title="Sign in",
             cookies=cookies,
             csrf_token=token,
-            next=_safe_next(_query(request).get("next")),
+            next=_safe_next(read_query(request).get("next")),
             email="",
             error="",
         )
@@ -165,9 +112,9 @@ class PagesController(Controller):
         """Check the password, under the same login limits as ``/v1/auth/login``, and
         remember the sign-in on this browser; then back to ``next``."""
         settings: AuthSettings = state.settings
-        form = await _form(request)
+        form = await read_form(request)
         if not browser.same_site_post(request, settings, form):
-            return _forged_post()
+            return forged_post()
         next_page = _safe_next(form.get("next"))
         token, _ = browser.csrf_token(request, settings)
         client = client_context(request)
@@ -207,7 +154,7 @@ class PagesController(Controller):
         except (Unauthorized, EmailNotVerified) as refused:  # 401, or 403 (UNVERIFIED_LOGIN)
             return retry(refused.detail, refused.status)
         except Problem as problem:
-            return _problem_page(problem)
+            return problem_page(problem)
         try:
             cookie = await browser.sign_in(db, settings, user["id"])
             await record(db, SecurityEvent.PAGE_SIGNIN_SUCCEEDED, user_id=user["id"], ip=client.ip)
@@ -224,7 +171,7 @@ class PagesController(Controller):
     ) -> Response[bytes]:
         """Enter a user code, then see which client asks for what (RFC 8628 §3.3)."""
         settings: AuthSettings = state.settings
-        typed = _query(request).get("user_code")
+        typed = read_query(request).get("user_code")
         user = await browser.signed_in(request, settings, db)
         if user is None:
             return _sign_in_first(
@@ -242,7 +189,7 @@ class PagesController(Controller):
         try:
             await _limit_verification(request, settings, user_code or typed[:16])
         except Problem as problem:
-            return _problem_page(problem)
+            return problem_page(problem)
         pending = await device.pending(db, settings, user_code) if user_code else None
         if pending is None:
             return page(
@@ -274,9 +221,9 @@ class PagesController(Controller):
     ) -> Response[bytes]:
         """Approve or deny a user code, once."""
         settings: AuthSettings = state.settings
-        form = await _form(request)
+        form = await read_form(request)
         if not browser.same_site_post(request, settings, form):
-            return _forged_post()
+            return forged_post()
         user = await browser.signed_in(request, settings, db)
         if user is None:
             return _sign_in_first("/device")
@@ -288,7 +235,7 @@ class PagesController(Controller):
                 request, settings, db=db, form=form, user=user, decision=decision
             )
         except Problem as problem:
-            return _problem_page(problem)
+            return problem_page(problem)
 
     @get("/oauth2/authorize", operation_id="authorizePage", media_type="text/html")
     async def authorize_page(
@@ -296,7 +243,7 @@ class PagesController(Controller):
     ) -> Response[bytes]:
         """The authorization endpoint (RFC 6749 §4.1.1): sign in, then consent."""
         settings: AuthSettings = state.settings
-        params = _query(request)
+        params = read_query(request)
         checked = _check_authorization(settings, params)
         if isinstance(checked, Response):
             return checked
@@ -330,9 +277,9 @@ class PagesController(Controller):
         """The user's answer: a code (approve) or ``access_denied``, sent to the client's
         redirect URI with ``state`` and ``iss`` (RFC 6749 §4.1.2, RFC 9207)."""
         settings: AuthSettings = state.settings
-        form = await _form(request)
+        form = await read_form(request)
         if not browser.same_site_post(request, settings, form):
-            return _forged_post()
+            return forged_post()
         params = {name: form[name] for name in authorization.REQUEST_PARAMETERS if name in form}
         checked = _check_authorization(settings, params)
         if isinstance(checked, Response):
