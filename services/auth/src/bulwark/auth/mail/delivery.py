@@ -38,6 +38,9 @@ _SCHEMES: dict[str, tuple[Security, int]] = {
 SMTP_TIMEOUT_SECONDS = 10.0
 #: Mails claimed per round; a round sends them one after another.
 BATCH = 20
+#: Added to a round's longest sending time (``limit`` x `SMTP_TIMEOUT_SECONDS`) to make its
+#: lease, for the outbox's own statements between the mails, in seconds.
+LEASE_MARGIN_SECONDS = 60.0
 #: Pause between rounds that found nothing due, in seconds.
 IDLE_SECONDS = 1.0
 
@@ -136,10 +139,14 @@ async def deliver_due(db: Database, settings: SmtpSettings, *, limit: int = BATC
     failed one is tried again later (`outbox.retry_delay`) or, after `outbox.MAX_ATTEMPTS`,
     given up (``mail_abandoned``). Returns how many were claimed.
 
+    The lease outlasts the round even when every mail takes its whole `SMTP_TIMEOUT_SECONDS`:
+    a lease shorter than the round would let another sender take the round's last mails
+    while this one still holds them, and both would send them.
+
     Raises:
         DatabaseUnavailable: Postgres cannot answer.
     """
-    claimed = await outbox.claim_due(db, limit)
+    claimed = await outbox.claim_due(db, limit, lease_seconds=round_lease_seconds(limit))
     for queued in claimed:
         try:
             await send(settings, queued)
@@ -167,6 +174,12 @@ async def deliver_due(db: Database, settings: SmtpSettings, *, limit: int = BATC
         await outbox.remove(db, queued.id)
         _log.info("mail_sent", mail_id=queued.id, user_id=_text(queued.user_id))
     return len(claimed)
+
+
+def round_lease_seconds(limit: int) -> float:
+    """How long a round of ``limit`` mails holds them: every one may take
+    `SMTP_TIMEOUT_SECONDS`, plus `LEASE_MARGIN_SECONDS`."""
+    return limit * SMTP_TIMEOUT_SECONDS + LEASE_MARGIN_SECONDS
 
 
 def _text(value: object) -> str | None:
