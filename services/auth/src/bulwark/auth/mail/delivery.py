@@ -151,8 +151,7 @@ async def deliver_due(db: Database, settings: SmtpSettings, *, limit: int = BATC
         try:
             await send(settings, queued)
         except (aiosmtplib.SMTPException, TimeoutError, OSError, ssl.SSLError) as exc:
-            # The server's reply may quote the address: only the class name is logged.
-            reason = type(exc).__name__
+            reason = failure_reason(exc)
             if queued.attempts >= outbox.MAX_ATTEMPTS:
                 await outbox.remove(db, queued.id)
                 _log.error(
@@ -174,6 +173,20 @@ async def deliver_due(db: Database, settings: SmtpSettings, *, limit: int = BATC
         await outbox.remove(db, queued.id)
         _log.info("mail_sent", mail_id=queued.id, user_id=_text(queued.user_id))
     return len(claimed)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """``exc``'s class and those of its causes, e.g. ``SMTPConnectError from
+    SSLCertVerificationError`` (aiosmtplib wraps an untrusted certificate and a refused
+    connection alike), and the reply code of a server's refusal (``SMTPAuthenticationError
+    535``). Never a message: a server's reply may quote the recipient's address."""
+    names: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(names) < 3:
+        code = getattr(seen, "code", None) if isinstance(seen, aiosmtplib.SMTPException) else None
+        names.append(type(seen).__name__ + (f" {code}" if isinstance(code, int) else ""))
+        seen = seen.__cause__
+    return " from ".join(names)
 
 
 def round_lease_seconds(limit: int) -> float:
