@@ -113,6 +113,7 @@ async def send(settings: SmtpSettings, queued: outbox.QueuedMail) -> None:
     Raises:
         aiosmtplib.SMTPException: the server refused it or could not be reached.
         TimeoutError: it took too long.
+        ValueError: no message can be made of it (a line break in a header).
     """
     tls_context = None
     if settings.security != "none":
@@ -137,7 +138,9 @@ async def send(settings: SmtpSettings, queued: outbox.QueuedMail) -> None:
 async def deliver_due(db: Database, settings: SmtpSettings, *, limit: int = BATCH) -> int:
     """Claim up to ``limit`` due mails and send each; a sent mail leaves the outbox, a
     failed one is tried again later (`outbox.retry_delay`) or, after `outbox.MAX_ATTEMPTS`,
-    given up (``mail_abandoned``). Returns how many were claimed.
+    given up (``mail_abandoned``). Whatever one mail's sending raises (a server's refusal, an
+    outage, a row no message can be made of) is that mail's failure: the others are still
+    sent, and the loop of `deliver_forever` goes on. Returns how many were claimed.
 
     The lease outlasts the round even when every mail takes its whole `SMTP_TIMEOUT_SECONDS`:
     a lease shorter than the round would let another sender take the round's last mails
@@ -150,7 +153,8 @@ async def deliver_due(db: Database, settings: SmtpSettings, *, limit: int = BATC
     for queued in claimed:
         try:
             await send(settings, queued)
-        except (aiosmtplib.SMTPException, TimeoutError, OSError, ssl.SSLError) as exc:
+        # A refusal, an outage or a malformed row: this mail's failure, never the round's.
+        except Exception as exc:  # noqa: BLE001
             reason = failure_reason(exc)
             if queued.attempts >= outbox.MAX_ATTEMPTS:
                 await outbox.remove(db, queued.id)
