@@ -108,7 +108,9 @@ def parse_smtp_url(
 
 
 async def send(settings: SmtpSettings, queued: outbox.QueuedMail) -> None:
-    """Hand one mail to the SMTP server, within `SMTP_TIMEOUT_SECONDS`.
+    """Hand one mail to the SMTP server, within `SMTP_TIMEOUT_SECONDS`, for its one
+    recipient (``RCPT TO`` is the stored address: a header that parsed into several
+    addresses would not add any).
 
     Raises:
         aiosmtplib.SMTPException: the server refused it or could not be reached.
@@ -124,6 +126,8 @@ async def send(settings: SmtpSettings, queued: outbox.QueuedMail) -> None:
     async with asyncio.timeout(SMTP_TIMEOUT_SECONDS):
         await aiosmtplib.send(
             message,
+            # The envelope names the stored address, never what the To header parses into.
+            recipients=[queued.mail.recipient],
             hostname=settings.host,
             port=settings.port,
             username=settings.username,
