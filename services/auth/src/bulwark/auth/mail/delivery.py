@@ -78,7 +78,9 @@ def parse_smtp_url(
 
     Raises:
         SettingsError: an unknown scheme, no host, credentials or a path in the URL, plain
-            SMTP where not allowed, or credentials over plain SMTP.
+            SMTP where not allowed, a user name without a password or the reverse (aiosmtplib
+            would log in with an empty password, or silently not at all), credentials over
+            plain SMTP, or a port that is not a number from 1 to 65535.
     """
     parts = urlsplit(url)
     if parts.scheme not in _SCHEMES:
@@ -90,12 +92,16 @@ def parse_smtp_url(
     security, default_port = _SCHEMES[parts.scheme]
     if security == "none" and not allow_plain:
         raise SettingsError("SMTP_URL must use TLS (smtps:// or smtp+starttls://) here")
+    if bool(username) != bool(password):
+        raise SettingsError("SMTP_USERNAME and SMTP_PASSWORD go together")
     if security == "none" and username:
         raise SettingsError("SMTP credentials are never sent without TLS")
     try:
-        port = parts.port or default_port
+        port = default_port if parts.port is None else parts.port
     except ValueError:
-        raise SettingsError("SMTP_URL has an invalid port") from None
+        port = 0
+    if not 0 < port < 65536:  # TCP's port range
+        raise SettingsError("SMTP_URL has an invalid port")
     return SmtpSettings(
         host=parts.hostname,
         port=port,
