@@ -16,9 +16,11 @@ import asyncpg
 from bulwark.auth.mail.messages import RenderedMail
 from bulwark.common.db import Queryable
 
-#: Attempts before a mail is given up (backoff doubles from 15 s to 1 h: about a day).
+#: Attempts before a mail is given up (backoff doubles from 5 s to 1 h: about 20 hours).
 MAX_ATTEMPTS = 30
-FIRST_RETRY_SECONDS = 15
+#: The first retry comes soon: a verification or reset code is awaited by a user looking at
+#: the app, and a blip of the submission server should cost them seconds, not a minute.
+FIRST_RETRY_SECONDS = 5
 MAX_RETRY_SECONDS = 3600
 
 
