@@ -191,11 +191,14 @@ def test_mail_goes_over_tls_with_credentials_and_leaves_the_outbox(
     no_secret_or_address(logs, to)
 
 
+@pytest.mark.parametrize("trust", ["system CAs", "another CA"])
 @pytest.mark.parametrize("mode", ["implicit", "starttls"])
 def test_a_server_whose_certificate_is_not_trusted_gets_nothing(
-    mode: TlsMode, database_url: str, tls_files: TlsFiles, tmp_path: Path
+    mode: TlsMode, trust: str, database_url: str, tls_files: TlsFiles, tmp_path: Path
 ) -> None:
+    """Neither the system's CAs nor an ``SMTP_CA_FILE`` of another CA trust the server."""
     to = random_email()
+    other_ca = make_tls_files(tmp_path / "other").ca if trust == "another CA" else None
     sink = SmtpSink(
         tmp_path / "mail",
         tls=mode,
@@ -203,7 +206,7 @@ def test_a_server_whose_certificate_is_not_trusted_gets_nothing(
         key=tls_files.key,
         auth=(USER, PASSWORD),
     )
-    settings = smtp(sink.url)  # no SMTP_CA_FILE: the system's CAs, which never signed it
+    settings = smtp(sink.url, other_ca)  # neither the system's CAs nor the other signed it
 
     async def scenario() -> tuple[list[asyncpg.Record], Logs]:
         async with pool(database_url) as db:

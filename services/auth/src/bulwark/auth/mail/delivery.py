@@ -8,7 +8,9 @@
 - ``smtp://host[:25]``: no TLS, refused outside development and test (the local sink).
 
 Credentials come from ``SMTP_USERNAME`` and ``SMTP_PASSWORD``, never from the URL, and are
-only sent over TLS. Certificates are verified (``SMTP_CA_FILE`` adds a private CA).
+only sent over TLS. Certificates and host names are verified, against the system's CAs, or
+against the CAs of ``SMTP_CA_FILE`` (PEM) alone when it is set (a private CA: the system's
+are then not trusted for this connection).
 """
 
 import asyncio
@@ -49,7 +51,8 @@ IDLE_SECONDS = 1.0
 class SmtpSettings:
     """Where and how mail is sent: ``host``, ``port``, ``security`` (`Security`), the
     optional ``username``/``password`` (``repr`` hides the password), ``sender`` (the
-    ``From`` address, ``MAIL_FROM``) and ``ca_file`` (extra trusted CAs, PEM)."""
+    ``From`` address, ``MAIL_FROM``) and ``ca_file`` (the only CAs trusted when set, PEM;
+    else the system's)."""
 
     host: str
     port: int
