@@ -38,7 +38,7 @@ from bulwark.common.db import Database, open_database
 from bulwark.common.migrations import apply_migrations
 from bulwark.devstack.databases import create_databases, drop_databases, unique_names
 from bulwark.devstack.mail import SmtpSink, TlsFiles, TlsMode, make_tls_files
-from bulwark.devstack.mailbox import AUTH_LOGIN, TLS, envelope_to
+from bulwark.devstack.mailbox import AUTH_LOGIN, TLS, envelope_from, envelope_to
 from bulwark.devstack.net import free_port
 
 from .conftest import RunningStack, StackFactory
@@ -177,6 +177,7 @@ def test_mail_goes_over_tls_with_credentials_and_leaves_the_outbox(
     assert arrived[AUTH_LOGIN] == USER
     assert envelope_to(arrived) == [to]
     assert arrived["From"] == SENDER
+    assert envelope_from(arrived) == "no-reply@bulwark.example"  # MAIL FROM, from MAIL_FROM
     assert arrived.get_content_type() == "multipart/alternative"
     parts = [part.get_content_type() for part in arrived.iter_parts()]
     assert parts == ["text/plain", "text/html"]
