@@ -29,6 +29,7 @@ from bulwark.auth.cli import main
 from bulwark.auth.keys import read_keys
 from bulwark.auth.keys.files import StoredKey, generate_key, write_key
 from bulwark.common.access_tokens import JWKS_HOLD_SECONDS
+from bulwark.devstack.net import free_port
 
 from .conftest import RunningStack, StackFactory
 from .helpers import MobileUser, bearer, login, refresh, register
@@ -251,6 +252,15 @@ STAGING_ISSUER = "https://auth.staging.bulwark.test"
 PRODUCTION_ISSUER = "https://auth.bulwark.test"
 
 
+def _mail_env() -> dict[str, str]:
+    """Mail settings production and staging accept (TLS, a sender); nothing listens there and
+    no mail is read here: the registrations' mails just wait in the outbox."""
+    return {
+        "SMTP_URL": f"smtps://127.0.0.1:{free_port()}",
+        "MAIL_FROM": "Bulwark <no-reply@bulwark.test>",
+    }
+
+
 @pytest.mark.security(stride="S", asvs=("V9.2",))
 def test_a_staging_token_is_refused_by_the_production_api(
     stack_factory: StackFactory, tmp_path: Path
@@ -268,9 +278,7 @@ def test_a_staging_token_is_refused_by_the_production_api(
             "auth": {
                 "ISSUER": PRODUCTION_ISSUER,
                 "EMAIL_FINGERPRINT_KEY": "p" * 32,
-                # Production mails only over TLS: a server nothing listens on (mail waits).
-                "SMTP_URL": "smtps://127.0.0.1:9",
-                "MAIL_FROM": "Bulwark <no-reply@example.com>",
+                **_mail_env(),
             },
             "api": {"ISSUER": PRODUCTION_ISSUER},
         },
@@ -284,7 +292,7 @@ def test_a_staging_token_is_refused_by_the_production_api(
                 "ISSUER": STAGING_ISSUER,
                 "RATELIMIT_TARGET": production.ratelimit_target,
                 "EMAIL_FINGERPRINT_KEY": "s" * 32,
-                "SMTP_URL": "",  # not the plain local sink: staging mails only over TLS
+                **_mail_env(),
             }
         },
     )

@@ -39,6 +39,8 @@ def test_production_needs_its_own_fingerprint_key() -> None:
         "KEYS_DIR": "/k",
         "REDIS_URL": "redis://cache:6379/0",
         "APP_VERSIONS_URL": "http://api:8000/v1/app-versions",
+        "SMTP_URL": "smtps://mail.example",
+        "MAIL_FROM": "Bulwark <no-reply@auth.example>",
     }
     with pytest.raises(SettingsError, match="EMAIL_FINGERPRINT_KEY must be set"):
         from_env(production)

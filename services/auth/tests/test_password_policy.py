@@ -259,6 +259,8 @@ def test_the_range_url_must_be_https_outside_development_and_test() -> None:
         "REDIS_URL": "rediss://cache:6380/0",
         "EMAIL_FINGERPRINT_KEY": "k" * 32,
         "APP_VERSIONS_URL": "http://bulwark-api:8000/v1/app-versions",
+        "SMTP_URL": "smtps://mail.example",
+        "MAIL_FROM": "Bulwark <no-reply@auth.example>",
     }
     assert from_env(production).hibp_range_url.startswith("https://")
     with pytest.raises(SettingsError, match="HIBP_RANGE_URL"):

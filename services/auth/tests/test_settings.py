@@ -120,8 +120,8 @@ def test_the_app_versions_url_is_required_outside_development_and_read_at_most_e
         "KEYS_DIR": "/k",
         "REDIS_URL": "rediss://cache:6380/0",
         "EMAIL_FINGERPRINT_KEY": "k" * 32,
-        "SMTP_URL": "smtps://smtp.example",
-        "MAIL_FROM": "Example <no-reply@example.com>",
+        "SMTP_URL": "smtps://mail.example",
+        "MAIL_FROM": "Bulwark <no-reply@auth.example>",
     }
     with pytest.raises(SettingsError, match="APP_VERSIONS_URL"):
         from_env(production)

@@ -3,8 +3,9 @@ it tells about, and deleted from once an SMTP server has accepted it.
 
 A request never talks to SMTP: a slow or broken mail server never slows or fails it, and a
 mail is never sent for a change that rolled back. `claim_due` leases due mails to one sender
-(``FOR UPDATE SKIP LOCKED``, so replicas never send one mail twice at once); a sender that
-dies holding a lease leaves the mail to be taken again when the lease ends (at-least-once).
+(``FOR UPDATE SKIP LOCKED``, so replicas never send one mail twice at once) for as long as
+that sender's round may take; a sender that dies holding a lease leaves the mail to be taken
+again when the lease ends (at-least-once).
 """
 
 import uuid
@@ -15,12 +16,11 @@ import asyncpg
 from bulwark.auth.mail.messages import RenderedMail
 from bulwark.common.db import Queryable
 
-#: How long a claimed mail is left to its sender before another may take it, in seconds
-#: (longer than one delivery's bound).
-LEASE_SECONDS = 60
-#: Attempts before a mail is given up (backoff doubles from 15 s to 1 h: about a day).
+#: Attempts before a mail is given up (backoff doubles from 5 s to 1 h: about 20 hours).
 MAX_ATTEMPTS = 30
-FIRST_RETRY_SECONDS = 15
+#: The first retry comes soon: a verification or reset code is awaited by a user looking at
+#: the app, and a blip of the submission server should cost them seconds, not a minute.
+FIRST_RETRY_SECONDS = 5
 MAX_RETRY_SECONDS = 3600
 
 
@@ -47,8 +47,10 @@ async def enqueue(conn: Queryable, mail: RenderedMail, *, user_id: uuid.UUID | N
     )
 
 
-async def claim_due(conn: Queryable, limit: int) -> list[QueuedMail]:
-    """Lease up to ``limit`` due mails for `LEASE_SECONDS`, counting an attempt each."""
+async def claim_due(conn: Queryable, limit: int, *, lease_seconds: float) -> list[QueuedMail]:
+    """Lease up to ``limit`` due mails for ``lease_seconds`` (at least as long as the caller
+    may take to send them all: no other sender takes one meanwhile), counting an attempt
+    each; oldest due first."""
     rows: list[asyncpg.Record] = await conn.fetch(
         "UPDATE mail_outbox SET attempts = attempts + 1,"
         " next_attempt_at = now() + make_interval(secs => $2)"
@@ -56,7 +58,7 @@ async def claim_due(conn: Queryable, limit: int) -> list[QueuedMail]:
         "  ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)"
         " RETURNING id, attempts, user_id, recipient, subject, text_body, html_body",
         limit,
-        float(LEASE_SECONDS),
+        float(lease_seconds),
     )
     return [
         QueuedMail(
@@ -80,8 +82,8 @@ async def remove(conn: Queryable, mail_id: int) -> None:
 
 
 def retry_delay(attempts: int) -> int:
-    """Seconds until the next try after ``attempts`` failed ones: 15 s doubling, at most
-    `MAX_RETRY_SECONDS`."""
+    """Seconds until the next try after ``attempts`` failed ones: `FIRST_RETRY_SECONDS`
+    doubling, at most `MAX_RETRY_SECONDS`."""
     delay: int = FIRST_RETRY_SECONDS * 2 ** max(0, attempts - 1)
     return min(MAX_RETRY_SECONDS, delay)
 
