@@ -26,7 +26,6 @@ _CODE = re.compile(r"\b(\d{6})\b")
 pytestmark = pytest.mark.security(stride="E", asvs=("V8.2",))
 
 
-
 @pytest.fixture(scope="module")
 def verified_stack(stack_factory: StackFactory) -> RunningStack:
     """Notes need a verified address; the auth service keeps its default (``allow``)."""

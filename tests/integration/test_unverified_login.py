@@ -49,7 +49,6 @@ domains:
 pytestmark = pytest.mark.security(stride="E", asvs=("V6.4",))
 
 
-
 @pytest.fixture(scope="module")
 def deny_stack(
     stack_factory: StackFactory, tmp_path_factory: pytest.TempPathFactory

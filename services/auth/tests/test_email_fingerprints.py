@@ -32,8 +32,6 @@ def test_fingerprints_depend_on_the_key_and_the_email() -> None:
 def test_production_needs_its_own_fingerprint_key() -> None:
     production = {
         "BULWARK_ENV": "production",
-        "SMTP_URL": "smtps://smtp.example",
-        "MAIL_FROM": "Example <no-reply@example.com>",
         "DATABASE_URL": "postgresql://x/y",
         "ISSUER": "https://auth.example",
         "KEYS_DIR": "/k",

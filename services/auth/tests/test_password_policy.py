@@ -252,8 +252,6 @@ def test_the_range_url_must_be_https_outside_development_and_test() -> None:
     production = {
         **BASE,
         "BULWARK_ENV": "production",
-        "SMTP_URL": "smtps://smtp.example",
-        "MAIL_FROM": "Example <no-reply@example.com>",
         "ISSUER": "https://auth.example",
         "KEYS_DIR": "/k",
         "REDIS_URL": "rediss://cache:6380/0",
