@@ -30,6 +30,8 @@ INVALID_LINK = "This link is not valid"
 BROKEN_LINK = "This link is incomplete"
 FORGED = "not sent from this site"
 
+pytestmark = pytest.mark.security(stride="SI", asvs=("V3.5", "V6.4"))
+
 
 @pytest.fixture(scope="module")
 def pages(stack_factory: StackFactory) -> RunningStack:

@@ -44,6 +44,8 @@ from bulwark.devstack.net import free_port
 from .conftest import RunningStack, StackFactory
 from .helpers import random_email, register
 
+pytestmark = pytest.mark.security(stride="ID", asvs=("V12.3",))
+
 Logs = list[MutableMapping[str, Any]]  # structlog.testing.capture_logs
 SENDER = "Bulwark <no-reply@bulwark.example>"
 USER, PASSWORD = "mailer", "smtp-Pa55word-never-logged"

@@ -14,6 +14,8 @@ from bulwark.auth.mail.messages import MAX_ACCEPT_LANGUAGE, email_message, negot
 from bulwark.auth.settings import from_env
 from bulwark.common.settings import SettingsError
 
+pytestmark = pytest.mark.security(stride="I", asvs=("V12.3",))
+
 CODE = "482913"
 LINK = "https://app.example/account/verify-email?token=tok-abc"
 VALUES: dict[str, str | int] = {
