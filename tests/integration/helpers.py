@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
+import re
 import secrets
 import uuid
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 
+import asyncpg
 import httpx
 
 PASSWORD = "Correct-Horse-9!"
@@ -85,3 +91,56 @@ def assert_problem(response: httpx.Response, *statuses: int) -> dict[str, object
     body: dict[str, object] = response.json()
     assert body["request_id"]
     return body
+
+
+# Mail and database reads shared by the account tests (docs/account.md).
+_MAIL_CODE = re.compile(r"\b(\d{6})\b")
+_MAIL_LINK = re.compile(r"(https?://\S+/account/([a-z-]+)\?token=([A-Za-z0-9_-]+))")
+
+
+def mail_text(message: EmailMessage) -> str:
+    """The text/plain part of a mail."""
+    part = message.get_body(preferencelist=("plain",))
+    assert part is not None, message
+    return str(part.get_content())
+
+
+def mail_code(message: EmailMessage) -> str:
+    """The 6-digit code a mail carries."""
+    found = _MAIL_CODE.search(mail_text(message))
+    assert found is not None, mail_text(message)
+    return found.group(1)
+
+
+def mail_link(message: EmailMessage) -> tuple[str, str, str]:
+    """The link a mail carries: ``(url, page, token)``."""
+    found = _MAIL_LINK.search(mail_text(message))
+    assert found is not None, mail_text(message)
+    return found.group(1), found.group(2), found.group(3)
+
+
+def mail_token(message: EmailMessage) -> str:
+    """The one-time token of the link a mail carries."""
+    return mail_link(message)[2]
+
+
+def claims_of(access_token: object) -> dict[str, object]:
+    """The claims of a JWT, unverified (to read what the service put in it)."""
+    payload = str(access_token).split(".")[1]
+    decoded: dict[str, object] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return decoded
+
+
+def database_rows(url: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    """The rows ``sql`` answers on the database at ``url`` (one connection, closed)."""
+
+    async def run() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            return await conn.fetch(sql, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())

@@ -4,25 +4,31 @@ stack's sink), reading the mails as a user would."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import json
-import re
 import statistics
 import time
 import uuid
 from email.message import EmailMessage
 
-import asyncpg
 import httpx
 import pytest
 
 from .conftest import RunningStack, StackFactory
-from .helpers import MobileUser, assert_problem, bearer, login, random_email, refresh, register
+from .helpers import (
+    MobileUser,
+    assert_problem,
+    bearer,
+    claims_of,
+    database_rows,
+    login,
+    mail_code,
+    mail_text,
+    mail_token,
+    random_email,
+    refresh,
+    register,
+)
 
 NEW_PASSWORD = "Fresh-Lantern-47&"
-_CODE = re.compile(r"\b(\d{6})\b")
-_LINK = re.compile(r"(https?://\S+\?token=([A-Za-z0-9_-]+))")
 
 pytestmark = pytest.mark.security(stride="SRIDE", asvs=("V6.4", "V6.2", "V7.4"))
 
@@ -31,24 +37,6 @@ pytestmark = pytest.mark.security(stride="SRIDE", asvs=("V6.4", "V6.2", "V7.4"))
 def accounts(stack_factory: StackFactory) -> RunningStack:
     """A stack of this module's own: its limits and mails are not shared."""
     return stack_factory()
-
-
-def _text(message: EmailMessage) -> str:
-    part = message.get_body(preferencelist=("plain",))
-    assert part is not None, message
-    return str(part.get_content())
-
-
-def _code(message: EmailMessage) -> str:
-    found = _CODE.search(_text(message))
-    assert found is not None, _text(message)
-    return found.group(1)
-
-
-def _token(message: EmailMessage) -> str:
-    found = _LINK.search(_text(message))
-    assert found is not None, _text(message)
-    return found.group(2)
 
 
 def _next_mail(stack: RunningStack, to: str, subject: str, *, after: EmailMessage) -> EmailMessage:
@@ -64,14 +52,6 @@ def _next_mail(stack: RunningStack, to: str, subject: str, *, after: EmailMessag
 
 def _me(stack: RunningStack, access_token: object) -> int:
     return httpx.get(f"{stack.api_url}/v1/me", headers=bearer(access_token)).status_code
-
-
-def _claims(access_token: object) -> dict[str, object]:
-    payload = str(access_token).split(".")[1]
-    decoded: dict[str, object] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return decoded
 
 
 def _post(
@@ -94,27 +74,13 @@ def _refused_within_a_second(stack: RunningStack, access_token: object) -> None:
         time.sleep(0.05)
 
 
-def _query(stack: RunningStack, sql: str, *args: object) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(stack.databases["auth"])
-        try:
-            return await conn.fetch(sql, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
-# Verification
-
-
 def test_registration_mails_a_code_that_verifies_the_address(accounts: RunningStack) -> None:
     user = register(accounts.auth_url)
     mail = accounts.mail.wait_for(user.email, subject_contains="Confirm your email")
     tokens = login(accounts.auth_url, user)
-    assert _claims(tokens["access_token"])["email_verified"] is False
+    assert claims_of(tokens["access_token"])["email_verified"] is False
 
-    wrong = "000000" if _code(mail) != "000000" else "111111"
+    wrong = "000000" if mail_code(mail) != "000000" else "111111"
     assert_problem(
         _post(
             accounts,
@@ -128,24 +94,24 @@ def test_registration_mails_a_code_that_verifies_the_address(accounts: RunningSt
     ok = _post(
         accounts,
         "/v1/auth/email-verification/confirm",
-        {"code": _code(mail)},
+        {"code": mail_code(mail)},
         user,
         tokens["access_token"],
     )
     assert ok.status_code == 204, ok.text
     refreshed = refresh(accounts.auth_url, str(tokens["refresh_token"]), user).json()
-    assert _claims(refreshed["access_token"])["email_verified"] is True
+    assert claims_of(refreshed["access_token"])["email_verified"] is True
     # Used once: neither the code nor the link works again.
     again = _post(
         accounts,
         "/v1/auth/email-verification/confirm",
-        {"code": _code(mail)},
+        {"code": mail_code(mail)},
         user,
         refreshed["access_token"],
     )
     assert_problem(again, 400)
     assert_problem(
-        _post(accounts, "/v1/auth/email-verification/confirm", {"token": _token(mail)}), 400
+        _post(accounts, "/v1/auth/email-verification/confirm", {"token": mail_token(mail)}), 400
     )
 
 
@@ -154,20 +120,22 @@ def test_the_link_verifies_without_signing_in_and_codes_are_stored_hashed(
 ) -> None:
     user = register(accounts.auth_url)
     mail = accounts.mail.wait_for(user.email, subject_contains="Confirm your email")
-    rows = _query(
-        accounts,
+    rows = database_rows(
+        accounts.databases["auth"],
         "SELECT token_hash, code_hash FROM account_tokens WHERE user_id = $1",
         uuid.UUID(user.user_id),
     )
     stored = b"".join(bytes(r["token_hash"]) + bytes(r["code_hash"]) for r in rows)
-    assert _token(mail).encode() not in stored
-    assert _code(mail).encode() not in stored
+    assert mail_token(mail).encode() not in stored
+    assert mail_code(mail).encode() not in stored
     assert (
-        _post(accounts, "/v1/auth/email-verification/confirm", {"token": _token(mail)}).status_code
+        _post(
+            accounts, "/v1/auth/email-verification/confirm", {"token": mail_token(mail)}
+        ).status_code
         == 204
     )
-    verified = _query(
-        accounts,
+    verified = database_rows(
+        accounts.databases["auth"],
         "SELECT email_verified_at FROM users WHERE id = $1",
         uuid.UUID(user.user_id),
     )
@@ -178,7 +146,7 @@ def test_five_wrong_codes_spend_the_verification(accounts: RunningStack) -> None
     user = register(accounts.auth_url)
     mail = accounts.mail.wait_for(user.email, subject_contains="Confirm your email")
     token = login(accounts.auth_url, user)["access_token"]
-    right = _code(mail)
+    right = mail_code(mail)
     wrongs = [f"{(int(right) + n) % 10**6:06d}" for n in range(1, 6)]
     for wrong in wrongs:
         assert_problem(
@@ -258,7 +226,7 @@ def test_a_reset_sets_the_password_and_ends_every_session(accounts: RunningStack
     weak = _post(
         accounts,
         "/v1/auth/password-reset/confirm",
-        {"token": _token(mail), "newPassword": "sunshine"},
+        {"token": mail_token(mail), "newPassword": "sunshine"},
     )
     body = assert_problem(weak, 400)
     assert body["errors"][0]["field"] == "newPassword"  # type: ignore[index]
@@ -266,7 +234,7 @@ def test_a_reset_sets_the_password_and_ends_every_session(accounts: RunningStack
     done = _post(
         accounts,
         "/v1/auth/password-reset/confirm",
-        {"token": _token(mail), "newPassword": NEW_PASSWORD},
+        {"token": mail_token(mail), "newPassword": NEW_PASSWORD},
     )
     assert done.status_code == 204, done.text  # the weak try left the link usable
 
@@ -285,7 +253,7 @@ def test_a_reset_sets_the_password_and_ends_every_session(accounts: RunningStack
     reused = _post(
         accounts,
         "/v1/auth/password-reset/confirm",
-        {"token": _token(mail), "newPassword": "Another-Lantern-58&"},
+        {"token": mail_token(mail), "newPassword": "Another-Lantern-58&"},
     )
     assert_problem(reused, 400)
 
@@ -299,20 +267,20 @@ def test_a_reset_by_code_and_an_older_mail_stops_working(accounts: RunningStack)
     stale = _post(
         accounts,
         "/v1/auth/password-reset/confirm",
-        {"token": _token(first), "newPassword": NEW_PASSWORD},
+        {"token": mail_token(first), "newPassword": NEW_PASSWORD},
     )
     assert_problem(stale, 400)
     other = register(accounts.auth_url)
     foreign = _post(
         accounts,
         "/v1/auth/password-reset/confirm",
-        {"email": other.email, "code": _code(second), "newPassword": NEW_PASSWORD},
+        {"email": other.email, "code": mail_code(second), "newPassword": NEW_PASSWORD},
     )
     assert_problem(foreign, 400)
     done = _post(
         accounts,
         "/v1/auth/password-reset/confirm",
-        {"email": user.email, "code": _code(second), "newPassword": NEW_PASSWORD},
+        {"email": user.email, "code": mail_code(second), "newPassword": NEW_PASSWORD},
     )
     assert done.status_code == 204, done.text
 
@@ -321,15 +289,15 @@ def test_an_expired_reset_link_is_refused(accounts: RunningStack) -> None:
     user = register(accounts.auth_url)
     _post(accounts, "/v1/auth/password-reset", {"email": user.email})
     mail = accounts.mail.wait_for(user.email, subject_contains="Reset your")
-    _query(
-        accounts,
+    database_rows(
+        accounts.databases["auth"],
         "UPDATE account_tokens SET expires_at = now() - interval '1 second' WHERE user_id = $1",
         uuid.UUID(user.user_id),
     )
     late = _post(
         accounts,
         "/v1/auth/password-reset/confirm",
-        {"token": _token(mail), "newPassword": NEW_PASSWORD},
+        {"token": mail_token(mail), "newPassword": NEW_PASSWORD},
     )
     assert_problem(late, 400)
 
@@ -392,15 +360,15 @@ def test_an_email_change_takes_effect_only_when_the_new_address_confirms(
     mail = accounts.mail.wait_for(new_email, subject_contains="new email address")
     login(accounts.auth_url, user)  # the old address still signs in
 
-    confirmed = _post(accounts, "/v1/auth/email-change/confirm", {"token": _token(mail)})
+    confirmed = _post(accounts, "/v1/auth/email-change/confirm", {"token": mail_token(mail)})
     assert confirmed.status_code == 204, confirmed.text
     notice = accounts.mail.wait_for(old_email, subject_contains="was changed")
-    assert new_email not in _text(notice)  # masked
+    assert new_email not in mail_text(notice)  # masked
     user.email = new_email
     tokens = login(accounts.auth_url, user)
-    assert _claims(tokens["access_token"])["email_verified"] is True
+    assert claims_of(tokens["access_token"])["email_verified"] is True
 
-    undone = _post(accounts, "/v1/auth/email-change/undo", {"token": _token(notice)})
+    undone = _post(accounts, "/v1/auth/email-change/undo", {"token": mail_token(notice)})
     assert undone.status_code == 204, undone.text
     _refused_within_a_second(accounts, tokens["access_token"])
     assert accounts.mail.wait_for(old_email, subject_contains="Reset your")
@@ -420,7 +388,9 @@ def test_confirming_an_address_another_account_took_is_409(accounts: RunningStac
     )
     mail = accounts.mail.wait_for(squatter_email, subject_contains="new email address")
     register(accounts.auth_url, squatter_email)
-    assert_problem(_post(accounts, "/v1/auth/email-change/confirm", {"token": _token(mail)}), 409)
+    assert_problem(
+        _post(accounts, "/v1/auth/email-change/confirm", {"token": mail_token(mail)}), 409
+    )
 
 
 # Limits

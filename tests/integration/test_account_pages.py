@@ -5,7 +5,6 @@ uses it; only the same-site form does, through the same flows as the JSON routes
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 import time
@@ -14,18 +13,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
 
-import asyncpg
 import httpx
 import pytest
 
 from bulwark.auth.account.mailing import LINK_PAGES
 
 from .conftest import RunningStack, StackFactory
-from .helpers import MobileUser, bearer, login, random_email, refresh, register
+from .helpers import (
+    MobileUser,
+    bearer,
+    database_rows,
+    login,
+    mail_link,
+    random_email,
+    refresh,
+    register,
+)
 from .html_forms import Form, form, forms, submit
 
 NEW_PASSWORD = "Fresh-Lantern-47&"
-_LINK = re.compile(r"(https?://\S+/account/([a-z-]+)\?token=([A-Za-z0-9_-]+))")
 INVALID_LINK = "This link is not valid"
 BROKEN_LINK = "This link is incomplete"
 FORGED = "not sent from this site"
@@ -54,36 +60,18 @@ def _browser(stack: RunningStack) -> Iterator[httpx.Client]:
         yield client
 
 
-def _link(message: EmailMessage) -> tuple[str, str, str]:
-    """The mail's link: ``(url, page, token)``."""
-    part = message.get_body(preferencelist=("plain",))
-    assert part is not None, message
-    found = _LINK.search(str(part.get_content()))
-    assert found is not None, part.get_content()
-    return found.group(1), found.group(2), found.group(3)
-
-
-def _query(stack: RunningStack, sql: str, *args: object) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(stack.databases["auth"])
-        try:
-            return await conn.fetch(sql, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
 def _verified(stack: RunningStack, user: MobileUser) -> bool:
-    rows = _query(
-        stack, "SELECT email_verified_at FROM users WHERE id = $1", uuid.UUID(user.user_id)
+    rows = database_rows(
+        stack.databases["auth"],
+        "SELECT email_verified_at FROM users WHERE id = $1",
+        uuid.UUID(user.user_id),
     )
     return rows[0]["email_verified_at"] is not None
 
 
 def _live_tokens(stack: RunningStack, user: MobileUser, purpose: str) -> int:
-    rows = _query(
-        stack,
+    rows = database_rows(
+        stack.databases["auth"],
         "SELECT count(*) AS n FROM account_tokens WHERE user_id = $1 AND purpose = $2"
         " AND used_at IS NULL",
         uuid.UUID(user.user_id),
@@ -150,7 +138,7 @@ def test_every_mailed_link_has_a_page_with_a_form_and_nothing_else(pages: Runnin
 
 def test_the_pages_are_not_cached_framed_scripted_or_referred(pages: RunningStack) -> None:
     user = register(pages.auth_url)
-    url, _, _ = _link(pages.mail.wait_for(user.email, subject_contains="Confirm your email"))
+    url, _, _ = mail_link(pages.mail.wait_for(user.email, subject_contains="Confirm your email"))
     with _browser(pages) as browser:
         shown, account = _open(browser, url)
         done = submit(browser, shown, account)
@@ -169,7 +157,9 @@ def test_the_pages_are_not_cached_framed_scripted_or_referred(pages: RunningStac
 
 def test_opening_a_link_uses_nothing_the_form_uses_it_once(pages: RunningStack) -> None:
     user = register(pages.auth_url)
-    url, name, token = _link(pages.mail.wait_for(user.email, subject_contains="Confirm your email"))
+    url, name, token = mail_link(
+        pages.mail.wait_for(user.email, subject_contains="Confirm your email")
+    )
     assert name == "verify-email"
     # A mail scanner and a link preview open the link, without cookies; so does the user, twice.
     for _ in range(2):
@@ -199,7 +189,7 @@ def test_opening_a_link_uses_nothing_the_form_uses_it_once(pages: RunningStack) 
 def test_a_forged_or_cross_site_form_is_refused_and_spends_nothing(pages: RunningStack) -> None:
     user = register(pages.auth_url)
     phone = login(pages.auth_url, user)
-    url, _, token = _link(_reset_mail(pages, user))
+    url, _, token = mail_link(_reset_mail(pages, user))
     with _browser(pages) as browser:
         shown, account = _open(browser, url)
         fields = {"token": token, "new_password": NEW_PASSWORD}
@@ -236,7 +226,7 @@ def test_a_reset_on_the_page_sets_the_password_and_ends_every_session(
 ) -> None:
     user = register(pages.auth_url)
     phone, tablet = login(pages.auth_url, user), login(pages.auth_url, user)
-    url, name, _ = _link(_reset_mail(pages, user))
+    url, name, _ = mail_link(_reset_mail(pages, user))
     assert name == "reset-password"
     with _browser(pages) as browser:
         shown, account = _open(browser, url)
@@ -266,7 +256,7 @@ def test_a_password_longer_than_the_routes_is_refused_before_any_work(
     pages: RunningStack,
 ) -> None:
     user = register(pages.auth_url)
-    url, _, _ = _link(_reset_mail(pages, user))
+    url, _, _ = mail_link(_reset_mail(pages, user))
     with _browser(pages) as browser:
         shown, account = _open(browser, url)
         long = submit(browser, shown, account, new_password="Aa1!" * 300)
@@ -287,7 +277,7 @@ def test_an_email_change_is_confirmed_and_undone_on_the_pages(pages: RunningStac
         headers=bearer(access_token, user),
     )
     assert asked.status_code == 202, asked.text
-    url, name, _ = _link(pages.mail.wait_for(new_email, subject_contains="new email address"))
+    url, name, _ = mail_link(pages.mail.wait_for(new_email, subject_contains="new email address"))
     assert name == "confirm-email-change"
     with _browser(pages) as browser:
         shown, account = _open(browser, url)
@@ -299,7 +289,7 @@ def test_an_email_change_is_confirmed_and_undone_on_the_pages(pages: RunningStac
     assert _can_log_in(pages, new_email, user.password)
     assert not _can_log_in(pages, old_email, user.password)
 
-    url, name, _ = _link(pages.mail.wait_for(old_email, subject_contains="was changed"))
+    url, name, _ = mail_link(pages.mail.wait_for(old_email, subject_contains="was changed"))
     assert name == "undo-email-change"
     session = login(pages.auth_url, MobileUser(email=new_email, password=user.password))
     with _browser(pages) as browser:
@@ -325,7 +315,7 @@ def test_confirming_an_address_another_account_took_is_a_409_page(pages: Running
         json={"newEmail": squatter_email, "password": user.password},
         headers=bearer(access_token, user),
     )
-    url, _, _ = _link(pages.mail.wait_for(squatter_email, subject_contains="new email address"))
+    url, _, _ = mail_link(pages.mail.wait_for(squatter_email, subject_contains="new email address"))
     register(pages.auth_url, squatter_email)
     with _browser(pages) as browser:
         shown, account = _open(browser, url)
@@ -357,7 +347,7 @@ def test_a_missing_or_malformed_token_is_a_400_page(pages: RunningStack) -> None
 
 def test_the_form_counts_against_the_account_code_limit(pages: RunningStack) -> None:
     user = register(pages.auth_url)
-    url, _, _ = _link(pages.mail.wait_for(user.email, subject_contains="Confirm your email"))
+    url, _, _ = mail_link(pages.mail.wait_for(user.email, subject_contains="Confirm your email"))
     with _browser(pages) as browser:
         shown, account = _open(browser, url)
         answers = [

@@ -5,23 +5,26 @@ served; routes not listed serve unverified accounts as before."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import json
-import re
 import uuid
-from email.message import EmailMessage
 
-import asyncpg
 import httpx
 import pytest
 
 from .conftest import RunningStack, StackFactory
-from .helpers import MobileUser, assert_problem, bearer, login, refresh, register
+from .helpers import (
+    MobileUser,
+    assert_problem,
+    bearer,
+    claims_of,
+    database_rows,
+    login,
+    mail_code,
+    mail_token,
+    refresh,
+    register,
+)
 
 PROBLEM_TYPE = "urn:bulwark:problem:email-not-verified"
-_LINK = re.compile(r"https?://\S+\?token=([A-Za-z0-9_-]+)")
-_CODE = re.compile(r"\b(\d{6})\b")
 
 pytestmark = pytest.mark.security(stride="E", asvs=("V8.2",))
 
@@ -32,36 +35,15 @@ def verified_stack(stack_factory: StackFactory) -> RunningStack:
     return stack_factory(env={"api": {"REQUIRE_VERIFIED_EMAIL": "createNote"}})
 
 
-def _text(message: EmailMessage) -> str:
-    part = message.get_body(preferencelist=("plain",))
-    assert part is not None, message
-    return str(part.get_content())
-
-
-def _claims(access_token: object) -> dict[str, object]:
-    payload = str(access_token).split(".")[1]
-    decoded: dict[str, object] = json.loads(
-        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-    )
-    return decoded
-
-
-def _api_rows(stack: RunningStack, sql: str, *args: object) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(stack.databases["api"], timeout=10)
-        try:
-            return await conn.fetch(sql, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
 def _written(stack: RunningStack, user: MobileUser) -> tuple[int, int]:
     """The user's notes and stored Idempotency-Keys."""
     owner = uuid.UUID(user.user_id)
-    notes = _api_rows(stack, "SELECT count(*) FROM notes WHERE owner_id = $1", owner)
-    keys = _api_rows(stack, "SELECT count(*) FROM idempotency_keys WHERE owner_id = $1", owner)
+    notes = database_rows(
+        stack.databases["api"], "SELECT count(*) FROM notes WHERE owner_id = $1", owner
+    )
+    keys = database_rows(
+        stack.databases["api"], "SELECT count(*) FROM idempotency_keys WHERE owner_id = $1", owner
+    )
     return int(notes[0][0]), int(keys[0][0])
 
 
@@ -91,7 +73,7 @@ def test_an_unverified_token_is_refused_a_listed_route_and_nothing_is_written(
     assert "UNVERIFIED_LOGIN" not in verified_stack.env["auth"]  # allow: the login works
     user = register(verified_stack.auth_url)
     tokens = login(verified_stack.auth_url, user)
-    assert _claims(tokens["access_token"])["email_verified"] is False
+    assert claims_of(tokens["access_token"])["email_verified"] is False
 
     refused = _create_note(verified_stack, user, tokens["access_token"], "first-try")
     body = assert_problem(refused, 403)
@@ -125,16 +107,14 @@ def test_verifying_by_the_mailed_link_then_refreshing_opens_the_route(
     tokens = login(verified_stack.auth_url, user)
     assert_problem(_create_note(verified_stack, user, tokens["access_token"], "k-1"), 403)
 
-    link = _LINK.search(_text(mail))
-    assert link is not None, _text(mail)
-    _confirm(verified_stack, {"token": link.group(1)})
+    _confirm(verified_stack, {"token": mail_token(mail)})
 
     # The token in hand still says false: the claim changes with the next access token.
     assert_problem(_create_note(verified_stack, user, tokens["access_token"], "k-2"), 403)
     refreshed = refresh(verified_stack.auth_url, str(tokens["refresh_token"]), user)
     assert refreshed.status_code == 200, refreshed.text
     fresh = refreshed.json()["access_token"]
-    assert _claims(fresh)["email_verified"] is True
+    assert claims_of(fresh)["email_verified"] is True
     # The key of the refused create was never stored: it creates now.
     created = _create_note(verified_stack, user, fresh, "k-1")
     assert created.status_code == 201, created.text
@@ -146,9 +126,7 @@ def test_verifying_by_the_code_works_the_same(verified_stack: RunningStack) -> N
     mail = verified_stack.mail.wait_for(user.email, subject_contains="Confirm your email")
     tokens = login(verified_stack.auth_url, user)
     assert_problem(_create_note(verified_stack, user, tokens["access_token"], "by-code"), 403)
-    code = _CODE.search(_text(mail))
-    assert code is not None, _text(mail)
-    _confirm(verified_stack, {"code": code.group(1)}, tokens["access_token"])
+    _confirm(verified_stack, {"code": mail_code(mail)}, tokens["access_token"])
     fresh = refresh(verified_stack.auth_url, str(tokens["refresh_token"]), user).json()
     created = _create_note(verified_stack, user, fresh["access_token"], "by-code")
     assert created.status_code == 201, created.text

@@ -9,22 +9,17 @@ failures), so a refusal counted as a failure would show as a 429.
 
 from __future__ import annotations
 
-import asyncio
-import re
 import uuid
-from email.message import EmailMessage
 
-import asyncpg
 import httpx
 import pytest
 
 from .conftest import RunningStack, StackFactory
-from .helpers import MobileUser, assert_problem, login, register
+from .helpers import MobileUser, assert_problem, database_rows, login, mail_token, register
 from .oauth_pages import browser, sign_in
 
 PROBLEM_TYPE = "urn:bulwark:problem:email-not-verified"
 WRONG = "Wrong-Password-1!"
-_LINK = re.compile(r"https?://\S+\?token=([A-Za-z0-9_-]+)")
 RULES = """
 domains:
   - domain: bulwark-auth
@@ -73,39 +68,22 @@ def _login(stack: RunningStack, user: MobileUser, password: str) -> httpx.Respon
     )
 
 
-def _query(stack: RunningStack, sql: str, *args: object) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(stack.databases["auth"], timeout=10)
-        try:
-            return await conn.fetch(sql, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
 def _sessions(stack: RunningStack, user: MobileUser) -> int:
-    rows = _query(
-        stack, "SELECT count(*) FROM refresh_families WHERE user_id = $1", uuid.UUID(user.user_id)
+    rows = database_rows(
+        stack.databases["auth"],
+        "SELECT count(*) FROM refresh_families WHERE user_id = $1",
+        uuid.UUID(user.user_id),
     )
     return int(rows[0][0])
 
 
 def _events(stack: RunningStack, user: MobileUser) -> list[str]:
-    rows = _query(
-        stack,
+    rows = database_rows(
+        stack.databases["auth"],
         "SELECT event_type FROM security_events WHERE user_id = $1 ORDER BY id",
         uuid.UUID(user.user_id),
     )
     return [row["event_type"] for row in rows]
-
-
-def _link_token(message: EmailMessage) -> str:
-    part = message.get_body(preferencelist=("plain",))
-    assert part is not None, message
-    found = _LINK.search(str(part.get_content()))
-    assert found is not None, part.get_content()
-    return found.group(1)
 
 
 def _assert_unverified(response: httpx.Response) -> None:
@@ -154,7 +132,7 @@ def test_the_mailed_link_verifies_without_signing_in_then_login_works(
     _assert_unverified(_login(deny_stack, user, user.password))
     confirmed = httpx.post(
         f"{deny_stack.auth_url}/v1/auth/email-verification/confirm",
-        json={"token": _link_token(mail)},
+        json={"token": mail_token(mail)},
         timeout=10,
     )
     assert confirmed.status_code == 204, confirmed.text
@@ -174,7 +152,7 @@ def test_a_password_reset_verifies_the_address_it_reached(deny_stack: RunningSta
     user.password = "Fresh-Lantern-47&"
     reset = httpx.post(
         f"{deny_stack.auth_url}/v1/auth/password-reset/confirm",
-        json={"token": _link_token(mail), "newPassword": user.password},
+        json={"token": mail_token(mail), "newPassword": user.password},
         timeout=10,
     )
     assert reset.status_code == 204, reset.text
@@ -195,8 +173,8 @@ def test_the_sign_in_page_refuses_an_unverified_account_and_remembers_nothing(
         device = client.get("/device")
         assert device.status_code == 303
         assert device.headers["location"].startswith("/signin")
-    pages = _query(
-        deny_stack,
+    pages = database_rows(
+        deny_stack.databases["auth"],
         "SELECT count(*) FROM page_sessions WHERE user_id = $1",
         uuid.UUID(user.user_id),
     )
