@@ -310,6 +310,7 @@ def test_the_ingress_routes_auth_paths_to_auth_and_the_rest_of_v1_to_the_api(
             "/.well-known": auth,
             "/signin": auth,
             "/device": auth,
+            "/account": auth,
             "/v1": ("Prefix", "bulwark-api"),
         }
 
