@@ -136,7 +136,8 @@ def test_the_ingress_routes_each_path_to_its_service(cluster: Cluster) -> None:
     assert _upstream(revoke) in auth
     # Each auth path with or without a tail, as the Kubernetes Ingress's Prefix match routes
     # them; a longer name is the API's.
-    for path in ("/v1/users/", "/v1/auth", "/oauth2", "//v1/users", "/signin", "/device"):
+    paths = ("/v1/users/", "/v1/auth", "/oauth2", "//v1/users", "/signin", "/device", "/account/x")
+    for path in paths:
         answer = httpx.get(f"{cluster.url}{path}")
         assert answer.status_code != 301, path  # nginx's own HTML redirect
         assert _upstream(answer) in auth, path

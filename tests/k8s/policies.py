@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 Obj = dict[str, Any]
 
@@ -293,5 +294,50 @@ def rules_not_reloadable(objects: list[Obj]) -> list[str]:
             found.append(f"{name_of(obj)}: RATELIMIT_RULES={rules!r} is in no ConfigMap mount")
         found += [
             f"{name_of(obj)}: the rules are mounted with subPath" for m in mounts if "subPath" in m
+        ]
+    return found
+
+
+def egress_ports(objects: list[Obj], labels: Mapping[str, str]) -> set[int | str] | None:
+    """The ports NetworkPolicies let pods labelled ``labels`` connect to, whatever the
+    peer; None when a rule allows every port."""
+    ports: set[int | str] = set()
+    for policy in _of_kind(objects, "NetworkPolicy"):
+        spec = policy["spec"]
+        if "Egress" not in spec.get("policyTypes", []) or not selects(spec["podSelector"], labels):
+            continue
+        for rule in spec.get("egress", []):
+            if not rule.get("ports"):
+                return None
+            ports.update(
+                port["port"] for port in rule["ports"] if port.get("protocol", "TCP") == "TCP"
+            )
+    return ports
+
+
+#: The port of each SMTP_URL scheme when the URL names none (bulwark.auth.mail.delivery).
+SMTP_PORTS = {"smtps": 465, "smtp+starttls": 587, "smtp": 25}
+
+
+def unreachable_auth_peers(objects: list[Obj]) -> list[str]:
+    """Servers outside the cluster the auth service is set to call but no NetworkPolicy lets
+    it reach: the SMTP server's port (``SMTP_URL``), HTTPS (443) with
+    ``BREACHED_PASSWORD_CHECK=hibp``."""
+    found = []
+    for obj, _, c in containers(objects):
+        if obj["kind"] != "Deployment" or not c["image"].split(":")[0].endswith("bulwark-auth"):
+            continue
+        values = config_values(objects, c)
+        needed = []
+        if values.get("SMTP_URL"):
+            url = urlsplit(values["SMTP_URL"])
+            needed.append(("SMTP_URL", url.port or SMTP_PORTS.get(url.scheme, 25)))
+        if values.get("BREACHED_PASSWORD_CHECK", "").strip().lower() == "hibp":
+            needed.append(("BREACHED_PASSWORD_CHECK=hibp", 443))
+        allowed = egress_ports(objects, _pod_labels(obj))
+        found += [
+            f"{name_of(obj)}: {setting} needs egress to TCP {port}; no NetworkPolicy allows it"
+            for setting, port in needed
+            if allowed is not None and port not in allowed
         ]
     return found

@@ -2,6 +2,7 @@
 each policy reports a broken copy of them: the failure it exists for."""
 
 import copy
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 
 from . import policies
-from .conftest import K8S, OVERLAYS
+from .conftest import K8S, OVERLAYS, render
 
 Objects = list[dict[str, Any]]
 
@@ -24,6 +25,7 @@ OVERLAY_POLICIES: list[Callable[[Objects], list[str]]] = [
     policies.missing_default_deny,
     policies.unknown_settings,
     policies.rules_not_reloadable,
+    policies.unreachable_auth_peers,
 ]
 
 
@@ -49,6 +51,16 @@ def _container(objects: Objects, kind: str, name: str) -> dict[str, Any]:
 
 def _drop(objects: Objects, kind: str, name: str) -> None:
     objects.remove(_find(objects, kind, name))
+
+
+def _config(objects: Objects, name: str) -> dict[str, str]:
+    """The data of the generated ConfigMap ``name`` (its name carries a hash suffix)."""
+    data: dict[str, str] = next(
+        o["data"]
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].rsplit("-", 1)[0] == name
+    )
+    return data
 
 
 # Each case breaks one thing in a copy of the production overlay (the development one for
@@ -198,6 +210,23 @@ BREAKS: dict[str, tuple[str, Callable[[Objects], list[str]], Callable[[Objects],
             {"name": "RATELIMIT_RULES", "value": "/app/rules.yaml"}
         ),
     ),
+    "no egress to the SMTP server": (
+        "production",
+        policies.unreachable_auth_peers,
+        lambda o: _drop(o, "NetworkPolicy", "allow-smtp"),
+    ),
+    "SMTP server on a port not allowed": (
+        "staging",
+        policies.unreachable_auth_peers,
+        lambda o: _config(o, "bulwark-auth-config").update(
+            SMTP_URL="smtps://smtp.example.com:2465"
+        ),
+    ),
+    "breached-password check without egress": (
+        "production",
+        policies.unreachable_auth_peers,
+        lambda o: _config(o, "bulwark-auth-config").update(BREACHED_PASSWORD_CHECK="hibp"),
+    ),
 }
 
 
@@ -281,6 +310,7 @@ def test_the_ingress_routes_auth_paths_to_auth_and_the_rest_of_v1_to_the_api(
             "/.well-known": auth,
             "/signin": auth,
             "/device": auth,
+            "/account": auth,
             "/v1": ("Prefix", "bulwark-api"),
         }
 
@@ -309,3 +339,30 @@ def test_the_first_deploy_step_holds_what_the_migrations_need_and_no_service(
                 assert f"ConfigMap/{source['configMapRef']['name']}" in names
         if overlay == "development":
             assert {"StatefulSet/bulwark-postgres", "StatefulSet/bulwark-redis"} <= names
+
+
+def test_the_breached_password_component_turns_the_check_on_with_its_egress(
+    tmp_path: Path, rendered: dict[str, Objects]
+) -> None:
+    # An overlay of production that adds the component, as the README tells an operator to.
+    # kustomize takes relative paths only.
+    overlay = os.path.relpath(K8S / "overlays" / "production", tmp_path)
+    component = os.path.relpath(K8S / "components" / "breached-password-check", tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [{overlay}]\ncomponents: [{component}]\n"
+    )
+    objects = render(tmp_path)
+    assert _config(objects, "bulwark-auth-config")["BREACHED_PASSWORD_CHECK"] == "hibp"
+    assert (
+        _config(rendered["production"], "bulwark-auth-config")["BREACHED_PASSWORD_CHECK"] == "off"
+    )
+    for policy in OVERLAY_POLICIES:
+        assert policy(objects) == [], policy.__name__
+    # HTTPS to the internet, never to the cluster's own networks or the cloud's metadata.
+    (rule,) = _find(objects, "NetworkPolicy", "allow-hibp")["spec"]["egress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 443}]
+    assert "169.254.0.0/16" in rule["to"][0]["ipBlock"]["except"]
+    assert "10.0.0.0/8" in rule["to"][0]["ipBlock"]["except"]
+    objects.remove(_find(objects, "NetworkPolicy", "allow-hibp"))
+    assert policies.unreachable_auth_peers(objects) != []
