@@ -420,3 +420,31 @@ def test_codes_are_limited_per_account(accounts: RunningStack) -> None:
         for n in range(11)
     ]
     assert answers == [400] * 10 + [429]
+
+
+def test_password_checks_of_a_signed_in_user_are_limited(accounts: RunningStack) -> None:
+    user = register(accounts.auth_url)
+    token = login(accounts.auth_url, user)["access_token"]
+    wrong = {"currentPassword": "Not-The-Password-1!", "newPassword": NEW_PASSWORD}
+    answers = [
+        _post(accounts, "/v1/auth/password", wrong, user, token).status_code for _ in range(5)
+    ]
+    right = {"currentPassword": user.password, "newPassword": NEW_PASSWORD}
+    answers.append(_post(accounts, "/v1/auth/password", right, user, token).status_code)
+    assert answers == [400] * 5 + [429]  # a stolen access token is no password oracle
+    user_login = httpx.post(
+        f"{accounts.auth_url}/v1/auth/login",
+        json={"email": user.email, "password": user.password},
+        headers=user.headers,
+    )
+    assert user_login.status_code == 200  # the password did not change
+
+
+def test_mails_a_signed_in_user_asks_for_are_limited(accounts: RunningStack) -> None:
+    user = register(accounts.auth_url)
+    token = login(accounts.auth_url, user)["access_token"]
+    answers = [
+        _post(accounts, "/v1/auth/email-verification", None, user, token).status_code
+        for _ in range(6)
+    ]
+    assert answers == [202] * 5 + [429]
