@@ -40,7 +40,7 @@ from .test_account_deletions import TABLES, row_counts
 T = TypeVar("T")
 CLAIM_SECONDS = 2
 
-pytestmark = pytest.mark.security(stride="T", asvs=("V14.2",))
+pytestmark = [pytest.mark.resilience, pytest.mark.security(stride="T", asvs=("V14.2",))]
 
 
 @pytest.fixture(scope="module")

@@ -539,6 +539,7 @@ def mailer(stack_factory: StackFactory) -> RunningStack:
     return stack_factory(services=("ratelimit", "auth"))
 
 
+@pytest.mark.resilience  # a stack of its own whose SMTP server goes away
 def test_the_auth_service_keeps_a_mail_while_smtp_is_down_and_sends_it_when_back(
     mailer: RunningStack,
 ) -> None:

@@ -282,6 +282,7 @@ def _stack_with_breach_check(
     )
 
 
+@pytest.mark.resilience  # a stack of its own with the range API stalled
 def test_registration_with_the_range_api_stalled_deny_is_503_and_creates_nothing(
     stack_factory: StackFactory, stalled_range: RangeServer
 ) -> None:
@@ -311,6 +312,7 @@ async def _users_with(database_url: str, email: str) -> int:
     return count
 
 
+@pytest.mark.resilience  # a stack of its own with the range API stalled
 def test_registration_with_the_range_api_stalled_allow_accepts_and_logs(
     stack_factory: StackFactory, stalled_range: RangeServer
 ) -> None:

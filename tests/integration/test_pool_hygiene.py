@@ -57,6 +57,10 @@ AUTHENTICATED_ROUTES = [
     ("auth", "DELETE", f"/v1/auth/sessions/{NOTE_ID}", None),
     ("auth", "POST", "/v1/auth/logout", None),
     ("auth", "POST", "/v1/auth/logout-all", None),
+    ("auth", "POST", "/v1/auth/password", {"currentPassword": "x", "newPassword": "y"}),
+    ("auth", "POST", "/v1/auth/email-verification", None),
+    ("auth", "POST", "/v1/auth/email-change", {"newEmail": "a@example.com", "password": "x"}),
+    ("auth", "POST", "/v1/auth/account-deletion", {"password": "x"}),
 ]
 
 
