@@ -448,3 +448,22 @@ def test_mails_a_signed_in_user_asks_for_are_limited(accounts: RunningStack) -> 
         for _ in range(6)
     ]
     assert answers == [202] * 5 + [429]
+
+
+def test_confirming_a_code_tells_nothing_about_the_address(accounts: RunningStack) -> None:
+    user, nobody = register(accounts.auth_url), random_email()
+
+    def confirm(email: str, password: str) -> httpx.Response:
+        body = {"email": email, "code": "123456", "newPassword": password}
+        return _post(accounts, "/v1/auth/password-reset/confirm", body)
+
+    def shape(response: httpx.Response) -> tuple[int, object, object]:
+        body = response.json()
+        return response.status_code, body.get("type"), body.get("errors") or body.get("detail")
+
+    # A weak password is refused the same way for an address with or without an account,
+    assert shape(confirm(user.email, "sunshine")) == shape(confirm(nobody, "sunshine"))
+    # and a wrong code the same way too, after the same work (the password is hashed).
+    known, unknown = confirm(user.email, NEW_PASSWORD), confirm(nobody, NEW_PASSWORD)
+    assert shape(known) == shape(unknown)
+    assert known.status_code == 400

@@ -97,7 +97,9 @@ async def reset_password(
     """Set ``new_password`` for the account ``proof`` names; return its id.
 
     The new password is checked against the policy before the token is spent (a refused
-    password leaves the mail usable); a wrong code counts against its token.
+    password leaves the mail usable); a wrong code counts against its token. An address
+    without an account gets the same checks and the same hashing before its 400, so that
+    neither the answer nor its time tells whether the address has an account.
 
     Raises:
         InvalidAccountToken: the proof does not hold (400).
@@ -106,6 +108,11 @@ async def reset_password(
     """
     user = await _claimed_user(db, proof)
     if user is None:
+        if proof.email is not None:  # an address without an account: the same work
+            await policy.check(
+                new_password, email=proof.email, display_name="", field="newPassword"
+            )
+            await hasher.hash(new_password)
         await _record_failure(db, None, ip)
         raise InvalidAccountToken
     await policy.check(
