@@ -218,7 +218,7 @@ def _text(value: object) -> str | None:
 
 async def deliver_forever(db: Database, settings: SmtpSettings | None) -> None:
     """Send the outbox until cancelled: a round right after a full one, else every
-    `IDLE_SECONDS`. Without ``settings`` (no ``SMTP_URL`` in development or test) mail
+    `IDLE_SECONDS`. Without ``settings`` (no ``SMTP_URL``, allowed outside production) mail
     stays queued and a warning says so once. A database outage is logged once."""
     if settings is None:
         _log.warning("mail_not_configured", hint="set SMTP_URL; mail stays in the outbox")
