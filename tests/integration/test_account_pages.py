@@ -303,7 +303,12 @@ def test_an_email_change_is_confirmed_and_undone_on_the_pages(pages: RunningStac
         assert INVALID_LINK in again.text
     _refused_within_a_second(pages, session["access_token"])
     assert pages.mail.wait_for(old_email, subject_contains="Reset your")
-    assert _can_log_in(pages, old_email, user.password)
+    restored = database_rows(
+        pages.databases["auth"], "SELECT email FROM users WHERE id = $1", uuid.UUID(user.user_id)
+    )
+    assert restored[0]["email"] == old_email
+    # The password the changer knew is disabled until the mailed reset sets a new one.
+    assert not _can_log_in(pages, old_email, user.password)
     assert not _can_log_in(pages, new_email, user.password)
 
 

@@ -5,7 +5,8 @@ The user proves the password; the new address gets a link and a code, and the ac
 its old address until one of them is used. Then the new address is the account's (and
 verified), and the old address gets a notice with an undo link valid
 ``EMAIL_CHANGE_UNDO_SECONDS`` (7 days): undoing gives the account its old address back, ends
-every session, and mails a password reset there, since whoever changed it knew the password.
+every session, disables the password and mails a password reset there, since whoever changed
+it knew the password.
 """
 
 import uuid
@@ -158,6 +159,9 @@ async def undo_change(
             taken = True
         else:
             await tokens.spend_all(conn, spent.user_id, *tokens.Purpose)
+            # Whoever changed the address knew the password: it stops working until the
+            # mailed reset sets a new one.
+            await queries.set_password_hash(conn, spent.user_id, queries.UNUSABLE_PASSWORD_HASH)
             ended = await end_user_sessions(conn, spent.user_id, "email_change_undone")
             reset = await tokens.issue(
                 conn,

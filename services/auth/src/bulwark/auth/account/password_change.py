@@ -1,12 +1,13 @@
 """Changing the password of a signed-in user, who proves it with the current one (NIST
 SP 800-63B-4 §3.1.1.2: a changed password needs the old one). Every other session ends; the
-caller's stays; the account's address is told."""
+caller's stays; outstanding reset links and a pending email change stop working; the
+account's address is told."""
 
 import uuid
 
 import asyncpg
 
-from bulwark.auth.account import mailing, queries
+from bulwark.auth.account import mailing, queries, tokens
 from bulwark.auth.mail.catalog import MailKind
 from bulwark.auth.passwords import PasswordHasher
 from bulwark.auth.security_events import SecurityEvent, record
@@ -77,6 +78,10 @@ async def change_password(
     password_hash = await hasher.hash(new_password)
     async with db.transaction() as conn:
         await queries.set_password_hash(conn, user_id, password_hash)
+        # Outstanding resets and a pending email change were asked with the old password.
+        await tokens.spend_all(
+            conn, user_id, tokens.Purpose.PASSWORD_RESET, tokens.Purpose.EMAIL_CHANGE
+        )
         ended = await end_user_sessions(conn, user_id, "password_changed", keep=session_id)
         await record(conn, SecurityEvent.PASSWORD_CHANGED, user_id=user_id, ip=ip)
         await mailing.queue(

@@ -6,6 +6,9 @@ import asyncpg
 
 from bulwark.common.db import Queryable
 
+#: A password hash no password verifies against (argon2 refuses it as malformed).
+UNUSABLE_PASSWORD_HASH = "!"  # noqa: S105  # the opposite of a password
+
 
 async def find_user(conn: Queryable, user_id: uuid.UUID) -> asyncpg.Record | None:
     """The live (not deleted) user ``user_id``: id, email, display_name, password_hash,
@@ -71,10 +74,11 @@ async def erase_user(conn: Queryable, user_id: uuid.UUID) -> None:
     and its sessions are deleted later (`purge_tombstones`)."""
     await conn.execute("SELECT set_config('bulwark.erase_user', $1, true)", str(user_id))
     await conn.execute(
-        "UPDATE users SET email = $2, display_name = 'deleted', password_hash = '!',"
+        "UPDATE users SET email = $2, display_name = 'deleted', password_hash = $3,"
         " email_verified_at = NULL, deleted_at = now() WHERE id = $1",
         user_id,
         f"{user_id}@deleted.invalid",
+        UNUSABLE_PASSWORD_HASH,
     )
     await conn.execute(
         "UPDATE refresh_families SET device_id = NULL, device_name = NULL, platform = NULL,"

@@ -6,8 +6,9 @@ answer, in the background, so neither the body nor the time tells. The link and 
 the address stored for the account, never to the address as typed: a lookalike that
 normalises to an account's address reaches that account's owner, not its typist. Using the
 reset sets the password, ends every session of the user (the API refuses their access
-tokens within a second), spends the user's other reset tokens, and tells the account's
-address. It also marks the address verified when it was not: the mail reached it.
+tokens within a second), spends the user's other reset tokens and any pending email change
+(an intruder's), and tells the account's address. It also marks the address verified when
+it was not: the mail reached it.
 """
 
 import uuid
@@ -135,7 +136,11 @@ async def reset_password(
             ended: list[uuid.UUID] | None = None
         else:
             await queries.set_password_hash(conn, user["id"], password_hash)
-            await tokens.spend_all(conn, user["id"], tokens.Purpose.PASSWORD_RESET)
+            # A reset is how a user locks an intruder out: the intruder's pending email
+            # change dies with the old password (the old address's undo link stays).
+            await tokens.spend_all(
+                conn, user["id"], tokens.Purpose.PASSWORD_RESET, tokens.Purpose.EMAIL_CHANGE
+            )
             # The mail reached the address: it is verified too, so an account refused at
             # login for want of verification (UNVERIFIED_LOGIN=deny) whose link has expired
             # has a way back without signing in.

@@ -80,11 +80,12 @@ PAGES = {
     "undo-email-change": AccountPage(
         title="Undo the email change",
         intro="Give your account this email address back. Every device signed in to it will"
-        " be signed out, and a mail to choose a new password will be sent to this address.",
+        " be signed out, the password will stop working, and a mail to choose a new one will"
+        " be sent to this address.",
         button="Undo the change",
         done_title="Change undone",
-        done="Your account has this email address again and every device was signed out."
-        " Check your mail for a link to choose a new password.",
+        done="Your account has this email address again, every device was signed out and the"
+        " old password no longer works. Check your mail for a link to choose a new one.",
     ),
 }
 #: The pages' route templates (exempt from the app-version policy: browsers send no app
