@@ -47,22 +47,13 @@ async def request_change(
     async with db.transaction() as conn:
         if new_email == user["email"]:
             return
-        token = await tokens.issue(
-            conn,
-            user_id=user_id,
-            purpose=tokens.Purpose.EMAIL_CHANGE,
-            email=new_email,
-            ttl_seconds=settings.email_verification_ttl,
-            code_key=settings.email_fingerprint_key,
-        )
-        await mailing.queue(
+        await mailing.send_link(
             conn,
             settings,
             MailKind.EMAIL_CHANGE,
             user_id=user_id,
             recipient=new_email,
             locale=locale,
-            token=token,
         )
         await record(conn, SecurityEvent.EMAIL_CHANGE_REQUESTED, user_id=user_id, ip=ip)
 
@@ -104,25 +95,16 @@ async def confirm_change(
         elif not await queries.change_email(conn, spent.user_id, spent.email):
             taken = True
         else:
-            undo = await tokens.issue(
-                conn,
-                user_id=spent.user_id,
-                purpose=tokens.Purpose.EMAIL_CHANGE_UNDO,
-                email=user["email"],
-                ttl_seconds=settings.email_change_undo_ttl,
-                code_key=settings.email_fingerprint_key,
-            )
             await tokens.spend_all(
                 conn, spent.user_id, tokens.Purpose.PASSWORD_RESET, tokens.Purpose.VERIFY_EMAIL
             )
-            await mailing.queue(
+            await mailing.send_link(
                 conn,
                 settings,
                 MailKind.EMAIL_CHANGED,
                 user_id=spent.user_id,
                 recipient=user["email"],  # the old address
                 locale=locale,
-                token=undo,
                 masked_email=mailing.mask_email(spent.email),
             )
             await record(conn, SecurityEvent.EMAIL_CHANGED, user_id=spent.user_id, ip=ip)
@@ -163,22 +145,13 @@ async def undo_change(
             # mailed reset sets a new one.
             await queries.set_password_hash(conn, spent.user_id, queries.UNUSABLE_PASSWORD_HASH)
             ended = await end_user_sessions(conn, spent.user_id, "email_change_undone")
-            reset = await tokens.issue(
-                conn,
-                user_id=spent.user_id,
-                purpose=tokens.Purpose.PASSWORD_RESET,
-                email=spent.email,
-                ttl_seconds=settings.password_reset_ttl,
-                code_key=settings.email_fingerprint_key,
-            )
-            await mailing.queue(
+            await mailing.send_link(
                 conn,
                 settings,
                 MailKind.PASSWORD_RESET,
                 user_id=spent.user_id,
                 recipient=spent.email,
                 locale=locale,
-                token=reset,
             )
             await record(conn, SecurityEvent.EMAIL_CHANGE_UNDONE, user_id=spent.user_id, ip=ip)
     if taken:

@@ -7,9 +7,11 @@ before they use a token, since mail scanners open links): ``…/verify-email``,
 """
 
 import uuid
+from collections.abc import Callable
 from urllib.parse import urlencode
 
-from bulwark.auth.account.tokens import IssuedToken
+from bulwark.auth.account import tokens
+from bulwark.auth.account.tokens import IssuedToken, Purpose
 from bulwark.auth.mail import outbox
 from bulwark.auth.mail.catalog import MailKind
 from bulwark.auth.mail.messages import render
@@ -22,6 +24,15 @@ LINK_PAGES = {
     MailKind.PASSWORD_RESET: "reset-password",
     MailKind.EMAIL_CHANGE: "confirm-email-change",
     MailKind.EMAIL_CHANGED: "undo-email-change",
+}
+
+
+#: The token each mail with a link carries, and its lifetime in seconds from the settings.
+_LINK_TOKENS: dict[MailKind, tuple[Purpose, Callable[[AuthSettings], int]]] = {
+    MailKind.VERIFY_EMAIL: (Purpose.VERIFY_EMAIL, lambda s: s.email_verification_ttl),
+    MailKind.PASSWORD_RESET: (Purpose.PASSWORD_RESET, lambda s: s.password_reset_ttl),
+    MailKind.EMAIL_CHANGE: (Purpose.EMAIL_CHANGE, lambda s: s.email_verification_ttl),
+    MailKind.EMAIL_CHANGED: (Purpose.EMAIL_CHANGE_UNDO, lambda s: s.email_change_undo_ttl),
 }
 
 
@@ -64,3 +75,37 @@ async def queue(
         link=link,
     )
     await outbox.enqueue(conn, mail, user_id=user_id)
+
+
+async def send_link(
+    conn: Queryable,
+    settings: AuthSettings,
+    kind: MailKind,
+    *,
+    user_id: uuid.UUID,
+    recipient: str,
+    locale: str,
+    **values: str | int,
+) -> None:
+    """Issue the one-time token of the mail ``kind`` for ``user_id``, proving ``recipient``
+    (the user's earlier tokens of its purpose are spent), and queue the mail carrying its
+    link and code, in the caller's transaction."""
+    purpose, lifetime = _LINK_TOKENS[kind]
+    token = await tokens.issue(
+        conn,
+        user_id=user_id,
+        purpose=purpose,
+        email=recipient,
+        ttl_seconds=lifetime(settings),
+        code_key=settings.email_fingerprint_key,
+    )
+    await queue(
+        conn,
+        settings,
+        kind,
+        user_id=user_id,
+        recipient=recipient,
+        locale=locale,
+        token=token,
+        **values,
+    )

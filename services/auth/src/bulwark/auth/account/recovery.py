@@ -53,22 +53,13 @@ async def request_reset(
                 email_fingerprint=email_fingerprint(settings.email_fingerprint_key, email),
             )
             return
-        token = await tokens.issue(
-            conn,
-            user_id=user["id"],
-            purpose=tokens.Purpose.PASSWORD_RESET,
-            email=user["email"],
-            ttl_seconds=settings.password_reset_ttl,
-            code_key=settings.email_fingerprint_key,
-        )
-        await mailing.queue(
+        await mailing.send_link(
             conn,
             settings,
             MailKind.PASSWORD_RESET,
             user_id=user["id"],
             recipient=user["email"],  # the stored address, never the typed one
             locale=locale,
-            token=token,
         )
         await record(conn, SecurityEvent.PASSWORD_RESET_REQUESTED, user_id=user["id"], ip=ip)
 

@@ -23,22 +23,8 @@ async def send_verification(
 ) -> None:
     """In the caller's transaction, issue a verification token for ``email`` and queue its
     mail (earlier verification mails stop working)."""
-    token = await tokens.issue(
-        conn,
-        user_id=user_id,
-        purpose=tokens.Purpose.VERIFY_EMAIL,
-        email=email,
-        ttl_seconds=settings.email_verification_ttl,
-        code_key=settings.email_fingerprint_key,
-    )
-    await mailing.queue(
-        conn,
-        settings,
-        MailKind.VERIFY_EMAIL,
-        user_id=user_id,
-        recipient=email,
-        locale=locale,
-        token=token,
+    await mailing.send_link(
+        conn, settings, MailKind.VERIFY_EMAIL, user_id=user_id, recipient=email, locale=locale
     )
     await record(conn, SecurityEvent.EMAIL_VERIFICATION_SENT, user_id=user_id, ip=ip)
 
